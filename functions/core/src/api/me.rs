@@ -1,0 +1,111 @@
+//! The signed-in user's balance and ledger, and (local server only) demo sessions.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde_json::json;
+
+use super::{json, query, session, Handled, Problem};
+use crate::App;
+
+/// `GET /api/v1/me/balance`.
+pub async fn balance(app: &Arc<App>, req: &http::request::Parts) -> Handled {
+    let user = session(app, req)?;
+    let balance = app.store.balance(&user.sub).await?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({"userId": user.sub, "balances": {crate::ledger::PTS: balance}}),
+    ))
+}
+
+/// `GET /api/v1/me/ledger?limit=50&cursor=...`, newest first.
+pub async fn ledger(app: &Arc<App>, req: &http::request::Parts) -> Handled {
+    let user = session(app, req)?;
+    let limit = match query(req, "limit") {
+        None => 50,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=200).contains(&n) => n,
+            _ => return Err(Problem::bad_json("limit must be a number from 1 to 200")),
+        },
+    };
+    let cursor = query(req, "cursor");
+    let mut entries = app
+        .store
+        .ledger(&user.sub, limit + 1, cursor.as_deref())
+        .await?;
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    let mut body = json!({ "entries": entries });
+    if more {
+        if let Some(last) = entries.last() {
+            body["nextCursor"] = json!(last.tx_id);
+        }
+    }
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// `POST /api/v1/dev/session`: a session for a demo user, with demo points. Local server only.
+#[cfg(feature = "dev-session")]
+pub async fn dev_session(app: &Arc<App>, body: &bytes::Bytes) -> Handled {
+    use crate::ledger::{LedgerEntry, LedgerKind, PTS};
+    use serde_json::Value;
+
+    let fields = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Map::new()
+    } else {
+        super::parse_object(body)?
+    };
+    let user_id = match fields.get("userId") {
+        None | Some(Value::Null) => crate::ids::new_id("user"),
+        Some(Value::String(id))
+            if (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            id.clone()
+        }
+        Some(_) => {
+            return Err(Problem::bad_field(
+                "/userId",
+                "must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
+            ))
+        }
+    };
+    let grant = match fields.get("grantPts") {
+        None | Some(Value::Null) => 1000,
+        Some(v) => match v.as_i64() {
+            Some(n) if (0..=1_000_000).contains(&n) => n,
+            _ => {
+                return Err(Problem::bad_field(
+                    "/grantPts",
+                    "must be an integer from 0 to 1000000",
+                ))
+            }
+        },
+    };
+    let now = app.clock.now();
+    let balance = if grant > 0 {
+        app.store
+            .grant(LedgerEntry {
+                tx_id: crate::ids::new_id("tx"),
+                user_id: user_id.clone(),
+                kind: LedgerKind::Grant,
+                asset: PTS.into(),
+                pts: grant,
+                run_id: None,
+                invoice_id: None,
+                at: now,
+            })
+            .await?
+    } else {
+        app.store.balance(&user_id).await?
+    };
+    let token = app
+        .keys
+        .session(&user_id, now, now + app.config.session_ttl);
+    Ok(json(
+        StatusCode::CREATED,
+        &json!({"token": token, "userId": user_id, "balancePts": balance}),
+    ))
+}

@@ -1,0 +1,132 @@
+//! RFC 9457 problem details with the product's stable error codes.
+
+use bytes::Bytes;
+use http::{header, StatusCode};
+use serde_json::json;
+
+use super::{Body, Response};
+use crate::catalog::FieldError;
+
+/// An error answer: status, stable code, a readable detail and, for validation, field errors.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The stable machine code (`invoice_expired`, ...).
+    pub code: &'static str,
+    /// What went wrong, for people.
+    pub detail: String,
+    /// Per-field errors, each a JSON Pointer into the request body.
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    /// A problem without field errors.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Problem {
+            status,
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Adds field errors.
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    /// 400 `bad_json`.
+    pub fn bad_json(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, "bad_json", detail)
+    }
+
+    /// 400 `bad_json` for one field.
+    pub fn bad_field(pointer: &str, message: &str) -> Self {
+        Problem::bad_json(format!("{pointer}: {message}")).with_errors(vec![FieldError {
+            pointer: pointer.to_owned(),
+            message: message.to_owned(),
+        }])
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    /// 400 `invalid_slug`.
+    pub fn invalid_slug() -> Self {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_slug",
+            "A spell slug is 1-64 characters of a-z, 0-9 and '-', starting with a letter or digit",
+        )
+    }
+
+    /// 404 `spell_not_found`.
+    pub fn spell_not_found(slug: &str) -> Self {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "spell_not_found",
+            format!("No spell is called `{slug}`"),
+        )
+    }
+
+    /// 404 `run_not_found`.
+    pub fn run_not_found() -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "run_not_found", "No such run")
+    }
+
+    /// 413 `payload_too_large`.
+    pub fn payload_too_large() -> Self {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "Request bodies are limited to {} bytes",
+                super::MAX_BODY_BYTES
+            ),
+        )
+    }
+
+    /// 500 `internal`, logging the cause (which the client does not see).
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Something went wrong on our side",
+        )
+    }
+
+    fn title(&self) -> &'static str {
+        self.status.canonical_reason().unwrap_or("Error")
+    }
+
+    /// The problem as an `application/problem+json` response.
+    pub fn into_response(self) -> Response {
+        let mut body = json!({
+            "type": format!("/problems/{}", self.code),
+            "title": self.title(),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "code": self.code,
+        });
+        if !self.errors.is_empty() {
+            body["errors"] = json!(self.errors);
+        }
+        http::Response::builder()
+            .status(self.status)
+            .header(header::CONTENT_TYPE, "application/problem+json")
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(Body::Full(Bytes::from(body.to_string())))
+            .unwrap_or_else(|_| http::Response::new(Body::Full(Bytes::new())))
+    }
+}
+
+impl From<crate::ports::StoreError> for Problem {
+    fn from(e: crate::ports::StoreError) -> Self {
+        Problem::internal(e)
+    }
+}

@@ -1,0 +1,108 @@
+//! Public spell endpoints: `meta` (JSON) and the og page (HTML for crawlers), both cacheable.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, StatusCode};
+use serde_json::json;
+
+use super::{etag, not_modified, respond, slug, Body, Handled, Problem, Response};
+use crate::App;
+
+/// Metadata changes at most with each price recomputation (15 min): shared caches keep it 5 min.
+const META_CACHE: &str = "public, max-age=60, s-maxage=300, stale-while-revalidate=600";
+/// The og page changes only with the catalog: edges keep it long and serve stale on errors.
+const OG_CACHE: &str =
+    "public, max-age=300, s-maxage=900, stale-while-revalidate=86400, stale-if-error=86400";
+
+/// A cacheable answer: 304 when the client has it, the body otherwise (none for HEAD).
+fn cacheable(
+    req: &http::request::Parts,
+    content_type: &'static str,
+    cache: &'static str,
+    body: String,
+) -> Response {
+    let tag = etag(body.as_bytes());
+    let mut response = if not_modified(req, &tag) {
+        let mut r = http::Response::new(Body::Full(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else if req.method == Method::HEAD {
+        let mut r = respond(StatusCode::OK, content_type, Bytes::new());
+        if let Ok(len) = HeaderValue::from_str(&body.len().to_string()) {
+            r.headers_mut().insert(header::CONTENT_LENGTH, len);
+        }
+        r
+    } else {
+        respond(StatusCode::OK, content_type, body)
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if let Ok(tag) = HeaderValue::from_str(&tag) {
+        headers.insert(header::ETAG, tag);
+    }
+    response
+}
+
+/// `GET /api/v1/spells/{slug}/meta`.
+pub async fn meta(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled {
+    let slug = slug(raw_slug)?;
+    let spell = app
+        .catalog
+        .get(&slug)
+        .ok_or_else(|| Problem::spell_not_found(raw_slug))?;
+    let price = app
+        .prices
+        .price(&spell, app.store.as_ref(), &app.tools)
+        .await?;
+    let def = &spell.def;
+    let body = json!({
+        "slug": def.slug,
+        "version": def.version,
+        "title": def.title,
+        "summary": def.summary,
+        "description": def.description,
+        "inputs": def.inputs,
+        "steps": def.steps.iter().map(|s| json!({"id": s.id, "title": s.title, "tool": s.tool})).collect::<Vec<_>>(),
+        "avgCostPtsCached": price.pts,
+        "statsUpdatedAt": price.updated_at,
+        "assets": [{"asset": crate::ledger::PTS, "ptsPerUnit": "1"}],
+        "og": {
+            "title": def.title,
+            "description": def.summary,
+            "image": crate::og::image_url(&app.config, &spell),
+            "url": crate::og::canonical_url(&app.config, &spell),
+        },
+    });
+    Ok(cacheable(
+        req,
+        "application/json",
+        META_CACHE,
+        body.to_string(),
+    ))
+}
+
+/// `GET|HEAD /spells/{slug}/og`: a 404 is an HTML page too, since crawlers show what they get.
+pub fn og(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled {
+    let spell = super::Slug::parse(raw_slug).and_then(|s| app.catalog.get(&s));
+    Ok(match spell {
+        Some(spell) => cacheable(
+            req,
+            "text/html; charset=utf-8",
+            OG_CACHE,
+            crate::og::render(&app.config, &spell),
+        ),
+        None => {
+            let mut r = respond(
+                StatusCode::NOT_FOUND,
+                "text/html; charset=utf-8",
+                crate::og::render_not_found(&app.config, raw_slug),
+            );
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=60"),
+            );
+            r
+        }
+    })
+}

@@ -1,0 +1,167 @@
+//! `GET /api/v1/spells/{slug}/stream`: a run's events as Server-Sent Events, resumable with
+//! `Last-Event-ID`, pushed as they are stored (the [`RunSignal`](crate::ports::RunSignal) wakes
+//! the stream; there is no busy polling), with heartbeats and a clean close before the platform's
+//! time limit.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use sse_stream::Sse;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::runs::{authorize, caller};
+use super::{query, slug, Body, Handled, Problem};
+use crate::run::RunEvent;
+use crate::App;
+
+/// The first bytes of every stream: how long the browser waits before reconnecting.
+const RETRY: &[u8] = b"retry: 2000\n\n";
+/// The heartbeat comment.
+const PING: &[u8] = b": ping\n\n";
+/// Events read from the store at a time.
+const PAGE: usize = 100;
+
+/// One run event as an SSE frame.
+pub fn frame(event: &RunEvent) -> Bytes {
+    Sse::default()
+        .id(event.seq.to_string())
+        .event(event.body.kind())
+        .data(event.body.data_json())
+        .encode()
+        // Ids are numbers and event types are fixed names, so encoding cannot fail.
+        .unwrap_or_default()
+}
+
+fn last_event_id(req: &http::request::Parts) -> Result<u64, Problem> {
+    let raw = req
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| query(req, "lastEventId"));
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Ok(0),
+        Some(v) => v
+            .parse()
+            .map_err(|_| Problem::bad_json("Last-Event-ID must be the id of an event (a number)")),
+    }
+}
+
+/// `GET /api/v1/spells/{slug}/stream?creditTxId=...`.
+pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled {
+    let slug = slug(raw_slug)?;
+    let caller = caller(app, req, "invoice_invalid")?;
+    let credit_tx =
+        query(req, "creditTxId").ok_or_else(|| Problem::bad_json("creditTxId is required"))?;
+    let after = last_event_id(req)?;
+    let run = app
+        .store
+        .run_by_credit_tx(&credit_tx)
+        .await?
+        .filter(|run| run.slug == slug.as_str())
+        .ok_or_else(Problem::run_not_found)?;
+    authorize(app, &caller, &run)?;
+
+    if run.status.is_terminal() && after >= run.last_seq {
+        // Everything was delivered: 204 tells EventSource to stop reconnecting.
+        let mut r = http::Response::new(Body::Full(Bytes::new()));
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        return Ok(r);
+    }
+
+    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let span = tracing::info_span!("stream", run_id = %run.run_id);
+    tokio::spawn(pump(app.clone(), run.run_id.clone(), after, tx).instrument(span));
+    let body =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let mut r = http::Response::new(Body::Stream(Box::pin(body)));
+    let headers = r.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(r)
+}
+
+/// Writes events after `after` until the terminal one, the client leaves, or the time limit.
+async fn pump(app: Arc<App>, run_id: String, mut after: u64, tx: mpsc::Sender<Bytes>) {
+    // Watch before reading, so a change between the read and the wait is not missed.
+    let mut watcher = app.signal.watch(&run_id);
+    if tx.send(Bytes::from_static(RETRY)).await.is_err() {
+        return;
+    }
+    let opened = Instant::now();
+    let mut last_write = Instant::now();
+    loop {
+        let events = match app.store.run_events(&run_id, after, PAGE).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!(error = %e, "stream read failed; closing so the client resumes");
+                return;
+            }
+        };
+        if events.is_empty() {
+            let open_for = opened.elapsed();
+            if open_for >= app.config.stream_limit {
+                tracing::info!("stream time limit reached; closing so the client resumes");
+                return;
+            }
+            if last_write.elapsed() >= app.config.heartbeat {
+                if tx.send(Bytes::from_static(PING)).await.is_err() {
+                    return;
+                }
+                last_write = Instant::now();
+            }
+            let wait = app
+                .config
+                .heartbeat
+                .saturating_sub(last_write.elapsed())
+                .min(app.config.stream_limit - open_for);
+            watcher.changed(wait).await;
+            continue;
+        }
+        for event in events {
+            if tx.send(frame(&event)).await.is_err() {
+                return;
+            }
+            after = event.seq;
+            if event.body.is_terminal() {
+                return;
+            }
+        }
+        last_write = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{EventBody, StepStatus};
+
+    #[test]
+    fn a_frame_has_id_event_and_one_data_line() {
+        let event = RunEvent {
+            seq: 7,
+            body: EventBody::StepUpdate {
+                run_id: "r".into(),
+                step_id: "a".into(),
+                index: 0,
+                of: 2,
+                status: StepStatus::Running,
+                progress: 0.5,
+                message: Some("line one\nline two".into()),
+                outputs: None,
+            },
+        };
+        let text = String::from_utf8(frame(&event).to_vec()).unwrap();
+        assert!(text.contains("id: 7\n"), "{text}");
+        assert!(text.contains("event: stepUpdate\n"), "{text}");
+        assert_eq!(text.matches("data:").count(), 1, "{text}");
+        assert!(text.ends_with("\n\n"), "{text}");
+    }
+}

@@ -1,0 +1,291 @@
+//! The spell catalog: spells as JSON files under `infra/spells/`, checked when they load so a
+//! broken file is a clear start-up error naming the file, never a failure at cast time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::Slug;
+use crate::tools::Toolbox;
+
+/// One step of a spell: a call of a tool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StepDef {
+    /// Unique within the spell.
+    pub id: String,
+    /// Shown to people.
+    pub title: String,
+    /// The tool's name.
+    pub tool: String,
+    /// The tool's parameters; strings may be templates over the inputs.
+    #[serde(default = "empty_object")]
+    pub with: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// How a spell looks when its link is shared.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OgSpec {
+    /// The share image: a path under the site (`/static/og/x.png`) or an absolute URL.
+    pub image: String,
+    /// Its width in pixels.
+    pub image_width: u32,
+    /// Its height in pixels.
+    pub image_height: u32,
+    /// What it shows, for people who cannot see it.
+    pub image_alt: String,
+}
+
+/// A spell as written in the catalog.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpellDef {
+    /// Its slug (the file name without `.json` must match it).
+    pub slug: String,
+    /// Its version; a quote names the version it priced.
+    pub version: u32,
+    /// Its name.
+    pub title: String,
+    /// One line.
+    pub summary: String,
+    /// A paragraph.
+    pub description: String,
+    /// The JSON Schema (2020-12) of its inputs.
+    pub inputs: Value,
+    /// Its steps, in order.
+    pub steps: Vec<StepDef>,
+    /// How long a run may take before it is presumed stuck.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Share card.
+    pub og: OgSpec,
+}
+
+fn default_timeout() -> u64 {
+    120
+}
+
+/// A checked spell, with its compiled input validator.
+pub struct Spell {
+    /// The definition.
+    pub def: SpellDef,
+    /// Its slug.
+    pub slug: Slug,
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for Spell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spell").field("slug", &self.slug).finish()
+    }
+}
+
+/// A violation of a spell's input schema, located by a JSON Pointer into the request body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// For example `/context/prompt`.
+    pub pointer: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Spell {
+    /// Checks a definition against the toolbox: slug, unique steps, known tools and their
+    /// parameters, and an input schema that compiles.
+    pub fn check(def: SpellDef, tools: &Toolbox) -> Result<Spell, String> {
+        let slug = Slug::parse(&def.slug).ok_or_else(|| format!("invalid slug `{}`", def.slug))?;
+        if def.steps.is_empty() {
+            return Err("a spell needs at least one step".into());
+        }
+        if def.title.trim().is_empty() {
+            return Err("the title is empty".into());
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for step in &def.steps {
+            if !ids.insert(step.id.as_str()) {
+                return Err(format!("step id `{}` is used twice", step.id));
+            }
+            let tool = tools
+                .get(&step.tool)
+                .ok_or_else(|| format!("step `{}`: unknown tool `{}`", step.id, step.tool))?;
+            tool.check(&step.with)
+                .map_err(|e| format!("step `{}` ({}): {e}", step.id, step.tool))?;
+        }
+        if def.inputs.get("type").and_then(Value::as_str) != Some("object") {
+            return Err("`inputs` must be a JSON Schema of `type: object`".into());
+        }
+        let validator = jsonschema::draft202012::new(&def.inputs)
+            .map_err(|e| format!("`inputs` is not a valid JSON Schema: {e}"))?;
+        Ok(Spell {
+            def,
+            slug,
+            validator,
+        })
+    }
+
+    /// Every violation of the input schema, pointed at `/context/...`.
+    pub fn validate_context(&self, context: &Value) -> Vec<FieldError> {
+        self.validator
+            .iter_errors(context)
+            .map(|error| {
+                let mut pointer = format!("/context{}", error.instance_path());
+                // A missing property is reported on its parent; point at the property itself.
+                if let jsonschema::error::ValidationErrorKind::Required { property } = error.kind()
+                {
+                    if let Some(name) = property.as_str() {
+                        pointer.push('/');
+                        pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
+                    }
+                }
+                FieldError {
+                    pointer,
+                    message: error.to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// When a run of this spell is presumed stuck, counted from its start.
+    pub fn timeout(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.def.timeout_secs as i64)
+    }
+}
+
+/// A catalog that failed to load, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("spell catalog: {file}: {reason}")]
+pub struct CatalogError {
+    /// The file (or directory) at fault.
+    pub file: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Every spell by slug.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    spells: BTreeMap<String, Arc<Spell>>,
+}
+
+impl Catalog {
+    /// Loads and checks every `*.json` file in `dir`.
+    pub fn load(dir: &Path, tools: &Toolbox) -> Result<Catalog, CatalogError> {
+        let fail = |file: &Path, reason: String| CatalogError {
+            file: file.to_owned(),
+            reason,
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| fail(dir, e.to_string()))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(fail(dir, "no spell files (*.json)".into()));
+        }
+        let mut catalog = Catalog::default();
+        for file in files {
+            let text = std::fs::read_to_string(&file).map_err(|e| fail(&file, e.to_string()))?;
+            let def: SpellDef =
+                serde_json::from_str(&text).map_err(|e| fail(&file, e.to_string()))?;
+            let stem = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            if stem != def.slug {
+                return Err(fail(
+                    &file,
+                    format!("slug `{}` does not match the file name", def.slug),
+                ));
+            }
+            let spell = Spell::check(def, tools).map_err(|e| fail(&file, e))?;
+            catalog.insert(spell);
+        }
+        Ok(catalog)
+    }
+
+    /// Adds (or replaces) a checked spell.
+    pub fn insert(&mut self, spell: Spell) {
+        self.spells.insert(spell.slug.to_string(), Arc::new(spell));
+    }
+
+    /// A spell by slug.
+    pub fn get(&self, slug: &Slug) -> Option<Arc<Spell>> {
+        self.spells.get(slug.as_str()).cloned()
+    }
+
+    /// Every spell.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Spell>> {
+        self.spells.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn def(inputs: Value) -> SpellDef {
+        serde_json::from_value(json!({
+            "slug": "t", "version": 1, "title": "T", "summary": "s", "description": "d",
+            "inputs": inputs,
+            "steps": [{"id": "a", "title": "A", "tool": "text.render", "with": {"template": "hi"}}],
+            "og": {"image": "/x.png", "imageWidth": 1200, "imageHeight": 630, "imageAlt": "x"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn context_errors_point_into_the_request_body() {
+        let spell = Spell::check(
+            def(json!({
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string", "maxLength": 3}, "n": {"type": "integer"}},
+                "additionalProperties": false
+            })),
+            &Toolbox::builtin(None),
+        )
+        .unwrap();
+        assert!(spell.validate_context(&json!({"name": "Ada"})).is_empty());
+        let pointers: Vec<String> = spell
+            .validate_context(&json!({"n": "x"}))
+            .into_iter()
+            .map(|e| e.pointer)
+            .collect();
+        assert!(
+            pointers.contains(&"/context/name".to_owned()),
+            "{pointers:?}"
+        );
+        assert!(pointers.contains(&"/context/n".to_owned()), "{pointers:?}");
+        let long = spell.validate_context(&json!({"name": "Grace"}));
+        assert_eq!(long.len(), 1);
+        assert_eq!(long[0].pointer, "/context/name");
+    }
+
+    #[test]
+    fn a_step_with_an_unknown_tool_is_refused() {
+        let mut d = def(json!({"type": "object"}));
+        d.steps[0].tool = "nope".into();
+        let err = Spell::check(d, &Toolbox::builtin(None)).unwrap_err();
+        assert!(err.contains("unknown tool"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_file_is_named_in_the_error() {
+        let dir = std::env::temp_dir().join(format!("spellcast-cat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("t.json"), "{ not json").unwrap();
+        let err = Catalog::load(&dir, &Toolbox::builtin(None)).unwrap_err();
+        assert!(err.to_string().contains("t.json"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,198 @@
+//! The ports: what the core needs from the outside world. Adapters (the embedded store, DynamoDB,
+//! EventBridge, ...) implement them; the core takes them as trait objects.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
+use crate::ledger::LedgerEntry;
+use crate::run::{OutputFile, Run, RunChange, RunEvent};
+
+/// A store failure that is not the client's fault (I/O, corruption, an unreachable service).
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    /// Wraps any error.
+    pub fn from_err(e: impl std::fmt::Display) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// Results of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything a cast writes, in one atomic change.
+#[derive(Debug, Clone)]
+pub struct NewCast {
+    /// The invoice paid (`jti`).
+    pub invoice_id: String,
+    /// Who pays.
+    pub user_id: String,
+    /// Hash of the context, to recognise a retry.
+    pub context_hash: String,
+    /// Now: an open invoice past its expiry can no longer be consumed.
+    pub now: DateTime<Utc>,
+    /// The queued run (its `cost_pts` is the amount debited).
+    pub run: Run,
+    /// The debit entry.
+    pub debit: LedgerEntry,
+}
+
+/// What a cast did.
+#[derive(Debug, Clone)]
+pub enum CastOutcome {
+    /// The invoice was consumed, the balance debited, the run queued.
+    Created(Run),
+    /// The invoice was already consumed by the same cast: the same run.
+    Replayed(Run),
+    /// The invoice was already consumed with another context.
+    ContextMismatch,
+    /// The balance does not cover the price; nothing changed.
+    InsufficientBalance {
+        /// The balance as it is.
+        balance: i64,
+    },
+    /// The invoice is still open but has expired.
+    Expired,
+    /// No such invoice, or it belongs to someone else.
+    UnknownInvoice,
+}
+
+/// Running totals of what a tool actually cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolCostTotal {
+    /// The tool name.
+    pub tool: String,
+    /// Calls recorded.
+    pub calls: u64,
+    /// Points they cost together.
+    pub pts: i64,
+}
+
+/// A spell's cached price, recomputed every 15 minutes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpellStats {
+    /// The spell.
+    pub slug: String,
+    /// Its average cost.
+    pub avg_cost_pts: i64,
+    /// When this was computed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Durable state: balances, ledger, invoices, idempotency keys, runs, run events, output files,
+/// cost statistics. Every method that changes more than one record does so atomically.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Adds a grant entry and credits the balance; returns the new balance.
+    async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64>;
+    /// The user's balance (0 for a stranger).
+    async fn balance(&self, user_id: &str) -> StoreResult<i64>;
+    /// Ledger entries newest first, strictly older than `before` (a tx id) when given.
+    async fn ledger(
+        &self,
+        user_id: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> StoreResult<Vec<LedgerEntry>>;
+    /// A remembered idempotency key of a user, unless it has expired.
+    async fn idempotency(&self, user_id: &str, key: &str)
+        -> StoreResult<Option<IdempotencyRecord>>;
+    /// Stores a new invoice, honouring an idempotency key if there is one.
+    async fn issue_invoice(
+        &self,
+        invoice: InvoiceRecord,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> StoreResult<IssueOutcome>;
+    /// The cast transaction: invoice open→consumed, debit, ledger entry, queued run.
+    async fn cast(&self, cast: NewCast) -> StoreResult<CastOutcome>;
+    /// A run by id.
+    async fn run(&self, run_id: &str) -> StoreResult<Option<Run>>;
+    /// A run by its debit's transaction id.
+    async fn run_by_credit_tx(&self, credit_tx_id: &str) -> StoreResult<Option<Run>>;
+    /// Applies `change` with [`Run::apply`] and writes the run, its new event, any output files
+    /// and (for a failure) the refund, atomically. `None` when the run refused the change.
+    async fn advance_run(
+        &self,
+        run_id: &str,
+        change: RunChange,
+    ) -> StoreResult<Option<(Run, RunEvent)>>;
+    /// Events with seq greater than `after`, in order, at most `limit`.
+    async fn run_events(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<RunEvent>>;
+    /// Output file `n` of a run.
+    async fn output_file(&self, run_id: &str, n: usize) -> StoreResult<Option<OutputFile>>;
+    /// Runs that are queued or running (for recovery).
+    async fn unfinished_runs(&self) -> StoreResult<Vec<Run>>;
+    /// Adds one call's actual cost to a tool's totals.
+    async fn record_tool_cost(&self, tool: &str, pts: i64) -> StoreResult<()>;
+    /// Every tool's totals.
+    async fn tool_costs(&self) -> StoreResult<Vec<ToolCostTotal>>;
+    /// Saves recomputed spell prices.
+    async fn save_spell_stats(&self, stats: &[SpellStats]) -> StoreResult<()>;
+    /// Every spell's saved price.
+    async fn spell_stats(&self) -> StoreResult<Vec<SpellStats>>;
+}
+
+/// An execution event for the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionStarted {
+    /// The run to execute.
+    pub run_id: String,
+    /// Its spell.
+    pub slug: String,
+}
+
+/// A bus failure (the event may not have been delivered).
+#[derive(Debug, thiserror::Error)]
+#[error("event bus: {0}")]
+pub struct BusError(pub String);
+
+/// Publishes execution events (EventBridge on AWS, a channel locally).
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Asks for a run to be executed.
+    async fn execution_started(&self, event: ExecutionStarted) -> Result<(), BusError>;
+    /// Announces a run event to whoever listens (best effort: the store holds the truth).
+    async fn run_event(&self, run: &Run, event: &RunEvent) -> Result<(), BusError>;
+}
+
+/// Tells a stream that a run may have new events, so it does not poll needlessly.
+pub trait RunSignal: Send + Sync {
+    /// A watcher for one run. Create it *before* reading the events, so no change is missed.
+    fn watch(&self, run_id: &str) -> Box<dyn RunWatcher>;
+}
+
+/// Waits for one run to change.
+#[async_trait]
+pub trait RunWatcher: Send {
+    /// Returns when the run may have changed, or after `timeout`.
+    async fn changed(&mut self, timeout: Duration);
+}
+
+/// The time, as a port so tests and recovery logic can be exact.
+pub trait Clock: Send + Sync {
+    /// Now, in UTC.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}

@@ -1,0 +1,672 @@
+//! Runs and their events. A run changes only through [`Run::apply`], which checks the transition
+//! and yields the event to append, so every store applies the same rules.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Paid for, waiting for the runner.
+    Queued,
+    /// The runner is executing its steps.
+    Running,
+    /// Every step succeeded.
+    Succeeded,
+    /// A step failed or the run timed out; the debit was refunded.
+    Failed,
+}
+
+impl RunStatus {
+    /// Whether the run can no longer change.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed)
+    }
+
+    /// The status as text, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Where one step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// Not started.
+    Pending,
+    /// Started, with progress.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Failed; the run fails with it.
+    Failed,
+}
+
+/// A step of a run as the snapshot shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepState {
+    /// The step id from the spell.
+    pub id: String,
+    /// The step title from the spell.
+    pub title: String,
+    /// Where it is.
+    pub status: StepStatus,
+    /// 0..=1.
+    pub progress: f64,
+    /// The last progress message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What an output is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// A picture, served as a file.
+    Image,
+    /// Text, inline.
+    Text,
+    /// JSON, inline.
+    Json,
+    /// Any other file.
+    File,
+}
+
+/// One output of a run, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    /// Image, text, json or file.
+    pub kind: OutputKind,
+    /// Its media type.
+    pub mime: String,
+    /// A caption.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Where its bytes are served, for files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Its value, for inline outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+}
+
+/// An output a tool produced, before it has a place in the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutput {
+    /// Image, text, json or file.
+    pub kind: OutputKind,
+    /// Its media type.
+    pub mime: String,
+    /// A caption.
+    pub title: Option<String>,
+    /// Inline value (text, json).
+    pub value: Option<Value>,
+    /// File bytes (image, file), served at `/api/v1/runs/{runId}/outputs/{n}`.
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// A file output's bytes, stored beside the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputFile {
+    /// Its index in the run's outputs.
+    pub n: usize,
+    /// Its media type.
+    pub mime: String,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunError {
+    /// `step_failed`, `timed_out` or `internal`.
+    pub code: String,
+    /// A readable reason.
+    pub message: String,
+    /// The step that failed, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_id: Option<String>,
+}
+
+/// A run: one paid execution of a spell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    /// The run id.
+    pub run_id: String,
+    /// The debit's transaction id.
+    pub credit_tx_id: String,
+    /// The invoice's `jti`.
+    pub invoice_id: String,
+    /// Who paid.
+    pub user_id: String,
+    /// The spell.
+    pub slug: String,
+    /// The spell version it runs.
+    pub spell_version: u32,
+    /// Where it is.
+    pub status: RunStatus,
+    /// Each step.
+    pub steps: Vec<StepState>,
+    /// Outputs so far.
+    pub outputs: Vec<Output>,
+    /// What was paid.
+    pub cost_pts: i64,
+    /// What was given back.
+    pub refunded_pts: i64,
+    /// The inputs it was cast with.
+    pub context: Value,
+    /// When it was paid for.
+    pub created_at: DateTime<Utc>,
+    /// When the runner took it.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// After this, a sweeper fails it: the runner is presumed dead.
+    pub deadline_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    pub error: Option<RunError>,
+    /// The seq of its last event (events are numbered 1, 2, 3, ...).
+    pub last_seq: u64,
+}
+
+/// The data of a run event, tagged by its SSE event type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum EventBody {
+    /// The runner took the run.
+    #[serde(rename = "executionStarted", rename_all = "camelCase")]
+    ExecutionStarted {
+        /// The run.
+        run_id: String,
+        /// Its debit.
+        credit_tx_id: String,
+        /// The spell.
+        slug: String,
+        /// Each step's id and title.
+        steps: Vec<StepRef>,
+        /// When it started.
+        started_at: DateTime<Utc>,
+    },
+    /// A step started, progressed, succeeded or failed.
+    #[serde(rename = "stepUpdate", rename_all = "camelCase")]
+    StepUpdate {
+        /// The run.
+        run_id: String,
+        /// The step.
+        step_id: String,
+        /// Its index, from 0.
+        index: usize,
+        /// How many steps there are.
+        of: usize,
+        /// Its status.
+        status: StepStatus,
+        /// 0..=1.
+        progress: f64,
+        /// A progress message.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// Outputs the step produced.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outputs: Option<Vec<Output>>,
+    },
+    /// Every step succeeded.
+    #[serde(rename = "executionFinished", rename_all = "camelCase")]
+    ExecutionFinished {
+        /// The run.
+        run_id: String,
+        /// Always `succeeded`.
+        status: RunStatus,
+        /// Every output.
+        outputs: Vec<Output>,
+        /// From start to finish.
+        duration_ms: i64,
+        /// What was paid.
+        cost_pts: i64,
+    },
+    /// The run failed and was refunded.
+    #[serde(rename = "spellExecutionError", rename_all = "camelCase")]
+    SpellExecutionError {
+        /// The run.
+        run_id: String,
+        /// `step_failed`, `timed_out` or `internal`.
+        code: String,
+        /// A readable reason.
+        message: String,
+        /// The failed step.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        step_id: Option<String>,
+        /// Points given back.
+        refunded_pts: i64,
+    },
+}
+
+impl EventBody {
+    /// The SSE event type.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::ExecutionStarted { .. } => "executionStarted",
+            EventBody::StepUpdate { .. } => "stepUpdate",
+            EventBody::ExecutionFinished { .. } => "executionFinished",
+            EventBody::SpellExecutionError { .. } => "spellExecutionError",
+        }
+    }
+
+    /// Whether this event ends the run's stream.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            EventBody::ExecutionFinished { .. } | EventBody::SpellExecutionError { .. }
+        )
+    }
+
+    /// The event's data as JSON (the `data:` line of the SSE event).
+    pub fn data_json(&self) -> String {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(mut map)) => map.remove("data").unwrap_or(Value::Null).to_string(),
+            _ => "null".to_owned(),
+        }
+    }
+}
+
+/// A step's id and title.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRef {
+    /// The step id.
+    pub id: String,
+    /// The step title.
+    pub title: String,
+}
+
+/// A stored run event: its seq and its body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    /// 1, 2, 3, ... per run.
+    pub seq: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// A change asked of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunChange {
+    /// The runner takes a queued run.
+    Start {
+        /// Now.
+        at: DateTime<Utc>,
+        /// When a sweeper may presume the runner dead.
+        deadline: DateTime<Utc>,
+    },
+    /// A step moves.
+    Step {
+        /// Which step.
+        index: usize,
+        /// Its new status.
+        status: StepStatus,
+        /// 0..=1.
+        progress: f64,
+        /// A progress message.
+        message: Option<String>,
+        /// Outputs it produced (with a success).
+        outputs: Vec<NewOutput>,
+    },
+    /// Every step succeeded.
+    Finish {
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// The run failed: refund it in full.
+    Fail {
+        /// Now.
+        at: DateTime<Utc>,
+        /// The failure.
+        error: RunError,
+    },
+}
+
+/// What applying a change produced, for the store to write in the same transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The event to append (with the run's new `last_seq`).
+    pub event: RunEvent,
+    /// Points to give back (only with `Fail`).
+    pub refund_pts: i64,
+    /// Output files to store.
+    pub files: Vec<OutputFile>,
+}
+
+/// Why a change was refused: it does not fit the run's state (a duplicate delivery, a race with
+/// the sweeper, a late step update). Refusals are expected and change nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("run {run_id} is {status:?}: {reason}")]
+pub struct Refused {
+    /// The run.
+    pub run_id: String,
+    /// Its status.
+    pub status: RunStatus,
+    /// Why.
+    pub reason: &'static str,
+}
+
+impl Run {
+    /// The output file URL for output `n` of this run.
+    pub fn output_url(run_id: &str, n: usize) -> String {
+        format!("/api/v1/runs/{run_id}/outputs/{n}")
+    }
+
+    fn refuse(&self, reason: &'static str) -> Refused {
+        Refused {
+            run_id: self.run_id.clone(),
+            status: self.status,
+            reason,
+        }
+    }
+
+    /// Applies a change: checks it fits, updates the run, and returns the event to append.
+    pub fn apply(&mut self, change: RunChange) -> Result<Applied, Refused> {
+        let mut files = Vec::new();
+        let mut refund_pts = 0;
+        let body = match change {
+            RunChange::Start { at, deadline } => {
+                if self.status != RunStatus::Queued {
+                    return Err(self.refuse("only a queued run can start"));
+                }
+                self.status = RunStatus::Running;
+                self.started_at = Some(at);
+                self.deadline_at = Some(deadline);
+                EventBody::ExecutionStarted {
+                    run_id: self.run_id.clone(),
+                    credit_tx_id: self.credit_tx_id.clone(),
+                    slug: self.slug.clone(),
+                    steps: self
+                        .steps
+                        .iter()
+                        .map(|s| StepRef {
+                            id: s.id.clone(),
+                            title: s.title.clone(),
+                        })
+                        .collect(),
+                    started_at: at,
+                }
+            }
+            RunChange::Step {
+                index,
+                status,
+                progress,
+                message,
+                outputs,
+            } => {
+                if self.status != RunStatus::Running {
+                    return Err(self.refuse("steps move only while running"));
+                }
+                let of = self.steps.len();
+                let Some(step) = self.steps.get(index) else {
+                    return Err(self.refuse("no such step"));
+                };
+                if matches!(step.status, StepStatus::Succeeded | StepStatus::Failed) {
+                    return Err(self.refuse("the step already ended"));
+                }
+                let step_id = step.id.clone();
+                let mut shown = Vec::new();
+                for out in outputs {
+                    let n = self.outputs.len();
+                    let url = out.bytes.as_ref().map(|_| Run::output_url(&self.run_id, n));
+                    if let Some(bytes) = out.bytes {
+                        files.push(OutputFile {
+                            n,
+                            mime: out.mime.clone(),
+                            bytes,
+                        });
+                    }
+                    let output = Output {
+                        kind: out.kind,
+                        mime: out.mime,
+                        title: out.title,
+                        url,
+                        value: out.value,
+                    };
+                    self.outputs.push(output.clone());
+                    shown.push(output);
+                }
+                let progress = progress.clamp(0.0, 1.0);
+                let step = &mut self.steps[index];
+                step.status = status;
+                step.progress = progress;
+                step.message = message.clone();
+                EventBody::StepUpdate {
+                    run_id: self.run_id.clone(),
+                    step_id,
+                    index,
+                    of,
+                    status,
+                    progress,
+                    message,
+                    outputs: (!shown.is_empty()).then_some(shown),
+                }
+            }
+            RunChange::Finish { at } => {
+                if self.status != RunStatus::Running {
+                    return Err(self.refuse("only a running run can finish"));
+                }
+                if self.steps.iter().any(|s| s.status != StepStatus::Succeeded) {
+                    return Err(self.refuse("a run finishes only when every step succeeded"));
+                }
+                self.status = RunStatus::Succeeded;
+                self.finished_at = Some(at);
+                EventBody::ExecutionFinished {
+                    run_id: self.run_id.clone(),
+                    status: RunStatus::Succeeded,
+                    outputs: self.outputs.clone(),
+                    duration_ms: self.duration_ms().unwrap_or(0),
+                    cost_pts: self.cost_pts,
+                }
+            }
+            RunChange::Fail { at, error } => {
+                if self.status.is_terminal() {
+                    return Err(self.refuse("the run already ended"));
+                }
+                refund_pts = self.cost_pts - self.refunded_pts;
+                self.status = RunStatus::Failed;
+                self.finished_at = Some(at);
+                self.refunded_pts += refund_pts;
+                if let Some(step_id) = &error.step_id {
+                    if let Some(step) = self.steps.iter_mut().find(|s| &s.id == step_id) {
+                        step.status = StepStatus::Failed;
+                    }
+                }
+                self.error = Some(error.clone());
+                EventBody::SpellExecutionError {
+                    run_id: self.run_id.clone(),
+                    code: error.code,
+                    message: error.message,
+                    step_id: error.step_id,
+                    refunded_pts: self.refunded_pts,
+                }
+            }
+        };
+        self.last_seq += 1;
+        Ok(Applied {
+            event: RunEvent {
+                seq: self.last_seq,
+                body,
+            },
+            refund_pts,
+            files,
+        })
+    }
+
+    /// Milliseconds from start to finish, once finished.
+    pub fn duration_ms(&self) -> Option<i64> {
+        match (self.started_at, self.finished_at) {
+            (Some(s), Some(f)) => Some((f - s).num_milliseconds().max(0)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn queued_run() -> Run {
+        Run {
+            run_id: "run_1".into(),
+            credit_tx_id: "tx_1".into(),
+            invoice_id: "inv_1".into(),
+            user_id: "u".into(),
+            slug: "s".into(),
+            spell_version: 1,
+            status: RunStatus::Queued,
+            steps: vec![
+                StepState {
+                    id: "a".into(),
+                    title: "A".into(),
+                    status: StepStatus::Pending,
+                    progress: 0.0,
+                    message: None,
+                },
+                StepState {
+                    id: "b".into(),
+                    title: "B".into(),
+                    status: StepStatus::Pending,
+                    progress: 0.0,
+                    message: None,
+                },
+            ],
+            outputs: vec![],
+            cost_pts: 7,
+            refunded_pts: 0,
+            context: json!({}),
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            deadline_at: None,
+            error: None,
+            last_seq: 0,
+        }
+    }
+
+    fn step(index: usize, status: StepStatus, outputs: Vec<NewOutput>) -> RunChange {
+        RunChange::Step {
+            index,
+            status,
+            progress: 1.0,
+            message: None,
+            outputs,
+        }
+    }
+
+    #[test]
+    fn a_run_moves_through_its_life_with_numbered_events() {
+        let mut run = queued_run();
+        let now = Utc::now();
+        let started = run
+            .apply(RunChange::Start {
+                at: now,
+                deadline: now,
+            })
+            .unwrap();
+        assert_eq!(started.event.seq, 1);
+        assert_eq!(started.event.body.kind(), "executionStarted");
+        let image = NewOutput {
+            kind: OutputKind::Image,
+            mime: "image/png".into(),
+            title: None,
+            value: None,
+            bytes: Some(vec![1, 2]),
+        };
+        let a = run
+            .apply(step(0, StepStatus::Succeeded, vec![image]))
+            .unwrap();
+        assert_eq!(a.files.len(), 1);
+        assert_eq!(
+            run.outputs[0].url.as_deref(),
+            Some("/api/v1/runs/run_1/outputs/0")
+        );
+        assert!(
+            run.apply(RunChange::Finish { at: now }).is_err(),
+            "step b is not done"
+        );
+        run.apply(step(1, StepStatus::Succeeded, vec![])).unwrap();
+        let fin = run.apply(RunChange::Finish { at: now }).unwrap();
+        assert_eq!(fin.event.seq, 4);
+        assert!(fin.event.body.is_terminal());
+        assert_eq!(run.status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_failed_run_is_refunded_once_and_then_refuses_everything() {
+        let mut run = queued_run();
+        let error = RunError {
+            code: "timed_out".into(),
+            message: "too slow".into(),
+            step_id: None,
+        };
+        let failed = run
+            .apply(RunChange::Fail {
+                at: Utc::now(),
+                error: error.clone(),
+            })
+            .unwrap();
+        assert_eq!(failed.refund_pts, 7);
+        assert_eq!(run.refunded_pts, 7);
+        assert!(run
+            .apply(RunChange::Fail {
+                at: Utc::now(),
+                error
+            })
+            .is_err());
+        assert!(run.apply(RunChange::Finish { at: Utc::now() }).is_err());
+        assert_eq!(run.last_seq, 1);
+    }
+
+    #[test]
+    fn a_duplicate_start_is_refused() {
+        let mut run = queued_run();
+        let now = Utc::now();
+        run.apply(RunChange::Start {
+            at: now,
+            deadline: now,
+        })
+        .unwrap();
+        assert!(run
+            .apply(RunChange::Start {
+                at: now,
+                deadline: now
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn events_serialise_as_the_stream_shows_them() {
+        let ev = RunEvent {
+            seq: 3,
+            body: EventBody::SpellExecutionError {
+                run_id: "r".into(),
+                code: "step_failed".into(),
+                message: "m".into(),
+                step_id: Some("b".into()),
+                refunded_pts: 5,
+            },
+        };
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["type"], "spellExecutionError");
+        assert_eq!(v["data"]["refundedPts"], 5);
+        let data: Value = serde_json::from_str(&ev.body.data_json()).unwrap();
+        assert_eq!(data["stepId"], "b");
+        let back: RunEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back, ev);
+    }
+}

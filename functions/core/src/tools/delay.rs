@@ -1,0 +1,84 @@
+//! `time.delay`: waits, reporting progress ticks. Stands in for slow work.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{number_in, str_param, Progress, Tool, ToolCall, ToolError, ToolResult};
+
+/// Waits `seconds` (0..=60) in `ticks` (1..=100) equal parts. Costs 1 point per started second.
+pub struct Delay;
+
+fn seconds(params: &Value) -> f64 {
+    params.get("seconds").and_then(Value::as_f64).unwrap_or(1.0)
+}
+
+#[async_trait]
+impl Tool for Delay {
+    fn check(&self, params: &Value) -> Result<(), String> {
+        number_in(params, "seconds", 0.0, 60.0)?;
+        number_in(params, "ticks", 1.0, 100.0)?;
+        Ok(())
+    }
+
+    fn nominal_cost(&self, params: &Value) -> i64 {
+        seconds(params).ceil().max(1.0) as i64
+    }
+
+    async fn call(
+        &self,
+        call: ToolCall<'_>,
+        progress: &dyn Progress,
+    ) -> Result<ToolResult, ToolError> {
+        let total = seconds(call.params);
+        let ticks = call
+            .params
+            .get("ticks")
+            .and_then(Value::as_u64)
+            .unwrap_or(4)
+            .max(1);
+        let label = str_param(call.params, "message").unwrap_or("Working");
+        let pause = Duration::from_secs_f64(total / ticks as f64);
+        for tick in 1..=ticks {
+            tokio::time::sleep(pause).await;
+            let fraction = tick as f64 / ticks as f64;
+            progress
+                .report(fraction, Some(format!("{label} ({tick}/{ticks})")))
+                .await;
+        }
+        Ok(ToolResult {
+            outputs: vec![],
+            cost_pts: self.nominal_cost(call.params),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::testing::Recorded;
+    use serde_json::json;
+
+    #[tokio::test(start_paused = true)]
+    async fn ticks_report_rising_progress_to_one() {
+        let params = json!({"seconds": 2, "ticks": 4});
+        let ctx = json!({});
+        let seen = Recorded::default();
+        let call = ToolCall {
+            params: &params,
+            context: &ctx,
+            run_id: "r",
+        };
+        let out = Delay.call(call, &seen).await.unwrap();
+        assert_eq!(*seen.0.lock().unwrap(), vec![0.25, 0.5, 0.75, 1.0]);
+        assert_eq!(out.cost_pts, 2);
+    }
+
+    #[test]
+    fn out_of_range_parameters_are_refused() {
+        assert!(Delay.check(&json!({"seconds": 61})).is_err());
+        assert!(Delay.check(&json!({"ticks": 0})).is_err());
+        assert!(Delay.check(&json!({"seconds": 1.5, "ticks": 3})).is_ok());
+    }
+}

@@ -1,0 +1,159 @@
+//! `text.render` and `json.render`: text and JSON outputs from templates over the inputs.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{
+    check_template, render_template, require_str, str_param, Progress, Tool, ToolCall, ToolError,
+    ToolResult,
+};
+use crate::run::{NewOutput, OutputKind};
+
+/// Renders `template` into a text output. Costs 1 point per started 500 characters.
+pub struct TextRender;
+
+#[async_trait]
+impl Tool for TextRender {
+    fn check(&self, params: &Value) -> Result<(), String> {
+        check_template(require_str(params, "template")?)
+    }
+
+    fn nominal_cost(&self, _params: &Value) -> i64 {
+        1
+    }
+
+    async fn call(
+        &self,
+        call: ToolCall<'_>,
+        progress: &dyn Progress,
+    ) -> Result<ToolResult, ToolError> {
+        let template = str_param(call.params, "template").unwrap_or_default();
+        let text = render_template(template, call.context)?;
+        progress.report(1.0, None).await;
+        let cost_pts = 1 + (text.chars().count() as i64).saturating_sub(1) / 500;
+        Ok(ToolResult {
+            outputs: vec![NewOutput {
+                kind: OutputKind::Text,
+                mime: "text/plain; charset=utf-8".into(),
+                title: str_param(call.params, "title").map(str::to_owned),
+                value: Some(Value::String(text)),
+                bytes: None,
+            }],
+            cost_pts,
+        })
+    }
+}
+
+/// Renders every string inside `value` as a template and outputs the result as JSON. Costs 1.
+pub struct JsonRender;
+
+fn render_strings(value: &Value, context: &Value) -> Result<Value, ToolError> {
+    Ok(match value {
+        Value::String(s) => Value::String(render_template(s, context)?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| render_strings(v, context))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), render_strings(v, context)?)))
+                .collect::<Result<_, ToolError>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+#[async_trait]
+impl Tool for JsonRender {
+    fn check(&self, params: &Value) -> Result<(), String> {
+        params
+            .get("value")
+            .map(|_| ())
+            .ok_or_else(|| "`value` is required".to_owned())
+    }
+
+    fn nominal_cost(&self, _params: &Value) -> i64 {
+        1
+    }
+
+    async fn call(
+        &self,
+        call: ToolCall<'_>,
+        progress: &dyn Progress,
+    ) -> Result<ToolResult, ToolError> {
+        let value = render_strings(
+            call.params.get("value").unwrap_or(&Value::Null),
+            call.context,
+        )?;
+        progress.report(1.0, None).await;
+        Ok(ToolResult {
+            outputs: vec![NewOutput {
+                kind: OutputKind::Json,
+                mime: "application/json".into(),
+                title: str_param(call.params, "title").map(str::to_owned),
+                value: Some(value),
+                bytes: None,
+            }],
+            cost_pts: 1,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::testing::Recorded;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn text_is_rendered_from_inputs_and_priced_by_length() {
+        let params = json!({"template": "Hello, {{ name }}!"});
+        let ctx = json!({"name": "<b>Ada</b>"});
+        let call = ToolCall {
+            params: &params,
+            context: &ctx,
+            run_id: "r",
+        };
+        let out = TextRender.call(call, &Recorded::default()).await.unwrap();
+        assert_eq!(out.outputs[0].value, Some(json!("Hello, <b>Ada</b>!")));
+        assert_eq!(out.cost_pts, 1);
+        let long = json!({"name": "x".repeat(1200)});
+        let call = ToolCall {
+            params: &params,
+            context: &long,
+            run_id: "r",
+        };
+        assert_eq!(
+            TextRender
+                .call(call, &Recorded::default())
+                .await
+                .unwrap()
+                .cost_pts,
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn json_render_fills_nested_strings() {
+        let params = json!({"value": {"topic": "{{ topic }}", "n": 3, "list": ["{{ topic }}!"]}});
+        let ctx = json!({"topic": "owls"});
+        let call = ToolCall {
+            params: &params,
+            context: &ctx,
+            run_id: "r",
+        };
+        let out = JsonRender.call(call, &Recorded::default()).await.unwrap();
+        assert_eq!(
+            out.outputs[0].value,
+            Some(json!({"topic": "owls", "n": 3, "list": ["owls!"]}))
+        );
+    }
+
+    #[test]
+    fn a_broken_template_is_refused_at_load() {
+        assert!(TextRender.check(&json!({"template": "{{ oops"})).is_err());
+        assert!(TextRender.check(&json!({})).is_err());
+    }
+}
