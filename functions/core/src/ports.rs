@@ -173,6 +173,8 @@ pub trait EventBus: Send + Sync {
 pub trait RunSignal: Send + Sync {
     /// A watcher for one run. Create it *before* reading the events, so no change is missed.
     fn watch(&self, run_id: &str) -> Box<dyn RunWatcher>;
+    /// Announces that a run changed (a no-op where watchers poll the store).
+    fn notify(&self, run_id: &str);
 }
 
 /// Waits for one run to change.

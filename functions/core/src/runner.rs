@@ -32,6 +32,7 @@ pub async fn advance(
     let Some((run, event)) = app.store.advance_run(run_id, change).await? else {
         return Ok(None);
     };
+    app.signal.notify(run_id);
     crate::metrics::record(&run.slug, &event.body, run.duration_ms());
     if let Err(e) = app.bus.run_event(&run, &event).await {
         // The store holds the truth and streams read it; the bus copy is for other consumers.

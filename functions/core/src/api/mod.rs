@@ -58,7 +58,7 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response {
     let id = request_id(&parts);
     let span = tracing::info_span!("request", request_id = %id, method = %parts.method, path = %parts.uri.path());
     async move {
-        let mut response = if body.len() > MAX_BODY_BYTES {
+        let response = if body.len() > MAX_BODY_BYTES {
             Problem::payload_too_large().into_response()
         } else {
             match route(&app, &parts, body).await {
@@ -66,14 +66,27 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response {
                 Err(p) => p.into_response(),
             }
         };
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            response.headers_mut().insert("x-request-id", v);
-        }
-        tracing::info!(status = response.status().as_u16(), "answered");
-        response
+        finish(response, &id)
     }
     .instrument(span)
     .await
+}
+
+/// The answer to a request whose body was over [`MAX_BODY_BYTES`], for entry points that stop
+/// reading at the limit.
+pub fn payload_too_large(parts: &http::request::Parts) -> Response {
+    finish(
+        Problem::payload_too_large().into_response(),
+        &request_id(parts),
+    )
+}
+
+fn finish(mut response: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    tracing::info!(status = response.status().as_u16(), "answered");
+    response
 }
 
 async fn route(app: &Arc<App>, req: &http::request::Parts, body: Bytes) -> Handled {

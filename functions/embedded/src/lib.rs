@@ -1,0 +1,9 @@
+//! Spellcast's local adapters: [`RedbStore`], a real embedded database (redb: ACID, persisted to
+//! one file, or in memory for `--memory`), and [`LocalBus`] with [`LocalSignal`], the in-process
+//! event bus and run-change signal of the one-process local server.
+
+mod bus;
+mod store;
+
+pub use bus::{LocalBus, LocalSignal};
+pub use store::RedbStore;

@@ -1,0 +1,549 @@
+//! The redb store. Every port method is one redb transaction; redb serialises write transactions,
+//! so each multi-record change (cast, refund) is atomic and isolated by construction.
+//!
+//! Tables (values are JSON unless noted):
+//! - `balances`: user → points (i64)
+//! - `ledger`: (user, tx id) → entry; tx ids are time-sortable, so a reverse range is newest first
+//! - `invoices`: invoice id → record
+//! - `idempotency`: (user, key) → record
+//! - `runs`: run id → run; `runs_by_tx`: credit tx id → run id; `unfinished`: run id → ()
+//! - `events`: (run id, seq) → event; `files`: (run id, n) → (mime, bytes)
+//! - `tool_costs`: cost key → (calls, points); `spell_stats`: slug → stats
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
+use spellcast_core::ledger::LedgerEntry;
+use spellcast_core::ports::{
+    CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
+};
+use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent};
+
+const BALANCES: TableDefinition<&str, i64> = TableDefinition::new("balances");
+const LEDGER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ledger");
+const INVOICES: TableDefinition<&str, &[u8]> = TableDefinition::new("invoices");
+const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
+const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+const RUNS_BY_TX: TableDefinition<&str, &str> = TableDefinition::new("runs_by_tx");
+const UNFINISHED: TableDefinition<&str, ()> = TableDefinition::new("unfinished");
+const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
+const FILES: TableDefinition<(&str, u64), (&str, &[u8])> = TableDefinition::new("files");
+const TOOL_COSTS: TableDefinition<&str, (u64, i64)> = TableDefinition::new("tool_costs");
+const SPELL_STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("spell_stats");
+const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+
+/// An upper bound for ids in key ranges (ids are lowercase ASCII, all below `~`).
+const ID_MAX: &str = "~";
+
+/// Spellcast's state in a redb database.
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+}
+
+fn err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::from_err(e.into())
+}
+
+fn to_json<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(StoreError::from_err)
+}
+
+fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(StoreError::from_err)
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file `spellcast.redb` in `dir`.
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(dir).map_err(StoreError::from_err)?;
+        let db = Database::create(dir.join("spellcast.redb")).map_err(err)?;
+        Self::init(db)
+    }
+
+    /// A database that lives in memory only (`--memory`).
+    pub fn in_memory() -> StoreResult<Self> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(err)?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> StoreResult<Self> {
+        // Create every table up front, so reads never meet a missing table.
+        let tx = db.begin_write().map_err(err)?;
+        tx.open_table(BALANCES).map_err(err)?;
+        tx.open_table(LEDGER).map_err(err)?;
+        tx.open_table(INVOICES).map_err(err)?;
+        tx.open_table(IDEMPOTENCY).map_err(err)?;
+        tx.open_table(RUNS).map_err(err)?;
+        tx.open_table(RUNS_BY_TX).map_err(err)?;
+        tx.open_table(UNFINISHED).map_err(err)?;
+        tx.open_table(EVENTS).map_err(err)?;
+        tx.open_table(FILES).map_err(err)?;
+        tx.open_table(TOOL_COSTS).map_err(err)?;
+        tx.open_table(SPELL_STATS).map_err(err)?;
+        tx.open_table(SETTINGS).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(RedbStore { db: Arc::new(db) })
+    }
+
+    /// A setting, created with `init` on first use (the local token secret lives here).
+    pub fn setting_or_init(
+        &self,
+        name: &str,
+        init: impl FnOnce() -> Vec<u8>,
+    ) -> StoreResult<Vec<u8>> {
+        let tx = self.db.begin_write().map_err(err)?;
+        let value = {
+            let mut table = tx.open_table(SETTINGS).map_err(err)?;
+            let existing = table.get(name).map_err(err)?.map(|v| v.value().to_vec());
+            match existing {
+                Some(v) => v,
+                None => {
+                    let v = init();
+                    table.insert(name, v.as_slice()).map_err(err)?;
+                    v
+                }
+            }
+        };
+        tx.commit().map_err(err)?;
+        Ok(value)
+    }
+
+    /// Runs blocking database work off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(StoreError::from_err)?
+    }
+
+    /// Runs a write transaction: `work` decides, and its changes commit only if it returns `Ok`.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            let out = work(&tx)?;
+            tx.commit().map_err(err)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// Adds a ledger entry and moves the balance by its amount, in the caller's transaction.
+fn post_entry(tx: &WriteTransaction, entry: &LedgerEntry) -> StoreResult<i64> {
+    let mut balances = tx.open_table(BALANCES).map_err(err)?;
+    let balance = balances
+        .get(entry.user_id.as_str())
+        .map_err(err)?
+        .map_or(0, |v| v.value());
+    let next = balance + entry.pts;
+    balances.insert(entry.user_id.as_str(), next).map_err(err)?;
+    let mut ledger = tx.open_table(LEDGER).map_err(err)?;
+    ledger
+        .insert(
+            (entry.user_id.as_str(), entry.tx_id.as_str()),
+            to_json(entry)?.as_slice(),
+        )
+        .map_err(err)?;
+    Ok(next)
+}
+
+fn put_run(tx: &WriteTransaction, run: &Run) -> StoreResult<()> {
+    let mut runs = tx.open_table(RUNS).map_err(err)?;
+    runs.insert(run.run_id.as_str(), to_json(run)?.as_slice())
+        .map_err(err)?;
+    let mut unfinished = tx.open_table(UNFINISHED).map_err(err)?;
+    if run.status.is_terminal() {
+        unfinished.remove(run.run_id.as_str()).map_err(err)?;
+    } else {
+        unfinished.insert(run.run_id.as_str(), ()).map_err(err)?;
+    }
+    Ok(())
+}
+
+fn get_json<K: redb::Key + 'static, T: DeserializeOwned>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    key: K::SelfType<'_>,
+) -> StoreResult<Option<T>> {
+    match table.get(key).map_err(err)? {
+        Some(v) => from_json(v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+#[async_trait]
+impl Store for RedbStore {
+    async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64> {
+        self.write(move |tx| post_entry(tx, &entry)).await
+    }
+
+    async fn balance(&self, user_id: &str) -> StoreResult<i64> {
+        let user = user_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let table = tx.open_table(BALANCES).map_err(err)?;
+            Ok(table
+                .get(user.as_str())
+                .map_err(err)?
+                .map_or(0, |v| v.value()))
+        })
+        .await
+    }
+
+    async fn ledger(
+        &self,
+        user_id: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        let user = user_id.to_owned();
+        let before = before.map(str::to_owned);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let table = tx.open_table(LEDGER).map_err(err)?;
+            let upper = before.as_deref().unwrap_or(ID_MAX);
+            let mut entries = Vec::new();
+            for item in table
+                .range((user.as_str(), "")..(user.as_str(), upper))
+                .map_err(err)?
+                .rev()
+            {
+                let (_, v) = item.map_err(err)?;
+                entries.push(from_json(v.value())?);
+                if entries.len() == limit {
+                    break;
+                }
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn idempotency(
+        &self,
+        user_id: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let (user, key) = (user_id.to_owned(), key.to_owned());
+        let now = chrono::Utc::now();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let table = tx.open_table(IDEMPOTENCY).map_err(err)?;
+            let record: Option<IdempotencyRecord> =
+                get_json(&table, (user.as_str(), key.as_str()))?;
+            Ok(record.filter(|r| r.expires_at > now))
+        })
+        .await
+    }
+
+    async fn issue_invoice(
+        &self,
+        invoice: InvoiceRecord,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> StoreResult<IssueOutcome> {
+        self.write(move |tx| {
+            if let Some(record) = &idempotency {
+                let mut keys = tx.open_table(IDEMPOTENCY).map_err(err)?;
+                let key = (record.user_id.as_str(), record.key.as_str());
+                let seen: Option<IdempotencyRecord> = get_json(&keys, key)?;
+                if let Some(seen) = seen.filter(|s| s.expires_at > record.created_at) {
+                    return Ok(if seen.request_hash == record.request_hash {
+                        IssueOutcome::Replayed(seen)
+                    } else {
+                        IssueOutcome::KeyConflict
+                    });
+                }
+                keys.insert(key, to_json(record)?.as_slice()).map_err(err)?;
+            }
+            let mut invoices = tx.open_table(INVOICES).map_err(err)?;
+            invoices
+                .insert(invoice.invoice_id.as_str(), to_json(&invoice)?.as_slice())
+                .map_err(err)?;
+            Ok(IssueOutcome::Issued)
+        })
+        .await
+    }
+
+    async fn cast(&self, cast: NewCast) -> StoreResult<CastOutcome> {
+        self.write(move |tx| {
+            let mut invoices = tx.open_table(INVOICES).map_err(err)?;
+            let invoice: Option<InvoiceRecord> = get_json(&invoices, cast.invoice_id.as_str())?;
+            let Some(mut invoice) = invoice.filter(|i| i.user_id == cast.user_id) else {
+                return Ok(CastOutcome::UnknownInvoice);
+            };
+            if let InvoiceState::Consumed {
+                run_id,
+                context_hash,
+                ..
+            } = &invoice.state
+            {
+                if *context_hash != cast.context_hash {
+                    return Ok(CastOutcome::ContextMismatch);
+                }
+                let runs = tx.open_table(RUNS).map_err(err)?;
+                let run: Option<Run> = get_json(&runs, run_id.as_str())?;
+                return run.map(CastOutcome::Replayed).ok_or_else(|| {
+                    StoreError(format!(
+                        "invoice {} names a missing run",
+                        invoice.invoice_id
+                    ))
+                });
+            }
+            if cast.now >= invoice.expires_at {
+                return Ok(CastOutcome::Expired);
+            }
+            let balance = tx
+                .open_table(BALANCES)
+                .map_err(err)?
+                .get(cast.user_id.as_str())
+                .map_err(err)?
+                .map_or(0, |v| v.value());
+            let mut run = cast.run;
+            run.cost_pts = invoice.cost_pts;
+            if balance < invoice.cost_pts {
+                return Ok(CastOutcome::InsufficientBalance { balance });
+            }
+            let mut debit = cast.debit;
+            debit.pts = -invoice.cost_pts;
+            post_entry(tx, &debit)?;
+            invoice.state = InvoiceState::Consumed {
+                run_id: run.run_id.clone(),
+                credit_tx_id: run.credit_tx_id.clone(),
+                context_hash: cast.context_hash,
+            };
+            invoices
+                .insert(invoice.invoice_id.as_str(), to_json(&invoice)?.as_slice())
+                .map_err(err)?;
+            put_run(tx, &run)?;
+            tx.open_table(RUNS_BY_TX)
+                .map_err(err)?
+                .insert(run.credit_tx_id.as_str(), run.run_id.as_str())
+                .map_err(err)?;
+            Ok(CastOutcome::Created(run))
+        })
+        .await
+    }
+
+    async fn run(&self, run_id: &str) -> StoreResult<Option<Run>> {
+        let id = run_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let runs = tx.open_table(RUNS).map_err(err)?;
+            get_json(&runs, id.as_str())
+        })
+        .await
+    }
+
+    async fn run_by_credit_tx(&self, credit_tx_id: &str) -> StoreResult<Option<Run>> {
+        let id = credit_tx_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let by_tx = tx.open_table(RUNS_BY_TX).map_err(err)?;
+            let Some(run_id) = by_tx
+                .get(id.as_str())
+                .map_err(err)?
+                .map(|v| v.value().to_owned())
+            else {
+                return Ok(None);
+            };
+            let runs = tx.open_table(RUNS).map_err(err)?;
+            get_json(&runs, run_id.as_str())
+        })
+        .await
+    }
+
+    async fn advance_run(
+        &self,
+        run_id: &str,
+        change: RunChange,
+    ) -> StoreResult<Option<(Run, RunEvent)>> {
+        let id = run_id.to_owned();
+        self.write(move |tx| {
+            let runs = tx.open_table(RUNS).map_err(err)?;
+            let run: Option<Run> = get_json(&runs, id.as_str())?;
+            drop(runs);
+            let Some(mut run) = run else { return Ok(None) };
+            let applied = match run.apply(change) {
+                Ok(applied) => applied,
+                Err(refused) => {
+                    tracing::debug!(%refused, "change refused");
+                    return Ok(None);
+                }
+            };
+            put_run(tx, &run)?;
+            let mut events = tx.open_table(EVENTS).map_err(err)?;
+            let key = (run.run_id.as_str(), applied.event.seq);
+            if events.get(key).map_err(err)?.is_some() {
+                return Err(StoreError(format!(
+                    "event {} of {} written twice",
+                    applied.event.seq, run.run_id
+                )));
+            }
+            events
+                .insert(key, to_json(&applied.event)?.as_slice())
+                .map_err(err)?;
+            let mut files = tx.open_table(FILES).map_err(err)?;
+            for file in &applied.files {
+                files
+                    .insert(
+                        (run.run_id.as_str(), file.n as u64),
+                        (file.mime.as_str(), file.bytes.as_slice()),
+                    )
+                    .map_err(err)?;
+            }
+            if applied.refund_pts > 0 {
+                post_entry(
+                    tx,
+                    &LedgerEntry {
+                        tx_id: spellcast_core::ids::new_id("tx"),
+                        user_id: run.user_id.clone(),
+                        kind: spellcast_core::ledger::LedgerKind::Refund,
+                        asset: spellcast_core::ledger::PTS.into(),
+                        pts: applied.refund_pts,
+                        run_id: Some(run.run_id.clone()),
+                        invoice_id: Some(run.invoice_id.clone()),
+                        at: run.finished_at.unwrap_or_else(chrono::Utc::now),
+                    },
+                )?;
+            }
+            Ok(Some((run, applied.event)))
+        })
+        .await
+    }
+
+    async fn run_events(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<RunEvent>> {
+        let id = run_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let events = tx.open_table(EVENTS).map_err(err)?;
+            let mut out = Vec::new();
+            for item in events
+                .range((id.as_str(), after + 1)..=(id.as_str(), u64::MAX))
+                .map_err(err)?
+            {
+                let (_, v) = item.map_err(err)?;
+                out.push(from_json(v.value())?);
+                if out.len() == limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn output_file(&self, run_id: &str, n: usize) -> StoreResult<Option<OutputFile>> {
+        let id = run_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let files = tx.open_table(FILES).map_err(err)?;
+            Ok(files.get((id.as_str(), n as u64)).map_err(err)?.map(|v| {
+                let (mime, bytes) = v.value();
+                OutputFile {
+                    n,
+                    mime: mime.to_owned(),
+                    bytes: bytes.to_vec(),
+                }
+            }))
+        })
+        .await
+    }
+
+    async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let unfinished = tx.open_table(UNFINISHED).map_err(err)?;
+            let runs = tx.open_table(RUNS).map_err(err)?;
+            let mut out = Vec::new();
+            for item in unfinished.iter().map_err(err)? {
+                let (id, _) = item.map_err(err)?;
+                if let Some(run) = get_json::<&str, Run>(&runs, id.value())? {
+                    out.push(run);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record_tool_cost(&self, tool: &str, pts: i64) -> StoreResult<()> {
+        let key = tool.to_owned();
+        self.write(move |tx| {
+            let mut costs = tx.open_table(TOOL_COSTS).map_err(err)?;
+            let (calls, total) = costs
+                .get(key.as_str())
+                .map_err(err)?
+                .map_or((0, 0), |v| v.value());
+            costs
+                .insert(key.as_str(), (calls + 1, total + pts))
+                .map_err(err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tool_costs(&self) -> StoreResult<Vec<ToolCostTotal>> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let costs = tx.open_table(TOOL_COSTS).map_err(err)?;
+            let mut out = Vec::new();
+            for item in costs.iter().map_err(err)? {
+                let (k, v) = item.map_err(err)?;
+                let (calls, pts) = v.value();
+                out.push(ToolCostTotal {
+                    tool: k.value().to_owned(),
+                    calls,
+                    pts,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn save_spell_stats(&self, stats: &[SpellStats]) -> StoreResult<()> {
+        let stats = stats.to_vec();
+        self.write(move |tx| {
+            let mut table = tx.open_table(SPELL_STATS).map_err(err)?;
+            for s in &stats {
+                table
+                    .insert(s.slug.as_str(), to_json(s)?.as_slice())
+                    .map_err(err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn spell_stats(&self) -> StoreResult<Vec<SpellStats>> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let table = tx.open_table(SPELL_STATS).map_err(err)?;
+            let mut out = Vec::new();
+            for item in table.iter().map_err(err)? {
+                let (_, v) = item.map_err(err)?;
+                out.push(from_json(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

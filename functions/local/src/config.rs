@@ -1,0 +1,105 @@
+//! Command-line flags and environment of the local server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use spellcast_core::tools::HttpEndpoints;
+use spellcast_core::Config;
+
+/// Spellcast as one local process: API, page, runner and stats on an embedded store.
+#[derive(Debug, Parser)]
+#[command(name = "spellcast-local", version)]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+    /// Where the database lives.
+    #[arg(long, default_value = "./.spellcast")]
+    pub data_dir: PathBuf,
+    /// Keep everything in memory; nothing is persisted.
+    #[arg(long)]
+    pub memory: bool,
+    /// The spell catalog directory.
+    #[arg(long, default_value = "infra/spells")]
+    pub catalog: PathBuf,
+    /// The static page directory.
+    #[arg(long, default_value = "static")]
+    pub static_dir: PathBuf,
+    /// The public origin used in share links (default: the listening address).
+    #[arg(long, env = "SPELLCAST_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Token signing secret (at least 32 bytes); default: a random one kept in the data dir.
+    #[arg(long, env = "SPELLCAST_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Secret of the stats refresh webhook; without it the webhook refuses every call.
+    #[arg(long, env = "SPELLCAST_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Allow-listed endpoints of the `http` tool: `name=https://...,name2=https://...`.
+    #[arg(long, env = "SPELLCAST_HTTP_ENDPOINTS")]
+    pub http_endpoints: Option<String>,
+    /// Timeout of one `http` tool call, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub http_timeout_secs: u64,
+    /// Largest `http` tool response, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub http_max_bytes: usize,
+    /// Do not execute runs (they stay queued until a process with a runner picks them up).
+    #[arg(long)]
+    pub no_runner: bool,
+    /// How often recovery looks for lost or stuck runs, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub sweep_interval_ms: u64,
+    /// After how long a queued run's start event counts as lost, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub republish_after_ms: u64,
+    /// How often spell prices are recomputed, in seconds.
+    #[arg(long, default_value_t = 900)]
+    pub stats_interval_secs: u64,
+    /// How often an idle stream sends a heartbeat, in milliseconds.
+    #[arg(long, default_value_t = 15_000)]
+    pub heartbeat_ms: u64,
+    /// After how long a stream closes by itself (the client resumes), in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub stream_limit_secs: u64,
+    /// How long a quote stays payable, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub invoice_ttl_secs: i64,
+}
+
+impl Args {
+    /// The core's configuration.
+    pub fn app_config(&self, public_url: &str) -> Config {
+        let mut config = Config::new(public_url);
+        config.heartbeat = Duration::from_millis(self.heartbeat_ms.max(10));
+        config.stream_limit = Duration::from_secs(self.stream_limit_secs.max(1));
+        config.republish_after = chrono::Duration::milliseconds(self.republish_after_ms as i64);
+        config.invoice_ttl = chrono::Duration::seconds(self.invoice_ttl_secs.max(1));
+        config.webhook_secret = self.webhook_secret.clone().map(String::into_bytes);
+        config
+    }
+
+    /// The `http` tool's endpoints, if any are configured.
+    pub fn http_endpoints(&self) -> Result<Option<HttpEndpoints>, String> {
+        match self.http_endpoints.as_deref() {
+            None | Some("") => Ok(None),
+            Some(spec) => HttpEndpoints::parse(spec).map(Some),
+        }
+    }
+
+    /// The `http` tool's timeout.
+    pub fn http_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_timeout_secs.max(1))
+    }
+
+    /// The sweeper's period.
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(self.sweep_interval_ms.max(50))
+    }
+
+    /// The stats ticker's period.
+    pub fn stats_interval(&self) -> Duration {
+        Duration::from_secs(self.stats_interval_secs.max(1))
+    }
+}

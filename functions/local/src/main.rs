@@ -1,0 +1,105 @@
+//! `spellcast-local`: the whole product in one process, on the embedded store, with no AWS
+//! account. Wiring only: configuration in, adapters built once, then the API, the runner, the
+//! recovery sweeper and the stats ticker run side by side until the process is stopped.
+
+mod config;
+mod http_adapter;
+mod workers;
+
+use std::sync::Arc;
+
+use clap::Parser;
+use spellcast_core::auth::TokenKeys;
+use spellcast_core::catalog::Catalog;
+use spellcast_core::ports::SystemClock;
+use spellcast_core::stats::PriceBook;
+use spellcast_core::tools::{HttpTool, Toolbox};
+use spellcast_core::App;
+use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
+
+use config::Args;
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(args).await {
+        eprintln!("spellcast-local: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let http_tool = args
+        .http_endpoints()?
+        .map(|endpoints| HttpTool::new(endpoints, args.http_timeout(), args.http_max_bytes));
+    let tools = Toolbox::builtin(http_tool);
+    let catalog = Catalog::load(&args.catalog, &tools).map_err(|e| e.to_string())?;
+
+    let store = if args.memory {
+        RedbStore::in_memory()
+    } else {
+        RedbStore::open(&args.data_dir)
+    }
+    .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
+    let secret = match args.token_secret.clone() {
+        Some(s) => s.into_bytes(),
+        // Without a configured secret, a random one is made once and kept with the data.
+        None => store
+            .setting_or_init("token-secret", || rand::random::<[u8; 32]>().to_vec())
+            .map_err(|e| e.to_string())?,
+    };
+    let keys = TokenKeys::hs256(&secret, "spellcast-local")?;
+
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+
+    let metrics = workers::install_metrics()?;
+    let (bus, executions) = LocalBus::new();
+    let app = Arc::new(App {
+        config: args.app_config(&public_url),
+        catalog,
+        tools,
+        store: Arc::new(store),
+        bus: Arc::new(bus),
+        signal: Arc::new(LocalSignal::default()),
+        clock: Arc::new(SystemClock),
+        keys,
+        prices: PriceBook::default(),
+        metrics: Some(metrics),
+    });
+
+    if args.no_runner {
+        // Executions are not consumed: a cast stays queued, as if its start event were lost.
+        drop(executions);
+        tracing::warn!("runner disabled (--no-runner)");
+    } else {
+        tokio::spawn(workers::runner(app.clone(), executions));
+    }
+    tokio::spawn(workers::sweeper(app.clone(), args.sweep_interval()));
+    tokio::spawn(workers::stats_ticker(app.clone(), args.stats_interval()));
+
+    let router = http_adapter::router(app.clone(), &args.static_dir);
+    println!("Spellcast is ready: open {public_url}/spells/hello-sigil");
+    tracing::info!(addr = %bound, catalog = %args.catalog.display(), "listening");
+    let server = axum::serve(listener, router);
+    tokio::select! {
+        result = server => result.map_err(|e| e.to_string()),
+        _ = workers::shutdown_signal() => {
+            tracing::info!("stopping");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The background work of the local process: the runner, the recovery sweeper, the stats ticker,
+//! and the Prometheus recorder behind `/metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use spellcast_core::app::MetricsRender;
+use spellcast_core::ports::ExecutionStarted;
+use spellcast_core::{metrics, recovery, runner, stats, App};
+use tokio::sync::{mpsc, Semaphore};
+
+/// How many runs execute at once in this process.
+const PARALLEL_RUNS: usize = 32;
+
+/// Executes every run the bus delivers, each in its own task.
+pub async fn runner(app: Arc<App>, mut executions: mpsc::UnboundedReceiver<ExecutionStarted>) {
+    let slots = Arc::new(Semaphore::new(PARALLEL_RUNS));
+    while let Some(event) = executions.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = runner::execute(&app, &event.run_id).await {
+                tracing::error!(run_id = %event.run_id, error = %e, "run execution failed; recovery will refund it");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Publishes lost start events again and refunds stuck runs, every `period`.
+pub async fn sweeper(app: Arc<App>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        if let Err(e) = recovery::sweep(&app).await {
+            tracing::error!(error = %e, "recovery sweep failed");
+        }
+    }
+}
+
+/// Recomputes spell prices at start and every `period`.
+pub async fn stats_ticker(app: Arc<App>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        if let Err(e) = stats::recompute(&app).await {
+            tracing::error!(error = %e, "price recomputation failed");
+        }
+    }
+}
+
+/// Installs the Prometheus recorder (histogram with explicit buckets, not a summary).
+pub fn install_metrics() -> Result<MetricsRender, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(metrics::DURATION.into()),
+            metrics::DURATION_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    metrics::describe();
+    Ok(Arc::new(move || handle.render()))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
