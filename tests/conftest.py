@@ -1,0 +1,164 @@
+"""Black-box harness: starts the real `spellcast-local` binary on 127.0.0.1, port 0, and talks HTTP
+to it. Each server is stopped by PID when its test ends."""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import time
+
+import httpx
+import pytest
+from httpx_sse import connect_sse
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OUT = pathlib.Path(os.environ.get("SPELLCAST_TEST_OUTPUT", ROOT / "test-output"))
+WEBHOOK_SECRET = "test-webhook-secret"
+
+
+def binary():
+    explicit = os.environ.get("SPELLCAST_BIN")
+    if explicit:
+        return explicit
+    target = os.environ.get("CARGO_TARGET_DIR", ROOT / "target")
+    return str(pathlib.Path(target) / "debug" / "spellcast-local")
+
+
+class Server:
+    """One running spellcast-local process."""
+
+    def __init__(self, args, log_name):
+        OUT.mkdir(parents=True, exist_ok=True)
+        self.log_path = OUT / f"{log_name}.log"
+        self.log = open(self.log_path, "ab")
+        env = dict(os.environ, SPELLCAST_WEBHOOK_SECRET=WEBHOOK_SECRET, RUST_LOG="info")
+        self.proc = subprocess.Popen(
+            [binary(), "--addr", "127.0.0.1:0", *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, env=env)
+        line = self.proc.stdout.readline().decode()
+        if "open http://" not in line:
+            self.stop()
+            raise RuntimeError(f"server did not start: {line!r}; see {self.log_path}")
+        self.url = line.split("open ")[1].split("/spells/")[0]
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def kill(self):
+        self.stop(signal.SIGKILL)
+
+    # --- the API, step by step -----------------------------------------------------------------
+
+    def session(self, user_id=None, grant=1000):
+        body = {"grantPts": grant}
+        if user_id:
+            body["userId"] = user_id
+        r = self.http.post("/api/v1/dev/session", json=body)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def invoice(self, token, slug, key=None):
+        headers = {"authorization": f"Bearer {token}"}
+        if key:
+            headers["idempotency-key"] = key
+        return self.http.post("/api/v1/payments/invoice", json={"spellSlug": slug, "asset": "PTS"}, headers=headers)
+
+    def cast(self, token, slug, invoice_id, context):
+        return self.http.post("/api/v1/spells/cast", json={"slug": slug, "invoiceId": invoice_id, "context": context},
+                              headers={"authorization": f"Bearer {token}"})
+
+    def quote_and_cast(self, token, slug, context):
+        inv = self.invoice(token, slug)
+        assert inv.status_code == 201, inv.text
+        cast = self.cast(token, slug, inv.json()["invoiceId"], context)
+        assert cast.status_code == 202, cast.text
+        return inv.json(), cast.json()
+
+    def balance(self, token):
+        r = self.http.get("/api/v1/me/balance", headers={"authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        return r.json()["balances"]["PTS"]
+
+    def ledger(self, token):
+        entries, cursor = [], None
+        while True:
+            params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+            r = self.http.get("/api/v1/me/ledger", params=params, headers={"authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text
+            entries += r.json()["entries"]
+            cursor = r.json().get("nextCursor")
+            if not cursor:
+                return entries
+
+    def run(self, token, run_id):
+        r = self.http.get(f"/api/v1/runs/{run_id}", headers={"authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def events(self, cast, invoice_token, last_event_id=None, stop_after=None, timeout=60):
+        """Reads the run's SSE stream: a list of (id, event, data, arrival time)."""
+        headers = {"authorization": f"Bearer {invoice_token}"}
+        if last_event_id is not None:
+            headers["last-event-id"] = str(last_event_id)
+        out = []
+        with httpx.Client(base_url=self.url, timeout=timeout) as client:
+            with connect_sse(client, "GET", cast["streamUrl"], headers=headers) as source:
+                assert source.response.status_code == 200, source.response.read()
+                for sse in source.iter_sse():
+                    if not sse.data and not sse.event or sse.event == "message" and not sse.data:
+                        continue  # the `retry:` block carries no event; browsers dispatch nothing
+                    out.append((int(sse.id), sse.event, json.loads(sse.data), time.monotonic()))
+                    if stop_after is not None and len(out) >= stop_after:
+                        break
+        return out
+
+    def wait_for_status(self, token, run_id, statuses=("succeeded", "failed"), timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.run(token, run_id)
+            if run["status"] in statuses:
+                return run
+            time.sleep(0.1)
+        raise AssertionError(f"run {run_id} did not reach {statuses}: {run}")
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    """The sample catalog plus the test spells."""
+    d = tmp_path / "catalog"
+    d.mkdir()
+    for f in (ROOT / "infra" / "spells").glob("*.json"):
+        shutil.copy(f, d)
+    for f in (ROOT / "tests" / "fixtures" / "spells").glob("*.json"):
+        shutil.copy(f, d)
+    return d
+
+
+@pytest.fixture
+def start(request, catalog):
+    """Starts servers; every one is stopped when the test ends."""
+    servers = []
+
+    def _start(*args, memory=True):
+        extra = ["--memory"] if memory and "--data-dir" not in args else []
+        s = Server(["--catalog", str(catalog), *extra, *args], request.node.name)
+        servers.append(s)
+        return s
+
+    yield _start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def server(start):
+    return start()
