@@ -1,0 +1,156 @@
+"""Meta caching, the og page, removed endpoints, the stats webhook, metrics, request ids."""
+import hashlib
+import hmac
+import html.parser
+import json
+import shutil
+import struct
+import subprocess
+import time
+
+import extruct
+import pytest
+
+
+def test_meta_is_cacheable_with_a_strong_etag(server):
+    r = server.http.get("/api/v1/spells/hello-sigil/meta")
+    assert r.status_code == 200
+    meta = r.json()
+    assert meta["slug"] == "hello-sigil" and meta["version"] == 3
+    assert meta["inputs"]["type"] == "object" and meta["steps"][0]["id"] == "greet"
+    assert meta["assets"] == [{"asset": "PTS", "ptsPerUnit": "1"}]
+    assert meta["og"]["url"] == f"{server.url}/spells/hello-sigil"
+    assert isinstance(meta["avgCostPtsCached"], int) and meta["avgCostPtsCached"] > 0
+    cache = r.headers["cache-control"]
+    assert "public" in cache and "stale-while-revalidate" in cache
+    smax = int(cache.split("s-maxage=")[1].split(",")[0])
+    assert 0 < smax <= 900
+    etag = r.headers["etag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    again = server.http.get("/api/v1/spells/hello-sigil/meta", headers={"if-none-match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == etag
+
+
+def test_request_ids_are_echoed_or_made(server):
+    r = server.http.get("/api/v1/spells/hello-sigil/meta", headers={"x-request-id": "trace-123"})
+    assert r.headers["x-request-id"] == "trace-123"
+    a = server.http.get("/api/v1/spells/nope/meta").headers["x-request-id"]
+    b = server.http.get("/api/v1/spells/nope/meta").headers["x-request-id"]
+    assert a and b and a != b
+
+
+def test_removed_endpoints_answer_410_with_deprecation_headers(server):
+    for path in ("/api/v1/payments/prepare-spell", "/api/v1/payments/confirm"):
+        r = server.http.post(path, json={})
+        assert r.status_code == 410 and r.json()["code"] == "endpoint_removed"
+        assert r.headers["deprecation"] and r.headers["sunset"]
+        assert r.headers["link"] == '</api/v1/payments/invoice>; rel="successor-version"'
+
+
+class Tags(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def og_properties(page):
+    data = extruct.extract(page, syntaxes=["opengraph"], uniform=True)
+    assert data["opengraph"], "no OpenGraph data found"
+    return data["opengraph"][0]
+
+
+def test_og_page_carries_every_tag(server):
+    r = server.http.get("/spells/hello-sigil/og")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    og = og_properties(r.text)
+    assert og["og:title"] == "Hello, Sigil"
+    assert og["@type"] == "website"  # extruct's uniform form of og:type
+    assert og["og:url"] == f"{server.url}/spells/hello-sigil"
+    assert og["og:description"].startswith("Greets you by name")
+    assert og["og:site_name"] == "Spellcast"
+    assert og["og:image"] == f"{server.url}/static/og/hello-sigil.png"
+    assert og["og:image:width"] == "1200" and og["og:image:height"] == "630"
+    assert og["og:image:alt"]
+    parser = Tags()
+    parser.feed(r.text)
+    metas = {a.get("name") or a.get("property"): a.get("content") for t, a in parser.tags if t == "meta"}
+    assert metas["twitter:card"] == "summary_large_image"
+    assert metas["description"] == og["og:description"]
+    links = [a for t, a in parser.tags if t == "link" and a.get("rel") == "canonical"]
+    assert links == [{"rel": "canonical", "href": f"{server.url}/spells/hello-sigil"}]
+    assert "<title>Hello, Sigil · Spellcast</title>" in r.text
+    image = server.http.get(og["og:image"].removeprefix(server.url))
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert struct.unpack(">II", image.content[16:24]) == (1200, 630)
+    cache = r.headers["cache-control"]
+    for directive in ("public", "s-maxage=", "stale-while-revalidate=", "stale-if-error="):
+        assert directive in cache
+    etag = r.headers["etag"]
+    assert server.http.get("/spells/hello-sigil/og", headers={"if-none-match": etag}).status_code == 304
+    head = server.http.head("/spells/hello-sigil/og")
+    assert head.status_code == 200 and head.content == b"" and head.headers["etag"] == etag
+
+
+def test_og_page_renders_markup_in_spell_text_inert(server):
+    r = server.http.get("/spells/evil-markup/og")
+    assert r.status_code == 200
+    parser = Tags()
+    parser.feed(r.text)
+    names = [t for t, _ in parser.tags]
+    assert "script" not in names and "iframe" not in names and "b" not in names
+    assert names.count("img") == 1, "only the share image"
+    assert all(not k.startswith("on") for _, attrs in parser.tags for k in attrs)
+    og = og_properties(r.text)
+    assert og["og:title"] == '<script>window.pwned=1</script>"><b>Bold</b>'
+    assert og["og:image:alt"] == '"><script>alert(6)</script>'
+
+
+def sign(body, ts=None, secret="test-webhook-secret"):
+    ts = str(ts if ts is not None else int(time.time()))
+    sig = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    return {"x-spellcast-timestamp": ts, "x-spellcast-signature": f"sha256={sig}", "content-type": "application/json"}
+
+
+def test_stats_webhook_recomputes_prices_and_refreshes_meta(server):
+    before = server.http.get("/api/v1/spells/wordy/meta")
+    assert before.json()["avgCostPtsCached"] == 1
+    user = server.session()
+    inv, cast = server.quote_and_cast(user["token"], "wordy", {"n": 400})  # 2000 characters: 4 points
+    assert inv["costPts"] == 1, "the quote binds, whatever the run costs"
+    server.wait_for_status(user["token"], cast["runId"])
+    body = b"{}"
+    for bad in (sign(body, secret="wrong"), sign(body, ts=int(time.time()) - 600), {"x-spellcast-signature": "sha256=00"}):
+        r = server.http.post("/api/v1/internal/stats/refresh", content=body, headers=bad)
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+    assert server.http.get("/api/v1/spells/wordy/meta").json()["avgCostPtsCached"] == 1
+    r = server.http.post("/api/v1/internal/stats/refresh", content=body, headers=sign(body))
+    assert r.status_code == 200, r.text
+    after = server.http.get("/api/v1/spells/wordy/meta")
+    assert after.json()["avgCostPtsCached"] == 4
+    assert after.json()["statsUpdatedAt"] != before.json()["statsUpdatedAt"]
+    assert after.headers["etag"] != before.headers["etag"]
+    assert server.invoice(user["token"], "wordy").json()["costPts"] == 4
+
+
+def test_metrics_pass_promtool(server):
+    user = server.session()
+    for slug, context in (("hello-sigil", {"name": "M"}), ("fizzle", {})):
+        _, cast = server.quote_and_cast(user["token"], slug, context)
+        server.wait_for_status(user["token"], cast["runId"])
+    r = server.http.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'spell_execution_started_total{spell="hello-sigil"} 1' in text
+    assert 'spell_execution_finished_total{spell="hello-sigil"} 1' in text
+    assert 'spell_execution_error_total{spell="fizzle"} 1' in text
+    assert "# TYPE spell_run_duration_seconds histogram" in text
+    assert 'spell_run_duration_seconds_bucket{spell="fizzle",outcome="failed",le="+Inf"} 1' in text
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: scripts/test installs it (Debian package prometheus)")
+    check = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
