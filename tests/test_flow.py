@@ -153,7 +153,8 @@ def test_invoice_token_keeps_opening_its_run_after_expiry(start):
 def test_ledger_pages_newest_first(server):
     user = server.session(grant=500)
     for _ in range(3):
-        server.quote_and_cast(user["token"], "fizzle", {})
+        _, cast = server.quote_and_cast(user["token"], "fizzle", {})
+        server.wait_for_status(user["token"], cast["runId"])
     headers = {"authorization": f"Bearer {user['token']}"}
     seen, cursor = [], None
     while True:
