@@ -15,6 +15,8 @@ from httpx_sse import connect_sse
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = pathlib.Path(os.environ.get("SPELLCAST_TEST_OUTPUT", ROOT / "test-output"))
 WEBHOOK_SECRET = "test-webhook-secret"
+# Known to the tests so they can mint honestly signed tokens (expired, wrong audience, ...).
+TOKEN_SECRET = "test-token-secret-of-at-least-32-bytes!"
 
 
 def binary():
@@ -32,7 +34,8 @@ class Server:
         OUT.mkdir(parents=True, exist_ok=True)
         self.log_path = OUT / f"{log_name}.log"
         self.log = open(self.log_path, "ab")
-        env = dict(os.environ, SPELLCAST_WEBHOOK_SECRET=WEBHOOK_SECRET, RUST_LOG="info")
+        env = dict(os.environ, SPELLCAST_WEBHOOK_SECRET=WEBHOOK_SECRET, SPELLCAST_TOKEN_SECRET=TOKEN_SECRET,
+                   RUST_LOG="info")
         self.proc = subprocess.Popen(
             [binary(), "--addr", "127.0.0.1:0", *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, env=env)

@@ -6,6 +6,8 @@ import time
 import jwt
 import pytest
 
+from conftest import TOKEN_SECRET
+
 
 def b64(obj):
     return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
@@ -133,10 +135,53 @@ def test_stream_and_run_access_rules(server, world):
     is_problem(server.http.get(run_url, headers={"authorization": f"Bearer {expired}"}), 401, "unauthorized")
 
 
-def test_expired_session_is_rejected(server, world):
-    # An honestly signed but expired session cannot be made by the client; alg confusion can't either.
-    public_looking = jwt.encode(session_claims("alice"), "k" * 32, algorithm="HS512")
-    is_problem(server.http.get("/api/v1/me/balance", headers={"authorization": f"Bearer {public_looking}"}), 401, "unauthorized")
+def signed(claims, algorithm="HS256", key=TOKEN_SECRET):
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+def test_only_valid_sessions_open_the_account(server, world):
+    balance = lambda token: server.http.get("/api/v1/me/balance", headers={"authorization": f"Bearer {token}"})
+    assert balance(signed(session_claims("alice"))).status_code == 200, "the test mints tokens like the server"
+    rejected = {
+        "expired": signed(session_claims("alice", exp_in=-5)),
+        "other audience": signed({**session_claims("alice"), "aud": "spellcast-invoice"}),
+        "other issuer": signed({**session_claims("alice"), "iss": "someone-else"}),
+        "no expiry": signed({k: v for k, v in session_claims("alice").items() if k != "exp"}),
+        "algorithm confusion (HS512 with the same key)": signed(session_claims("alice"), algorithm="HS512"),
+        "alg none": forged_none(session_claims("alice")),
+        "other key": signed(session_claims("alice"), key="another-secret-another-secret-123"),
+        "garbage": "a.b.c",
+    }
+    for why, token in rejected.items():
+        r = balance(token)
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized", why
+    r = server.http.get("/api/v1/me/balance", headers={"authorization": "Basic YWxpY2U6cHc="})
+    assert r.status_code == 401
+
+
+def test_forged_invoices_cannot_pay(server, world):
+    token = world["user"]["token"]
+    before = state(server, token)
+    quote = jwt.decode(world["quote"]["invoiceId"], options={"verify_signature": False})
+    cast = lambda invoice: server.cast(token, "hello-sigil", invoice, {"name": "F"})
+    cheap = {**quote, "cost": 0}
+    is_problem(cast(signed(cheap, key="another-secret-another-secret-123")), 401, "invoice_invalid")
+    is_problem(cast(forged_none(cheap)), 401, "invoice_invalid")
+    # Correctly signed, but never issued: the store does not know it.
+    is_problem(cast(signed({**cheap, "jti": "inv_made_up"})), 401, "invoice_invalid")
+    # Correctly signed and expired.
+    is_problem(cast(signed({**quote, "jti": "inv_old", "exp": int(time.time()) - 5})), 401, "invoice_invalid")
+    # A session token is not an invoice.
+    is_problem(cast(token), 401, "invoice_invalid")
+    assert state(server, token) == before
+
+
+def test_oversized_bodies_are_refused_everywhere(server, world):
+    auth = {"authorization": f"Bearer {world['user']['token']}"}
+    big = b'{"pad":"' + b"x" * (64 * 1024) + b'"}'
+    for path in ("/api/v1/payments/invoice", "/api/v1/spells/cast", "/api/v1/dev/session",
+                 "/api/v1/internal/stats/refresh"):
+        is_problem(server.http.post(path, content=big, headers=auth), 413, "payload_too_large")
 
 
 def test_meta_and_og_reject_bad_slugs(server):
