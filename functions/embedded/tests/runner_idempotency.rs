@@ -11,7 +11,7 @@ use spellcast_core::catalog::Catalog;
 use spellcast_core::ids::{new_id, Slug};
 use spellcast_core::invoice::{InvoiceRecord, InvoiceState};
 use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
-use spellcast_core::ports::{CastOutcome, NewCast, Store, SystemClock};
+use spellcast_core::ports::{CastOutcome, NewCast, SystemClock};
 use spellcast_core::run::{EventBody, Run, RunChange, RunError, RunStatus, StepState, StepStatus};
 use spellcast_core::runner::{execute, Execution};
 use spellcast_core::stats::PriceBook;
