@@ -1,56 +1,309 @@
-// Placeholder execution page: reads the spell, casts it with its default inputs as a demo user,
-// and prints the live events. Every text goes in through textContent, never as HTML.
-const slug = location.pathname.split("/")[2];
+// The spell execution page: renders the form from the spell's JSON Schema, quotes and casts,
+// streams the run live (EventSource resumes with Last-Event-ID by itself), restores a run after a
+// reload from its snapshot, and shows the outputs. Vanilla JS, no build step. Spell text and user
+// input only ever go into the page as text (textContent, value, attributes), never as HTML.
+
+const slug = decodeURIComponent(location.pathname.split("/")[2] || "");
 const $ = (id) => document.getElementById(id);
-const api = async (path, token, body) => {
-  const res = await fetch(path, {
-    method: body ? "POST" : "GET",
-    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = await res.json();
-  if (!res.ok) throw new Error(`${json.code}: ${json.detail}`);
-  return json;
-};
-const log = (line) => { $("log").textContent += line + "\n"; };
+const runKey = `spellcast.run.${slug}`;
+const TERMINAL = ["succeeded", "failed"];
 
-const meta = await api(`/api/v1/spells/${slug}/meta`);
-document.title = `${meta.title} · Spellcast`;
-$("title").textContent = meta.title;
-$("summary").textContent = meta.summary;
-$("cost").textContent = meta.avgCostPtsCached;
-const defaults = Object.fromEntries(
-  Object.entries(meta.inputs.properties || {}).filter(([, s]) => "default" in s).map(([k, s]) => [k, s.default]));
-
-$("cast").addEventListener("submit", async (e) => {
-  e.preventDefault();
-  try {
-    const session = await api("/api/v1/dev/session", null, {});
-    const invoice = await api("/api/v1/payments/invoice", session.token, { spellSlug: slug, asset: "PTS" });
-    log(`quote: ${invoice.costPts} points`);
-    const cast = await api("/api/v1/spells/cast", session.token, { slug, invoiceId: invoice.invoiceId, context: defaults });
-    const source = new EventSource(`${cast.streamUrl}&token=${encodeURIComponent(invoice.invoiceId)}`);
-    for (const type of ["executionStarted", "stepUpdate", "executionFinished", "spellExecutionError"]) {
-      source.addEventListener(type, (ev) => {
-        const data = JSON.parse(ev.data);
-        log(`#${ev.lastEventId} ${type} ${data.stepId ?? ""} ${data.status ?? data.code ?? ""} ${data.message ?? ""}`);
-        if (type === "executionFinished" || type === "spellExecutionError") source.close();
-        for (const out of data.outputs ?? []) {
-          if (type !== "executionFinished") continue;
-          if (out.kind === "image") {
-            const img = document.createElement("img");
-            img.src = `${out.url}?token=${encodeURIComponent(invoice.invoiceId)}`;
-            img.alt = out.title ?? "output image";
-            $("outputs").append(img);
-          } else {
-            const pre = document.createElement("pre");
-            pre.textContent = typeof out.value === "string" ? out.value : JSON.stringify(out.value, null, 2);
-            $("outputs").append(pre);
-          }
-        }
-      });
-    }
-  } catch (err) {
-    log(`error: ${err.message}`);
+// Creates an element; `props` are DOM properties (textContent, htmlFor, ...) or, with a dash,
+// attributes (aria-*, data-*).
+function el(tag, props = {}, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.includes("-")) e.setAttribute(k, v);
+    else e[k] = v;
   }
-});
+  e.append(...kids.filter((k) => k !== undefined && k !== null && k !== false));
+  return e;
+}
+
+class Problem extends Error {
+  constructor(status, body) {
+    super(body.detail || `The server answered ${status}`);
+    Object.assign(this, { status, code: body.code, errors: body.errors || [] });
+  }
+}
+
+async function api(path, token, body) {
+  const headers = {};
+  if (body) headers["content-type"] = "application/json";
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(path, { method: body ? "POST" : "GET", headers, body: body && JSON.stringify(body) });
+  const json = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Problem(res.status, json);
+  return json;
+}
+
+// The session: a host site plugs in its own with `window.spellcastSession = async () => token`;
+// locally a demo session from the dev endpoint is kept in localStorage.
+async function session() {
+  if (window.spellcastSession) return window.spellcastSession();
+  const kept = localStorage.getItem("spellcast.session");
+  if (kept && (await api("/api/v1/me/balance", kept).then(() => true, () => false))) return kept;
+  const fresh = await api("/api/v1/dev/session", null, {});
+  localStorage.setItem("spellcast.session", fresh.token);
+  return fresh.token;
+}
+
+async function showBalance(token) {
+  const b = await api("/api/v1/me/balance", token).catch(() => null);
+  if (b) $("balance").textContent = `Balance: ${b.balances.PTS} points`;
+}
+
+function alertBox(text, ok, action) {
+  const box = $("alert");
+  box.hidden = !text;
+  box.className = ok ? "alert ok" : "alert";
+  box.replaceChildren(el("p", { textContent: text }), action);
+}
+
+// ---- the form ---------------------------------------------------------------------------------
+
+let meta;
+const fields = {};
+
+function field(name, s, required) {
+  const id = `f-${name}`;
+  const label = s.title || name;
+  const help = s.description && el("p", { id: `${id}-h`, className: "help", textContent: s.description });
+  const err = el("p", { id: `${id}-e`, className: "err", hidden: true });
+  const described = [help && help.id, err.id].filter(Boolean).join(" ");
+  const common = { name, id, required, "aria-describedby": described };
+  let control;
+  let box;
+  if (s.enum && s.enum.length <= 4) {
+    box = el("fieldset", { className: "field", "aria-describedby": described }, el("legend", { textContent: label }));
+    s.enum.forEach((v, i) =>
+      box.append(el("label", {}, el("input", { type: "radio", name, value: v, id: i ? undefined : id, checked: v === s.default }), ` ${v}`)));
+    box.append(help, err);
+  } else {
+    if (s.enum) {
+      control = el("select", common, ...s.enum.map((v) => el("option", { value: v, textContent: v, selected: v === s.default })));
+    } else if (s.type === "boolean") {
+      control = el("input", { ...common, type: "checkbox", checked: !!s.default, required: false });
+    } else if (s.type === "integer" || s.type === "number") {
+      control = el("input", { ...common, type: "number", min: s.minimum, max: s.maximum, step: s.type === "integer" ? 1 : "any", value: s.default ?? "" });
+    } else {
+      const long = s.format === "textarea" || (s.maxLength || 0) > 200;
+      control = el(long ? "textarea" : "input", { ...common, type: long ? undefined : "text", minLength: s.minLength, maxLength: s.maxLength, value: s.default ?? "" });
+    }
+    const lab = el("label", { htmlFor: id, textContent: label });
+    box = s.type === "boolean" ? el("div", { className: "field" }, control, " ", lab, help, err) : el("div", { className: "field" }, lab, control, help, err);
+  }
+  fields[name] = { s, required, box, err };
+  return box;
+}
+
+function read() {
+  const ctx = {};
+  for (const [name, { s, box }] of Object.entries(fields)) {
+    const radio = box.querySelector("input:checked[type=radio]");
+    const input = box.querySelector("input:not([type=radio]),select,textarea");
+    let v = s.enum && !input ? radio?.value : input?.type === "checkbox" ? input.checked : input?.value;
+    if ((s.type === "integer" || s.type === "number") && v !== "") v = Number(v);
+    if (v !== "" && v !== undefined) ctx[name] = v;
+  }
+  return ctx;
+}
+
+// The same checks as the server's schema, reported with the same pointers.
+function check(ctx) {
+  const errors = [];
+  for (const [name, { s, required }] of Object.entries(fields)) {
+    const v = ctx[name];
+    const bad = (message) => errors.push({ pointer: `/context/${name}`, message });
+    if (v === undefined) required && bad("This is required.");
+    else if (s.type === "integer" && !Number.isInteger(v)) bad("Enter a whole number.");
+    else if (typeof v === "number" && Number.isNaN(v)) bad("Enter a number.");
+    else if (s.minimum !== undefined && v < s.minimum) bad(`The smallest allowed is ${s.minimum}.`);
+    else if (s.maximum !== undefined && v > s.maximum) bad(`The largest allowed is ${s.maximum}.`);
+    else if (s.minLength && String(v).length < s.minLength) bad(`Enter at least ${s.minLength} character(s).`);
+    else if (s.maxLength && String(v).length > s.maxLength) bad(`Enter at most ${s.maxLength} characters.`);
+    else if (s.enum && !s.enum.includes(v)) bad("Choose one of the options.");
+  }
+  return errors;
+}
+
+function showErrors(errors) {
+  for (const f of Object.values(fields)) {
+    f.err.hidden = true;
+    f.box.querySelectorAll("input,select,textarea").forEach((c) => c.removeAttribute("aria-invalid"));
+  }
+  for (const { pointer, message } of errors) {
+    const f = fields[pointer.split("/")[2]];
+    if (!f) continue;
+    f.err.textContent = message;
+    f.err.hidden = false;
+    f.box.querySelectorAll("input,select,textarea").forEach((c) => c.setAttribute("aria-invalid", "true"));
+  }
+  const first = errors.map((e) => fields[e.pointer.split("/")[2]]).find(Boolean);
+  first?.box.querySelector("input,select,textarea")?.focus();
+  return errors.length > 0;
+}
+
+// ---- the run ----------------------------------------------------------------------------------
+
+let steps = [];
+let lastSeq = 0;
+
+function showSteps(list) {
+  steps = list.map((s) => ({ ...s, status: s.status || "pending", progress: s.progress || 0 }));
+  $("run").hidden = false;
+  $("steps").replaceChildren(
+    ...steps.map((s, i) => el("li", { id: `s${i}` }, el("span", { textContent: s.title }), " ", el("span", { className: "st" }),
+      el("progress", { max: 1, value: 0, "aria-label": `${s.title} progress` }))));
+  steps.forEach((s, i) => paintStep(i));
+}
+
+function paintStep(i) {
+  const s = steps[i];
+  const li = $(`s${i}`);
+  const label = { pending: "waiting", running: `running, ${Math.round(s.progress * 100)}%`, succeeded: "done", failed: "failed" }[s.status];
+  li.querySelector(".st").textContent = `(${label}${s.message ? ` — ${s.message}` : ""})`;
+  li.querySelector("progress").value = s.status === "succeeded" ? 1 : s.progress;
+  li.dataset.status = s.status;
+  const done = steps.reduce((n, x) => n + (x.status === "succeeded" ? 1 : x.progress), 0);
+  $("overall").value = done / steps.length;
+}
+
+function gallery(outputs, token) {
+  $("outputs").replaceChildren(...outputs.map((o) => {
+    const caption = o.title && el("figcaption", { textContent: o.title });
+    if (o.kind === "image" || o.kind === "file") {
+      const src = `${o.url}?token=${encodeURIComponent(token)}`;
+      const body = o.kind === "image"
+        ? el("img", { src, alt: o.title || "Generated image", width: 256, height: 256, decoding: "async" })
+        : el("span", { textContent: o.title || "Download" });
+      return el("figure", {}, el("a", { href: src, target: "_blank", rel: "noopener", title: "Open full size" }, body), caption);
+    }
+    const text = o.kind === "json" ? JSON.stringify(o.value, null, 2) : String(o.value ?? "");
+    return el("figure", {}, el("pre", { textContent: text }), caption);
+  }));
+}
+
+function finished(run, state) {
+  localStorage.setItem(runKey, JSON.stringify({ ...state, done: true }));
+  $("cast").disabled = false;
+  $("conn").textContent = "";
+  if (run.status === "succeeded") {
+    steps.forEach((s, i) => { s.status = "succeeded"; s.message = undefined; paintStep(i); });
+    gallery(run.outputs, state.invoice);
+    alertBox(`Done in ${(run.durationMs / 1000).toFixed(1)} s.`, true);
+  } else {
+    const step = steps.find((s) => s.id === run.error?.stepId);
+    const where = step ? ` at “${step.title}”` : "";
+    alertBox(`The spell failed${where}: ${run.error?.message}. ${run.refundedPts} points were refunded to your balance.`);
+  }
+  session().then(showBalance);
+}
+
+function stream(state) {
+  const after = lastSeq ? `&lastEventId=${lastSeq}` : "";
+  const source = new EventSource(`${state.streamUrl}&token=${encodeURIComponent(state.invoice)}${after}`);
+  const on = (type, handle) => source.addEventListener(type, (e) => {
+    const seq = Number(e.lastEventId);
+    if (seq <= lastSeq) return; // already shown
+    lastSeq = seq;
+    $("conn").textContent = "";
+    handle(JSON.parse(e.data));
+  });
+  on("executionStarted", (d) => steps.length || showSteps(d.steps));
+  on("stepUpdate", (d) => {
+    Object.assign(steps[d.index], { status: d.status, progress: d.progress, message: d.message });
+    paintStep(d.index);
+  });
+  on("executionFinished", (d) => {
+    source.close();
+    finished({ status: "succeeded", outputs: d.outputs, durationMs: d.durationMs }, state);
+  });
+  on("spellExecutionError", (d) => {
+    source.close();
+    finished({ status: "failed", refundedPts: d.refundedPts, error: { stepId: d.stepId, message: d.message } }, state);
+  });
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) restore(state); // the server said no more: settle from the snapshot
+    else $("conn").textContent = "Connection lost — reconnecting…";
+  };
+}
+
+// Shows a run from its snapshot, then follows it live if it is still going.
+async function restore(state) {
+  try {
+    const run = await api(`/api/v1/runs/${state.runId}`, state.invoice);
+    showSteps(run.steps);
+    lastSeq = run.lastEventId;
+    if (TERMINAL.includes(run.status)) {
+      if (!state.done) finished(run, state);
+    } else {
+      $("cast").disabled = true;
+      stream(state);
+    }
+  } catch {
+    localStorage.removeItem(runKey);
+  }
+}
+
+async function cast(event) {
+  event.preventDefault();
+  alertBox("");
+  const ctx = read();
+  if (showErrors(check(ctx))) return;
+  $("cast").disabled = true;
+  try {
+    const token = await session();
+    const quote = await api("/api/v1/payments/invoice", token, { spellSlug: slug, asset: "PTS" });
+    $("quote").textContent = ` · your quote: ${quote.costPts} points`;
+    const run = await api("/api/v1/spells/cast", token, { slug, invoiceId: quote.invoiceId, context: ctx });
+    const state = { runId: run.runId, streamUrl: run.streamUrl, invoice: quote.invoiceId };
+    localStorage.setItem(runKey, JSON.stringify(state));
+    lastSeq = 0;
+    $("outputs").replaceChildren(el("p", { className: "muted", textContent: "The outputs appear here when the spell is done." }));
+    showSteps(meta.steps);
+    showBalance(token);
+    stream(state);
+  } catch (err) {
+    $("cast").disabled = false;
+    if (err.code === "invalid_context") showErrors(err.errors);
+    else if (err.code === "invoice_expired") alertBox("Your quote expired before the cast.", false, el("button", { type: "button", textContent: "Get a new quote", onclick: cast }));
+    else if (err.code === "insufficient_balance") alertBox(`Not enough points: ${err.message}.`);
+    else if (err instanceof Problem) alertBox(err.message);
+    else alertBox("Could not reach Spellcast. Check your connection and try again.");
+  }
+}
+
+// ---- start ------------------------------------------------------------------------------------
+
+// Preview users of the old two-step payment arrive with ?preview=1 (the preview's links carried
+// it); they see a banner until they dismiss it, and the dismissal is remembered.
+const params = new URLSearchParams(location.search);
+if (params.has("preview")) localStorage.setItem("spellcast.preview", "1");
+if (localStorage.getItem("spellcast.preview") && !localStorage.getItem("spellcast.bannerDismissed")) {
+  $("banner").hidden = false;
+  $("dismiss").onclick = () => {
+    localStorage.setItem("spellcast.bannerDismissed", "1");
+    $("banner").hidden = true;
+  };
+}
+
+try {
+  meta = await api(`/api/v1/spells/${encodeURIComponent(slug)}/meta`);
+  document.title = `${meta.title} · Spellcast`;
+  $("title").textContent = meta.title;
+  $("summary").textContent = meta.summary;
+  $("description").textContent = meta.description;
+  $("avg").textContent = meta.avgCostPtsCached;
+  const required = meta.inputs.required || [];
+  $("fields").replaceChildren(...Object.entries(meta.inputs.properties || {}).map(([n, s]) => field(n, s, required.includes(n))));
+  $("form").hidden = false;
+  $("form").addEventListener("submit", cast);
+  const kept = JSON.parse(localStorage.getItem(runKey) || "null");
+  if (kept && !kept.done) restore(kept);
+  if (!window.spellcastSession) session().then(showBalance, () => {});
+} catch (err) {
+  $("title").textContent = err.code === "spell_not_found" ? "Spell not found" : "The spell could not be loaded";
+  alertBox(err.message);
+}

@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod catalog;
+pub mod crawlers;
 pub mod ids;
 pub mod invoice;
 pub mod ledger;

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::response::Response;
+use axum::extract::{FromRef, Request, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::StreamExt;
@@ -15,16 +15,57 @@ use spellcast_core::api::{self, MAX_BODY_BYTES};
 use spellcast_core::App;
 use tower_http::services::{ServeDir, ServeFile};
 
-/// The router: static files, the execution page, and everything else through the core.
+/// The router: static files, the execution page (or, for crawlers, the og page), and everything
+/// else through the core.
 pub fn router(app: Arc<App>, static_dir: &Path) -> Router {
-    let page = ServeFile::new(static_dir.join("spell.html"));
+    let site = Site {
+        app,
+        page: ServeFile::new(static_dir.join("spell.html")),
+    };
     Router::new()
         .nest_service("/static", ServeDir::new(static_dir))
-        .route_service("/spells/{slug}", page)
+        .route("/spells/{slug}", get(spell_page).head(spell_page))
         .route_service("/", ServeFile::new(static_dir.join("index.html")))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(core_handler)
-        .with_state(app)
+        .with_state(site)
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct Site {
+    app: Arc<App>,
+    page: ServeFile,
+}
+
+impl FromRef<Site> for Arc<App> {
+    fn from_ref(site: &Site) -> Self {
+        site.app.clone()
+    }
+}
+
+/// `/spells/{slug}`: crawlers get the og page (as the CloudFront Function routes them in AWS),
+/// people the static execution page.
+async fn spell_page(State(site): State<Site>, req: Request) -> Response {
+    let agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if spellcast_core::crawlers::is_crawler(agent) {
+        let (mut parts, body) = req.into_parts();
+        let og = format!("{}/og", parts.uri.path().trim_end_matches('/'));
+        parts.uri = og.parse().unwrap_or(parts.uri);
+        return core_handler(State(site.app), Request::from_parts(parts, body)).await;
+    }
+    let mut page = site.page;
+    match page.try_call(req).await {
+        Ok(r) => r.map(Body::new),
+        Err(e) => {
+            tracing::error!(error = %e, "the execution page cannot be read");
+            http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 async fn core_handler(State(app): State<Arc<App>>, req: Request) -> Response {
