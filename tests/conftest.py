@@ -3,6 +3,7 @@ to it. Each server is stopped by PID when its test ends."""
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -32,7 +33,7 @@ class Server:
 
     def __init__(self, args, log_name):
         OUT.mkdir(parents=True, exist_ok=True)
-        self.log_path = OUT / f"{log_name}.log"
+        self.log_path = OUT / (re.sub(r"[^A-Za-z0-9_.-]+", "_", log_name)[:120] + ".log")
         self.log = open(self.log_path, "ab")
         env = dict(os.environ, SPELLCAST_WEBHOOK_SECRET=WEBHOOK_SECRET, SPELLCAST_TOKEN_SECRET=TOKEN_SECRET,
                    RUST_LOG="info")

@@ -154,3 +154,41 @@ def test_metrics_pass_promtool(server):
         pytest.fail("promtool is missing: scripts/test installs it (Debian package prometheus)")
     check = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+
+
+CRAWLERS = [
+    "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+    "Twitterbot/1.0",
+    "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+    "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
+    "LinkedInBot/1.0 (compatible; Mozilla/5.0; Apache-HttpClient +http://www.linkedin.com)",
+]
+
+
+@pytest.mark.parametrize("agent", CRAWLERS)
+def test_crawlers_asking_for_a_spell_get_the_og_page(server, agent):
+    r = server.http.get("/spells/slow-scroll", headers={"user-agent": agent})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    og = og_properties(r.text)
+    assert og["og:title"] == "The Slow Scroll"
+    assert og["og:url"] == f"{server.url}/spells/slow-scroll"
+    image = server.http.get(og["og:image"].removeprefix(server.url), headers={"user-agent": agent})
+    assert image.status_code == 200
+    assert struct.unpack(">II", image.content[16:24]) == (int(og["og:image:width"]), int(og["og:image:height"]))
+
+
+def test_people_asking_for_a_spell_get_the_execution_page(server):
+    chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+    r = server.http.get("/spells/slow-scroll", headers={"user-agent": chrome})
+    assert r.status_code == 200
+    assert '<script type="module" src="/static/js/spell-execute.js">' in r.text
+    assert 'property="og:title"' not in r.text
+
+
+def test_page_weight_is_within_the_budget():
+    """The ADR's budget: the page's JS and CSS together at most 8 KB gzipped."""
+    import gzip
+    from conftest import ROOT
+    total = sum(len(gzip.compress((ROOT / "static" / p).read_bytes(), 9))
+                for p in ("js/spell-execute.js", "css/spell.css"))
+    assert total <= 8 * 1024, f"{total} bytes gzipped"

@@ -58,7 +58,7 @@ function alertBox(text, ok, action) {
   const box = $("alert");
   box.hidden = !text;
   box.className = ok ? "alert ok" : "alert";
-  box.replaceChildren(el("p", { textContent: text }), action);
+  box.replaceChildren(el("p", { textContent: text }), action ?? "");
 }
 
 // ---- the form ---------------------------------------------------------------------------------
@@ -194,8 +194,12 @@ function finished(run, state) {
     gallery(run.outputs, state.invoice);
     alertBox(`Done in ${(run.durationMs / 1000).toFixed(1)} s.`, true);
   } else {
-    const step = steps.find((s) => s.id === run.error?.stepId);
-    const where = step ? ` at “${step.title}”` : "";
+    const i = steps.findIndex((s) => s.id === run.error?.stepId);
+    if (i >= 0) {
+      Object.assign(steps[i], { status: "failed", message: undefined });
+      paintStep(i);
+    }
+    const where = i >= 0 ? ` at “${steps[i].title}”` : "";
     alertBox(`The spell failed${where}: ${run.error?.message}. ${run.refundedPts} points were refunded to your balance.`);
   }
   session().then(showBalance);

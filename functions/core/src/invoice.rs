@@ -77,9 +77,26 @@ pub enum IssueOutcome {
     KeyConflict,
 }
 
-/// A stable hash of a JSON value (serde_json's maps are sorted, so equal values hash equal).
+/// A stable hash of a JSON value: object keys are sorted first, so equal values hash equal
+/// whatever order a client wrote them in.
 pub fn json_hash(value: &Value) -> String {
-    hex::encode(Sha256::digest(value.to_string().as_bytes()))
+    fn canonical(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                Value::Object(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| (k.clone(), canonical(v)))
+                        .collect(),
+                )
+            }
+            Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+            other => other.clone(),
+        }
+    }
+    hex::encode(Sha256::digest(canonical(value).to_string().as_bytes()))
 }
 
 #[cfg(test)]
@@ -89,9 +106,12 @@ mod tests {
 
     #[test]
     fn hash_ignores_key_order_but_not_values() {
-        let a: Value = serde_json::from_str(r#"{"a":1,"b":[1,2]}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"b":[1,2],"a":1}"#).unwrap();
+        let a: Value = serde_json::from_str(r#"{"a":1,"b":[1,{"y":1,"x":2}]}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"b":[1,{"x":2,"y":1}],"a":1}"#).unwrap();
         assert_eq!(json_hash(&a), json_hash(&b));
-        assert_ne!(json_hash(&a), json_hash(&json!({"a":2,"b":[1,2]})));
+        assert_ne!(
+            json_hash(&a),
+            json_hash(&json!({"a":2,"b":[1,{"x":2,"y":1}]}))
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{require_str, str_param, Progress, Tool, ToolCall, ToolError, ToolResult};
+use super::{require_str, str_param, title, Progress, Tool, ToolCall, ToolError, ToolResult};
 use crate::run::{NewOutput, OutputKind};
 
 /// The allow-list: endpoint name → HTTPS URL.
@@ -121,7 +121,7 @@ impl Tool for HttpTool {
             outputs: vec![NewOutput {
                 kind: OutputKind::Json,
                 mime: "application/json".into(),
-                title: str_param(call.params, "title").map(str::to_owned),
+                title: title(&call)?,
                 value: Some(value),
                 bytes: None,
             }],

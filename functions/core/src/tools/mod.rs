@@ -111,6 +111,13 @@ pub fn check_template(template: &str) -> Result<(), String> {
         .map_err(|e| format!("template: {e}"))
 }
 
+/// The output caption: the `title` parameter rendered over the inputs.
+fn title(call: &ToolCall<'_>) -> Result<Option<String>, ToolError> {
+    str_param(call.params, "title")
+        .map(|t| render_template(t, call.context))
+        .transpose()
+}
+
 /// A string parameter.
 fn str_param<'a>(params: &'a Value, key: &str) -> Option<&'a str> {
     params.get(key).and_then(Value::as_str)

@@ -5,8 +5,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    check_template, number_in, render_template, require_str, str_param, Progress, Tool, ToolCall,
-    ToolError, ToolResult,
+    check_template, number_in, render_template, require_str, str_param, title, Progress, Tool,
+    ToolCall, ToolError, ToolResult,
 };
 use crate::run::{NewOutput, OutputKind};
 
@@ -46,11 +46,7 @@ impl Tool for SigilImage {
             outputs: vec![NewOutput {
                 kind: OutputKind::Image,
                 mime: "image/png".into(),
-                title: Some(
-                    str_param(call.params, "title")
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| format!("Sigil of {seed}")),
-                ),
+                title: Some(title(&call)?.unwrap_or_else(|| format!("Sigil of {seed}"))),
                 value: None,
                 bytes: Some(png),
             }],

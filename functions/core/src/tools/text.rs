@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{
-    check_template, render_template, require_str, str_param, Progress, Tool, ToolCall, ToolError,
-    ToolResult,
+    check_template, render_template, require_str, str_param, title, Progress, Tool, ToolCall,
+    ToolError, ToolResult,
 };
 use crate::run::{NewOutput, OutputKind};
 
@@ -35,7 +35,7 @@ impl Tool for TextRender {
             outputs: vec![NewOutput {
                 kind: OutputKind::Text,
                 mime: "text/plain; charset=utf-8".into(),
-                title: str_param(call.params, "title").map(str::to_owned),
+                title: title(&call)?,
                 value: Some(Value::String(text)),
                 bytes: None,
             }],
@@ -92,7 +92,7 @@ impl Tool for JsonRender {
             outputs: vec![NewOutput {
                 kind: OutputKind::Json,
                 mime: "application/json".into(),
-                title: str_param(call.params, "title").map(str::to_owned),
+                title: title(&call)?,
                 value: Some(value),
                 bytes: None,
             }],

@@ -1,0 +1,172 @@
+// The execution page in a real Chromium, as a person meets it (SPEC §3.7).
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { join } from "node:path";
+import { AxeBuilder } from "@axe-core/playwright";
+import { SHOTS, progress, startBrowser, startServer, waitForEnd } from "./harness.mjs";
+
+let server;
+let browser;
+before(async () => {
+  server = await startServer("page");
+  browser = await startBrowser();
+});
+after(async () => {
+  await browser?.close();
+  server?.stop();
+});
+
+async function open(slug, base = server.url) {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.goto(`${base}/spells/${slug}`);
+  await page.waitForSelector("#form:not([hidden])");
+  page.errors = errors;
+  return page;
+}
+
+async function noAxeViolations(page, state) {
+  const result = await new AxeBuilder({ page }).analyze();
+  const found = result.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target).join(", ")}`);
+  assert.deepEqual(found, [], `axe violations in the ${state} state`);
+}
+
+test("a new user casts slow-scroll and watches it progress live", { timeout: 60000 }, async () => {
+  const page = await open("slow-scroll");
+  await page.screenshot({ path: join(SHOTS, "slow-scroll-form.png"), fullPage: true });
+  await noAxeViolations(page, "form");
+  await page.click("#cast");
+  const seen = new Set();
+  let shotRunning = false;
+  for (let i = 0; i < 300; i++) {
+    const p = await progress(page);
+    if (p.overall > 0 && p.overall < 1) seen.add(p.overall.toFixed(3));
+    if (!shotRunning && p.steps.filter((s) => s === "succeeded").length >= 2) {
+      await page.screenshot({ path: join(SHOTS, "slow-scroll-running.png"), fullPage: true });
+      await noAxeViolations(page, "running");
+      shotRunning = true;
+    }
+    if (p.steps.length && p.steps.every((s) => s === "succeeded")) break;
+    await page.waitForTimeout(50);
+  }
+  assert.ok(seen.size >= 2, `intermediate progress states seen: ${[...seen]}`);
+  await waitForEnd(page);
+  assert.match(await page.textContent("#outputs"), /dragons/);
+  assert.equal(await page.locator("#outputs figure").count(), 2);
+  await page.screenshot({ path: join(SHOTS, "slow-scroll-finished.png"), fullPage: true });
+  await noAxeViolations(page, "finished");
+  assert.deepEqual(page.errors, []);
+});
+
+test("hello-sigil shows the decoded image and the text", { timeout: 30000 }, async () => {
+  const page = await open("hello-sigil");
+  await page.fill("#f-name", "Grace");
+  await page.click("#cast");
+  await waitForEnd(page);
+  await page.waitForFunction(() => {
+    const img = document.querySelector("#outputs img");
+    return img && img.complete && img.naturalWidth > 0;
+  });
+  const img = await page.evaluate(() => {
+    const i = document.querySelector("#outputs img");
+    return { w: i.naturalWidth, h: i.naturalHeight, alt: i.alt };
+  });
+  assert.deepEqual(img, { w: 256, h: 256, alt: "The sigil of Grace" });
+  assert.match(await page.textContent("#outputs"), /Hello, Grace!/);
+  assert.equal(await page.getAttribute("#outputs a", "target"), "_blank");
+});
+
+test("fizzle shows the error, the refund and the balance back", { timeout: 30000 }, async () => {
+  const page = await open("fizzle");
+  await page.waitForFunction(() => /Balance: \d+/.test(document.getElementById("balance").textContent));
+  const before = await page.textContent("#balance");
+  await page.click("#cast");
+  await waitForEnd(page);
+  const alert = await page.textContent("#alert");
+  assert.match(alert, /failed at “Strike the spark”/);
+  assert.match(alert, /powder was damp/);
+  assert.match(alert, /\d+ points were refunded/);
+  await page.waitForFunction((b) => document.getElementById("balance").textContent === b, before);
+  assert.equal((await progress(page)).steps[1], "failed");
+  await page.screenshot({ path: join(SHOTS, "fizzle-error.png"), fullPage: true });
+  await noAxeViolations(page, "error");
+});
+
+test("a reload mid-run restores the steps done and finishes", { timeout: 60000 }, async () => {
+  const page = await open("slow-scroll");
+  await page.click("#cast");
+  await page.waitForFunction(() => document.querySelectorAll('#steps li[data-status="succeeded"]').length >= 2);
+  await page.reload();
+  await page.waitForFunction(() => document.querySelectorAll("#steps li").length === 5);
+  const restored = await progress(page);
+  assert.ok(restored.steps.filter((s) => s === "succeeded").length >= 2, `restored: ${restored.steps}`);
+  await waitForEnd(page);
+  assert.deepEqual((await progress(page)).steps, Array(5).fill("succeeded"));
+  assert.match(await page.textContent("#outputs"), /dragons/);
+});
+
+test("keyboard only: fill and submit without the mouse", { timeout: 30000 }, async () => {
+  const page = await open("hello-sigil");
+  for (let i = 0; i < 10 && (await page.evaluate(() => document.activeElement?.id)) !== "f-name"; i++) {
+    await page.keyboard.press("Tab");
+  }
+  assert.equal(await page.evaluate(() => document.activeElement.id), "f-name");
+  await page.keyboard.press("Control+A");
+  await page.keyboard.type("Keys");
+  await page.keyboard.press("Tab"); // into the mood radios
+  await page.keyboard.press("ArrowRight"); // bright -> calm
+  for (let i = 0; i < 10 && (await page.evaluate(() => document.activeElement?.id)) !== "cast"; i++) {
+    await page.keyboard.press("Tab");
+  }
+  const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+  assert.notEqual(outline, "none", "focus is visible");
+  await page.keyboard.press("Enter");
+  await waitForEnd(page);
+  assert.match(await page.textContent("#outputs"), /Be at peace, Keys\./);
+});
+
+test("client-side validation points at the field, like the server", { timeout: 30000 }, async () => {
+  const page = await open("slow-scroll");
+  await page.fill("#f-topic", "");
+  await page.fill("#f-lines", "42");
+  await page.click("#cast");
+  assert.equal(await page.isVisible("#f-topic-e"), true);
+  assert.equal(await page.isVisible("#f-lines-e"), true);
+  assert.equal(await page.getAttribute("#f-topic", "aria-invalid"), "true");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "f-topic");
+  assert.equal(await page.isVisible("#run"), false, "nothing was cast");
+  await page.screenshot({ path: join(SHOTS, "slow-scroll-invalid.png"), fullPage: true });
+});
+
+test("markup in spell text and inputs is never injected", { timeout: 30000 }, async () => {
+  const page = await open("evil-markup");
+  await page.click("#cast");
+  await waitForEnd(page);
+  const found = await page.evaluate(() => ({
+    pwned: window.pwned,
+    scripts: document.scripts.length,
+    injected: document.querySelectorAll("main b, main i, main iframe, main img[src='x'], main script").length,
+    title: document.getElementById("title").textContent,
+    output: document.querySelector("#outputs pre").textContent,
+  }));
+  assert.equal(found.pwned, undefined);
+  assert.equal(found.scripts, 1, "only the page's own module");
+  assert.equal(found.injected, 0);
+  assert.equal(found.title, '<script>window.pwned=1</script>"><b>Bold</b>');
+  assert.equal(found.output, "<script>window.pwned=5</script>");
+});
+
+test("the deprecation banner shows for preview users until dismissed", { timeout: 30000 }, async () => {
+  const page = await open("hello-sigil?preview=1");
+  assert.equal(await page.isVisible("#banner"), true);
+  await page.click("#dismiss");
+  assert.equal(await page.isVisible("#banner"), false);
+  await page.reload();
+  await page.waitForSelector("#form:not([hidden])");
+  assert.equal(await page.isVisible("#banner"), false, "the dismissal is remembered");
+  const other = await browser.newPage();
+  await other.goto(`${server.url}/spells/hello-sigil`);
+  await other.waitForSelector("#form:not([hidden])");
+  assert.equal(await other.isVisible("#banner"), false);
+});
