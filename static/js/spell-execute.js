@@ -302,7 +302,8 @@ try {
   $("avg").textContent = meta.avgCostPtsCached;
   const required = meta.inputs.required || [];
   $("fields").replaceChildren(...Object.entries(meta.inputs.properties || {}).map(([n, s]) => field(n, s, required.includes(n))));
-  $("form").hidden = false;
+  // Form and gallery appear together, so nothing already shown moves (no layout shift).
+  $("form").hidden = $("gallery").hidden = false;
   $("form").addEventListener("submit", cast);
   const kept = JSON.parse(localStorage.getItem(runKey) || "null");
   if (kept && !kept.done) restore(kept);

@@ -13,7 +13,10 @@ use axum::Router;
 use futures::StreamExt;
 use spellcast_core::api::{self, MAX_BODY_BYTES};
 use spellcast_core::App;
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 /// The router: static files, the execution page (or, for crawlers, the og page), and everything
 /// else through the core.
@@ -22,8 +25,17 @@ pub fn router(app: Arc<App>, static_dir: &Path) -> Router {
         app,
         page: ServeFile::new(static_dir.join("spell.html")),
     };
+    // Static files are compressed and cached briefly (their names carry no version); API answers,
+    // and above all the event stream, are never compressed here.
+    let assets = ServiceBuilder::new()
+        .layer(CompressionLayer::new())
+        .layer(SetResponseHeaderLayer::if_not_present(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("public, max-age=3600, stale-while-revalidate=86400"),
+        ))
+        .service(ServeDir::new(static_dir));
     Router::new()
-        .nest_service("/static", ServeDir::new(static_dir))
+        .nest_service("/static", assets)
         .route("/spells/{slug}", get(spell_page).head(spell_page))
         .route_service("/", ServeFile::new(static_dir.join("index.html")))
         .route("/healthz", get(|| async { "ok" }))

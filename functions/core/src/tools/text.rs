@@ -47,9 +47,30 @@ impl Tool for TextRender {
 /// Renders every string inside `value` as a template and outputs the result as JSON. Costs 1.
 pub struct JsonRender;
 
+/// A string that is exactly one `{{ expression }}` keeps the expression's JSON type (a number
+/// stays a number); any other string is rendered as a text template.
+fn render_string(s: &str, context: &Value) -> Result<Value, ToolError> {
+    let trimmed = s.trim();
+    if let Some(expr) = trimmed
+        .strip_prefix("{{")
+        .and_then(|r| r.strip_suffix("}}"))
+    {
+        if !expr.contains("{{") && !expr.contains("}}") {
+            let env = minijinja::Environment::new();
+            let value = env
+                .compile_expression(expr)
+                .and_then(|e| e.eval(minijinja::Value::from(minijinja::value::Serde(context))))
+                .map_err(|e| ToolError::Failed(format!("template: {e}")))?;
+            return serde_json::to_value(&value)
+                .map_err(|e| ToolError::Failed(format!("template: {e}")));
+        }
+    }
+    render_template(s, context).map(Value::String)
+}
+
 fn render_strings(value: &Value, context: &Value) -> Result<Value, ToolError> {
     Ok(match value {
-        Value::String(s) => Value::String(render_template(s, context)?),
+        Value::String(s) => render_string(s, context)?,
         Value::Array(items) => Value::Array(
             items
                 .iter()
