@@ -1,0 +1,750 @@
+//! The store port on DynamoDB.
+//!
+//! # Table design
+//!
+//! One table (on-demand billing), string keys `pk` and `sk`, items written with `serde_dynamo` so
+//! every field is a real attribute (readable in the console, usable in conditions):
+//!
+//! | item            | pk                  | sk                   | notes                                          |
+//! |-----------------|---------------------|----------------------|------------------------------------------------|
+//! | balance         | `USER#{user}`       | `BALANCE`            | `balance` (N); debits conditional on `>= cost`  |
+//! | ledger entry    | `LEDGER#{user}`     | `{txId}`             | tx ids sort by time: a reverse query is newest first |
+//! | invoice         | `INVOICE#{id}`      | `INVOICE`            | `state` open → consumed, conditional            |
+//! | idempotency key | `IDEM#{user}`       | `{key}`              | `ttl` (epoch s): expires after retention        |
+//! | run             | `RUN#{runId}`       | `RUN`                | `lastSeq` guards every change (optimistic lock) |
+//! | tx → run        | `TX#{creditTxId}`   | `TX`                 | `runId`; the stream finds the run by its debit  |
+//! | run event       | `EVENTS#{runId}`    | `{seq:020}`          | written only if absent; `ttl` after retention   |
+//! | output file     | `FILE#{runId}`      | `{n:06}`             | `mime`, `bytes` (B); small files only (< 350 KB) |
+//! | tool cost       | `TOOLCOST`          | `{slug/step/tool}`   | `calls`, `pts` counters (ADD)                   |
+//! | spell price     | `STATS`             | `{slug}`             | recomputed every 15 minutes                     |
+//!
+//! Global secondary index `unfinished` (pk `unfinished`, sk `createdAt`, projection ALL) is sparse:
+//! only queued and running runs carry `unfinished = "1"`, so recovery reads exactly those.
+//!
+//! Access patterns: balance and invoice by key (strongly consistent reads); ledger page by query on
+//! `LEDGER#{user}` descending; run events after a seq by strongly consistent query (the stream);
+//! unfinished runs by the index (eventually consistent is fine: every change is conditional).
+//!
+//! # Atomicity
+//!
+//! A cast is one `TransactWriteItems`: invoice open→consumed (condition), balance debit (condition
+//! `balance >= cost`), ledger entry, run, tx→run. A run change is one transaction too: the run
+//! (condition `lastSeq` unchanged), its event (condition absent), output files, and for a failure
+//! the refund (balance ADD + ledger entry); `Run::apply` refuses a second failure, so a refund
+//! happens once. Cancellations are mapped by their reasons; `TransactionConflict` and throttling
+//! are retried with jittered backoff, a bounded number of times. Transient errors resend the very
+//! same request with the same `ClientRequestToken`, so DynamoDB applies it at most once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue as Av, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification,
+    TransactWriteItem, Update,
+};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
+use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
+use spellcast_core::ports::{
+    CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
+};
+use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent};
+
+type Item = HashMap<String, Av>;
+
+/// The sparse index of unfinished runs.
+const UNFINISHED_INDEX: &str = "unfinished";
+/// How often a transaction is tried before giving up.
+const ATTEMPTS: u32 = 12;
+
+/// Spellcast's state in one DynamoDB table.
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    retention: chrono::Duration,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::from_err(e)
+}
+
+fn sdk_err<E: std::error::Error + 'static, R: std::fmt::Debug>(e: SdkError<E, R>) -> StoreError {
+    StoreError(format!("{}", DisplayErrorContext(&e)))
+}
+
+fn s(v: impl Into<String>) -> Av {
+    Av::S(v.into())
+}
+
+fn n(v: impl ToString) -> Av {
+    Av::N(v.to_string())
+}
+
+fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+/// A domain value as an item under `pk`/`sk`.
+fn item<T: Serialize>(
+    value: &T,
+    pk: impl Into<String>,
+    sk: impl Into<String>,
+) -> StoreResult<Item> {
+    let mut item: Item = serde_dynamo::to_item(value).map_err(err)?;
+    item.extend(key(pk, sk));
+    Ok(item)
+}
+
+fn from_item<T: DeserializeOwned>(item: Item) -> StoreResult<T> {
+    serde_dynamo::from_item(item).map_err(err)
+}
+
+fn number(item: &Item, name: &str) -> i64 {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn put(item: Item, table: &str, condition: Option<&str>) -> StoreResult<TransactWriteItem> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .set_condition_expression(condition.map(str::to_owned))
+        .build()
+        .map_err(err)?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+fn ledger_put(entry: &LedgerEntry, table: &str) -> StoreResult<TransactWriteItem> {
+    let item = item(
+        entry,
+        format!("LEDGER#{}", entry.user_id),
+        entry.tx_id.clone(),
+    )?;
+    put(item, table, Some("attribute_not_exists(pk)"))
+}
+
+fn balance_add(user: &str, pts: i64, table: &str) -> StoreResult<TransactWriteItem> {
+    let update = Update::builder()
+        .table_name(table)
+        .set_key(Some(key(format!("USER#{user}"), "BALANCE")))
+        .update_expression("ADD balance :pts")
+        .expression_attribute_values(":pts", n(pts))
+        .build()
+        .map_err(err)?;
+    Ok(TransactWriteItem::builder().update(update).build())
+}
+
+/// How a cancelled transaction ended, reason by reason.
+enum Cancelled {
+    /// The conditions of these items (by index) failed.
+    Conditions(Vec<usize>),
+    /// A conflict or throttling: try again later.
+    Retry,
+}
+
+/// Jittered exponential backoff for attempt `attempt` (1-based).
+async fn backoff(attempt: u32) {
+    let cap = 10u64 << attempt.min(6);
+    let ms = rand::random::<u64>() % cap + 5;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+impl DynamoStore {
+    /// A store on `table`, keeping idempotency keys and run events for `retention`.
+    pub fn new(client: Client, table: impl Into<String>, retention: chrono::Duration) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            retention,
+        }
+    }
+
+    fn ttl(&self, from: DateTime<Utc>) -> Av {
+        n((from + self.retention).timestamp())
+    }
+
+    /// Creates the table, its index and TTL (for local runs and tests; SAM creates it on AWS).
+    pub async fn create_table(&self) -> StoreResult<()> {
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
+        let schema = |name: &str, kind| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+        };
+        let index = GlobalSecondaryIndex::builder()
+            .index_name(UNFINISHED_INDEX)
+            .key_schema(schema("unfinished", KeyType::Hash).map_err(err)?)
+            .key_schema(schema("createdAt", KeyType::Range).map_err(err)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .map_err(err)?;
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk").map_err(err)?)
+            .attribute_definitions(attr("sk").map_err(err)?)
+            .attribute_definitions(attr("unfinished").map_err(err)?)
+            .attribute_definitions(attr("createdAt").map_err(err)?)
+            .key_schema(schema("pk", KeyType::Hash).map_err(err)?)
+            .key_schema(schema("sk", KeyType::Range).map_err(err)?)
+            .global_secondary_indexes(index)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(sdk_err(e)),
+        }
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("ttl")
+                    .enabled(true)
+                    .build()
+                    .map_err(err)?,
+            )
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> StoreResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(out.item)
+    }
+
+    async fn get_as<T: DeserializeOwned>(&self, pk: String, sk: &str) -> StoreResult<Option<T>> {
+        self.get(pk, sk).await?.map(from_item).transpose()
+    }
+
+    /// Every item under `pk` (sorted by `sk`), strongly consistent.
+    async fn query_all(&self, pk: &str) -> StoreResult<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// Sends one transaction. Transient failures resend the same request with the same client
+    /// token (applied at most once); cancellations are returned with their reasons.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> StoreResult<Result<(), Cancelled>> {
+        let token = format!("{:032x}", rand::random::<u128>());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .client_request_token(&token)
+                .send()
+                .await;
+            let e = match sent {
+                Ok(_) => return Ok(Ok(())),
+                Err(e) => e,
+            };
+            if let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) =
+                e.as_service_error()
+            {
+                let codes: Vec<&str> = cancel
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code().unwrap_or("None"))
+                    .collect();
+                let failed: Vec<usize> = codes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c == "ConditionalCheckFailed")
+                    .map(|(i, _)| i)
+                    .collect();
+                if !failed.is_empty() {
+                    return Ok(Err(Cancelled::Conditions(failed)));
+                }
+                // TransactionConflict, throttling: nothing was written; the caller re-reads.
+                tracing::debug!(?codes, "transaction cancelled; retrying");
+                return Ok(Err(Cancelled::Retry));
+            }
+            let transient = e.as_service_error().is_some_and(|s| {
+                s.is_transaction_in_progress_exception()
+                    || s.is_provisioned_throughput_exceeded_exception()
+                    || s.is_request_limit_exceeded()
+                    || s.is_internal_server_error()
+            }) || matches!(
+                e,
+                SdkError::TimeoutError(_)
+                    | SdkError::DispatchFailure(_)
+                    | SdkError::ResponseError(_)
+            );
+            if !transient || attempt >= ATTEMPTS {
+                return Err(sdk_err(e));
+            }
+            backoff(attempt).await;
+        }
+    }
+
+    fn run_items(&self, run: &Run) -> StoreResult<Vec<TransactWriteItem>> {
+        let mut run_item = item(run, format!("RUN#{}", run.run_id), "RUN")?;
+        if !run.status.is_terminal() {
+            run_item.insert("unfinished".into(), s("1"));
+        }
+        Ok(vec![put(run_item, &self.table, None)?])
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64> {
+        for attempt in 1..=ATTEMPTS {
+            let items = vec![
+                balance_add(&entry.user_id, entry.pts, &self.table)?,
+                ledger_put(&entry, &self.table)?,
+            ];
+            match self.transact(items).await? {
+                Ok(()) => return self.balance(&entry.user_id).await,
+                Err(Cancelled::Retry) => backoff(attempt).await,
+                Err(Cancelled::Conditions(_)) => {
+                    return Err(StoreError(format!("ledger entry {} exists", entry.tx_id)))
+                }
+            }
+        }
+        Err(StoreError("grant: too many conflicts".into()))
+    }
+
+    async fn balance(&self, user_id: &str) -> StoreResult<i64> {
+        Ok(self
+            .get(format!("USER#{user_id}"), "BALANCE")
+            .await?
+            .map_or(0, |item| number(&item, "balance")))
+    }
+
+    async fn ledger(
+        &self,
+        user_id: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_values(":pk", s(format!("LEDGER#{user_id}")))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(limit.clamp(1, 1000) as i32);
+        query = match before {
+            Some(cursor) => query
+                .key_condition_expression("pk = :pk AND sk < :before")
+                .expression_attribute_values(":before", s(cursor)),
+            None => query.key_condition_expression("pk = :pk"),
+        };
+        let out = query.send().await.map_err(sdk_err)?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
+    async fn idempotency(
+        &self,
+        user_id: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let record: Option<IdempotencyRecord> = self.get_as(format!("IDEM#{user_id}"), key).await?;
+        Ok(record.filter(|r| r.expires_at > Utc::now()))
+    }
+
+    async fn issue_invoice(
+        &self,
+        invoice: InvoiceRecord,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> StoreResult<IssueOutcome> {
+        for attempt in 1..=ATTEMPTS {
+            let mut items = vec![put(
+                item(
+                    &invoice,
+                    format!("INVOICE#{}", invoice.invoice_id),
+                    "INVOICE",
+                )?,
+                &self.table,
+                Some("attribute_not_exists(pk)"),
+            )?];
+            if let Some(record) = &idempotency {
+                let mut idem = item(
+                    record,
+                    format!("IDEM#{}", record.user_id),
+                    record.key.clone(),
+                )?;
+                idem.insert("ttl".into(), n(record.expires_at.timestamp()));
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(idem))
+                    .condition_expression("attribute_not_exists(pk) OR #ttl < :now")
+                    .expression_attribute_names("#ttl", "ttl")
+                    .expression_attribute_values(":now", n(record.created_at.timestamp()))
+                    .build()
+                    .map_err(err)?;
+                items.push(TransactWriteItem::builder().put(put).build());
+            }
+            match self.transact(items).await? {
+                Ok(()) => return Ok(IssueOutcome::Issued),
+                Err(Cancelled::Retry) => backoff(attempt).await,
+                Err(Cancelled::Conditions(failed)) if failed.contains(&1) => {
+                    let Some(record) = &idempotency else { break };
+                    match self.idempotency(&record.user_id, &record.key).await? {
+                        Some(seen) if seen.request_hash == record.request_hash => {
+                            return Ok(IssueOutcome::Replayed(seen))
+                        }
+                        Some(_) => return Ok(IssueOutcome::KeyConflict),
+                        None => backoff(attempt).await, // expired meanwhile: try again
+                    }
+                }
+                Err(Cancelled::Conditions(_)) => {
+                    return Err(StoreError(format!("invoice {} exists", invoice.invoice_id)));
+                }
+            }
+        }
+        Err(StoreError("issue_invoice: too many conflicts".into()))
+    }
+
+    async fn cast(&self, cast: NewCast) -> StoreResult<CastOutcome> {
+        for attempt in 1..=ATTEMPTS {
+            let invoice: Option<InvoiceRecord> = self
+                .get_as(format!("INVOICE#{}", cast.invoice_id), "INVOICE")
+                .await?;
+            let Some(invoice) = invoice.filter(|i| i.user_id == cast.user_id) else {
+                return Ok(CastOutcome::UnknownInvoice);
+            };
+            if let InvoiceState::Consumed {
+                run_id,
+                context_hash,
+                ..
+            } = &invoice.state
+            {
+                if *context_hash != cast.context_hash {
+                    return Ok(CastOutcome::ContextMismatch);
+                }
+                return match self.run(run_id).await? {
+                    Some(run) => Ok(CastOutcome::Replayed(run)),
+                    None => Err(StoreError(format!(
+                        "invoice {} names a missing run",
+                        invoice.invoice_id
+                    ))),
+                };
+            }
+            if cast.now >= invoice.expires_at {
+                return Ok(CastOutcome::Expired);
+            }
+            let cost = invoice.cost_pts;
+            let mut run = cast.run.clone();
+            run.cost_pts = cost;
+            let mut debit = cast.debit.clone();
+            debit.pts = -cost;
+
+            let consume = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(
+                    format!("INVOICE#{}", invoice.invoice_id),
+                    "INVOICE",
+                )))
+                .update_expression(
+                    "SET #state = :consumed, runId = :run, creditTxId = :tx, contextHash = :hash",
+                )
+                .condition_expression("#state = :open")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":consumed", s("consumed"))
+                .expression_attribute_values(":open", s("open"))
+                .expression_attribute_values(":run", s(&run.run_id))
+                .expression_attribute_values(":tx", s(&run.credit_tx_id))
+                .expression_attribute_values(":hash", s(&cast.context_hash))
+                .build()
+                .map_err(err)?;
+            let debit_balance = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(format!("USER#{}", cast.user_id), "BALANCE")))
+                .update_expression("SET balance = balance - :cost")
+                .condition_expression("balance >= :cost")
+                .expression_attribute_values(":cost", n(cost))
+                .build()
+                .map_err(err)?;
+            let mut items = vec![
+                TransactWriteItem::builder().update(consume).build(),
+                TransactWriteItem::builder().update(debit_balance).build(),
+                ledger_put(&debit, &self.table)?,
+            ];
+            items.extend(self.run_items(&run)?);
+            let mut link = key(format!("TX#{}", run.credit_tx_id), "TX");
+            link.insert("runId".into(), s(&run.run_id));
+            items.push(put(link, &self.table, Some("attribute_not_exists(pk)"))?);
+
+            match self.transact(items).await? {
+                Ok(()) => return Ok(CastOutcome::Created(run)),
+                Err(Cancelled::Retry) => backoff(attempt).await,
+                // The invoice was consumed meanwhile: the next read tells by whom.
+                Err(Cancelled::Conditions(failed)) if failed.contains(&0) => {}
+                Err(Cancelled::Conditions(failed)) if failed.contains(&1) => {
+                    return Ok(CastOutcome::InsufficientBalance {
+                        balance: self.balance(&cast.user_id).await?,
+                    });
+                }
+                Err(Cancelled::Conditions(failed)) => {
+                    return Err(StoreError(format!(
+                        "cast: unexpected condition failure {failed:?}"
+                    )));
+                }
+            }
+        }
+        Err(StoreError("cast: too many conflicts".into()))
+    }
+
+    async fn run(&self, run_id: &str) -> StoreResult<Option<Run>> {
+        self.get_as(format!("RUN#{run_id}"), "RUN").await
+    }
+
+    async fn run_by_credit_tx(&self, credit_tx_id: &str) -> StoreResult<Option<Run>> {
+        let link = self.get(format!("TX#{credit_tx_id}"), "TX").await?;
+        match link
+            .as_ref()
+            .and_then(|l| l.get("runId"))
+            .and_then(|v| v.as_s().ok())
+        {
+            Some(run_id) => self.run(run_id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn advance_run(
+        &self,
+        run_id: &str,
+        change: RunChange,
+    ) -> StoreResult<Option<(Run, RunEvent)>> {
+        for attempt in 1..=ATTEMPTS {
+            let Some(mut run) = self.run(run_id).await? else {
+                return Ok(None);
+            };
+            let previous = run.last_seq;
+            let applied = match run.apply(change.clone()) {
+                Ok(applied) => applied,
+                Err(refused) => {
+                    tracing::debug!(%refused, "change refused");
+                    return Ok(None);
+                }
+            };
+            let mut items = self.run_items(&run)?;
+            // Optimistic lock: the run must still be where we read it.
+            if let Some(TransactWriteItem { put: Some(p), .. }) = items.first_mut() {
+                let locked = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(p.item().clone()))
+                    .condition_expression("lastSeq = :previous")
+                    .expression_attribute_values(":previous", n(previous))
+                    .build()
+                    .map_err(err)?;
+                items[0] = TransactWriteItem::builder().put(locked).build();
+            }
+            let mut event = item(
+                &applied.event,
+                format!("EVENTS#{run_id}"),
+                format!("{:020}", applied.event.seq),
+            )?;
+            event.insert("ttl".into(), self.ttl(Utc::now()));
+            items.push(put(event, &self.table, Some("attribute_not_exists(pk)"))?);
+            for file in &applied.files {
+                let mut f = key(format!("FILE#{run_id}"), format!("{:06}", file.n));
+                f.insert("mime".into(), s(&file.mime));
+                f.insert("bytes".into(), Av::B(file.bytes.clone().into()));
+                items.push(put(f, &self.table, None)?);
+            }
+            if applied.refund_pts > 0 {
+                let refund = LedgerEntry {
+                    tx_id: spellcast_core::ids::new_id("tx"),
+                    user_id: run.user_id.clone(),
+                    kind: LedgerKind::Refund,
+                    asset: PTS.into(),
+                    pts: applied.refund_pts,
+                    run_id: Some(run.run_id.clone()),
+                    invoice_id: Some(run.invoice_id.clone()),
+                    at: run.finished_at.unwrap_or_else(Utc::now),
+                };
+                items.push(balance_add(&run.user_id, refund.pts, &self.table)?);
+                items.push(ledger_put(&refund, &self.table)?);
+            }
+            match self.transact(items).await? {
+                Ok(()) => return Ok(Some((run, applied.event))),
+                // Someone else changed the run (or a conflict): read again and re-decide.
+                Err(_) => backoff(attempt).await,
+            }
+        }
+        Err(StoreError(format!(
+            "advance_run {run_id}: too many conflicts"
+        )))
+    }
+
+    async fn run_events(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<RunEvent>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk > :after")
+            .expression_attribute_values(":pk", s(format!("EVENTS#{run_id}")))
+            .expression_attribute_values(":after", s(format!("{after:020}")))
+            .consistent_read(true)
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
+    async fn output_file(&self, run_id: &str, n: usize) -> StoreResult<Option<OutputFile>> {
+        let Some(item) = self
+            .get(format!("FILE#{run_id}"), &format!("{n:06}"))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mime = item
+            .get("mime")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        let bytes = item
+            .get("bytes")
+            .and_then(|v| v.as_b().ok())
+            .map(|b| b.as_ref().to_vec())
+            .unwrap_or_default();
+        Ok(Some(OutputFile { n, mime, bytes }))
+    }
+
+    async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
+        let mut runs = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(UNFINISHED_INDEX)
+                .key_condition_expression("unfinished = :one")
+                .expression_attribute_values(":one", s("1"))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            for item in out.items.unwrap_or_default() {
+                runs.push(from_item(item)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(runs);
+            }
+        }
+    }
+
+    async fn record_tool_cost(&self, tool: &str, pts: i64) -> StoreResult<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key("TOOLCOST", tool)))
+            .update_expression("ADD calls :one, pts :pts SET tool = :tool")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":pts", n(pts))
+            .expression_attribute_values(":tool", s(tool))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
+    }
+
+    async fn tool_costs(&self) -> StoreResult<Vec<ToolCostTotal>> {
+        self.query_all("TOOLCOST")
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
+    async fn save_spell_stats(&self, stats: &[SpellStats]) -> StoreResult<()> {
+        for s in stats {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item(s, "STATS", s.slug.clone())?))
+                .send()
+                .await
+                .map_err(sdk_err)?;
+        }
+        Ok(())
+    }
+
+    async fn spell_stats(&self) -> StoreResult<Vec<SpellStats>> {
+        self.query_all("STATS")
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+}

@@ -1,0 +1,135 @@
+//! Execution events on EventBridge: `PutEvents` in batches of at most 10 entries; entries that
+//! fail (`FailedEntryCount`) are retried alone, a bounded number of times, so nothing is lost
+//! and nothing that succeeded is sent twice by us.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use aws_sdk_eventbridge::Client;
+use spellcast_core::ports::{BusError, EventBus, ExecutionStarted};
+use spellcast_core::run::{Run, RunEvent};
+
+/// The `source` of every Spellcast event (rules match on it).
+pub const SOURCE: &str = "spellcast";
+/// Most entries one `PutEvents` call takes.
+const BATCH: usize = 10;
+/// Attempts per entry.
+const ATTEMPTS: u32 = 4;
+
+/// Publishes to one event bus.
+#[derive(Clone)]
+pub struct EventBridgeBus {
+    client: Client,
+    bus_name: String,
+}
+
+/// One event to publish: its detail-type and JSON detail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The detail-type (`executionStarted`, `stepUpdate`, ...).
+    pub detail_type: String,
+    /// The JSON detail.
+    pub detail: String,
+}
+
+impl EventBridgeBus {
+    /// A bus publishing to `bus_name` with a client made from the process's `SdkConfig`.
+    pub fn new(client: Client, bus_name: impl Into<String>) -> Self {
+        EventBridgeBus {
+            client,
+            bus_name: bus_name.into(),
+        }
+    }
+
+    /// Publishes every entry, in batches of ten, retrying failed entries alone.
+    pub async fn put_all(&self, entries: Vec<Entry>) -> Result<(), BusError> {
+        let mut pending = entries;
+        for attempt in 0..ATTEMPTS {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            let mut failed = Vec::new();
+            for batch in pending.chunks(BATCH) {
+                failed.extend(self.put_batch(batch).await);
+            }
+            pending = failed;
+        }
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(BusError(format!(
+                "{} event(s) not accepted after {ATTEMPTS} attempts",
+                pending.len()
+            )))
+        }
+    }
+
+    /// Sends one batch; returns the entries that were not accepted.
+    async fn put_batch(&self, batch: &[Entry]) -> Vec<Entry> {
+        let request = batch.iter().map(|e| {
+            PutEventsRequestEntry::builder()
+                .source(SOURCE)
+                .detail_type(&e.detail_type)
+                .detail(&e.detail)
+                .event_bus_name(&self.bus_name)
+                .build()
+        });
+        match self
+            .client
+            .put_events()
+            .set_entries(Some(request.collect()))
+            .send()
+            .await
+        {
+            Ok(out) if out.failed_entry_count() == 0 => Vec::new(),
+            // Results line up with the request: an entry with an error code was not accepted.
+            Ok(out) => out
+                .entries()
+                .iter()
+                .zip(batch)
+                .filter(|(result, _)| result.error_code().is_some())
+                .map(|(_, entry)| entry.clone())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %aws_sdk_eventbridge::error::DisplayErrorContext(&e), "PutEvents failed");
+                batch.to_vec()
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for EventBridgeBus {
+    async fn execution_started(&self, event: ExecutionStarted) -> Result<(), BusError> {
+        let detail = serde_json::to_string(&event).map_err(|e| BusError(e.to_string()))?;
+        self.put_all(vec![Entry {
+            detail_type: "executionStarted".into(),
+            detail,
+        }])
+        .await
+    }
+
+    async fn run_event(&self, run: &Run, event: &RunEvent) -> Result<(), BusError> {
+        let kind = event.body.kind();
+        if kind == "executionStarted" {
+            // The runner's own start is already known: `executionStarted` on the bus means
+            // "please execute", and must not trigger a second delivery.
+            return Ok(());
+        }
+        let detail = serde_json::json!({
+            "runId": run.run_id,
+            "slug": run.slug,
+            "seq": event.seq,
+            "data": serde_json::from_str::<serde_json::Value>(&event.body.data_json()).unwrap_or_default(),
+        });
+        self.put_all(vec![Entry {
+            detail_type: kind.into(),
+            detail: detail.to_string(),
+        }])
+        .await
+    }
+}

@@ -1,0 +1,14 @@
+//! Spellcast on AWS services: [`DynamoStore`] (the store port on DynamoDB), [`EventBridgeBus`]
+//! (execution events on EventBridge), [`PollingSignal`] (streams in another process than the
+//! runner learn of new events by reading the store), and [`load_sdk_config`], called once per
+//! process so every client shares one `SdkConfig`.
+
+mod config;
+mod dynamo;
+mod eventbridge;
+mod signal;
+
+pub use config::load_sdk_config;
+pub use dynamo::DynamoStore;
+pub use eventbridge::EventBridgeBus;
+pub use signal::PollingSignal;

@@ -1,0 +1,746 @@
+//! One contract for the store port, run against every backend with the same code: the embedded
+//! redb store, DynamoDB on moto, and Amazon's DynamoDB Local (which models transaction conflicts).
+//!
+//! The DynamoDB backends are reached through `SPELLCAST_MOTO_ENDPOINT` and
+//! `SPELLCAST_DYNAMODB_LOCAL_ENDPOINT` (scripts/test starts both). Without an endpoint that
+//! backend's tests pass by skipping, saying so — unless `SPELLCAST_REQUIRE_AWS_BACKENDS=1`
+//! (set by scripts/test), where a missing endpoint fails them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::config::{Credentials, Region};
+use chrono::Utc;
+use serde_json::json;
+use spellcast_aws::DynamoStore;
+use spellcast_core::auth::TokenKeys;
+use spellcast_core::catalog::Catalog;
+use spellcast_core::ids::{new_id, Slug};
+use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
+use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
+use spellcast_core::ports::{CastOutcome, NewCast, SpellStats, Store, SystemClock};
+use spellcast_core::run::{
+    EventBody, NewOutput, OutputKind, Run, RunChange, RunError, RunStatus, StepState, StepStatus,
+};
+use spellcast_core::runner::{execute, Execution};
+use spellcast_core::stats::PriceBook;
+use spellcast_core::tools::Toolbox;
+use spellcast_core::{App, Config};
+use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
+
+// ---- backends ---------------------------------------------------------------------------------
+
+async fn redb() -> Option<Arc<dyn Store>> {
+    Some(Arc::new(RedbStore::in_memory().unwrap()))
+}
+
+async fn dynamo(variable: &str) -> Option<Arc<dyn Store>> {
+    let Ok(endpoint) = std::env::var(variable) else {
+        if std::env::var("SPELLCAST_REQUIRE_AWS_BACKENDS").as_deref() == Ok("1") {
+            panic!("{variable} is not set, and scripts/test requires every backend");
+        }
+        eprintln!("skipped: {variable} is not set (scripts/test starts this backend)");
+        return None;
+    };
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        // A test engine under 200 concurrent requests answers slowly; slowness is not the subject.
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(60))
+                .operation_timeout(std::time::Duration::from_secs(120))
+                .build(),
+        )
+        .load()
+        .await;
+    let table = format!("contract-{}", new_id("t").replace('_', "-"));
+    let store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        table,
+        chrono::Duration::days(7),
+    );
+    store.create_table().await.unwrap();
+    Some(Arc::new(store))
+}
+
+async fn moto() -> Option<Arc<dyn Store>> {
+    dynamo("SPELLCAST_MOTO_ENDPOINT").await
+}
+
+async fn dynamodb_local() -> Option<Arc<dyn Store>> {
+    dynamo("SPELLCAST_DYNAMODB_LOCAL_ENDPOINT").await
+}
+
+/// Runs every contract test against every backend.
+macro_rules! contract {
+    ($($test:ident),* $(,)?) => {
+        mod on_redb { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() { if let Some(s) = super::redb().await { super::$test(s).await } }
+        )* }
+        mod on_moto { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() { if let Some(s) = super::moto().await { super::$test(s).await } }
+        )* }
+        mod on_dynamodb_local { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() { if let Some(s) = super::dynamodb_local().await { super::$test(s).await } }
+        )* }
+    };
+}
+
+contract!(
+    grants_move_the_balance_and_the_ledger_pages_newest_first,
+    idempotency_keys_replay_or_conflict,
+    a_cast_consumes_debits_and_queues_atomically,
+    refused_casts_change_nothing,
+    runs_advance_through_their_state_machine,
+    a_failure_refunds_once,
+    many_casts_of_one_invoice_spend_once,
+    many_invoices_over_a_small_balance_never_go_below_zero,
+    racing_failures_refund_exactly_once,
+    a_duplicate_delivery_executes_nothing_twice,
+    costs_and_prices_are_kept,
+);
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+fn entry(user: &str, kind: LedgerKind, pts: i64) -> LedgerEntry {
+    LedgerEntry {
+        tx_id: new_id("tx"),
+        user_id: user.into(),
+        kind,
+        asset: PTS.into(),
+        pts,
+        run_id: None,
+        invoice_id: None,
+        at: Utc::now(),
+    }
+}
+
+async fn invoice(store: &dyn Store, user: &str, cost: i64) -> String {
+    let now = Utc::now();
+    let id = new_id("inv");
+    let record = InvoiceRecord {
+        invoice_id: id.clone(),
+        user_id: user.into(),
+        slug: "hello-sigil".into(),
+        version: 3,
+        cost_pts: cost,
+        asset: PTS.into(),
+        issued_at: now,
+        expires_at: now + chrono::Duration::minutes(5),
+        state: InvoiceState::Open,
+    };
+    assert_eq!(
+        store.issue_invoice(record, None).await.unwrap(),
+        IssueOutcome::Issued
+    );
+    id
+}
+
+fn queued_run(user: &str, invoice_id: &str, steps: &[&str]) -> Run {
+    Run {
+        run_id: new_id("run"),
+        credit_tx_id: new_id("tx"),
+        invoice_id: invoice_id.into(),
+        user_id: user.into(),
+        slug: "hello-sigil".into(),
+        spell_version: 3,
+        status: RunStatus::Queued,
+        steps: steps
+            .iter()
+            .map(|id| StepState {
+                id: (*id).into(),
+                title: id.to_uppercase(),
+                status: StepStatus::Pending,
+                progress: 0.0,
+                message: None,
+            })
+            .collect(),
+        outputs: vec![],
+        cost_pts: 0,
+        refunded_pts: 0,
+        context: json!({"name": "Ada", "nested": {"n": 1.5, "list": [1, "two", null]}}),
+        created_at: Utc::now(),
+        started_at: None,
+        finished_at: None,
+        deadline_at: None,
+        error: None,
+        last_seq: 0,
+    }
+}
+
+fn new_cast(user: &str, invoice_id: &str, context_hash: &str, steps: &[&str]) -> NewCast {
+    let run = queued_run(user, invoice_id, steps);
+    let mut debit = entry(user, LedgerKind::Debit, 0);
+    debit.tx_id = run.credit_tx_id.clone();
+    debit.run_id = Some(run.run_id.clone());
+    debit.invoice_id = Some(invoice_id.into());
+    NewCast {
+        invoice_id: invoice_id.into(),
+        user_id: user.into(),
+        context_hash: context_hash.into(),
+        now: Utc::now(),
+        run,
+        debit,
+    }
+}
+
+async fn cast_ok(store: &dyn Store, user: &str, cost: i64, steps: &[&str]) -> Run {
+    let inv = invoice(store, user, cost).await;
+    match store.cast(new_cast(user, &inv, "h", steps)).await.unwrap() {
+        CastOutcome::Created(run) => run,
+        other => panic!("cast: {other:?}"),
+    }
+}
+
+async fn ledger_sum(store: &dyn Store, user: &str) -> i64 {
+    store
+        .ledger(user, 1000, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.pts)
+        .sum()
+}
+
+fn fail(code: &str) -> RunChange {
+    RunChange::Fail {
+        at: Utc::now(),
+        error: RunError {
+            code: code.into(),
+            message: "m".into(),
+            step_id: None,
+        },
+    }
+}
+
+fn step(index: usize, status: StepStatus, outputs: Vec<NewOutput>) -> RunChange {
+    RunChange::Step {
+        index,
+        status,
+        progress: if status == StepStatus::Succeeded {
+            1.0
+        } else {
+            0.5
+        },
+        message: Some("tick".into()),
+        outputs,
+    }
+}
+
+// ---- the contract -----------------------------------------------------------------------------
+
+async fn grants_move_the_balance_and_the_ledger_pages_newest_first(store: Arc<dyn Store>) {
+    assert_eq!(store.balance("nobody").await.unwrap(), 0);
+    let mut ids = vec![];
+    for pts in [100, 20, 3] {
+        let e = entry("u", LedgerKind::Grant, pts);
+        ids.push(e.tx_id.clone());
+        store.grant(e).await.unwrap();
+    }
+    assert_eq!(store.balance("u").await.unwrap(), 123);
+    let all = store.ledger("u", 10, None).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.tx_id.clone()).collect::<Vec<_>>(),
+        ids.iter().rev().cloned().collect::<Vec<_>>()
+    );
+    let first = store.ledger("u", 2, None).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let rest = store.ledger("u", 2, Some(&first[1].tx_id)).await.unwrap();
+    assert_eq!(rest.iter().map(|e| e.pts).collect::<Vec<_>>(), vec![100]);
+    assert!(store
+        .ledger("someone-else", 10, None)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn idempotency_keys_replay_or_conflict(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let record = |hash: &str, invoice: &str| IdempotencyRecord {
+        user_id: "u".into(),
+        key: "k-1".into(),
+        request_hash: hash.into(),
+        response: json!({"invoiceId": invoice}),
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(24),
+    };
+    let inv = |id: &str| InvoiceRecord {
+        invoice_id: id.into(),
+        user_id: "u".into(),
+        slug: "s".into(),
+        version: 1,
+        cost_pts: 5,
+        asset: PTS.into(),
+        issued_at: now,
+        expires_at: now + chrono::Duration::minutes(5),
+        state: InvoiceState::Open,
+    };
+    assert!(store.idempotency("u", "k-1").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .issue_invoice(inv("inv_a"), Some(record("h1", "a")))
+            .await
+            .unwrap(),
+        IssueOutcome::Issued
+    );
+    match store
+        .issue_invoice(inv("inv_b"), Some(record("h1", "b")))
+        .await
+        .unwrap()
+    {
+        IssueOutcome::Replayed(seen) => assert_eq!(seen.response, json!({"invoiceId": "a"})),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store
+            .issue_invoice(inv("inv_c"), Some(record("h2", "c")))
+            .await
+            .unwrap(),
+        IssueOutcome::KeyConflict
+    );
+    assert_eq!(
+        store
+            .idempotency("u", "k-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .request_hash,
+        "h1"
+    );
+    assert!(store
+        .idempotency("other-user", "k-1")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn a_cast_consumes_debits_and_queues_atomically(store: Arc<dyn Store>) {
+    store
+        .grant(entry("u", LedgerKind::Grant, 50))
+        .await
+        .unwrap();
+    let inv = invoice(store.as_ref(), "u", 12).await;
+    let cast = new_cast("u", &inv, "h", &["a", "b"]);
+    let run = match store.cast(cast.clone()).await.unwrap() {
+        CastOutcome::Created(run) => run,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(run.cost_pts, 12, "the invoice's price is charged");
+    assert_eq!(store.balance("u").await.unwrap(), 38);
+    assert_eq!(store.run(&run.run_id).await.unwrap().unwrap(), run);
+    assert_eq!(
+        store
+            .run_by_credit_tx(&run.credit_tx_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .run_id,
+        run.run_id
+    );
+    let debit = &store.ledger("u", 10, None).await.unwrap()[0];
+    assert_eq!(
+        (debit.kind, debit.pts, debit.tx_id.clone()),
+        (LedgerKind::Debit, -12, run.credit_tx_id.clone())
+    );
+    assert!(store
+        .unfinished_runs()
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.run_id == run.run_id));
+    // The same cast again gets the same run; other inputs are refused.
+    match store
+        .cast(new_cast("u", &inv, "h", &["a", "b"]))
+        .await
+        .unwrap()
+    {
+        CastOutcome::Replayed(again) => assert_eq!(again.run_id, run.run_id),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store
+            .cast(new_cast("u", &inv, "other", &["a"]))
+            .await
+            .unwrap(),
+        CastOutcome::ContextMismatch
+    ));
+    assert_eq!(store.balance("u").await.unwrap(), 38);
+    assert_eq!(ledger_sum(store.as_ref(), "u").await, 38);
+}
+
+async fn refused_casts_change_nothing(store: Arc<dyn Store>) {
+    store
+        .grant(entry("u", LedgerKind::Grant, 10))
+        .await
+        .unwrap();
+    let dear = invoice(store.as_ref(), "u", 11).await;
+    match store.cast(new_cast("u", &dear, "h", &["a"])).await.unwrap() {
+        CastOutcome::InsufficientBalance { balance } => assert_eq!(balance, 10),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store
+            .cast(new_cast("u", "inv_unknown", "h", &["a"]))
+            .await
+            .unwrap(),
+        CastOutcome::UnknownInvoice
+    ));
+    assert!(matches!(
+        store
+            .cast(new_cast("mallory", &dear, "h", &["a"]))
+            .await
+            .unwrap(),
+        CastOutcome::UnknownInvoice
+    ));
+    let mut late = new_cast("u", &invoice(store.as_ref(), "u", 1).await, "h", &["a"]);
+    late.now = Utc::now() + chrono::Duration::minutes(6);
+    assert!(matches!(
+        store.cast(late).await.unwrap(),
+        CastOutcome::Expired
+    ));
+    assert_eq!(store.balance("u").await.unwrap(), 10);
+    assert_eq!(store.ledger("u", 10, None).await.unwrap().len(), 1);
+    assert!(store.unfinished_runs().await.unwrap().is_empty());
+    // The refused invoice is still payable once the balance covers it.
+    store.grant(entry("u", LedgerKind::Grant, 1)).await.unwrap();
+    assert!(matches!(
+        store.cast(new_cast("u", &dear, "h", &["a"])).await.unwrap(),
+        CastOutcome::Created(_)
+    ));
+}
+
+async fn runs_advance_through_their_state_machine(store: Arc<dyn Store>) {
+    store
+        .grant(entry("u", LedgerKind::Grant, 10))
+        .await
+        .unwrap();
+    let run = cast_ok(store.as_ref(), "u", 4, &["a", "b"]).await;
+    let id = run.run_id.as_str();
+    let now = Utc::now();
+    assert!(
+        store
+            .advance_run(id, step(0, StepStatus::Running, vec![]))
+            .await
+            .unwrap()
+            .is_none(),
+        "not started"
+    );
+    let (started, ev) = store
+        .advance_run(
+            id,
+            RunChange::Start {
+                at: now,
+                deadline: now + chrono::Duration::minutes(1),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((started.status, ev.seq), (RunStatus::Running, 1));
+    assert!(store
+        .advance_run(
+            id,
+            RunChange::Start {
+                at: now,
+                deadline: now
+            }
+        )
+        .await
+        .unwrap()
+        .is_none());
+    store
+        .advance_run(id, step(0, StepStatus::Running, vec![]))
+        .await
+        .unwrap()
+        .unwrap();
+    let png = NewOutput {
+        kind: OutputKind::Image,
+        mime: "image/png".into(),
+        title: Some("t".into()),
+        value: None,
+        bytes: Some(vec![137, 80, 78, 71, 0, 255]),
+    };
+    store
+        .advance_run(id, step(0, StepStatus::Succeeded, vec![png]))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .advance_run(id, step(1, StepStatus::Succeeded, vec![]))
+        .await
+        .unwrap()
+        .unwrap();
+    let (done, last) = store
+        .advance_run(id, RunChange::Finish { at: Utc::now() })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((done.status, last.seq), (RunStatus::Succeeded, 5));
+    assert!(store.advance_run(id, fail("late")).await.unwrap().is_none());
+    let events = store.run_events(id, 0, 100).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert!(matches!(
+        events[4].body,
+        EventBody::ExecutionFinished { .. }
+    ));
+    assert_eq!(
+        store
+            .run_events(id, 2, 2)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    assert!(store.run_events(id, 5, 10).await.unwrap().is_empty());
+    let file = store.output_file(id, 0).await.unwrap().unwrap();
+    assert_eq!(
+        (file.mime.as_str(), file.bytes.as_slice()),
+        ("image/png", &[137u8, 80, 78, 71, 0, 255][..])
+    );
+    assert!(store.output_file(id, 1).await.unwrap().is_none());
+    assert_eq!(store.run(id).await.unwrap().unwrap(), done);
+    assert!(!store
+        .unfinished_runs()
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.run_id == id));
+}
+
+async fn a_failure_refunds_once(store: Arc<dyn Store>) {
+    store
+        .grant(entry("u", LedgerKind::Grant, 10))
+        .await
+        .unwrap();
+    let run = cast_ok(store.as_ref(), "u", 7, &["a"]).await;
+    assert_eq!(store.balance("u").await.unwrap(), 3);
+    let (failed, event) = store
+        .advance_run(&run.run_id, fail("timed_out"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((failed.status, failed.refunded_pts), (RunStatus::Failed, 7));
+    assert!(matches!(
+        event.body,
+        EventBody::SpellExecutionError {
+            refunded_pts: 7,
+            ..
+        }
+    ));
+    assert!(store
+        .advance_run(&run.run_id, fail("again"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.balance("u").await.unwrap(), 10);
+    let kinds: Vec<LedgerKind> = store
+        .ledger("u", 10, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![LedgerKind::Refund, LedgerKind::Debit, LedgerKind::Grant]
+    );
+    assert_eq!(ledger_sum(store.as_ref(), "u").await, 10);
+}
+
+async fn many_casts_of_one_invoice_spend_once(store: Arc<dyn Store>) {
+    store
+        .grant(entry("u", LedgerKind::Grant, 100))
+        .await
+        .unwrap();
+    let inv = invoice(store.as_ref(), "u", 9).await;
+    let casts = (0..200).map(|_| {
+        let store = store.clone();
+        let cast = new_cast("u", &inv, "same", &["a"]);
+        tokio::spawn(async move { store.cast(cast).await.unwrap() })
+    });
+    let outcomes = futures::future::join_all(casts).await;
+    let mut created = 0;
+    let mut run_ids = std::collections::BTreeSet::new();
+    for outcome in outcomes {
+        match outcome.unwrap() {
+            CastOutcome::Created(run) => {
+                created += 1;
+                run_ids.insert(run.run_id);
+            }
+            CastOutcome::Replayed(run) => {
+                run_ids.insert(run.run_id);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(run_ids.len(), 1);
+    assert_eq!(store.balance("u").await.unwrap(), 91);
+    assert_eq!(ledger_sum(store.as_ref(), "u").await, 91);
+}
+
+async fn many_invoices_over_a_small_balance_never_go_below_zero(store: Arc<dyn Store>) {
+    store
+        .grant(entry("u", LedgerKind::Grant, 50))
+        .await
+        .unwrap();
+    let mut invoices = vec![];
+    for _ in 0..200 {
+        invoices.push(invoice(store.as_ref(), "u", 7).await);
+    }
+    let casts = invoices.into_iter().map(|inv| {
+        let store = store.clone();
+        let cast = new_cast("u", &inv, "h", &["a"]);
+        tokio::spawn(async move { store.cast(cast).await.unwrap() })
+    });
+    let outcomes = futures::future::join_all(casts).await;
+    let created = outcomes
+        .iter()
+        .filter(|o| matches!(o.as_ref().unwrap(), CastOutcome::Created(_)))
+        .count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(o.as_ref().unwrap(), CastOutcome::InsufficientBalance { .. }))
+        .count();
+    assert_eq!((created, refused), (7, 193));
+    assert_eq!(store.balance("u").await.unwrap(), 1);
+    assert_eq!(ledger_sum(store.as_ref(), "u").await, 1);
+}
+
+async fn racing_failures_refund_exactly_once(store: Arc<dyn Store>) {
+    store
+        .grant(entry("u", LedgerKind::Grant, 100))
+        .await
+        .unwrap();
+    let run = cast_ok(store.as_ref(), "u", 10, &["a"]).await;
+    let attempts = (0..50).map(|_| {
+        let store = store.clone();
+        let id = run.run_id.clone();
+        tokio::spawn(async move {
+            store
+                .advance_run(&id, fail("timed_out"))
+                .await
+                .unwrap()
+                .is_some()
+        })
+    });
+    let applied = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|a| *a.as_ref().unwrap())
+        .count();
+    assert_eq!(applied, 1);
+    assert_eq!(store.balance("u").await.unwrap(), 100);
+    let refunds = store
+        .ledger("u", 100, None)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == LedgerKind::Refund)
+        .count();
+    assert_eq!(refunds, 1);
+    assert_eq!(ledger_sum(store.as_ref(), "u").await, 100);
+}
+
+fn app(store: Arc<dyn Store>) -> Arc<App> {
+    let tools = Toolbox::builtin(None);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/spells");
+    let (bus, _) = LocalBus::new();
+    Arc::new(App {
+        config: Config::new("http://test"),
+        catalog: Catalog::load(&dir, &tools).unwrap(),
+        tools,
+        store,
+        bus: Arc::new(bus),
+        signal: Arc::new(LocalSignal::default()),
+        clock: Arc::new(SystemClock),
+        keys: TokenKeys::hs256(&[1; 32], "test").unwrap(),
+        prices: PriceBook::default(),
+        metrics: None,
+    })
+}
+
+async fn a_duplicate_delivery_executes_nothing_twice(store: Arc<dyn Store>) {
+    store
+        .grant(entry("u", LedgerKind::Grant, 100))
+        .await
+        .unwrap();
+    let app = app(store.clone());
+    let spell = app
+        .catalog
+        .get(&Slug::parse("hello-sigil").unwrap())
+        .unwrap();
+    let steps: Vec<&str> = spell.def.steps.iter().map(|s| s.id.as_str()).collect();
+    let run = cast_ok(store.as_ref(), "u", 10, &steps).await;
+    let (a, b, c) = tokio::join!(
+        execute(&app, &run.run_id),
+        execute(&app, &run.run_id),
+        execute(&app, &run.run_id)
+    );
+    let outcomes = [a.unwrap(), b.unwrap(), c.unwrap()];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == Execution::Ran(RunStatus::Succeeded))
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == Execution::Skipped)
+            .count(),
+        2
+    );
+    let events = store.run_events(&run.run_id, 0, 1000).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=events.len() as u64).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e.body, EventBody::ExecutionStarted { .. }))
+            .count(),
+        1
+    );
+    assert_eq!(
+        execute(&app, &run.run_id).await.unwrap(),
+        Execution::Skipped,
+        "late redelivery"
+    );
+    assert_eq!(store.balance("u").await.unwrap(), 90);
+}
+
+async fn costs_and_prices_are_kept(store: Arc<dyn Store>) {
+    store.record_tool_cost("s/a/text.render", 2).await.unwrap();
+    store.record_tool_cost("s/a/text.render", 3).await.unwrap();
+    store.record_tool_cost("s/b/time.delay", 1).await.unwrap();
+    let mut costs = store.tool_costs().await.unwrap();
+    costs.sort_by(|a, b| a.tool.cmp(&b.tool));
+    assert_eq!(
+        costs
+            .iter()
+            .map(|c| (c.tool.as_str(), c.calls, c.pts))
+            .collect::<Vec<_>>(),
+        vec![("s/a/text.render", 2, 5), ("s/b/time.delay", 1, 1)]
+    );
+    let stats = vec![SpellStats {
+        slug: "s".into(),
+        avg_cost_pts: 4,
+        updated_at: Utc::now(),
+    }];
+    store.save_spell_stats(&stats).await.unwrap();
+    assert_eq!(store.spell_stats().await.unwrap(), stats);
+}
