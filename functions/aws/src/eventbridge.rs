@@ -2,6 +2,7 @@
 //! fail (`FailedEntryCount`) are retried alone, a bounded number of times, so nothing is lost
 //! and nothing that succeeded is sent twice by us.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,10 +18,44 @@ const BATCH: usize = 10;
 /// Attempts per entry.
 const ATTEMPTS: u32 = 4;
 
+/// The `PutEvents` call: per entry, `None` if accepted or the error code if not. A seam so fault
+/// injection can stand between the bus and EventBridge.
+#[async_trait]
+pub trait PutEvents: Send + Sync {
+    /// Sends one batch (at most 10 entries).
+    async fn send_batch(
+        &self,
+        entries: Vec<PutEventsRequestEntry>,
+    ) -> Result<Vec<Option<String>>, BusError>;
+}
+
+#[async_trait]
+impl PutEvents for Client {
+    async fn send_batch(
+        &self,
+        entries: Vec<PutEventsRequestEntry>,
+    ) -> Result<Vec<Option<String>>, BusError> {
+        let out = self
+            .put_events()
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| {
+                BusError(aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string())
+            })?;
+        // Results line up with the request entries.
+        Ok(out
+            .entries()
+            .iter()
+            .map(|r| r.error_code().map(str::to_owned))
+            .collect())
+    }
+}
+
 /// Publishes to one event bus.
 #[derive(Clone)]
 pub struct EventBridgeBus {
-    client: Client,
+    api: Arc<dyn PutEvents>,
     bus_name: String,
 }
 
@@ -36,8 +71,13 @@ pub struct Entry {
 impl EventBridgeBus {
     /// A bus publishing to `bus_name` with a client made from the process's `SdkConfig`.
     pub fn new(client: Client, bus_name: impl Into<String>) -> Self {
+        Self::with_api(Arc::new(client), bus_name)
+    }
+
+    /// A bus publishing through any [`PutEvents`] (tests wrap the client to inject faults).
+    pub fn with_api(api: Arc<dyn PutEvents>, bus_name: impl Into<String>) -> Self {
         EventBridgeBus {
-            client,
+            api,
             bus_name: bus_name.into(),
         }
     }
@@ -78,24 +118,20 @@ impl EventBridgeBus {
                 .event_bus_name(&self.bus_name)
                 .build()
         });
-        match self
-            .client
-            .put_events()
-            .set_entries(Some(request.collect()))
-            .send()
-            .await
-        {
-            Ok(out) if out.failed_entry_count() == 0 => Vec::new(),
+        match self.api.send_batch(request.collect()).await {
             // Results line up with the request: an entry with an error code was not accepted.
-            Ok(out) => out
-                .entries()
+            Ok(results) => batch
                 .iter()
-                .zip(batch)
-                .filter(|(result, _)| result.error_code().is_some())
-                .map(|(_, entry)| entry.clone())
+                .zip(
+                    results
+                        .into_iter()
+                        .chain(std::iter::repeat(Some("Missing".into()))),
+                )
+                .filter(|(_, error)| error.is_some())
+                .map(|(entry, _)| entry.clone())
                 .collect(),
             Err(e) => {
-                tracing::warn!(error = %aws_sdk_eventbridge::error::DisplayErrorContext(&e), "PutEvents failed");
+                tracing::warn!(error = %e, "PutEvents failed");
                 batch.to_vec()
             }
         }

@@ -10,5 +10,5 @@ mod signal;
 
 pub use config::load_sdk_config;
 pub use dynamo::DynamoStore;
-pub use eventbridge::EventBridgeBus;
+pub use eventbridge::{Entry, EventBridgeBus, PutEvents, SOURCE};
 pub use signal::PollingSignal;

@@ -1,0 +1,384 @@
+//! Fault injection at the store boundary: for every n along cast → run → finish or refund, the
+//! n-th store call fails — before it reaches the store, or after it was applied (the answer is
+//! lost) — then the client retries its cast and recovery sweeps. Afterwards the ledger equals the
+//! balance, and the debit ended in exactly one of: a succeeded run, or a failed run refunded once.
+//! Runs on redb, and on DynamoDB (moto) when `SPELLCAST_MOTO_ENDPOINT` is set.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::config::{Credentials, Region};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use spellcast_aws::DynamoStore;
+use spellcast_core::auth::TokenKeys;
+use spellcast_core::catalog::Catalog;
+use spellcast_core::ids::{new_id, Slug};
+use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
+use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
+use spellcast_core::ports::{
+    CastOutcome, Clock, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
+};
+use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent, RunStatus, StepState, StepStatus};
+use spellcast_core::stats::PriceBook;
+use spellcast_core::tools::Toolbox;
+use spellcast_core::{recovery, runner, App, Config};
+use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
+
+/// Fails call number `fail_at` (1-based), before or after forwarding it.
+struct FaultyStore {
+    inner: Arc<dyn Store>,
+    calls: AtomicUsize,
+    fail_at: AtomicUsize,
+    after: bool,
+}
+
+impl FaultyStore {
+    fn new(inner: Arc<dyn Store>, fail_at: usize, after: bool) -> Self {
+        FaultyStore {
+            inner,
+            calls: AtomicUsize::new(0),
+            fail_at: AtomicUsize::new(fail_at),
+            after,
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        work: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let fail = n == self.fail_at.load(Ordering::SeqCst);
+        if fail && !self.after {
+            return Err(StoreError(format!("injected failure before call {n}")));
+        }
+        let result = work.await;
+        if fail {
+            return Err(StoreError(format!(
+                "injected failure after call {n} (it was applied)"
+            )));
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64> {
+        self.call(self.inner.grant(entry)).await
+    }
+    async fn balance(&self, user_id: &str) -> StoreResult<i64> {
+        self.call(self.inner.balance(user_id)).await
+    }
+    async fn ledger(
+        &self,
+        user_id: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        self.call(self.inner.ledger(user_id, limit, before)).await
+    }
+    async fn idempotency(
+        &self,
+        user_id: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        self.call(self.inner.idempotency(user_id, key)).await
+    }
+    async fn issue_invoice(
+        &self,
+        invoice: InvoiceRecord,
+        idem: Option<IdempotencyRecord>,
+    ) -> StoreResult<IssueOutcome> {
+        self.call(self.inner.issue_invoice(invoice, idem)).await
+    }
+    async fn cast(&self, cast: NewCast) -> StoreResult<CastOutcome> {
+        self.call(self.inner.cast(cast)).await
+    }
+    async fn run(&self, run_id: &str) -> StoreResult<Option<Run>> {
+        self.call(self.inner.run(run_id)).await
+    }
+    async fn run_by_credit_tx(&self, credit_tx_id: &str) -> StoreResult<Option<Run>> {
+        self.call(self.inner.run_by_credit_tx(credit_tx_id)).await
+    }
+    async fn advance_run(
+        &self,
+        run_id: &str,
+        change: RunChange,
+    ) -> StoreResult<Option<(Run, RunEvent)>> {
+        self.call(self.inner.advance_run(run_id, change)).await
+    }
+    async fn run_events(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<RunEvent>> {
+        self.call(self.inner.run_events(run_id, after, limit)).await
+    }
+    async fn output_file(&self, run_id: &str, n: usize) -> StoreResult<Option<OutputFile>> {
+        self.call(self.inner.output_file(run_id, n)).await
+    }
+    async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
+        self.call(self.inner.unfinished_runs()).await
+    }
+    async fn record_tool_cost(&self, tool: &str, pts: i64) -> StoreResult<()> {
+        self.call(self.inner.record_tool_cost(tool, pts)).await
+    }
+    async fn tool_costs(&self) -> StoreResult<Vec<ToolCostTotal>> {
+        self.call(self.inner.tool_costs()).await
+    }
+    async fn save_spell_stats(&self, stats: &[SpellStats]) -> StoreResult<()> {
+        self.call(self.inner.save_spell_stats(stats)).await
+    }
+    async fn spell_stats(&self) -> StoreResult<Vec<SpellStats>> {
+        self.call(self.inner.spell_stats()).await
+    }
+}
+
+/// A clock the test moves forward, so recovery sees deadlines pass.
+#[derive(Default)]
+struct ShiftedClock(AtomicI64);
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::seconds(self.0.load(Ordering::SeqCst))
+    }
+}
+
+async fn backend(moto: bool) -> Option<Arc<dyn Store>> {
+    if !moto {
+        return Some(Arc::new(RedbStore::in_memory().unwrap()));
+    }
+    let Ok(endpoint) = std::env::var("SPELLCAST_MOTO_ENDPOINT") else {
+        assert_ne!(
+            std::env::var("SPELLCAST_REQUIRE_AWS_BACKENDS").as_deref(),
+            Ok("1"),
+            "SPELLCAST_MOTO_ENDPOINT is not set, and scripts/test requires it"
+        );
+        return None;
+    };
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .load()
+        .await;
+    let store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        format!("faults-{}", new_id("t").replace('_', "-")),
+        chrono::Duration::days(1),
+    );
+    store.create_table().await.unwrap();
+    Some(Arc::new(store))
+}
+
+/// One scenario: what happened to the money.
+#[derive(Debug)]
+struct Outcome {
+    calls: usize,
+    status: Option<RunStatus>,
+}
+
+/// Casts `slug` through a store that fails call `fail_at`, recovers, and checks the invariants.
+async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool) -> Outcome {
+    let user = new_id("user");
+    let now = Utc::now();
+    let grant = LedgerEntry {
+        tx_id: new_id("tx"),
+        user_id: user.clone(),
+        kind: LedgerKind::Grant,
+        asset: PTS.into(),
+        pts: 100,
+        run_id: None,
+        invoice_id: None,
+        at: now,
+    };
+    inner.grant(grant).await.unwrap();
+    let invoice_id = new_id("inv");
+    let invoice = InvoiceRecord {
+        invoice_id: invoice_id.clone(),
+        user_id: user.clone(),
+        slug: slug.into(),
+        version: 1,
+        cost_pts: 10,
+        asset: PTS.into(),
+        issued_at: now,
+        expires_at: now + chrono::Duration::minutes(5),
+        state: InvoiceState::Open,
+    };
+    inner.issue_invoice(invoice, None).await.unwrap();
+
+    let faulty = Arc::new(FaultyStore::new(inner.clone(), fail_at, after));
+    let tools = Toolbox::builtin(None);
+    let catalog = Catalog::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/spells"),
+        &tools,
+    )
+    .unwrap();
+    let spell = catalog.get(&Slug::parse(slug).unwrap()).unwrap();
+    let (bus, mut executions) = LocalBus::new();
+    let clock = Arc::new(ShiftedClock::default());
+    let app = App {
+        config: Config::new("http://test"),
+        catalog,
+        tools,
+        store: faulty.clone(),
+        bus: Arc::new(bus),
+        signal: Arc::new(LocalSignal::default()),
+        clock: clock.clone(),
+        keys: TokenKeys::hs256(&[1; 32], "test").unwrap(),
+        prices: PriceBook::default(),
+        metrics: None,
+    };
+    let run = Run {
+        run_id: new_id("run"),
+        credit_tx_id: new_id("tx"),
+        invoice_id: invoice_id.clone(),
+        user_id: user.clone(),
+        slug: slug.into(),
+        spell_version: 1,
+        status: RunStatus::Queued,
+        steps: spell
+            .def
+            .steps
+            .iter()
+            .map(|s| StepState {
+                id: s.id.clone(),
+                title: s.title.clone(),
+                status: StepStatus::Pending,
+                progress: 0.0,
+                message: None,
+            })
+            .collect(),
+        outputs: vec![],
+        cost_pts: 10,
+        refunded_pts: 0,
+        context: json!({"name": "Fault"}),
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        deadline_at: None,
+        error: None,
+        last_seq: 0,
+    };
+    let debit = LedgerEntry {
+        tx_id: run.credit_tx_id.clone(),
+        user_id: user.clone(),
+        kind: LedgerKind::Debit,
+        asset: PTS.into(),
+        pts: -10,
+        run_id: Some(run.run_id.clone()),
+        invoice_id: Some(invoice_id.clone()),
+        at: now,
+    };
+    let cast = NewCast {
+        invoice_id,
+        user_id: user.clone(),
+        context_hash: "h".into(),
+        now,
+        run,
+        debit,
+    };
+
+    // The client casts; on an error it retries the same cast once (the invoice makes it safe).
+    let outcome = match app.store.cast(cast.clone()).await {
+        Ok(outcome) => outcome,
+        Err(_) => app.store.cast(cast.clone()).await.unwrap(),
+    };
+    let run_id = match outcome {
+        CastOutcome::Created(run) | CastOutcome::Replayed(run) => run.run_id,
+        other => panic!("cast after retry: {other:?}"),
+    };
+    // The runner may die on the fault part-way; its error is what a crash would leave.
+    let _ = runner::execute(&app, &run_id).await;
+
+    // Recovery: first lost start events are published again (and executed), then stuck runs
+    // are failed and refunded once their deadline has passed.
+    let calls = faulty.calls.load(Ordering::SeqCst);
+    faulty.fail_at.store(usize::MAX, Ordering::SeqCst);
+    for shift in [30, 3600] {
+        clock.0.store(shift, Ordering::SeqCst);
+        recovery::sweep(&app).await.unwrap();
+        while let Ok(event) = executions.try_recv() {
+            runner::execute(&app, &event.run_id).await.unwrap();
+        }
+    }
+
+    let run = inner.run(&run_id).await.unwrap().unwrap();
+    let ledger = inner.ledger(&user, 100, None).await.unwrap();
+    let balance = inner.balance(&user).await.unwrap();
+    let count = |kind| ledger.iter().filter(|e| e.kind == kind).count();
+    let context = format!(
+        "fail_at={fail_at} after={after} run={:?} ledger={ledger:?}",
+        run.status
+    );
+    assert_eq!(
+        ledger.iter().map(|e| e.pts).sum::<i64>(),
+        balance,
+        "{context}"
+    );
+    assert_eq!(count(LedgerKind::Debit), 1, "{context}");
+    match run.status {
+        RunStatus::Succeeded => {
+            assert_eq!((count(LedgerKind::Refund), balance), (0, 90), "{context}")
+        }
+        RunStatus::Failed => {
+            assert_eq!((count(LedgerKind::Refund), balance), (1, 100), "{context}");
+            assert_eq!(run.refunded_pts, 10, "{context}");
+        }
+        other => panic!("run left {other:?}: {context}"),
+    }
+    Outcome {
+        calls,
+        status: Some(run.status),
+    }
+}
+
+/// Every n from 1 past the end of the clean flow, in both failure modes.
+async fn sweep_every_call(moto: bool, slug: &str) {
+    let Some(probe) = backend(moto).await else {
+        eprintln!("skipped: SPELLCAST_MOTO_ENDPOINT is not set (scripts/test starts moto)");
+        return;
+    };
+    let clean = scenario(probe, slug, usize::MAX, false).await;
+    assert!(
+        clean.calls > 5,
+        "the clean flow makes {} store calls",
+        clean.calls
+    );
+    let expected = if slug == "fizzle" {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    assert_eq!(clean.status, Some(expected));
+    let store = backend(moto).await.unwrap();
+    for fail_at in 1..=clean.calls {
+        for after in [false, true] {
+            scenario(store.clone(), slug, fail_at, after).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_along_a_succeeding_run_keeps_the_money_exact_on_redb() {
+    sweep_every_call(false, "hello-sigil").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_along_a_failing_run_keeps_the_money_exact_on_redb() {
+    sweep_every_call(false, "fizzle").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_along_a_succeeding_run_keeps_the_money_exact_on_moto() {
+    sweep_every_call(true, "hello-sigil").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_along_a_failing_run_keeps_the_money_exact_on_moto() {
+    sweep_every_call(true, "fizzle").await;
+}
