@@ -7,28 +7,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_sdk_eventbridge::types::{PutEventsRequestEntry, Target};
 use spellcast_aws::{Entry, EventBridgeBus, PutEvents, SOURCE};
 use spellcast_core::ids::new_id;
 use spellcast_core::ports::BusError;
 
+mod common;
+
 async fn moto() -> Option<SdkConfig> {
-    let Ok(endpoint) = std::env::var("SPELLCAST_MOTO_ENDPOINT") else {
-        if std::env::var("SPELLCAST_REQUIRE_AWS_BACKENDS").as_deref() == Ok("1") {
-            panic!("SPELLCAST_MOTO_ENDPOINT is not set, and scripts/test requires it");
-        }
-        eprintln!("skipped: SPELLCAST_MOTO_ENDPOINT is not set (scripts/test starts moto)");
-        return None;
-    };
-    Some(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(endpoint)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .load()
-            .await,
-    )
+    common::engine("SPELLCAST_MOTO_ENDPOINT").await
 }
 
 /// A bus, a rule matching Spellcast's events, and an SQS queue as its target.

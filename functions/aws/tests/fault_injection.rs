@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::config::{Credentials, Region};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use spellcast_aws::DynamoStore;
@@ -26,6 +25,8 @@ use spellcast_core::stats::PriceBook;
 use spellcast_core::tools::Toolbox;
 use spellcast_core::{recovery, runner, App, Config};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
+
+mod common;
 
 /// Fails call number `fail_at` (1-based), before or after forwarding it.
 struct FaultyStore {
@@ -152,20 +153,7 @@ async fn backend(moto: bool) -> Option<Arc<dyn Store>> {
     if !moto {
         return Some(Arc::new(RedbStore::in_memory().unwrap()));
     }
-    let Ok(endpoint) = std::env::var("SPELLCAST_MOTO_ENDPOINT") else {
-        assert_ne!(
-            std::env::var("SPELLCAST_REQUIRE_AWS_BACKENDS").as_deref(),
-            Ok("1"),
-            "SPELLCAST_MOTO_ENDPOINT is not set, and scripts/test requires it"
-        );
-        return None;
-    };
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await;
+    let config = common::engine("SPELLCAST_MOTO_ENDPOINT").await?;
     let store = DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&config),
         format!("faults-{}", new_id("t").replace('_', "-")),
@@ -340,7 +328,6 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
 /// Every n from 1 past the end of the clean flow, in both failure modes.
 async fn sweep_every_call(moto: bool, slug: &str) {
     let Some(probe) = backend(moto).await else {
-        eprintln!("skipped: SPELLCAST_MOTO_ENDPOINT is not set (scripts/test starts moto)");
         return;
     };
     let clean = scenario(probe, slug, usize::MAX, false).await;

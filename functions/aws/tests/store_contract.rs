@@ -9,7 +9,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::config::{Credentials, Region};
 use chrono::Utc;
 use serde_json::json;
 use spellcast_aws::DynamoStore;
@@ -28,6 +27,8 @@ use spellcast_core::tools::Toolbox;
 use spellcast_core::{App, Config};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
 
+mod common;
+
 // ---- backends ---------------------------------------------------------------------------------
 
 async fn redb() -> Option<Arc<dyn Store>> {
@@ -35,26 +36,7 @@ async fn redb() -> Option<Arc<dyn Store>> {
 }
 
 async fn dynamo(variable: &str) -> Option<Arc<dyn Store>> {
-    let Ok(endpoint) = std::env::var(variable) else {
-        if std::env::var("SPELLCAST_REQUIRE_AWS_BACKENDS").as_deref() == Ok("1") {
-            panic!("{variable} is not set, and scripts/test requires every backend");
-        }
-        eprintln!("skipped: {variable} is not set (scripts/test starts this backend)");
-        return None;
-    };
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        // A test engine under 200 concurrent requests answers slowly; slowness is not the subject.
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(std::time::Duration::from_secs(60))
-                .operation_timeout(std::time::Duration::from_secs(120))
-                .build(),
-        )
-        .load()
-        .await;
+    let config = common::engine(variable).await?;
     let table = format!("contract-{}", new_id("t").replace('_', "-"));
     let store = DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&config),
