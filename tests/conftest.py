@@ -1,5 +1,6 @@
 """Black-box harness: starts the real `spellcast-local` binary on 127.0.0.1, port 0, and talks HTTP
 to it. Each server is stopped by PID when its test ends."""
+import hashlib
 import json
 import os
 import pathlib
@@ -147,13 +148,27 @@ def catalog(tmp_path):
     return d
 
 
+# SPELLCAST_TEST_STORE=dynamodb runs the whole suite on DynamoDB and EventBridge (moto at
+# SPELLCAST_MOTO_ENDPOINT) instead of the embedded store; every test gets its own table and bus.
+ON_DYNAMODB = os.environ.get("SPELLCAST_TEST_STORE") == "dynamodb"
+SESSION = os.urandom(8).hex()  # engines may outlive a test session: names never repeat
+if ON_DYNAMODB:
+    os.environ.update(AWS_ENDPOINT_URL=os.environ["SPELLCAST_MOTO_ENDPOINT"], AWS_REGION="us-east-1",
+                      AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
+
+
 @pytest.fixture
 def start(request, catalog):
-    """Starts servers; every one is stopped when the test ends."""
+    """Starts servers; every one is stopped when the test ends. Servers of one test share state."""
     servers = []
+    table = "t-" + hashlib.sha256(f"{SESSION}{request.node.nodeid}".encode()).hexdigest()[:16]
 
     def _start(*args, memory=True):
-        extra = ["--memory"] if memory and "--data-dir" not in args else []
+        if ON_DYNAMODB:
+            extra = ["--store", "dynamodb", "--create-tables", "--table", table, "--event-bus", table,
+                     "--aws-timeout-secs", "120"]
+        else:
+            extra = ["--memory"] if memory and "--data-dir" not in args else []
         s = Server(["--catalog", str(catalog), *extra, *args], request.node.name)
         servers.append(s)
         return s

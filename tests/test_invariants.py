@@ -8,7 +8,7 @@ import httpx
 def gather(url, requests):
     async def main():
         limits = httpx.Limits(max_connections=250, max_keepalive_connections=250)
-        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
             return await asyncio.gather(*(client.request(**r) for r in requests))
     return asyncio.run(main())
 

@@ -15,6 +15,24 @@ pub struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
+    /// Where state lives: `embedded` (redb under --data-dir) or `dynamodb` (DynamoDB and
+    /// EventBridge; `AWS_ENDPOINT_URL` points at a compatible server such as moto).
+    #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
+    pub store: StoreKind,
+    /// The DynamoDB table (with `--store dynamodb`).
+    #[arg(long, default_value = "spellcast", env = "SPELLCAST_TABLE")]
+    pub table: String,
+    /// The EventBridge bus (with `--store dynamodb`).
+    #[arg(long, default_value = "spellcast", env = "SPELLCAST_EVENT_BUS")]
+    pub event_bus: String,
+    /// For a slow DynamoDB-compatible engine (moto in tests): the timeout of one AWS call in
+    /// seconds, with stalled-stream protection off (default: AWS timeouts of 3 s to connect,
+    /// 5 s per attempt, 15 s in all).
+    #[arg(long)]
+    pub aws_timeout_secs: Option<u64>,
+    /// Create the table and the event bus if they do not exist (with `--store dynamodb`).
+    #[arg(long)]
+    pub create_tables: bool,
     /// Where the database lives.
     #[arg(long, default_value = "./.spellcast")]
     pub data_dir: PathBuf,
@@ -66,6 +84,15 @@ pub struct Args {
     /// How long a quote stays payable, in seconds.
     #[arg(long, default_value_t = 600)]
     pub invoice_ttl_secs: i64,
+}
+
+/// Where the local server keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// redb, in `--data-dir` (or memory with `--memory`).
+    Embedded,
+    /// DynamoDB and EventBridge.
+    Dynamodb,
 }
 
 impl Args {

@@ -2,6 +2,7 @@
 //! account. Wiring only: configuration in, adapters built once, then the API, the runner, the
 //! recovery sweeper and the stats ticker run side by side until the process is stopped.
 
+mod backends;
 mod config;
 mod http_adapter;
 mod workers;
@@ -15,9 +16,9 @@ use spellcast_core::ports::SystemClock;
 use spellcast_core::stats::PriceBook;
 use spellcast_core::tools::{HttpTool, Toolbox};
 use spellcast_core::App;
-use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
+use spellcast_embedded::{LocalBus, LocalSignal};
 
-use config::Args;
+use config::{Args, StoreKind};
 
 #[tokio::main]
 async fn main() {
@@ -42,20 +43,12 @@ async fn run(args: Args) -> Result<(), String> {
     let tools = Toolbox::builtin(http_tool);
     let catalog = Catalog::load(&args.catalog, &tools).map_err(|e| e.to_string())?;
 
-    let store = if args.memory {
-        RedbStore::in_memory()
-    } else {
-        RedbStore::open(&args.data_dir)
-    }
-    .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
-    let secret = match args.token_secret.clone() {
-        Some(s) => s.into_bytes(),
-        // Without a configured secret, a random one is made once and kept with the data.
-        None => store
-            .setting_or_init("token-secret", || rand::random::<[u8; 32]>().to_vec())
-            .map_err(|e| e.to_string())?,
+    let (local_bus, executions) = LocalBus::new();
+    let backend = match args.store {
+        StoreKind::Embedded => backends::embedded(&args, local_bus)?,
+        StoreKind::Dynamodb => backends::dynamodb(&args, local_bus).await?,
     };
-    let keys = TokenKeys::hs256(&secret, "spellcast-local")?;
+    let keys = TokenKeys::hs256(&backend.token_secret, "spellcast-local")?;
 
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
@@ -67,13 +60,12 @@ async fn run(args: Args) -> Result<(), String> {
         .unwrap_or_else(|| format!("http://{bound}"));
 
     let metrics = workers::install_metrics()?;
-    let (bus, executions) = LocalBus::new();
     let app = Arc::new(App {
         config: args.app_config(&public_url),
         catalog,
         tools,
-        store: Arc::new(store),
-        bus: Arc::new(bus),
+        store: backend.store,
+        bus: backend.bus,
         signal: Arc::new(LocalSignal::default()),
         clock: Arc::new(SystemClock),
         keys,

@@ -10,7 +10,11 @@ use aws_sdk_dynamodb::config::{Credentials, Region};
 
 /// The config for the engine at `$variable`, or `None` (the test then passes by skipping, and
 /// says so) — unless `SPELLCAST_REQUIRE_AWS_BACKENDS=1`, where a missing engine fails the test.
+/// The value `aws` means a real AWS account: credentials and region come the usual way.
 pub async fn engine(variable: &str) -> Option<SdkConfig> {
+    if std::env::var(variable).as_deref() == Ok("aws") {
+        return Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await);
+    }
     let Ok(endpoint) = std::env::var(variable) else {
         if std::env::var("SPELLCAST_REQUIRE_AWS_BACKENDS").as_deref() == Ok("1") {
             panic!("{variable} is not set, and scripts/test requires every engine");

@@ -1,0 +1,107 @@
+//! The two places the local server can keep its state: the embedded redb database, or DynamoDB
+//! with EventBridge (the adapters the Lambdas use), for running the product on AWS services.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use spellcast_aws::{
+    load_sdk_config, load_sdk_config_for_slow_engine, DynamoStore, EventBridgeBus,
+};
+use spellcast_core::ports::{BusError, EventBus, ExecutionStarted, Store};
+use spellcast_core::run::{Run, RunEvent};
+use spellcast_embedded::{LocalBus, RedbStore};
+
+use crate::config::Args;
+
+/// A store, a bus, and the token secret to use with them.
+pub struct Backend {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn EventBus>,
+    pub token_secret: Vec<u8>,
+}
+
+/// redb under `--data-dir` (or in memory), the in-process bus.
+pub fn embedded(args: &Args, bus: LocalBus) -> Result<Backend, String> {
+    let store = if args.memory {
+        RedbStore::in_memory()
+    } else {
+        RedbStore::open(&args.data_dir)
+    }
+    .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
+    let token_secret = match args.token_secret.clone() {
+        Some(s) => s.into_bytes(),
+        // Without a configured secret, a random one is made once and kept with the data.
+        None => store
+            .setting_or_init("token-secret", || rand::random::<[u8; 32]>().to_vec())
+            .map_err(|e| e.to_string())?,
+    };
+    Ok(Backend {
+        store: Arc::new(store),
+        bus: Arc::new(bus),
+        token_secret,
+    })
+}
+
+/// DynamoDB and EventBridge from one `SdkConfig`; this process's runner still executes the runs
+/// (it plays the part of the rule's target that the runner Lambda plays on AWS).
+pub async fn dynamodb(args: &Args, local: LocalBus) -> Result<Backend, String> {
+    let config = match args.aws_timeout_secs {
+        Some(secs) => {
+            load_sdk_config_for_slow_engine(std::time::Duration::from_secs(secs.max(1))).await
+        }
+        None => load_sdk_config().await,
+    };
+    let store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        &args.table,
+        chrono::Duration::days(7),
+    );
+    let events = aws_sdk_eventbridge::Client::new(&config);
+    if args.create_tables {
+        store.create_table().await.map_err(|e| e.to_string())?;
+        if let Err(e) = events.create_event_bus().name(&args.event_bus).send().await {
+            let exists = e
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_already_exists_exception());
+            if !exists {
+                return Err(format!(
+                    "cannot create the event bus: {}",
+                    aws_sdk_eventbridge::error::DisplayErrorContext(&e)
+                ));
+            }
+        }
+    }
+    let token_secret = match args.token_secret.clone() {
+        Some(s) => s.into_bytes(),
+        None => {
+            tracing::warn!("no SPELLCAST_TOKEN_SECRET: tokens will not survive a restart");
+            rand::random::<[u8; 32]>().to_vec()
+        }
+    };
+    Ok(Backend {
+        store: Arc::new(store),
+        bus: Arc::new(Both {
+            remote: EventBridgeBus::new(events, &args.event_bus),
+            local,
+        }),
+        token_secret,
+    })
+}
+
+/// Publishes to EventBridge and hands executions to this process's runner.
+struct Both {
+    remote: EventBridgeBus,
+    local: LocalBus,
+}
+
+#[async_trait]
+impl EventBus for Both {
+    async fn execution_started(&self, event: ExecutionStarted) -> Result<(), BusError> {
+        self.remote.execution_started(event.clone()).await?;
+        self.local.execution_started(event).await
+    }
+
+    async fn run_event(&self, run: &Run, event: &RunEvent) -> Result<(), BusError> {
+        self.remote.run_event(run, event).await
+    }
+}
