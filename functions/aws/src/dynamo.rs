@@ -51,7 +51,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
-use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
+use spellcast_core::ledger::LedgerEntry;
 use spellcast_core::ports::{
     CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
@@ -610,16 +610,7 @@ impl Store for DynamoStore {
                 items.push(put(f, &self.table, None)?);
             }
             if applied.refund_pts > 0 {
-                let refund = LedgerEntry {
-                    tx_id: spellcast_core::ids::new_id("tx"),
-                    user_id: run.user_id.clone(),
-                    kind: LedgerKind::Refund,
-                    asset: PTS.into(),
-                    pts: applied.refund_pts,
-                    run_id: Some(run.run_id.clone()),
-                    invoice_id: Some(run.invoice_id.clone()),
-                    at: run.finished_at.unwrap_or_else(Utc::now),
-                };
+                let refund = run.refund_entry(applied.refund_pts);
                 items.push(balance_add(&run.user_id, refund.pts, &self.table)?);
                 items.push(ledger_put(&refund, &self.table)?);
             }

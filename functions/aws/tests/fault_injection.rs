@@ -20,7 +20,7 @@ use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
 use spellcast_core::ports::{
     CastOutcome, Clock, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
-use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent, RunStatus, StepState, StepStatus};
+use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent, RunStatus};
 use spellcast_core::stats::PriceBook;
 use spellcast_core::tools::Toolbox;
 use spellcast_core::{recovery, runner, App, Config};
@@ -221,47 +221,15 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
         prices: PriceBook::default(),
         metrics: None,
     };
-    let run = Run {
-        run_id: new_id("run"),
-        credit_tx_id: new_id("tx"),
-        invoice_id: invoice_id.clone(),
-        user_id: user.clone(),
-        slug: slug.into(),
-        spell_version: 1,
-        status: RunStatus::Queued,
-        steps: spell
-            .def
-            .steps
-            .iter()
-            .map(|s| StepState {
-                id: s.id.clone(),
-                title: s.title.clone(),
-                status: StepStatus::Pending,
-                progress: 0.0,
-                message: None,
-            })
-            .collect(),
-        outputs: vec![],
-        cost_pts: 10,
-        refunded_pts: 0,
-        context: json!({"name": "Fault"}),
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        deadline_at: None,
-        error: None,
-        last_seq: 0,
-    };
-    let debit = LedgerEntry {
-        tx_id: run.credit_tx_id.clone(),
-        user_id: user.clone(),
-        kind: LedgerKind::Debit,
-        asset: PTS.into(),
-        pts: -10,
-        run_id: Some(run.run_id.clone()),
-        invoice_id: Some(invoice_id.clone()),
-        at: now,
-    };
+    let run = Run::queued(
+        &spell.def,
+        &invoice_id,
+        &user,
+        10,
+        json!({"name": "Fault"}),
+        now,
+    );
+    let debit = run.debit_entry();
     let cast = NewCast {
         invoice_id,
         user_id: user.clone(),

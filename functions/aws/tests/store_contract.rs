@@ -157,10 +157,7 @@ fn queued_run(user: &str, invoice_id: &str, steps: &[&str]) -> Run {
 
 fn new_cast(user: &str, invoice_id: &str, context_hash: &str, steps: &[&str]) -> NewCast {
     let run = queued_run(user, invoice_id, steps);
-    let mut debit = entry(user, LedgerKind::Debit, 0);
-    debit.tx_id = run.credit_tx_id.clone();
-    debit.run_id = Some(run.run_id.clone());
-    debit.invoice_id = Some(invoice_id.into());
+    let debit = run.debit_entry();
     NewCast {
         invoice_id: invoice_id.into(),
         user_id: user.into(),

@@ -360,6 +360,87 @@ pub struct Refused {
 }
 
 impl Run {
+    /// A new queued run of `spell`, paid by invoice `invoice_id`, with fresh run and debit ids.
+    pub fn queued(
+        spell: &crate::catalog::SpellDef,
+        invoice_id: &str,
+        user_id: &str,
+        cost_pts: i64,
+        context: Value,
+        now: DateTime<Utc>,
+    ) -> Run {
+        Run {
+            run_id: crate::ids::new_id("run"),
+            credit_tx_id: crate::ids::new_id("tx"),
+            invoice_id: invoice_id.to_owned(),
+            user_id: user_id.to_owned(),
+            slug: spell.slug.clone(),
+            spell_version: spell.version,
+            status: RunStatus::Queued,
+            steps: spell
+                .steps
+                .iter()
+                .map(|s| StepState {
+                    id: s.id.clone(),
+                    title: s.title.clone(),
+                    status: StepStatus::Pending,
+                    progress: 0.0,
+                    message: None,
+                })
+                .collect(),
+            outputs: vec![],
+            cost_pts,
+            refunded_pts: 0,
+            context,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            deadline_at: None,
+            error: None,
+            last_seq: 0,
+        }
+    }
+
+    /// The ledger entry that pays for this run (its id is the run's `creditTxId`).
+    pub fn debit_entry(&self) -> crate::ledger::LedgerEntry {
+        self.ledger_entry(
+            self.credit_tx_id.clone(),
+            crate::ledger::LedgerKind::Debit,
+            -self.cost_pts,
+            self.created_at,
+        )
+    }
+
+    /// The ledger entry that gives `pts` back for this run.
+    pub fn refund_entry(&self, pts: i64) -> crate::ledger::LedgerEntry {
+        let at = self.finished_at.unwrap_or_else(Utc::now);
+        self.ledger_entry(
+            crate::ids::new_id("tx"),
+            crate::ledger::LedgerKind::Refund,
+            pts,
+            at,
+        )
+    }
+
+    fn ledger_entry(
+        &self,
+        tx_id: String,
+        kind: crate::ledger::LedgerKind,
+        pts: i64,
+        at: DateTime<Utc>,
+    ) -> crate::ledger::LedgerEntry {
+        crate::ledger::LedgerEntry {
+            tx_id,
+            user_id: self.user_id.clone(),
+            kind,
+            asset: crate::ledger::PTS.into(),
+            pts,
+            run_id: Some(self.run_id.clone()),
+            invoice_id: Some(self.invoice_id.clone()),
+            at,
+        }
+    }
+
     /// The output file URL for output `n` of this run.
     pub fn output_url(run_id: &str, n: usize) -> String {
         format!("/api/v1/runs/{run_id}/outputs/{n}")

@@ -405,19 +405,7 @@ impl Store for RedbStore {
                     .map_err(err)?;
             }
             if applied.refund_pts > 0 {
-                post_entry(
-                    tx,
-                    &LedgerEntry {
-                        tx_id: spellcast_core::ids::new_id("tx"),
-                        user_id: run.user_id.clone(),
-                        kind: spellcast_core::ledger::LedgerKind::Refund,
-                        asset: spellcast_core::ledger::PTS.into(),
-                        pts: applied.refund_pts,
-                        run_id: Some(run.run_id.clone()),
-                        invoice_id: Some(run.invoice_id.clone()),
-                        at: run.finished_at.unwrap_or_else(chrono::Utc::now),
-                    },
-                )?;
+                post_entry(tx, &run.refund_entry(applied.refund_pts))?;
             }
             Ok(Some((run, applied.event)))
         })

@@ -8,11 +8,9 @@ use serde_json::{json, Value};
 
 use super::{json, parse_object, session, slug, str_field, Handled, Problem};
 use crate::auth::TokenError;
-use crate::ids::new_id;
 use crate::invoice::json_hash;
-use crate::ledger::{LedgerEntry, LedgerKind, PTS};
 use crate::ports::{CastOutcome, ExecutionStarted, NewCast};
-use crate::run::{Run, RunStatus, StepState, StepStatus};
+use crate::run::Run;
 use crate::App;
 
 fn accepted(run: &Run, status: StatusCode) -> http::Response<super::Body> {
@@ -80,49 +78,15 @@ pub async fn cast(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> H
     }
 
     let now = app.clock.now();
-    let run_id = new_id("run");
-    let credit_tx_id = new_id("tx");
-    let run = Run {
-        run_id: run_id.clone(),
-        credit_tx_id: credit_tx_id.clone(),
-        invoice_id: claims.jti.clone(),
-        user_id: user.sub.clone(),
-        slug: slug.to_string(),
-        spell_version: spell.def.version,
-        status: RunStatus::Queued,
-        steps: spell
-            .def
-            .steps
-            .iter()
-            .map(|s| StepState {
-                id: s.id.clone(),
-                title: s.title.clone(),
-                status: StepStatus::Pending,
-                progress: 0.0,
-                message: None,
-            })
-            .collect(),
-        outputs: vec![],
-        cost_pts: claims.cost,
-        refunded_pts: 0,
-        context: context.clone(),
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        deadline_at: None,
-        error: None,
-        last_seq: 0,
-    };
-    let debit = LedgerEntry {
-        tx_id: credit_tx_id,
-        user_id: user.sub.clone(),
-        kind: LedgerKind::Debit,
-        asset: PTS.into(),
-        pts: -claims.cost,
-        run_id: Some(run_id),
-        invoice_id: Some(claims.jti.clone()),
-        at: now,
-    };
+    let run = Run::queued(
+        &spell.def,
+        &claims.jti,
+        &user.sub,
+        claims.cost,
+        context.clone(),
+        now,
+    );
+    let debit = run.debit_entry();
     let outcome = app
         .store
         .cast(NewCast {
