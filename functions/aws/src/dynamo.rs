@@ -50,10 +50,10 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
+use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
 use spellcast_core::ledger::LedgerEntry;
 use spellcast_core::ports::{
-    CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
+    CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
 use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent};
 
@@ -466,41 +466,23 @@ impl Store for DynamoStore {
             let invoice: Option<InvoiceRecord> = self
                 .get_as(format!("INVOICE#{}", cast.invoice_id), "INVOICE")
                 .await?;
-            let Some(invoice) = invoice.filter(|i| i.user_id == cast.user_id) else {
-                return Ok(CastOutcome::UnknownInvoice);
-            };
-            if let InvoiceState::Consumed {
-                run_id,
-                context_hash,
-                ..
-            } = &invoice.state
-            {
-                if *context_hash != cast.context_hash {
-                    return Ok(CastOutcome::ContextMismatch);
+            let (run, debit) = match cast.check(invoice.as_ref()) {
+                CastCheck::Answer(outcome) => return Ok(outcome),
+                CastCheck::Replay { run_id } => {
+                    return match self.run(&run_id).await? {
+                        Some(run) => Ok(CastOutcome::Replayed(run)),
+                        None => Err(StoreError(format!(
+                            "invoice {} names a missing run",
+                            cast.invoice_id
+                        ))),
+                    };
                 }
-                return match self.run(run_id).await? {
-                    Some(run) => Ok(CastOutcome::Replayed(run)),
-                    None => Err(StoreError(format!(
-                        "invoice {} names a missing run",
-                        invoice.invoice_id
-                    ))),
-                };
-            }
-            if cast.now >= invoice.expires_at {
-                return Ok(CastOutcome::Expired);
-            }
-            let cost = invoice.cost_pts;
-            let mut run = cast.run.clone();
-            run.cost_pts = cost;
-            let mut debit = cast.debit.clone();
-            debit.pts = -cost;
-
+                CastCheck::Pay { run, debit } => (run, debit),
+            };
+            let cost = run.cost_pts;
             let consume = Update::builder()
                 .table_name(&self.table)
-                .set_key(Some(key(
-                    format!("INVOICE#{}", invoice.invoice_id),
-                    "INVOICE",
-                )))
+                .set_key(Some(key(format!("INVOICE#{}", cast.invoice_id), "INVOICE")))
                 .update_expression(
                     "SET #state = :consumed, runId = :run, creditTxId = :tx, contextHash = :hash",
                 )

@@ -43,6 +43,58 @@ pub struct NewCast {
     pub debit: LedgerEntry,
 }
 
+/// What the stored invoice says a cast must do: the one rule every store applies before writing.
+#[derive(Debug, Clone)]
+pub enum CastCheck {
+    /// Answer this without writing anything.
+    Answer(CastOutcome),
+    /// The invoice already paid for this very cast: answer with that run.
+    Replay {
+        /// The run it paid for.
+        run_id: String,
+    },
+    /// Pay: the run and the debit, priced at the invoice's binding cost.
+    Pay {
+        /// The queued run.
+        run: Run,
+        /// The debit entry.
+        debit: LedgerEntry,
+    },
+}
+
+impl NewCast {
+    /// Decides the cast from the stored invoice (if any): unknown or someone else's, consumed by
+    /// this cast or another, expired, or payable at its price.
+    pub fn check(&self, invoice: Option<&InvoiceRecord>) -> CastCheck {
+        let Some(invoice) = invoice.filter(|i| i.user_id == self.user_id) else {
+            return CastCheck::Answer(CastOutcome::UnknownInvoice);
+        };
+        if let crate::invoice::InvoiceState::Consumed {
+            run_id,
+            context_hash,
+            ..
+        } = &invoice.state
+        {
+            return if *context_hash == self.context_hash {
+                CastCheck::Replay {
+                    run_id: run_id.clone(),
+                }
+            } else {
+                CastCheck::Answer(CastOutcome::ContextMismatch)
+            };
+        }
+        if self.now >= invoice.expires_at {
+            return CastCheck::Answer(CastOutcome::Expired);
+        }
+        let mut run = self.run.clone();
+        run.cost_pts = invoice.cost_pts;
+        CastCheck::Pay {
+            debit: run.debit_entry(),
+            run,
+        }
+    }
+}
+
 /// What a cast did.
 #[derive(Debug, Clone)]
 pub enum CastOutcome {

@@ -20,7 +20,7 @@ use serde::Serialize;
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_core::ledger::LedgerEntry;
 use spellcast_core::ports::{
-    CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
+    CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
 use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent};
 
@@ -281,43 +281,29 @@ impl Store for RedbStore {
         self.write(move |tx| {
             let mut invoices = tx.open_table(INVOICES).map_err(err)?;
             let invoice: Option<InvoiceRecord> = get_json(&invoices, cast.invoice_id.as_str())?;
-            let Some(mut invoice) = invoice.filter(|i| i.user_id == cast.user_id) else {
+            let (run, debit) = match cast.check(invoice.as_ref()) {
+                CastCheck::Answer(outcome) => return Ok(outcome),
+                CastCheck::Replay { run_id } => {
+                    let runs = tx.open_table(RUNS).map_err(err)?;
+                    let run: Option<Run> = get_json(&runs, run_id.as_str())?;
+                    return run.map(CastOutcome::Replayed).ok_or_else(|| {
+                        StoreError(format!("invoice {} names a missing run", cast.invoice_id))
+                    });
+                }
+                CastCheck::Pay { run, debit } => (run, debit),
+            };
+            let Some(mut invoice) = invoice else {
                 return Ok(CastOutcome::UnknownInvoice);
             };
-            if let InvoiceState::Consumed {
-                run_id,
-                context_hash,
-                ..
-            } = &invoice.state
-            {
-                if *context_hash != cast.context_hash {
-                    return Ok(CastOutcome::ContextMismatch);
-                }
-                let runs = tx.open_table(RUNS).map_err(err)?;
-                let run: Option<Run> = get_json(&runs, run_id.as_str())?;
-                return run.map(CastOutcome::Replayed).ok_or_else(|| {
-                    StoreError(format!(
-                        "invoice {} names a missing run",
-                        invoice.invoice_id
-                    ))
-                });
-            }
-            if cast.now >= invoice.expires_at {
-                return Ok(CastOutcome::Expired);
-            }
             let balance = tx
                 .open_table(BALANCES)
                 .map_err(err)?
                 .get(cast.user_id.as_str())
                 .map_err(err)?
                 .map_or(0, |v| v.value());
-            let mut run = cast.run;
-            run.cost_pts = invoice.cost_pts;
-            if balance < invoice.cost_pts {
+            if balance < run.cost_pts {
                 return Ok(CastOutcome::InsufficientBalance { balance });
             }
-            let mut debit = cast.debit;
-            debit.pts = -invoice.cost_pts;
             post_entry(tx, &debit)?;
             invoice.state = InvoiceState::Consumed {
                 run_id: run.run_id.clone(),
