@@ -188,25 +188,45 @@ impl Catalog {
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .collect();
         files.sort();
-        if files.is_empty() {
-            return Err(fail(dir, "no spell files (*.json)".into()));
-        }
-        let mut catalog = Catalog::default();
+        let mut sources = Vec::with_capacity(files.len());
         for file in files {
             let text = std::fs::read_to_string(&file).map_err(|e| fail(&file, e.to_string()))?;
+            sources.push((file, text));
+        }
+        if sources.is_empty() {
+            return Err(fail(dir, "no spell files (*.json)".into()));
+        }
+        Catalog::from_sources(
+            sources.iter().map(|(f, t)| (f.as_path(), t.as_str())),
+            tools,
+        )
+    }
+
+    /// Checks spells given as `(file name, JSON text)` pairs: files read at start, or compiled
+    /// into a Lambda's binary. Each file's stem must be its spell's slug.
+    pub fn from_sources<'a>(
+        sources: impl IntoIterator<Item = (&'a Path, &'a str)>,
+        tools: &Toolbox,
+    ) -> Result<Catalog, CatalogError> {
+        let fail = |file: &Path, reason: String| CatalogError {
+            file: file.to_owned(),
+            reason,
+        };
+        let mut catalog = Catalog::default();
+        for (file, text) in sources {
             let def: SpellDef =
-                serde_json::from_str(&text).map_err(|e| fail(&file, e.to_string()))?;
+                serde_json::from_str(text).map_err(|e| fail(file, e.to_string()))?;
             let stem = file
                 .file_stem()
                 .and_then(|s| s.to_str())
                 .unwrap_or_default();
             if stem != def.slug {
                 return Err(fail(
-                    &file,
+                    file,
                     format!("slug `{}` does not match the file name", def.slug),
                 ));
             }
-            let spell = Spell::check(def, tools).map_err(|e| fail(&file, e))?;
+            let spell = Spell::check(def, tools).map_err(|e| fail(file, e))?;
             catalog.insert(spell);
         }
         Ok(catalog)

@@ -234,6 +234,9 @@ pub trait RunSignal: Send + Sync {
 pub trait RunWatcher: Send {
     /// Returns when the run may have changed, or after `timeout`.
     async fn changed(&mut self, timeout: Duration);
+    /// Tells the watcher that the last wait was followed by new events (a polling watcher goes
+    /// back to its fastest rate).
+    fn delivered(&mut self) {}
 }
 
 /// The time, as a port so tests and recovery logic can be exact.

@@ -52,8 +52,119 @@ pub fn request_id(req: &http::request::Parts) -> String {
         .unwrap_or_else(|| ulid::Ulid::new().to_string())
 }
 
+/// Which endpoint a path names, with its path parameters. Lambda entry points use it to serve
+/// only their own endpoints; [`handle`] dispatches on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    /// `GET /api/v1/spells/{slug}/meta`
+    Meta(&'a str),
+    /// `GET /api/v1/spells/{slug}/stream`
+    Stream(&'a str),
+    /// `POST /api/v1/spells/cast`
+    Cast,
+    /// `POST /api/v1/payments/invoice`
+    Invoice,
+    /// `POST /api/v1/payments/{prepare-spell,confirm}` (gone)
+    Removed,
+    /// `GET /api/v1/runs/{runId}`
+    RunSnapshot(&'a str),
+    /// `GET /api/v1/runs/{runId}/outputs/{n}`
+    RunOutput(&'a str, &'a str),
+    /// `GET /api/v1/me/balance`
+    Balance,
+    /// `GET /api/v1/me/ledger`
+    Ledger,
+    /// `POST /api/v1/internal/stats/refresh`
+    StatsRefresh,
+    /// `POST /api/v1/dev/session` (local server only)
+    DevSession,
+    /// `GET /spells/{slug}/og`
+    Og(&'a str),
+    /// `GET /metrics` (local server only)
+    Metrics,
+}
+
+/// The kinds of [`Endpoint`], without parameters, for naming what an entry point serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointKind {
+    /// See [`Endpoint::Meta`].
+    Meta,
+    /// See [`Endpoint::Stream`].
+    Stream,
+    /// See [`Endpoint::Cast`].
+    Cast,
+    /// See [`Endpoint::Invoice`].
+    Invoice,
+    /// See [`Endpoint::Removed`].
+    Removed,
+    /// See [`Endpoint::RunSnapshot`].
+    RunSnapshot,
+    /// See [`Endpoint::RunOutput`].
+    RunOutput,
+    /// See [`Endpoint::Balance`].
+    Balance,
+    /// See [`Endpoint::Ledger`].
+    Ledger,
+    /// See [`Endpoint::StatsRefresh`].
+    StatsRefresh,
+    /// See [`Endpoint::DevSession`].
+    DevSession,
+    /// See [`Endpoint::Og`].
+    Og,
+    /// See [`Endpoint::Metrics`].
+    Metrics,
+}
+
+impl<'a> Endpoint<'a> {
+    /// The endpoint at `path`, if any.
+    pub fn of(path: &'a str) -> Option<Endpoint<'a>> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        Some(match segments.as_slice() {
+            ["api", "v1", "spells", "cast"] => Endpoint::Cast,
+            ["api", "v1", "spells", slug, "meta"] => Endpoint::Meta(slug),
+            ["api", "v1", "spells", slug, "stream"] => Endpoint::Stream(slug),
+            ["api", "v1", "payments", "invoice"] => Endpoint::Invoice,
+            ["api", "v1", "payments", "prepare-spell" | "confirm"] => Endpoint::Removed,
+            ["api", "v1", "runs", run_id] => Endpoint::RunSnapshot(run_id),
+            ["api", "v1", "runs", run_id, "outputs", n] => Endpoint::RunOutput(run_id, n),
+            ["api", "v1", "me", "balance"] => Endpoint::Balance,
+            ["api", "v1", "me", "ledger"] => Endpoint::Ledger,
+            ["api", "v1", "internal", "stats", "refresh"] => Endpoint::StatsRefresh,
+            ["api", "v1", "dev", "session"] => Endpoint::DevSession,
+            ["spells", slug, "og"] => Endpoint::Og(slug),
+            ["metrics"] => Endpoint::Metrics,
+            _ => return None,
+        })
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> EndpointKind {
+        match self {
+            Endpoint::Meta(_) => EndpointKind::Meta,
+            Endpoint::Stream(_) => EndpointKind::Stream,
+            Endpoint::Cast => EndpointKind::Cast,
+            Endpoint::Invoice => EndpointKind::Invoice,
+            Endpoint::Removed => EndpointKind::Removed,
+            Endpoint::RunSnapshot(_) => EndpointKind::RunSnapshot,
+            Endpoint::RunOutput(..) => EndpointKind::RunOutput,
+            Endpoint::Balance => EndpointKind::Balance,
+            Endpoint::Ledger => EndpointKind::Ledger,
+            Endpoint::StatsRefresh => EndpointKind::StatsRefresh,
+            Endpoint::DevSession => EndpointKind::DevSession,
+            Endpoint::Og(_) => EndpointKind::Og,
+            Endpoint::Metrics => EndpointKind::Metrics,
+        }
+    }
+}
+
 /// Handles one request.
 pub async fn handle(app: Arc<App>, req: Request) -> Response {
+    handle_only(app, req, None).await
+}
+
+/// Handles one request if it is for one of `serves` (every endpoint when `None`), else 404:
+/// a Lambda answers only for the endpoints its permissions were granted for.
+pub async fn handle_only(app: Arc<App>, req: Request, serves: Option<&[EndpointKind]>) -> Response {
     let (parts, body) = req.into_parts();
     let id = request_id(&parts);
     let span = tracing::info_span!("request", request_id = %id, method = %parts.method, path = %parts.uri.path());
@@ -61,10 +172,14 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response {
         let response = if body.len() > MAX_BODY_BYTES {
             Problem::payload_too_large().into_response()
         } else {
-            match route(&app, &parts, body).await {
-                Ok(r) => r,
-                Err(p) => p.into_response(),
-            }
+            let path = parts.uri.path();
+            let endpoint =
+                Endpoint::of(path).filter(|e| serves.is_none_or(|kinds| kinds.contains(&e.kind())));
+            let handled = match endpoint {
+                Some(endpoint) => route(&app, &parts, endpoint, body).await,
+                None => Err(not_found(path)),
+            };
+            handled.unwrap_or_else(Problem::into_response)
         };
         finish(response, &id)
     }
@@ -89,9 +204,20 @@ fn finish(mut response: Response, request_id: &str) -> Response {
     response
 }
 
-async fn route(app: &Arc<App>, req: &http::request::Parts, body: Bytes) -> Handled {
-    let path = req.uri.path();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+fn not_found(path: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("Nothing at {path}"),
+    )
+}
+
+async fn route(
+    app: &Arc<App>,
+    req: &http::request::Parts,
+    endpoint: Endpoint<'_>,
+    body: Bytes,
+) -> Handled {
     let method = &req.method;
     let get = method == Method::GET;
     let post = method == Method::POST;
@@ -106,103 +232,41 @@ async fn route(app: &Arc<App>, req: &http::request::Parts, body: Bytes) -> Handl
             .insert(header::ALLOW, HeaderValue::from_static(methods));
         Ok(r)
     };
-    match segments.as_slice() {
-        ["api", "v1", "spells", slug, "meta"] => {
-            if get || method == Method::HEAD {
-                spells::meta(app, req, slug).await
-            } else {
-                allow("GET, HEAD")
-            }
-        }
-        ["api", "v1", "spells", slug, "stream"] => {
-            if get {
-                stream::stream(app, req, slug).await
-            } else {
-                allow("GET")
-            }
-        }
-        ["api", "v1", "spells", "cast"] => {
-            if post {
-                cast::cast(app, req, &body).await
-            } else {
-                allow("POST")
-            }
-        }
-        ["api", "v1", "payments", "invoice"] => {
-            if post {
-                payments::invoice(app, req, &body).await
-            } else {
-                allow("POST")
-            }
-        }
-        ["api", "v1", "payments", "prepare-spell" | "confirm"] => Ok(payments::removed()),
-        ["api", "v1", "runs", run_id] => {
-            if get {
-                runs::snapshot(app, req, run_id).await
-            } else {
-                allow("GET")
-            }
-        }
-        ["api", "v1", "runs", run_id, "outputs", n] => {
-            if get {
-                runs::output(app, req, run_id, n).await
-            } else {
-                allow("GET")
-            }
-        }
-        ["api", "v1", "me", "balance"] => {
-            if get {
-                me::balance(app, req).await
-            } else {
-                allow("GET")
-            }
-        }
-        ["api", "v1", "me", "ledger"] => {
-            if get {
-                me::ledger(app, req).await
-            } else {
-                allow("GET")
-            }
-        }
-        ["api", "v1", "internal", "stats", "refresh"] => {
-            if post {
-                stats::refresh(app, req, &body).await
-            } else {
-                allow("POST")
-            }
-        }
+    let get_or_head = get || method == Method::HEAD;
+    match endpoint {
+        Endpoint::Meta(slug) if get_or_head => spells::meta(app, req, slug).await,
+        Endpoint::Og(slug) if get_or_head => spells::og(app, req, slug),
+        Endpoint::Meta(_) | Endpoint::Og(_) => allow("GET, HEAD"),
+        Endpoint::Stream(slug) if get => stream::stream(app, req, slug).await,
+        Endpoint::Cast if post => cast::cast(app, req, &body).await,
+        Endpoint::Invoice if post => payments::invoice(app, req, &body).await,
+        Endpoint::Removed => Ok(payments::removed()),
+        Endpoint::RunSnapshot(run_id) if get => runs::snapshot(app, req, run_id).await,
+        Endpoint::RunOutput(run_id, n) if get => runs::output(app, req, run_id, n).await,
+        Endpoint::Balance if get => me::balance(app, req).await,
+        Endpoint::Ledger if get => me::ledger(app, req).await,
+        Endpoint::StatsRefresh if post => stats::refresh(app, req, &body).await,
         #[cfg(feature = "dev-session")]
-        ["api", "v1", "dev", "session"] => {
-            if post {
-                me::dev_session(app, &body).await
-            } else {
-                allow("POST")
-            }
-        }
-        ["spells", slug, "og"] => {
-            if get || method == Method::HEAD {
-                spells::og(app, req, slug)
-            } else {
-                allow("GET, HEAD")
-            }
-        }
-        ["metrics"] if app.metrics.is_some() => {
-            let text = app
-                .metrics
-                .as_ref()
-                .map(|render| render())
-                .unwrap_or_default();
-            Ok(respond(
+        Endpoint::DevSession if post => me::dev_session(app, &body).await,
+        #[cfg(not(feature = "dev-session"))]
+        Endpoint::DevSession => Err(not_found(req.uri.path())),
+        Endpoint::Metrics => match app.metrics.as_ref() {
+            Some(render) if get => Ok(respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                text,
-            ))
+                render(),
+            )),
+            Some(_) => allow("GET"),
+            None => Err(not_found(req.uri.path())),
+        },
+        Endpoint::Stream(_)
+        | Endpoint::RunSnapshot(_)
+        | Endpoint::RunOutput(..)
+        | Endpoint::Balance
+        | Endpoint::Ledger => allow("GET"),
+        Endpoint::Cast | Endpoint::Invoice | Endpoint::StatsRefresh | Endpoint::DevSession => {
+            allow("POST")
         }
-        _ => Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("Nothing at {path}"),
-        )),
     }
 }
 

@@ -135,6 +135,7 @@ async fn pump(app: Arc<App>, run_id: String, mut after: u64, tx: mpsc::Sender<By
             }
         }
         last_write = Instant::now();
+        watcher.delivered();
     }
 }
 

@@ -1,0 +1,208 @@
+//! Functions invoked by events rather than HTTP: the runner (the `executionStarted` rule's
+//! target) and the stats function (the 15-minute schedule, and the signed webhook through API
+//! Gateway, told apart by the event's shape).
+
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use lambda_http::aws_lambda_events::encodings::Body as EventBody;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use spellcast_core::api::{self, EndpointKind};
+use spellcast_core::ports::ExecutionStarted;
+use spellcast_core::runner::{self, Execution};
+use spellcast_core::{recovery, stats, App};
+
+use crate::emf;
+
+/// An EventBridge event as it reaches a target.
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(rename = "detail-type")]
+    detail_type: String,
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    detail: Value,
+}
+
+/// Reads the run to execute from an `executionStarted` event.
+pub fn execution(event: &Value) -> Result<ExecutionStarted, String> {
+    let envelope =
+        Envelope::deserialize(event).map_err(|e| format!("not an EventBridge event: {e}"))?;
+    if envelope.detail_type != "executionStarted" {
+        return Err(format!("unexpected detail-type `{}`", envelope.detail_type));
+    }
+    ExecutionStarted::deserialize(&envelope.detail)
+        .map_err(|e| format!("bad executionStarted detail: {e}"))
+}
+
+/// Executes the run an `executionStarted` event names. Only the delivery that moves the run
+/// from queued to running does anything, so a duplicate delivery is answered `skipped`. A store
+/// failure is returned as an error: Lambda retries, then the event lands in the dead-letter queue.
+pub async fn run_delivery(app: &App, event: &Value) -> Result<Value, Error> {
+    let started = execution(event)?;
+    let outcome = runner::execute(app, &started.run_id).await?;
+    Ok(match outcome {
+        Execution::Ran(status) => json!({ "runId": started.run_id, "ran": true, "status": status }),
+        Execution::Skipped => json!({ "runId": started.run_id, "ran": false }),
+    })
+}
+
+/// Serves the runner until the runtime stops.
+pub async fn serve_runner(app: Arc<App>) -> Result<(), Error> {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let app = app.clone();
+        async move {
+            let result = run_delivery(&app, &event.payload).await;
+            emf::flush();
+            result
+        }
+    }))
+    .await
+}
+
+/// Whether an event is EventBridge's schedule.
+fn is_schedule(event: &Value) -> bool {
+    Envelope::deserialize(event)
+        .is_ok_and(|e| e.source == "aws.events" && e.detail_type == "Scheduled Event")
+}
+
+/// The schedule's work: recompute prices, then republish lost start events and fail-and-refund
+/// stuck runs.
+pub async fn scheduled(app: &App) -> Result<Value, Error> {
+    let prices = stats::recompute(app).await?;
+    let sweep = recovery::sweep(app).await?;
+    Ok(json!({
+        "spells": prices.len(),
+        "republished": sweep.republished,
+        "timedOut": sweep.timed_out,
+    }))
+}
+
+/// An API Gateway (HTTP API, payload 2.0) or Function URL request, as the core takes it.
+pub fn http_request(event: ApiGatewayV2httpRequest) -> Result<api::Request, Error> {
+    let path = event.raw_path.unwrap_or_else(|| "/".into());
+    let uri = match event.raw_query_string.filter(|q| !q.is_empty()) {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let body = match event.body {
+        Some(b) if event.is_base64_encoded => {
+            Bytes::from(base64::engine::general_purpose::STANDARD.decode(b)?)
+        }
+        Some(b) => Bytes::from(b),
+        None => Bytes::new(),
+    };
+    let mut request = http::Request::builder()
+        .method(event.request_context.http.method)
+        .uri(uri)
+        .body(body)?;
+    *request.headers_mut() = event.headers;
+    Ok(request)
+}
+
+/// A core response as API Gateway (payload 2.0) takes it from a function that is not
+/// `lambda_http`'s.
+pub async fn http_response(response: api::Response) -> ApiGatewayV2httpResponse {
+    let whole = crate::http::buffered(response).await;
+    let (parts, body) = whole.into_parts();
+    let is_base64_encoded = matches!(body, lambda_http::Body::Binary(_));
+    let body = match body {
+        lambda_http::Body::Empty => None,
+        lambda_http::Body::Text(t) => Some(EventBody::Text(t)),
+        lambda_http::Body::Binary(b) => Some(EventBody::Binary(b)),
+        _ => None,
+    };
+    let mut out = ApiGatewayV2httpResponse::default();
+    out.status_code = i64::from(parts.status.as_u16());
+    out.headers = parts.headers;
+    out.body = body;
+    out.is_base64_encoded = is_base64_encoded;
+    out
+}
+
+/// Serves the stats function: the schedule, or the webhook.
+pub async fn serve_stats(app: Arc<App>) -> Result<(), Error> {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let app = app.clone();
+        async move {
+            if is_schedule(&event.payload) {
+                return scheduled(&app).await;
+            }
+            let request: ApiGatewayV2httpRequest = serde_json::from_value(event.payload)?;
+            let response = api::handle_only(
+                app,
+                http_request(request)?,
+                Some(&[EndpointKind::StatsRefresh]),
+            )
+            .await;
+            Ok(serde_json::to_value(http_response(response).await)?)
+        }
+    }))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_execution_started_event_names_its_run() {
+        let event = json!({
+            "version": "0", "id": "e", "source": "spellcast", "detail-type": "executionStarted",
+            "account": "1", "time": "2026-11-25T00:00:00Z", "region": "us-east-1", "resources": [],
+            "detail": {"runId": "r1", "slug": "hello-sigil"}
+        });
+        let started = execution(&event).unwrap();
+        assert_eq!(
+            (started.run_id.as_str(), started.slug.as_str()),
+            ("r1", "hello-sigil")
+        );
+        assert!(!is_schedule(&event));
+    }
+
+    #[test]
+    fn other_events_are_refused_with_a_reason() {
+        let wrong = json!({"detail-type": "stepUpdate", "source": "spellcast", "detail": {}});
+        assert!(execution(&wrong).unwrap_err().contains("stepUpdate"));
+        assert!(execution(&json!({"hello": 1})).is_err());
+        let bad = json!({"detail-type": "executionStarted", "detail": {"runId": 5}});
+        assert!(execution(&bad).is_err());
+    }
+
+    #[test]
+    fn the_schedule_is_told_apart_from_a_webhook_call() {
+        let schedule = json!({
+            "version": "0", "id": "e", "source": "aws.events", "detail-type": "Scheduled Event",
+            "account": "1", "time": "2026-11-25T00:00:00Z", "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:1:rule/x"], "detail": {}
+        });
+        assert!(is_schedule(&schedule));
+        let webhook = json!({"version": "2.0", "rawPath": "/api/v1/internal/stats/refresh"});
+        assert!(!is_schedule(&webhook));
+    }
+
+    #[test]
+    fn a_webhook_event_becomes_a_request_with_its_body_and_headers() {
+        let event: ApiGatewayV2httpRequest = serde_json::from_value(json!({
+            "version": "2.0", "routeKey": "POST /api/v1/internal/stats/refresh",
+            "rawPath": "/api/v1/internal/stats/refresh", "rawQueryString": "a=1",
+            "headers": {"x-spellcast-signature": "sha256=00"},
+            "requestContext": {"http": {"method": "POST", "path": "/api/v1/internal/stats/refresh",
+                "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "t"},
+                "accountId": "1", "apiId": "a", "domainName": "d", "domainPrefix": "d",
+                "requestId": "r", "routeKey": "k", "stage": "$default", "time": "t", "timeEpoch": 0},
+            "body": "e30=", "isBase64Encoded": true
+        }))
+        .unwrap();
+        let req = http_request(event).unwrap();
+        assert_eq!(req.method(), http::Method::POST);
+        assert_eq!(req.uri(), "/api/v1/internal/stats/refresh?a=1");
+        assert_eq!(req.headers()["x-spellcast-signature"], "sha256=00");
+        assert_eq!(req.body().as_ref(), b"{}");
+    }
+}

@@ -1,0 +1,134 @@
+//! A Lambda's settings, from its environment (set by `infra/template.yaml`). Secrets arrive as
+//! environment variables resolved by CloudFormation from Secrets Manager at deploy time.
+
+use std::time::Duration;
+
+use spellcast_core::tools::HttpEndpoints;
+
+/// Everything a function reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The DynamoDB table (`SPELLCAST_TABLE`).
+    pub table: String,
+    /// The EventBridge bus (`SPELLCAST_EVENT_BUS`).
+    pub event_bus: String,
+    /// The public origin, for absolute URLs (`SPELLCAST_PUBLIC_URL`).
+    pub public_url: String,
+    /// The token signing secret, at least 32 bytes (`SPELLCAST_TOKEN_SECRET`).
+    pub token_secret: Vec<u8>,
+    /// The issuer named in tokens (`SPELLCAST_TOKEN_ISSUER`, default `spellcast`).
+    pub token_issuer: String,
+    /// The stats webhook's HMAC secret (`SPELLCAST_WEBHOOK_SECRET`).
+    pub webhook_secret: Option<Vec<u8>>,
+    /// How often an idle stream sends a heartbeat (`SPELLCAST_HEARTBEAT_MS`, default 15 s).
+    pub heartbeat: Duration,
+    /// When a stream closes by itself (`SPELLCAST_STREAM_LIMIT_SECS`, default 14 min: below
+    /// Lambda's 15-minute limit, so the client resumes before the platform cuts it).
+    pub stream_limit: Duration,
+    /// The stream's fastest and slowest store poll (`SPELLCAST_POLL_MS`, `SPELLCAST_POLL_MAX_MS`).
+    pub poll: (Duration, Duration),
+    /// After this, a queued run's start event counts as lost (`SPELLCAST_REPUBLISH_AFTER_SECS`).
+    pub republish_after: chrono::Duration,
+    /// Generous SDK timeouts for a slow local engine (`SPELLCAST_AWS_TIMEOUT_SECS`; unset on AWS).
+    pub aws_timeout: Option<Duration>,
+    /// The `http` tool's allow-list (`SPELLCAST_HTTP_ENDPOINTS`).
+    pub http_endpoints: Option<HttpEndpoints>,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Settings, String> {
+        Settings::from_vars(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads settings through `var` (the environment, or a map in tests).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
+        let required = |name: &str| var(name).ok_or_else(|| format!("{name} is not set"));
+        let number = |name: &str, default: u64| -> Result<u64, String> {
+            var(name).map_or(Ok(default), |v| {
+                v.parse()
+                    .map_err(|_| format!("{name} must be a whole number, not `{v}`"))
+            })
+        };
+        let token_secret = required("SPELLCAST_TOKEN_SECRET")?.into_bytes();
+        if token_secret.len() < 32 {
+            return Err("SPELLCAST_TOKEN_SECRET must be at least 32 bytes".into());
+        }
+        let fastest = Duration::from_millis(number("SPELLCAST_POLL_MS", 100)?.max(10));
+        let slowest = Duration::from_millis(number("SPELLCAST_POLL_MAX_MS", 1000)?);
+        Ok(Settings {
+            table: required("SPELLCAST_TABLE")?,
+            event_bus: required("SPELLCAST_EVENT_BUS")?,
+            public_url: required("SPELLCAST_PUBLIC_URL")?,
+            token_secret,
+            token_issuer: var("SPELLCAST_TOKEN_ISSUER").unwrap_or_else(|| "spellcast".into()),
+            webhook_secret: var("SPELLCAST_WEBHOOK_SECRET").map(String::into_bytes),
+            heartbeat: Duration::from_millis(number("SPELLCAST_HEARTBEAT_MS", 15_000)?.max(10)),
+            stream_limit: Duration::from_secs(
+                number("SPELLCAST_STREAM_LIMIT_SECS", 14 * 60)?.max(1),
+            ),
+            poll: (fastest, slowest.max(fastest)),
+            republish_after: chrono::Duration::seconds(
+                number("SPELLCAST_REPUBLISH_AFTER_SECS", 60)? as i64,
+            ),
+            aws_timeout: var("SPELLCAST_AWS_TIMEOUT_SECS")
+                .map(|v| v.parse::<u64>().map(Duration::from_secs))
+                .transpose()
+                .map_err(|_| "SPELLCAST_AWS_TIMEOUT_SECS must be a whole number".to_owned())?,
+            http_endpoints: var("SPELLCAST_HTTP_ENDPOINTS")
+                .map(|spec| HttpEndpoints::parse(&spec))
+                .transpose()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("SPELLCAST_TABLE", "t"),
+        ("SPELLCAST_EVENT_BUS", "b"),
+        ("SPELLCAST_PUBLIC_URL", "https://x.example"),
+        ("SPELLCAST_TOKEN_SECRET", "0123456789abcdef0123456789abcdef"),
+    ];
+
+    #[test]
+    fn defaults_keep_the_stream_under_the_lambda_limit() {
+        let s = Settings::from_vars(vars(BASE)).unwrap();
+        assert!(s.stream_limit < Duration::from_secs(15 * 60));
+        assert!(
+            s.heartbeat < Duration::from_secs(30),
+            "inside CloudFront's read timeout"
+        );
+        assert_eq!(s.token_issuer, "spellcast");
+        assert!(s.webhook_secret.is_none() && s.aws_timeout.is_none());
+    }
+
+    #[test]
+    fn a_missing_or_short_secret_is_refused_by_name() {
+        let without: Vec<_> = BASE[..3].to_vec();
+        let e = Settings::from_vars(vars(&without)).unwrap_err();
+        assert!(e.contains("SPELLCAST_TOKEN_SECRET"), "{e}");
+        let mut short = BASE[..3].to_vec();
+        short.push(("SPELLCAST_TOKEN_SECRET", "short"));
+        assert!(Settings::from_vars(vars(&short)).is_err());
+    }
+
+    #[test]
+    fn a_bad_number_names_its_variable() {
+        let mut v = BASE.to_vec();
+        v.push(("SPELLCAST_HEARTBEAT_MS", "soon"));
+        let e = Settings::from_vars(vars(&v)).unwrap_err();
+        assert!(e.contains("SPELLCAST_HEARTBEAT_MS"), "{e}");
+    }
+}
