@@ -1,0 +1,345 @@
+"""The Lambda functions end to end, under the Lambda runtime emulator (`cargo lambda watch`), on
+moto's DynamoDB, EventBridge and SQS: meta -> invoice -> cast through the function URLs, the
+`executionStarted` event read from an SQS target of the rule and handed to the runner function
+as EventBridge would, the stream function's SSE read while the run progresses (and resumed), the
+snapshot, a duplicate delivery, the schedule, and the EMF metrics the runner writes.
+
+Runs in the DynamoDB pass of the suite (moto is up there); the embedded pass has no AWS engine."""
+import json
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+
+import httpx
+import jwt
+import pytest
+from httpx_sse import connect_sse
+
+from conftest import OUT, ROOT, ON_DYNAMODB, SESSION, TOKEN_SECRET, WEBHOOK_SECRET, Server
+
+pytestmark = pytest.mark.skipif(not ON_DYNAMODB, reason="the functions need DynamoDB and EventBridge: "
+                                                         "they run in the SPELLCAST_TEST_STORE=dynamodb pass")
+
+STREAM_LIMIT_SECS = 2  # below slow-scroll's length, so the first stream is cut and resumed
+FUNCTIONS = ["meta", "og", "invoice", "cast", "stream", "runs", "balance", "stats", "runner", "removed"]
+
+
+def cargo_lambda():
+    found = shutil.which("cargo-lambda")
+    if found:
+        return found
+    venv = pathlib.Path(os.environ.get("SPELLCAST_VENV", pathlib.Path.home() / ".cache/spellcast/venv"))
+    return str(venv / "bin" / "cargo-lambda")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Emulator:
+    """`cargo lambda watch` serving every function of the workspace on 127.0.0.1."""
+
+    def __init__(self, env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = OUT / "lambda-emulator.log"
+        OUT.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [cargo_lambda(), "lambda", "watch", "-A", "127.0.0.1", "-P", str(self.port), "--ignore-changes",
+             "--concurrency", "4"],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    break
+            except OSError:
+                assert self.proc.poll() is None, self.output()
+                time.sleep(0.2)
+        self.http = httpx.Client(base_url=self.url, timeout=120)
+
+    def output(self):
+        return self.log_path.read_text(errors="replace")
+
+    def url_of(self, function, path):
+        return f"/lambda-url/{function}{path}"
+
+    def invoke(self, function, event):
+        """Invokes a function as an AWS service would (the Lambda Invoke API)."""
+        r = self.http.post(f"/2015-03-31/functions/{function}/invocations", json=event)
+        return r
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def aws():
+    import boto3
+    return {name: boto3.client(name, endpoint_url=os.environ["SPELLCAST_MOTO_ENDPOINT"], region_name="us-east-1",
+                               aws_access_key_id="test", aws_secret_access_key="test")
+            for name in ("events", "sqs")}
+
+
+@pytest.fixture(scope="module")
+def deployment(aws, tmp_path_factory):
+    """The table and bus (made by spellcast-local, which also grants demo points), a rule sending
+    `executionStarted` to an SQS queue, and the emulator serving the functions."""
+    name = f"lam-{SESSION}"
+    catalog = tmp_path_factory.mktemp("catalog")
+    for f in (ROOT / "infra" / "spells").glob("*.json"):
+        shutil.copy(f, catalog)
+    local = Server(["--catalog", str(catalog), "--store", "dynamodb", "--create-tables", "--table", name,
+                    "--event-bus", name, "--aws-timeout-secs", "120", "--no-runner"], "lambda-setup")
+    queue = aws["sqs"].create_queue(QueueName=name)["QueueUrl"]
+    queue_arn = aws["sqs"].get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    # The same pattern as the template's rule for the runner.
+    aws["events"].put_rule(Name=name, EventBusName=name,
+                           EventPattern=json.dumps({"source": ["spellcast"], "detail-type": ["executionStarted"]}))
+    aws["events"].put_targets(Rule=name, EventBusName=name, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    env = dict(os.environ, SPELLCAST_TABLE=name, SPELLCAST_EVENT_BUS=name, SPELLCAST_PUBLIC_URL="https://spellcast.test",
+               SPELLCAST_TOKEN_SECRET=TOKEN_SECRET, SPELLCAST_WEBHOOK_SECRET=WEBHOOK_SECRET,
+               SPELLCAST_AWS_TIMEOUT_SECS="120", SPELLCAST_HEARTBEAT_MS="500",
+               SPELLCAST_STREAM_LIMIT_SECS=str(STREAM_LIMIT_SECS), RUST_LOG="info")
+    emulator = Emulator(env)
+    try:
+        yield {"local": local, "emulator": emulator, "queue": queue, "name": name}
+    finally:
+        emulator.stop()
+        local.stop()
+
+
+def lambda_session(user_id):
+    """A session token as the platform's identity service would sign it for the functions."""
+    now = int(time.time())
+    return jwt.encode({"sub": user_id, "iat": now, "exp": now + 3600, "aud": "spellcast-session", "iss": "spellcast"},
+                      TOKEN_SECRET, algorithm="HS256")
+
+
+def funded_user(local, pts=1000):
+    """A user with `pts` demo points (granted through the local server's dev endpoint, which the
+    Lambdas do not have) and a session token for the functions."""
+    user_id = "u-" + uuid.uuid4().hex[:12]
+    session = local.session(user_id=user_id, grant=pts)
+    assert session["userId"] == user_id and session["balancePts"] == pts
+    return user_id, lambda_session(user_id)
+
+
+def receive_execution(aws, queue, run_id, timeout=30):
+    """The `executionStarted` event for `run_id`, as the rule delivered it to its SQS target."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = aws["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for m in got.get("Messages", []):
+            aws["sqs"].delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+            event = json.loads(m["Body"])
+            if event["detail"].get("runId") == run_id:
+                return event
+    raise AssertionError(f"no executionStarted for {run_id} reached the queue")
+
+
+def read_stream(emulator, cast, invoice_token, last_event_id=None):
+    """Reads one connection of the stream function: [(id, event, data, arrival)] until it closes."""
+    headers = {"authorization": f"Bearer {invoice_token}"}
+    if last_event_id is not None:
+        headers["last-event-id"] = str(last_event_id)
+    out = []
+    with connect_sse(emulator.http, "GET", emulator.url_of("stream", cast["streamUrl"]), headers=headers) as source:
+        if source.response.status_code == 204:
+            return None
+        assert source.response.status_code == 200, source.response.read()
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        assert "content-length" not in source.response.headers
+        for sse in source.iter_sse():
+            if not sse.data:
+                continue
+            out.append((int(sse.id), sse.event, json.loads(sse.data), time.monotonic()))
+    return out
+
+
+def test_a_paid_run_flows_through_the_functions(deployment, aws):
+    emulator, local = deployment["emulator"], deployment["local"]
+    user_id, token = funded_user(local)
+    auth = {"authorization": f"Bearer {token}"}
+
+    meta = emulator.http.get(emulator.url_of("meta", "/api/v1/spells/slow-scroll/meta"))
+    assert meta.status_code == 200, meta.text
+    price = meta.json()["avgCostPtsCached"]
+
+    invoice = emulator.http.post(emulator.url_of("invoice", "/api/v1/payments/invoice"), headers=auth,
+                                 json={"spellSlug": "slow-scroll", "asset": "PTS"})
+    assert invoice.status_code == 201, invoice.text
+    invoice = invoice.json()
+    assert invoice["costPts"] == price
+
+    cast = emulator.http.post(emulator.url_of("cast", "/api/v1/spells/cast"), headers=auth,
+                              json={"slug": "slow-scroll", "invoiceId": invoice["invoiceId"],
+                                    "context": {"topic": "lambdas", "lines": 2}})
+    assert cast.status_code == 202, cast.text
+    cast = cast.json()
+    run_id = cast["runId"]
+
+    event = receive_execution(aws, deployment["queue"], run_id)
+    assert event["detail-type"] == "executionStarted" and event["source"] == "spellcast"
+
+    # The runner executes while the stream function streams: the invocation returns when the run ends.
+    ran = {}
+    runner = threading.Thread(target=lambda: ran.update(r=emulator.invoke("runner", event), at=time.monotonic()))
+    first = None
+    runner.start()
+    try:
+        first = read_stream(emulator, cast, invoice["invoiceId"])
+    finally:
+        runner.join(120)
+    assert ran["r"].status_code == 200, ran["r"].text
+    assert ran["r"].json()["ran"] is True and ran["r"].json()["status"] == "succeeded", ran["r"].json()
+
+    # The first connection ends at the configured limit, before the run does; events came one by
+    # one while the run progressed, not in a burst at the end.
+    assert first, "the stream delivered nothing before its limit"
+    assert first[-1][1] not in ("executionFinished", "spellExecutionError"), "the limit should cut the stream"
+    arrivals = [a for (_, _, _, a) in first]
+    assert arrivals[-1] - arrivals[0] > 0.5, f"events arrived in one burst: {arrivals}"
+
+    # The client resumes with Last-Event-ID and gets the rest: nothing skipped, nothing repeated.
+    events = list(first)
+    while events[-1][1] not in ("executionFinished", "spellExecutionError"):
+        more = read_stream(emulator, cast, invoice["invoiceId"], last_event_id=events[-1][0])
+        assert more is not None, "204 before the terminal event was delivered"
+        events += more
+    ids = [i for (i, _, _, _) in events]
+    assert ids == list(range(ids[0], ids[0] + len(ids))), ids
+    assert events[-1][1] == "executionFinished"
+    assert read_stream(emulator, cast, invoice["invoiceId"], last_event_id=ids[-1]) is None  # 204: done
+
+    # Resuming from the middle replays exactly the tail.
+    middle = ids[len(ids) // 2]
+    tail = []
+    while not tail or tail[-1][1] != "executionFinished":
+        got = read_stream(emulator, cast, invoice["invoiceId"], last_event_id=(tail[-1][0] if tail else middle))
+        tail += got
+    assert [i for (i, _, _, _) in tail] == [i for i in ids if i > middle]
+    assert [e[2] for e in tail] == [e[2] for e in events if e[0] > middle]
+
+    # The snapshot matches what the stream said.
+    snapshot = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{run_id}"), headers=auth)
+    assert snapshot.status_code == 200, snapshot.text
+    snapshot = snapshot.json()
+    assert snapshot["status"] == "succeeded"
+    finished_steps = {e[2]["stepId"] for e in events if e[1] == "stepUpdate" and e[2]["status"] == "succeeded"}
+    assert {s["id"] for s in snapshot["steps"] if s["status"] == "succeeded"} == finished_steps
+    assert len(snapshot["steps"]) == len(finished_steps) == 5
+    assert snapshot["outputs"] == events[-1][2]["outputs"] and snapshot["outputs"]
+
+    # A duplicate delivery executes nothing: no new event, no second debit.
+    again = emulator.invoke("runner", event)
+    assert again.status_code == 200 and again.json()["ran"] is False, again.text
+    assert read_stream(emulator, cast, invoice["invoiceId"], last_event_id=ids[-1]) is None
+    balance = emulator.http.get(emulator.url_of("balance", "/api/v1/me/balance"), headers=auth)
+    assert balance.status_code == 200, balance.text
+    assert balance.json()["balances"]["PTS"] == 1000 - invoice["costPts"]
+    ledger = emulator.http.get(emulator.url_of("balance", "/api/v1/me/ledger"), headers=auth).json()["entries"]
+    assert sum(e["pts"] for e in ledger) == balance.json()["balances"]["PTS"]
+    assert [e["kind"] for e in ledger].count("debit") == 1
+
+    # The runner wrote its metrics as CloudWatch EMF, under the names /metrics uses locally.
+    emf = [json.loads(line[line.index("{"):]) for line in emulator.output().splitlines() if '"_aws"' in line]
+    names = {m["Name"] for doc in emf for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"spell_execution_started_total", "spell_execution_finished_total", "spell_run_duration_seconds"} <= names
+    started = [d for d in emf if "spell_execution_started_total" in d and d.get("spell") == "slow-scroll"]
+    assert started and started[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Spellcast"
+
+
+def test_a_failing_spell_is_refunded_through_the_runner_function(deployment, aws):
+    emulator, local = deployment["emulator"], deployment["local"]
+    _, token = funded_user(local, pts=100)
+    auth = {"authorization": f"Bearer {token}"}
+    invoice = emulator.http.post(emulator.url_of("invoice", "/api/v1/payments/invoice"), headers=auth,
+                                 json={"spellSlug": "fizzle", "asset": "PTS"}).json()
+    cast = emulator.http.post(emulator.url_of("cast", "/api/v1/spells/cast"), headers=auth,
+                              json={"slug": "fizzle", "invoiceId": invoice["invoiceId"], "context": {}})
+    assert cast.status_code == 202, cast.text
+    event = receive_execution(aws, deployment["queue"], cast.json()["runId"])
+    ran = emulator.invoke("runner", event)
+    assert ran.status_code == 200 and ran.json()["status"] == "failed", ran.text
+    balance = emulator.http.get(emulator.url_of("balance", "/api/v1/me/balance"), headers=auth).json()
+    assert balance["balances"]["PTS"] == 100
+    ledger = emulator.http.get(emulator.url_of("balance", "/api/v1/me/ledger"), headers=auth).json()["entries"]
+    assert sorted(e["kind"] for e in ledger) == ["debit", "grant", "refund"]
+
+
+def test_an_image_output_comes_back_byte_for_byte_through_the_runs_function(deployment, aws):
+    emulator, local = deployment["emulator"], deployment["local"]
+    _, token = funded_user(local, pts=100)
+    auth = {"authorization": f"Bearer {token}"}
+    invoice = emulator.http.post(emulator.url_of("invoice", "/api/v1/payments/invoice"), headers=auth,
+                                 json={"spellSlug": "hello-sigil", "asset": "PTS"}).json()
+    cast = emulator.http.post(emulator.url_of("cast", "/api/v1/spells/cast"), headers=auth,
+                              json={"slug": "hello-sigil", "invoiceId": invoice["invoiceId"],
+                                    "context": {"name": "Lambda"}}).json()
+    ran = emulator.invoke("runner", receive_execution(aws, deployment["queue"], cast["runId"]))
+    assert ran.json()["status"] == "succeeded", ran.text
+    run = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{cast['runId']}"), headers=auth).json()
+    image = next(i for i, o in enumerate(run["outputs"]) if o["kind"] == "image")
+    png = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{cast['runId']}/outputs/{image}"), headers=auth)
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png", png.text
+    assert png.content.startswith(b"\x89PNG\r\n\x1a\n") and len(png.content) > 100
+
+def test_each_function_answers_only_for_its_own_endpoints(deployment):
+    emulator = deployment["emulator"]
+    # The balance function has no business with spell metadata, nor meta with balances.
+    for function, path in [("balance", "/api/v1/spells/hello-sigil/meta"), ("meta", "/api/v1/me/balance"),
+                           ("og", "/api/v1/dev/session"), ("cast", "/api/v1/dev/session")]:
+        r = emulator.http.get(emulator.url_of(function, path))
+        assert r.status_code == 404, (function, path, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    gone = emulator.http.post(emulator.url_of("removed", "/api/v1/payments/confirm"), json={})
+    assert gone.status_code == 410 and gone.headers["deprecation"], gone.text
+    og = emulator.http.get(emulator.url_of("og", "/spells/hello-sigil/og"))
+    assert og.status_code == 200 and 'property="og:title"' in og.text
+    assert "https://spellcast.test/spells/hello-sigil" in og.text
+    bad = emulator.http.post(emulator.url_of("invoice", "/api/v1/payments/invoice"), content=b"{not json",
+                             headers={"authorization": f"Bearer {lambda_session('u-x')}"})
+    assert bad.status_code == 400 and bad.json()["code"], bad.text
+
+
+def test_the_schedule_and_the_signed_webhook_reach_the_stats_function(deployment):
+    emulator = deployment["emulator"]
+    scheduled = emulator.invoke("stats", {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": "2026-11-25T00:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/spellcast-stats"], "detail": {}})
+    assert scheduled.status_code == 200, scheduled.text
+    assert scheduled.json()["spells"] >= 3
+    unsigned = emulator.http.post(emulator.url_of("stats", "/api/v1/internal/stats/refresh"), content=b"{}")
+    assert unsigned.status_code == 401, unsigned.text
+    import hashlib
+    import hmac
+    ts = str(int(time.time()))
+    body = b"{}"
+    sig = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    signed = emulator.http.post(emulator.url_of("stats", "/api/v1/internal/stats/refresh"), content=body,
+                                headers={"x-spellcast-timestamp": ts, "x-spellcast-signature": sig})
+    assert signed.status_code == 200, signed.text
+    assert {s["slug"] for s in signed.json()["spells"]} >= {"hello-sigil", "slow-scroll", "fizzle"}
+
+
+def test_every_function_in_the_workspace_is_one_the_emulator_serves():
+    on_disk = {p.parent.parent.name for p in (ROOT / "functions").glob("*/src/main.rs")} - {"local"}
+    assert on_disk == set(FUNCTIONS)
