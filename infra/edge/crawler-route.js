@@ -1,20 +1,36 @@
-// CloudFront Function (viewer request, cloudfront-js-2.0): crawlers asking for a spell page get
-// the pre-rendered og page ("edge-rendered metadata"); people get the static execution page.
-// CRAWLERS is filled in from infra/edge/crawlers.json by infra/edge/render.mjs at deploy time,
-// so the edge and the local server route by one list.
+import cf from "cloudfront";
+
+// CloudFront Function (viewer request, cloudfront-js-2.0) on every cache behaviour but the stream:
+// - copies the viewer's Host into x-forwarded-host, so the functions (which reach API Gateway
+//   under its own host) can build canonical URLs on the site's domain;
+// - on a spell page, crawlers get the pre-rendered og page from the og function (API origin),
+//   people get the static execution page from S3.
+// CRAWLERS is filled in from infra/edge/crawlers.json by infra/edge/render.mjs, which also writes
+// the rendered code into infra/template.yaml, so the edge and the local server route by one list.
 var CRAWLERS = []; // filled in from crawlers.json
 var SPELL_PAGE = /^\/spells\/[a-z0-9][a-z0-9-]{0,63}\/?$/;
+var API_ORIGIN = "api"; // the origin id of API Gateway in infra/template.yaml
+var EXECUTION_PAGE = "/static/spell.html";
+
+function isCrawler(agent) {
+  for (var i = 0; i < CRAWLERS.length; i++) {
+    if (agent.indexOf(CRAWLERS[i]) !== -1) return true;
+  }
+  return false;
+}
 
 function handler(event) {
   var request = event.request;
-  var header = request.headers["user-agent"];
-  var agent = header && header.value ? header.value.toLowerCase() : "";
+  var host = request.headers.host;
+  if (host && host.value) request.headers["x-forwarded-host"] = { value: host.value };
   if (SPELL_PAGE.test(request.uri)) {
-    for (var i = 0; i < CRAWLERS.length; i++) {
-      if (agent.indexOf(CRAWLERS[i]) !== -1) {
-        request.uri = request.uri.replace(/\/$/, "") + "/og";
-        return request;
-      }
+    var header = request.headers["user-agent"];
+    var agent = header && header.value ? header.value.toLowerCase() : "";
+    if (isCrawler(agent)) {
+      request.uri = request.uri.replace(/\/$/, "") + "/og";
+      cf.selectRequestOriginById(API_ORIGIN);
+    } else {
+      request.uri = EXECUTION_PAGE;
     }
   }
   return request;

@@ -1,16 +1,22 @@
 // The CloudFront Function, rendered exactly as it is deployed, against the shared crawler list.
+// CloudFront's `cloudfront` module is replaced by a recorder of the origin it was asked for.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import vm from "node:vm";
-import { render } from "../../infra/edge/render.mjs";
+import { render, templateBlock, templateBlockNow } from "../../infra/edge/render.mjs";
 
 const code = render();
-const sandbox = {};
-vm.runInNewContext(`${code}\nthis.handler = handler;`, sandbox);
-const route = (uri, agent) => {
-  const headers = agent === undefined ? {} : { "user-agent": { value: agent } };
-  return sandbox.handler({ request: { uri, method: "GET", headers, querystring: {} } }).uri;
+const IMPORT = 'import cf from "cloudfront";';
+const sandbox = { cf: { selectRequestOriginById(id) { sandbox.origin = id; } } };
+assert.ok(code.startsWith(IMPORT), "the function imports CloudFront's origin helpers");
+vm.runInNewContext(`${code.replace(IMPORT, "")}\nthis.handler = handler;`, sandbox);
+const route = (uri, agent, host = "d1.cloudfront.net") => {
+  sandbox.origin = undefined;
+  const headers = { host: { value: host } };
+  if (agent !== undefined) headers["user-agent"] = { value: agent };
+  const request = sandbox.handler({ request: { uri, method: "GET", headers, querystring: {} } });
+  return { uri: request.uri, origin: sandbox.origin, forwardedHost: request.headers["x-forwarded-host"]?.value };
 };
 const crawlers = JSON.parse(readFileSync(new URL("../../infra/edge/crawlers.json", import.meta.url), "utf8"));
 const CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
@@ -20,21 +26,33 @@ test("the deployed code carries the whole shared crawler list", () => {
   assert.ok(crawlers.length > 10);
 });
 
-test("every crawler in the list is routed to the og page", () => {
-  for (const c of crawlers) {
-    assert.equal(route("/spells/slow-scroll", `Mozilla/5.0 (compatible; ${c.toUpperCase()}/1.0)`), "/spells/slow-scroll/og", c);
-  }
-  assert.equal(route("/spells/hello-sigil/", "facebookexternalhit/1.1"), "/spells/hello-sigil/og");
+test("infra/template.yaml deploys exactly this code (node infra/edge/render.mjs --template)", () => {
+  assert.equal(templateBlockNow(), templateBlock());
 });
 
-test("people get the execution page", () => {
-  assert.equal(route("/spells/slow-scroll", CHROME), "/spells/slow-scroll");
-  assert.equal(route("/spells/slow-scroll", undefined), "/spells/slow-scroll");
+test("every crawler in the list is routed to the og page on the API origin", () => {
+  for (const c of crawlers) {
+    const r = route("/spells/slow-scroll", `Mozilla/5.0 (compatible; ${c.toUpperCase()}/1.0)`);
+    assert.deepEqual([r.uri, r.origin], ["/spells/slow-scroll/og", "api"], c);
+  }
+  assert.equal(route("/spells/hello-sigil/", "facebookexternalhit/1.1").uri, "/spells/hello-sigil/og");
+});
+
+test("people get the static execution page from the default origin", () => {
+  for (const agent of [CHROME, undefined]) {
+    const r = route("/spells/slow-scroll", agent);
+    assert.deepEqual([r.uri, r.origin], ["/static/spell.html", undefined]);
+  }
 });
 
 test("other paths are untouched, even for crawlers", () => {
   for (const uri of ["/", "/static/js/spell-execute.js", "/api/v1/spells/hello-sigil/meta", "/spells/hello-sigil/og",
     "/spells/Bad_Slug", "/spells/a/b"]) {
-    assert.equal(route(uri, "Twitterbot/1.0"), uri);
+    const r = route(uri, "Twitterbot/1.0");
+    assert.deepEqual([r.uri, r.origin], [uri, undefined]);
   }
+});
+
+test("the viewer's host is forwarded for canonical URLs", () => {
+  assert.equal(route("/api/v1/spells/hello-sigil/meta", CHROME, "spells.example").forwardedHost, "spells.example");
 });

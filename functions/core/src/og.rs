@@ -26,25 +26,25 @@ struct NotFoundPage<'a> {
     slug: &'a str,
 }
 
-/// The canonical URL of a spell's page.
-pub fn canonical_url(config: &Config, spell: &Spell) -> String {
-    format!("{}/spells/{}", config.public_url, spell.slug)
+/// The canonical URL of a spell's page on the site at `origin` (`https://host`).
+pub fn canonical_url(origin: &str, spell: &Spell) -> String {
+    format!("{origin}/spells/{}", spell.slug)
 }
 
-/// The absolute URL of a spell's share image.
-pub fn image_url(config: &Config, spell: &Spell) -> String {
+/// The absolute URL of a spell's share image on the site at `origin`.
+pub fn image_url(origin: &str, spell: &Spell) -> String {
     let image = &spell.def.og.image;
     if image.starts_with('/') {
-        format!("{}{}", config.public_url, image)
+        format!("{origin}{image}")
     } else {
         image.clone()
     }
 }
 
-/// The og page of a spell.
-pub fn render(config: &Config, spell: &Spell) -> String {
-    let url = canonical_url(config, spell);
-    let image = image_url(config, spell);
+/// The og page of a spell on the site at `origin`.
+pub fn render(config: &Config, origin: &str, spell: &Spell) -> String {
+    let url = canonical_url(origin, spell);
+    let image = image_url(origin, spell);
     let page = OgPage {
         site_name: &config.site_name,
         title: &spell.def.title,
@@ -85,7 +85,7 @@ mod tests {
         }))
         .unwrap();
         let spell = Spell::check(def, &Toolbox::builtin(None)).unwrap();
-        let html = render(&Config::new("https://s.example"), &spell);
+        let html = render(&Config::new("https://s.example"), "https://s.example", &spell);
         assert!(!html.contains("<script>"));
         assert!(!html.contains("<img src=x"));
         assert!(

@@ -12,7 +12,8 @@ pub struct Settings {
     pub table: String,
     /// The EventBridge bus (`SPELLCAST_EVENT_BUS`).
     pub event_bus: String,
-    /// The public origin, for absolute URLs (`SPELLCAST_PUBLIC_URL`).
+    /// The public origin, for absolute URLs (`SPELLCAST_PUBLIC_URL`; when empty, each request's
+    /// forwarded host is used, as CloudFront's viewer function sets it).
     pub public_url: String,
     /// The token signing secret, at least 32 bytes (`SPELLCAST_TOKEN_SECRET`).
     pub token_secret: Vec<u8>,
@@ -59,7 +60,7 @@ impl Settings {
         Ok(Settings {
             table: required("SPELLCAST_TABLE")?,
             event_bus: required("SPELLCAST_EVENT_BUS")?,
-            public_url: required("SPELLCAST_PUBLIC_URL")?,
+            public_url: var("SPELLCAST_PUBLIC_URL").unwrap_or_default(),
             token_secret,
             token_issuer: var("SPELLCAST_TOKEN_ISSUER").unwrap_or_else(|| "spellcast".into()),
             webhook_secret: var("SPELLCAST_WEBHOOK_SECRET").map(String::into_bytes),

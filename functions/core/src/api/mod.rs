@@ -319,6 +319,33 @@ pub(crate) fn slug(raw: &str) -> Result<Slug, Problem> {
     Slug::parse(raw).ok_or_else(Problem::invalid_slug)
 }
 
+/// The site's origin for absolute URLs: the configured public URL, else (on AWS, where the
+/// functions cannot know the CloudFront domain at deploy time) the host CloudFront's viewer
+/// function copied into `x-forwarded-host`, else the request's `Host`.
+pub(crate) fn public_origin(app: &App, req: &http::request::Parts) -> String {
+    origin_of(&app.config.public_url, &req.headers)
+}
+
+fn origin_of(configured: &str, headers: &http::HeaderMap) -> String {
+    if !configured.is_empty() {
+        return configured.to_owned();
+    }
+    let host = ["x-forwarded-host", "host"]
+        .iter()
+        .filter_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+        .map(|v| v.split(',').next().unwrap_or_default().trim())
+        .find(|h| {
+            !h.is_empty()
+                && h.len() <= 253
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':')
+        });
+    match host {
+        Some(host) => format!("https://{host}"),
+        None => String::new(),
+    }
+}
+
 /// The bearer token of a request, or its `token` query parameter (for `EventSource` and `<img>`).
 pub(crate) fn bearer(req: &http::request::Parts) -> Option<String> {
     let header = req
@@ -366,4 +393,34 @@ pub(crate) fn not_modified(req: &http::request::Parts, etag: &str) -> bool {
 pub(crate) fn etag(body: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     format!("\"{}\"", hex::encode(&Sha256::digest(body)[..16]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_is_the_configured_one_else_the_forwarded_host_else_the_host() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("abc.lambda-url.aws"));
+        assert_eq!(origin_of("https://s.example", &headers), "https://s.example");
+        assert_eq!(origin_of("", &headers), "https://abc.lambda-url.aws");
+        headers.insert("x-forwarded-host", HeaderValue::from_static("d1.cloudfront.net"));
+        assert_eq!(origin_of("", &headers), "https://d1.cloudfront.net");
+        headers.insert("x-forwarded-host", HeaderValue::from_static("x\"><script>"));
+        assert_eq!(origin_of("", &headers), "https://abc.lambda-url.aws", "markup is no host");
+    }
+
+    #[test]
+    fn endpoints_are_classified_with_their_parameters() {
+        assert_eq!(Endpoint::of("/api/v1/spells/cast"), Some(Endpoint::Cast));
+        assert_eq!(Endpoint::of("/api/v1/spells/a-b/meta"), Some(Endpoint::Meta("a-b")));
+        assert_eq!(
+            Endpoint::of("/api/v1/runs/r1/outputs/2"),
+            Some(Endpoint::RunOutput("r1", "2"))
+        );
+        assert_eq!(Endpoint::of("/spells/x/og").map(|e| e.kind()), Some(EndpointKind::Og));
+        assert_eq!(Endpoint::of("/api/v1/spells/x/meta/extra"), None);
+        assert_eq!(Endpoint::of("/static/js/spell-execute.js"), None);
+    }
 }

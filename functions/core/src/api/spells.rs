@@ -56,6 +56,7 @@ pub async fn meta(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) ->
         .price(&spell, app.store.as_ref(), &app.tools)
         .await?;
     let def = &spell.def;
+    let origin = super::public_origin(app, req);
     let body = json!({
         "slug": def.slug,
         "version": def.version,
@@ -70,8 +71,8 @@ pub async fn meta(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) ->
         "og": {
             "title": def.title,
             "description": def.summary,
-            "image": crate::og::image_url(&app.config, &spell),
-            "url": crate::og::canonical_url(&app.config, &spell),
+            "image": crate::og::image_url(&origin, &spell),
+            "url": crate::og::canonical_url(&origin, &spell),
         },
     });
     Ok(cacheable(
@@ -90,7 +91,7 @@ pub fn og(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled
             req,
             "text/html; charset=utf-8",
             OG_CACHE,
-            crate::og::render(&app.config, &spell),
+            crate::og::render(&app.config, &super::public_origin(app, req), &spell),
         ),
         None => {
             let mut r = respond(

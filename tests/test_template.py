@@ -1,0 +1,129 @@
+"""Checks of infra/template.yaml that cfn-lint and `sam validate --lint` do not make: the runtime
+and architecture of every function, the stream's invoke mode, the template and the function
+crates naming the same functions, the cache behaviours SPEC §6 asks for, and the settings the
+functions read."""
+import pathlib
+import re
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags (!Ref, !Sub, ...) kept as {tag: value}."""
+
+
+def _tagged(loader, suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {suffix: value}
+
+
+CfnLoader.add_multi_constructor("!", _tagged)
+
+
+@pytest.fixture(scope="module")
+def template():
+    return yaml.load((ROOT / "infra" / "template.yaml").read_text(), Loader=CfnLoader)
+
+
+def functions(template):
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+
+
+def setting(template, fn, key):
+    """A function property, falling back to Globals as SAM does."""
+    return fn["Properties"].get(key, template["Globals"]["Function"].get(key))
+
+
+def crate_binaries():
+    """{binary name: crate dir} of every Lambda crate under functions/ (a [[bin]] in its Cargo.toml)."""
+    found = {}
+    for manifest in (ROOT / "functions").glob("*/Cargo.toml"):
+        if manifest.parent.name == "local":
+            continue  # the local server, not a Lambda
+        m = re.search(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', manifest.read_text())
+        if m:
+            found[m.group(1)] = manifest.parent.name
+    return found
+
+
+def test_every_function_is_rust_on_al2023_arm64_built_by_cargo_lambda(template):
+    fns = functions(template)
+    assert len(fns) >= 10
+    for name, fn in fns.items():
+        assert setting(template, fn, "Runtime") == "provided.al2023", name
+        assert setting(template, fn, "Architectures") == ["arm64"], name
+        assert setting(template, fn, "Handler") == "bootstrap", name
+        assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda", name
+
+
+def test_the_template_and_the_function_crates_name_the_same_functions(template):
+    in_template = sorted(fn["Metadata"]["BuildProperties"]["Binary"] for fn in functions(template).values())
+    assert in_template == sorted(crate_binaries()), "a function crate without a template entry, or the reverse"
+    assert len(set(in_template)) == len(in_template), "two functions build the same binary"
+
+
+def test_the_stream_streams_through_a_function_url(template):
+    stream = [fn for fn in functions(template).values() if fn["Metadata"]["BuildProperties"]["Binary"] == "stream"]
+    assert len(stream) == 1
+    url = stream[0]["Properties"]["FunctionUrlConfig"]
+    assert url["InvokeMode"] == "RESPONSE_STREAM"
+    assert url["AuthType"] == "AWS_IAM", "reachable only through CloudFront's origin access control"
+    assert stream[0]["Properties"]["Timeout"] == 900
+    limit = template["Parameters"]["StreamLimitSeconds"]
+    assert limit["MaxValue"] < 900 and limit["Default"] < 900, "the stream must close before Lambda's limit"
+
+
+def test_the_runner_has_its_rule_and_dead_letters_and_stats_its_schedule(template):
+    by_binary = {fn["Metadata"]["BuildProperties"]["Binary"]: fn for fn in functions(template).values()}
+    runner = by_binary["runner"]["Properties"]
+    rule = next(e["Properties"] for e in runner["Events"].values() if e["Type"] == "EventBridgeRule")
+    assert rule["Pattern"] == {"source": ["spellcast"], "detail-type": ["executionStarted"]}
+    assert "DeadLetterConfig" in rule and runner["DeadLetterQueue"]["Type"] == "SQS"
+    stats = by_binary["stats"]["Properties"]["Events"]
+    assert any(e["Type"] == "Schedule" and e["Properties"]["Schedule"] == "rate(15 minutes)" for e in stats.values())
+
+
+def test_the_table_is_on_demand_with_ttl(template):
+    tables = [r for r in template["Resources"].values() if r["Type"] == "AWS::DynamoDB::Table"]
+    assert tables
+    for t in tables:
+        assert t["Properties"]["BillingMode"] == "PAY_PER_REQUEST"
+        assert t["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+
+
+def test_cloudfront_caches_what_it_should_and_nothing_else(template):
+    dist = next(r for r in template["Resources"].values() if r["Type"] == "AWS::CloudFront::Distribution")
+    behaviours = {b["PathPattern"]: b for b in dist["Properties"]["DistributionConfig"]["CacheBehaviors"]}
+    stream = behaviours["/api/v1/spells/*/stream"]
+    assert stream["TargetOriginId"] == "stream" and stream["Compress"] is False
+    assert stream["CachePolicyId"] == CACHING_DISABLED
+    assert behaviours["/api/*"]["CachePolicyId"] == CACHING_DISABLED
+    assert "POST" in behaviours["/api/*"]["AllowedMethods"]
+    assert behaviours["/spells/*/og"]["CachePolicyId"] != CACHING_DISABLED
+    order = list(behaviours)
+    assert order.index("/api/v1/spells/*/stream") < order.index("/api/*"), "the first matching pattern wins"
+    assert order.index("/spells/*/og") < order.index("/spells/*")
+    origins = {o["Id"] for o in dist["Properties"]["DistributionConfig"]["Origins"]}
+    assert {"static", "api", "stream"} <= origins
+    assert "api" in (ROOT / "infra" / "edge" / "crawler-route.js").read_text(), "the viewer function names the API origin"
+
+
+def test_every_setting_the_template_passes_is_one_the_functions_read(template):
+    settings = (ROOT / "functions" / "lambda" / "src" / "settings.rs").read_text()
+    read = set(re.findall(r'"(SPELLCAST_[A-Z_]+)"', settings))
+    passed = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    for fn in functions(template).values():
+        passed |= set(fn["Properties"].get("Environment", {}).get("Variables", {}))
+    passed = {p for p in passed if p.startswith("SPELLCAST_")}
+    assert passed <= read, passed - read
+    for required in ("SPELLCAST_TABLE", "SPELLCAST_EVENT_BUS", "SPELLCAST_TOKEN_SECRET"):
+        assert required in passed
