@@ -85,7 +85,11 @@ mod tests {
         }))
         .unwrap();
         let spell = Spell::check(def, &Toolbox::builtin(None)).unwrap();
-        let html = render(&Config::new("https://s.example"), "https://s.example", &spell);
+        let html = render(
+            &Config::new("https://s.example"),
+            "https://s.example",
+            &spell,
+        );
         assert!(!html.contains("<script>"));
         assert!(!html.contains("<img src=x"));
         assert!(

@@ -403,23 +403,39 @@ mod tests {
     fn the_origin_is_the_configured_one_else_the_forwarded_host_else_the_host() {
         let mut headers = http::HeaderMap::new();
         headers.insert("host", HeaderValue::from_static("abc.lambda-url.aws"));
-        assert_eq!(origin_of("https://s.example", &headers), "https://s.example");
+        assert_eq!(
+            origin_of("https://s.example", &headers),
+            "https://s.example"
+        );
         assert_eq!(origin_of("", &headers), "https://abc.lambda-url.aws");
-        headers.insert("x-forwarded-host", HeaderValue::from_static("d1.cloudfront.net"));
+        headers.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("d1.cloudfront.net"),
+        );
         assert_eq!(origin_of("", &headers), "https://d1.cloudfront.net");
         headers.insert("x-forwarded-host", HeaderValue::from_static("x\"><script>"));
-        assert_eq!(origin_of("", &headers), "https://abc.lambda-url.aws", "markup is no host");
+        assert_eq!(
+            origin_of("", &headers),
+            "https://abc.lambda-url.aws",
+            "markup is no host"
+        );
     }
 
     #[test]
     fn endpoints_are_classified_with_their_parameters() {
         assert_eq!(Endpoint::of("/api/v1/spells/cast"), Some(Endpoint::Cast));
-        assert_eq!(Endpoint::of("/api/v1/spells/a-b/meta"), Some(Endpoint::Meta("a-b")));
+        assert_eq!(
+            Endpoint::of("/api/v1/spells/a-b/meta"),
+            Some(Endpoint::Meta("a-b"))
+        );
         assert_eq!(
             Endpoint::of("/api/v1/runs/r1/outputs/2"),
             Some(Endpoint::RunOutput("r1", "2"))
         );
-        assert_eq!(Endpoint::of("/spells/x/og").map(|e| e.kind()), Some(EndpointKind::Og));
+        assert_eq!(
+            Endpoint::of("/spells/x/og").map(|e| e.kind()),
+            Some(EndpointKind::Og)
+        );
         assert_eq!(Endpoint::of("/api/v1/spells/x/meta/extra"), None);
         assert_eq!(Endpoint::of("/static/js/spell-execute.js"), None);
     }
