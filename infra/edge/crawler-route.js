@@ -1,7 +1,8 @@
 import cf from "cloudfront";
 
 // CloudFront Function (viewer request, cloudfront-js-2.0) on every cache behaviour but the stream:
-// - copies the viewer's Host into x-forwarded-host, so the functions (which reach API Gateway
+// - copies the viewer's Host into x-spellcast-host (a header of our own: API Gateway rewrites
+//   some X-Forwarded-* ones), so the functions (which reach API Gateway
 //   under its own host) can build canonical URLs on the site's domain;
 // - on a spell page, crawlers get the pre-rendered og page from the og function (API origin),
 //   people get the static execution page from S3.
@@ -22,7 +23,7 @@ function isCrawler(agent) {
 function handler(event) {
   var request = event.request;
   var host = request.headers.host;
-  if (host && host.value) request.headers["x-forwarded-host"] = { value: host.value };
+  if (host && host.value) request.headers["x-spellcast-host"] = { value: host.value };
   if (SPELL_PAGE.test(request.uri)) {
     var header = request.headers["user-agent"];
     var agent = header && header.value ? header.value.toLowerCase() : "";

@@ -16,7 +16,7 @@ const route = (uri, agent, host = "d1.cloudfront.net") => {
   const headers = { host: { value: host } };
   if (agent !== undefined) headers["user-agent"] = { value: agent };
   const request = sandbox.handler({ request: { uri, method: "GET", headers, querystring: {} } });
-  return { uri: request.uri, origin: sandbox.origin, forwardedHost: request.headers["x-forwarded-host"]?.value };
+  return { uri: request.uri, origin: sandbox.origin, forwardedHost: request.headers["x-spellcast-host"]?.value };
 };
 const crawlers = JSON.parse(readFileSync(new URL("../../infra/edge/crawlers.json", import.meta.url), "utf8"));
 const CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";

@@ -321,7 +321,7 @@ pub(crate) fn slug(raw: &str) -> Result<Slug, Problem> {
 
 /// The site's origin for absolute URLs: the configured public URL, else (on AWS, where the
 /// functions cannot know the CloudFront domain at deploy time) the host CloudFront's viewer
-/// function copied into `x-forwarded-host`, else the request's `Host`.
+/// function copied into `x-spellcast-host`, else the request's `Host`.
 pub(crate) fn public_origin(app: &App, req: &http::request::Parts) -> String {
     origin_of(&app.config.public_url, &req.headers)
 }
@@ -330,7 +330,7 @@ fn origin_of(configured: &str, headers: &http::HeaderMap) -> String {
     if !configured.is_empty() {
         return configured.to_owned();
     }
-    let host = ["x-forwarded-host", "host"]
+    let host = ["x-spellcast-host", "host"]
         .iter()
         .filter_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
         .map(|v| v.split(',').next().unwrap_or_default().trim())
@@ -409,11 +409,11 @@ mod tests {
         );
         assert_eq!(origin_of("", &headers), "https://abc.lambda-url.aws");
         headers.insert(
-            "x-forwarded-host",
+            "x-spellcast-host",
             HeaderValue::from_static("d1.cloudfront.net"),
         );
         assert_eq!(origin_of("", &headers), "https://d1.cloudfront.net");
-        headers.insert("x-forwarded-host", HeaderValue::from_static("x\"><script>"));
+        headers.insert("x-spellcast-host", HeaderValue::from_static("x\"><script>"));
         assert_eq!(
             origin_of("", &headers),
             "https://abc.lambda-url.aws",
