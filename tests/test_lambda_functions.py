@@ -5,10 +5,11 @@ as EventBridge would, the stream function's SSE read while the run progresses (a
 snapshot, a duplicate delivery, the schedule, and the EMF metrics the runner writes.
 
 Runs in the DynamoDB pass of the suite (moto is up there); the embedded pass has no AWS engine."""
+import hashlib
+import hmac
 import json
 import os
 import pathlib
-import re
 import shutil
 import socket
 import subprocess
@@ -154,6 +155,18 @@ def receive_execution(aws, queue, run_id, timeout=30):
     raise AssertionError(f"no executionStarted for {run_id} reached the queue")
 
 
+def quote_and_cast(emulator, auth, slug, context):
+    """An invoice from the invoice function, paid through the cast function: (invoice, cast)."""
+    invoice = emulator.http.post(emulator.url_of("invoice", "/api/v1/payments/invoice"), headers=auth,
+                                 json={"spellSlug": slug, "asset": "PTS"})
+    assert invoice.status_code == 201, invoice.text
+    invoice = invoice.json()
+    cast = emulator.http.post(emulator.url_of("cast", "/api/v1/spells/cast"), headers=auth,
+                              json={"slug": slug, "invoiceId": invoice["invoiceId"], "context": context})
+    assert cast.status_code == 202, cast.text
+    return invoice, cast.json()
+
+
 def read_stream(emulator, cast, invoice_token, last_event_id=None):
     """Reads one connection of the stream function: [(id, event, data, arrival)] until it closes."""
     headers = {"authorization": f"Bearer {invoice_token}"}
@@ -175,24 +188,15 @@ def read_stream(emulator, cast, invoice_token, last_event_id=None):
 
 def test_a_paid_run_flows_through_the_functions(deployment, aws):
     emulator, local = deployment["emulator"], deployment["local"]
-    user_id, token = funded_user(local)
+    _, token = funded_user(local)
     auth = {"authorization": f"Bearer {token}"}
 
     meta = emulator.http.get(emulator.url_of("meta", "/api/v1/spells/slow-scroll/meta"))
     assert meta.status_code == 200, meta.text
     price = meta.json()["avgCostPtsCached"]
 
-    invoice = emulator.http.post(emulator.url_of("invoice", "/api/v1/payments/invoice"), headers=auth,
-                                 json={"spellSlug": "slow-scroll", "asset": "PTS"})
-    assert invoice.status_code == 201, invoice.text
-    invoice = invoice.json()
+    invoice, cast = quote_and_cast(emulator, auth, "slow-scroll", {"topic": "lambdas", "lines": 2})
     assert invoice["costPts"] == price
-
-    cast = emulator.http.post(emulator.url_of("cast", "/api/v1/spells/cast"), headers=auth,
-                              json={"slug": "slow-scroll", "invoiceId": invoice["invoiceId"],
-                                    "context": {"topic": "lambdas", "lines": 2}})
-    assert cast.status_code == 202, cast.text
-    cast = cast.json()
     run_id = cast["runId"]
 
     event = receive_execution(aws, deployment["queue"], run_id)
@@ -270,12 +274,8 @@ def test_a_failing_spell_is_refunded_through_the_runner_function(deployment, aws
     emulator, local = deployment["emulator"], deployment["local"]
     _, token = funded_user(local, pts=100)
     auth = {"authorization": f"Bearer {token}"}
-    invoice = emulator.http.post(emulator.url_of("invoice", "/api/v1/payments/invoice"), headers=auth,
-                                 json={"spellSlug": "fizzle", "asset": "PTS"}).json()
-    cast = emulator.http.post(emulator.url_of("cast", "/api/v1/spells/cast"), headers=auth,
-                              json={"slug": "fizzle", "invoiceId": invoice["invoiceId"], "context": {}})
-    assert cast.status_code == 202, cast.text
-    event = receive_execution(aws, deployment["queue"], cast.json()["runId"])
+    _, cast = quote_and_cast(emulator, auth, "fizzle", {})
+    event = receive_execution(aws, deployment["queue"], cast["runId"])
     ran = emulator.invoke("runner", event)
     assert ran.status_code == 200 and ran.json()["status"] == "failed", ran.text
     balance = emulator.http.get(emulator.url_of("balance", "/api/v1/me/balance"), headers=auth).json()
@@ -288,11 +288,7 @@ def test_an_image_output_comes_back_byte_for_byte_through_the_runs_function(depl
     emulator, local = deployment["emulator"], deployment["local"]
     _, token = funded_user(local, pts=100)
     auth = {"authorization": f"Bearer {token}"}
-    invoice = emulator.http.post(emulator.url_of("invoice", "/api/v1/payments/invoice"), headers=auth,
-                                 json={"spellSlug": "hello-sigil", "asset": "PTS"}).json()
-    cast = emulator.http.post(emulator.url_of("cast", "/api/v1/spells/cast"), headers=auth,
-                              json={"slug": "hello-sigil", "invoiceId": invoice["invoiceId"],
-                                    "context": {"name": "Lambda"}}).json()
+    _, cast = quote_and_cast(emulator, auth, "hello-sigil", {"name": "Lambda"})
     ran = emulator.invoke("runner", receive_execution(aws, deployment["queue"], cast["runId"]))
     assert ran.json()["status"] == "succeeded", ran.text
     run = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{cast['runId']}"), headers=auth).json()
@@ -329,8 +325,6 @@ def test_the_schedule_and_the_signed_webhook_reach_the_stats_function(deployment
     assert scheduled.json()["spells"] >= 3
     unsigned = emulator.http.post(emulator.url_of("stats", "/api/v1/internal/stats/refresh"), content=b"{}")
     assert unsigned.status_code == 401, unsigned.text
-    import hashlib
-    import hmac
     ts = str(int(time.time()))
     body = b"{}"
     sig = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
