@@ -167,8 +167,9 @@ def quote_and_cast(emulator, auth, slug, context):
     return invoice, cast.json()
 
 
-def read_stream(emulator, cast, invoice_token, last_event_id=None):
-    """Reads one connection of the stream function: [(id, event, data, arrival)] until it closes."""
+def read_stream(emulator, cast, invoice_token, last_event_id=None, opened=None):
+    """Reads one connection of the stream function: [(id, event, data, arrival)] until it closes.
+    `opened` (a threading.Event) is set once the stream has answered 200."""
     headers = {"authorization": f"Bearer {invoice_token}"}
     if last_event_id is not None:
         headers["last-event-id"] = str(last_event_id)
@@ -179,6 +180,8 @@ def read_stream(emulator, cast, invoice_token, last_event_id=None):
         assert source.response.status_code == 200, source.response.read()
         assert source.response.headers["content-type"].startswith("text/event-stream")
         assert "content-length" not in source.response.headers
+        if opened is not None:
+            opened.set()
         for sse in source.iter_sse():
             if not sse.data:
                 continue
@@ -203,14 +206,20 @@ def test_a_paid_run_flows_through_the_functions(deployment, aws):
     assert event["detail-type"] == "executionStarted" and event["source"] == "spellcast"
 
     # The runner executes while the stream function streams: the invocation returns when the run ends.
-    ran = {}
-    runner = threading.Thread(target=lambda: ran.update(r=emulator.invoke("runner", event), at=time.monotonic()))
-    first = None
-    runner.start()
+    # Both functions started before the run, so the stream watches it from its first event.
+    assert emulator.invoke("runner", {"detail-type": "executionStarted", "source": "spellcast",
+                                      "detail": {"runId": "warm-up", "slug": "slow-scroll"}}).json()["ran"] is False
+    assert emulator.http.get(emulator.url_of("stream", cast["streamUrl"])).status_code == 401
+    opened, streamed = threading.Event(), {}
+    reader = threading.Thread(target=lambda: streamed.update(
+        events=read_stream(emulator, cast, invoice["invoiceId"], opened=opened)))
+    reader.start()
     try:
-        first = read_stream(emulator, cast, invoice["invoiceId"])
+        assert opened.wait(120), "the stream function did not open the stream"
+        ran = {"r": emulator.invoke("runner", event)}  # returns when the run has ended
     finally:
-        runner.join(120)
+        reader.join(120)
+    first = streamed.get("events")
     assert ran["r"].status_code == 200, ran["r"].text
     assert ran["r"].json()["ran"] is True and ran["r"].json()["status"] == "succeeded", ran["r"].json()
 
