@@ -1,9 +1,9 @@
 import cf from "cloudfront";
 
 // CloudFront Function (viewer request, cloudfront-js-2.0) on every cache behaviour but the stream:
-// - copies the viewer's Host into x-spellcast-host (a header of our own: API Gateway rewrites
-//   some X-Forwarded-* ones), so the functions (which reach API Gateway
-//   under its own host) can build canonical URLs on the site's domain;
+// - copies the viewer's Host into x-spellcast-host, so the functions (reached through API Gateway
+//   under its own host) build canonical URLs on the site's domain (a header of our own: API
+//   Gateway rewrites some X-Forwarded-* ones);
 // - on a spell page, crawlers get the pre-rendered og page from the og function (API origin),
 //   people get the static execution page from S3.
 // CRAWLERS is filled in from infra/edge/crawlers.json by infra/edge/render.mjs, which also writes

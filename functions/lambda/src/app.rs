@@ -40,7 +40,7 @@ pub async fn build(settings: Settings) -> Result<Arc<App>, String> {
     let http_tool = settings
         .http_endpoints
         .clone()
-        .map(|e| HttpTool::new(e, std::time::Duration::from_secs(30), 1 << 20));
+        .map(|e| HttpTool::new(e, HttpTool::DEFAULT_TIMEOUT, HttpTool::DEFAULT_MAX_BYTES));
     let tools = Toolbox::builtin(http_tool);
     let catalog = catalog(&tools)?;
     let store = DynamoStore::new(

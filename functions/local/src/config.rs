@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use spellcast_core::tools::HttpEndpoints;
+use spellcast_core::tools::{HttpEndpoints, HttpTool};
 use spellcast_core::Config;
 
 /// Spellcast as one local process: API, page, runner and stats on an embedded store.
@@ -58,10 +58,10 @@ pub struct Args {
     #[arg(long, env = "SPELLCAST_HTTP_ENDPOINTS")]
     pub http_endpoints: Option<String>,
     /// Timeout of one `http` tool call, in seconds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = HttpTool::DEFAULT_TIMEOUT.as_secs())]
     pub http_timeout_secs: u64,
     /// Largest `http` tool response, in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = HttpTool::DEFAULT_MAX_BYTES)]
     pub http_max_bytes: usize,
     /// Do not execute runs (they stay queued until a process with a runner picks them up).
     #[arg(long)]

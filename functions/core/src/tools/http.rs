@@ -41,6 +41,11 @@ pub struct HttpTool {
 }
 
 impl HttpTool {
+    /// The timeout of one call unless configured otherwise.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The largest response unless configured otherwise.
+    pub const DEFAULT_MAX_BYTES: usize = 1 << 20;
+
     /// A tool calling `endpoints`, giving up after `timeout` or past `max_bytes` of response.
     pub fn new(endpoints: HttpEndpoints, timeout: Duration, max_bytes: usize) -> Self {
         let client = reqwest::Client::builder()
