@@ -8,7 +8,7 @@ mod dynamo;
 mod eventbridge;
 mod signal;
 
-pub use config::{load_sdk_config, load_sdk_config_for_slow_engine};
+pub use config::{load_sdk_config, load_sdk_config_for_slow_engine, sdk_defaults};
 pub use dynamo::DynamoStore;
 pub use eventbridge::{Entry, EventBridgeBus, PutEvents, SOURCE};
 pub use signal::PollingSignal;

@@ -22,7 +22,6 @@ use spellcast_core::ports::{
 };
 use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent, RunStatus};
 use spellcast_core::stats::PriceBook;
-use spellcast_core::tools::Toolbox;
 use spellcast_core::{recovery, runner, App, Config};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
 
@@ -200,12 +199,9 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
     inner.issue_invoice(invoice, None).await.unwrap();
 
     let faulty = Arc::new(FaultyStore::new(inner.clone(), fail_at, after));
-    let tools = Toolbox::builtin(None);
-    let catalog = Catalog::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/spells"),
-        &tools,
-    )
-    .unwrap();
+    let tools = spellcast_tools::builtin(None);
+    let catalog =
+        Catalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/spells")).unwrap();
     let spell = catalog.get(&Slug::parse(slug).unwrap()).unwrap();
     let (bus, mut executions) = LocalBus::new();
     let clock = Arc::new(ShiftedClock::default());

@@ -23,7 +23,6 @@ use spellcast_core::run::{
 };
 use spellcast_core::runner::{execute, Execution};
 use spellcast_core::stats::PriceBook;
-use spellcast_core::tools::Toolbox;
 use spellcast_core::{App, Config};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
 
@@ -632,12 +631,12 @@ async fn racing_failures_refund_exactly_once(store: Arc<dyn Store>) {
 }
 
 fn app(store: Arc<dyn Store>) -> Arc<App> {
-    let tools = Toolbox::builtin(None);
+    let tools = spellcast_tools::builtin(None);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/spells");
     let (bus, _) = LocalBus::new();
     Arc::new(App {
         config: Config::new("http://test"),
-        catalog: Catalog::load(&dir, &tools).unwrap(),
+        catalog: Catalog::load(&dir).unwrap(),
         tools,
         store,
         bus: Arc::new(bus),

@@ -1,9 +1,12 @@
 //! The `balance` Lambda: GET /api/v1/me/balance and /api/v1/me/ledger.
 
-use spellcast_lambda::{serve, start, EndpointKind, Error};
+use std::sync::Arc;
+
+use spellcast_lambda::{endpoints, serve, start, Error, NoEvents, Toolbox};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let app = start().await?;
-    serve(app, &[EndpointKind::Balance, EndpointKind::Ledger]).await
+    let start = start().await?;
+    let app = start.app(Arc::new(NoEvents), Toolbox::default())?;
+    serve(app, &[&endpoints::BALANCE, &endpoints::LEDGER]).await
 }

@@ -34,17 +34,29 @@ pub struct Config {
 }
 
 impl Config {
+    /// How long a quote stays payable unless configured otherwise.
+    pub const INVOICE_TTL_SECS: u64 = 10 * 60;
+    /// How often an idle stream sends `: ping` unless configured otherwise (inside CloudFront's
+    /// 30 s default origin read timeout).
+    pub const HEARTBEAT_MS: u64 = 15_000;
+    /// When a stream closes by itself unless configured otherwise: below Lambda's 15-minute
+    /// limit, so the client resumes before the platform cuts it (the same locally, so both
+    /// behave alike).
+    pub const STREAM_LIMIT_SECS: u64 = 14 * 60;
+    /// After how long a queued run's start event counts as lost unless configured otherwise.
+    pub const REPUBLISH_AFTER_MS: u64 = 60_000;
+
     /// Defaults for a deployment at `public_url`.
     pub fn new(public_url: impl Into<String>) -> Self {
         Config {
             public_url: public_url.into().trim_end_matches('/').to_owned(),
             site_name: "Spellcast".into(),
-            invoice_ttl: chrono::Duration::minutes(10),
+            invoice_ttl: chrono::Duration::seconds(Self::INVOICE_TTL_SECS as i64),
             idempotency_ttl: chrono::Duration::hours(24),
             session_ttl: chrono::Duration::hours(24),
-            heartbeat: Duration::from_secs(15),
-            stream_limit: Duration::from_secs(14 * 60),
-            republish_after: chrono::Duration::seconds(10),
+            heartbeat: Duration::from_millis(Self::HEARTBEAT_MS),
+            stream_limit: Duration::from_secs(Self::STREAM_LIMIT_SECS),
+            republish_after: chrono::Duration::milliseconds(Self::REPUBLISH_AFTER_MS as i64),
             webhook_secret: None,
         }
     }

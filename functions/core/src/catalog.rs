@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::Slug;
-use crate::tools::Toolbox;
+use crate::tools::ToolKind;
 
 /// One step of a spell: a call of a tool.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,13 +73,14 @@ fn default_timeout() -> u64 {
     120
 }
 
-/// A checked spell, with its compiled input validator.
+/// A checked spell. Its input validator is compiled on first use (only the cast needs it, so
+/// no other function pays for it at start); [`Catalog::load`] compiles every one up front.
 pub struct Spell {
     /// The definition.
     pub def: SpellDef,
     /// Its slug.
     pub slug: Slug,
-    validator: jsonschema::Validator,
+    validator: OnceLock<Result<jsonschema::Validator, String>>,
 }
 
 impl std::fmt::Debug for Spell {
@@ -98,9 +99,9 @@ pub struct FieldError {
 }
 
 impl Spell {
-    /// Checks a definition against the toolbox: slug, unique steps, known tools and their
-    /// parameters, and an input schema that compiles.
-    pub fn check(def: SpellDef, tools: &Toolbox) -> Result<Spell, String> {
+    /// Checks a definition: slug, title, unique steps naming known tools with sane parameters,
+    /// and an input schema of `type: object` (compiled by [`Spell::schema`]).
+    pub fn check(def: SpellDef) -> Result<Spell, String> {
         let slug = Slug::parse(&def.slug).ok_or_else(|| format!("invalid slug `{}`", def.slug))?;
         if def.steps.is_empty() {
             return Err("a spell needs at least one step".into());
@@ -113,27 +114,50 @@ impl Spell {
             if !ids.insert(step.id.as_str()) {
                 return Err(format!("step id `{}` is used twice", step.id));
             }
-            let tool = tools
-                .get(&step.tool)
+            let kind = ToolKind::parse(&step.tool)
                 .ok_or_else(|| format!("step `{}`: unknown tool `{}`", step.id, step.tool))?;
-            tool.check(&step.with)
+            kind.check(&step.with)
                 .map_err(|e| format!("step `{}` ({}): {e}", step.id, step.tool))?;
         }
         if def.inputs.get("type").and_then(Value::as_str) != Some("object") {
             return Err("`inputs` must be a JSON Schema of `type: object`".into());
         }
-        let validator = jsonschema::draft202012::new(&def.inputs)
-            .map_err(|e| format!("`inputs` is not a valid JSON Schema: {e}"))?;
         Ok(Spell {
             def,
             slug,
-            validator,
+            validator: OnceLock::new(),
         })
     }
 
-    /// Every violation of the input schema, pointed at `/context/...`.
-    pub fn validate_context(&self, context: &Value) -> Vec<FieldError> {
+    /// The compiled input schema (compiled once, on first use).
+    pub fn schema(&self) -> Result<&jsonschema::Validator, String> {
         self.validator
+            .get_or_init(|| {
+                jsonschema::draft202012::new(&self.def.inputs)
+                    .map_err(|e| format!("`inputs` is not a valid JSON Schema: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The quote of one step before any call of it was measured.
+    pub fn nominal_cost(step: &StepDef) -> i64 {
+        ToolKind::parse(&step.tool).map_or(1, |kind| kind.nominal_cost(&step.with))
+    }
+
+    /// Every violation of the input schema, pointed at `/context/...`. A schema that does not
+    /// compile (which [`Catalog::load`] and the compiled catalog's test rule out) refuses all.
+    pub fn validate_context(&self, context: &Value) -> Vec<FieldError> {
+        let validator = match self.schema() {
+            Ok(v) => v,
+            Err(message) => {
+                return vec![FieldError {
+                    pointer: "/context".into(),
+                    message,
+                }]
+            }
+        };
+        validator
             .iter_errors(context)
             .map(|error| {
                 let mut pointer = format!("/context{}", error.instance_path());
@@ -176,8 +200,8 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Loads and checks every `*.json` file in `dir`.
-    pub fn load(dir: &Path, tools: &Toolbox) -> Result<Catalog, CatalogError> {
+    /// Loads and checks every `*.json` file in `dir`, input schemas compiled.
+    pub fn load(dir: &Path) -> Result<Catalog, CatalogError> {
         let fail = |file: &Path, reason: String| CatalogError {
             file: file.to_owned(),
             reason,
@@ -196,17 +220,28 @@ impl Catalog {
         if sources.is_empty() {
             return Err(fail(dir, "no spell files (*.json)".into()));
         }
-        Catalog::from_sources(
-            sources.iter().map(|(f, t)| (f.as_path(), t.as_str())),
-            tools,
-        )
+        let catalog =
+            Catalog::from_sources(sources.iter().map(|(f, t)| (f.as_path(), t.as_str())))?;
+        catalog.compile_schemas()?;
+        Ok(catalog)
+    }
+
+    /// Compiles every input schema now, naming the spell whose schema does not compile.
+    pub fn compile_schemas(&self) -> Result<(), CatalogError> {
+        for spell in self.iter() {
+            spell.schema().map_err(|reason| CatalogError {
+                file: PathBuf::from(format!("{}.json", spell.slug)),
+                reason,
+            })?;
+        }
+        Ok(())
     }
 
     /// Checks spells given as `(file name, JSON text)` pairs: files read at start, or compiled
-    /// into a Lambda's binary. Each file's stem must be its spell's slug.
+    /// into a Lambda's binary. Each file's stem must be its spell's slug. Input schemas are
+    /// compiled on first use (see [`Catalog::compile_schemas`]).
     pub fn from_sources<'a>(
         sources: impl IntoIterator<Item = (&'a Path, &'a str)>,
-        tools: &Toolbox,
     ) -> Result<Catalog, CatalogError> {
         let fail = |file: &Path, reason: String| CatalogError {
             file: file.to_owned(),
@@ -226,7 +261,7 @@ impl Catalog {
                     format!("slug `{}` does not match the file name", def.slug),
                 ));
             }
-            let spell = Spell::check(def, tools).map_err(|e| fail(file, e))?;
+            let spell = Spell::check(def).map_err(|e| fail(file, e))?;
             catalog.insert(spell);
         }
         Ok(catalog)
@@ -249,9 +284,18 @@ impl Catalog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A catalog of one spell `t` with these steps.
+    pub(crate) fn catalog_of(steps: Value) -> Catalog {
+        let mut d = def(json!({"type": "object"}));
+        d.steps = serde_json::from_value(steps).unwrap();
+        let mut catalog = Catalog::default();
+        catalog.insert(Spell::check(d).unwrap());
+        catalog
+    }
 
     pub(crate) fn def(inputs: Value) -> SpellDef {
         serde_json::from_value(json!({
@@ -265,15 +309,12 @@ mod tests {
 
     #[test]
     fn context_errors_point_into_the_request_body() {
-        let spell = Spell::check(
-            def(json!({
-                "type": "object",
-                "required": ["name"],
-                "properties": {"name": {"type": "string", "maxLength": 3}, "n": {"type": "integer"}},
-                "additionalProperties": false
-            })),
-            &Toolbox::builtin(None),
-        )
+        let spell = Spell::check(def(json!({
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string", "maxLength": 3}, "n": {"type": "integer"}},
+            "additionalProperties": false
+        })))
         .unwrap();
         assert!(spell.validate_context(&json!({"name": "Ada"})).is_empty());
         let pointers: Vec<String> = spell
@@ -295,7 +336,7 @@ mod tests {
     fn a_step_with_an_unknown_tool_is_refused() {
         let mut d = def(json!({"type": "object"}));
         d.steps[0].tool = "nope".into();
-        let err = Spell::check(d, &Toolbox::builtin(None)).unwrap_err();
+        let err = Spell::check(d).unwrap_err();
         assert!(err.contains("unknown tool"), "{err}");
     }
 
@@ -304,7 +345,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("spellcast-cat-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("t.json"), "{ not json").unwrap();
-        let err = Catalog::load(&dir, &Toolbox::builtin(None)).unwrap_err();
+        let err = Catalog::load(&dir).unwrap_err();
         assert!(err.to_string().contains("t.json"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

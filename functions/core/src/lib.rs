@@ -1,20 +1,18 @@
 //! Spellcast's core: the domain (spells, invoices, runs, ledger, run events), the ports it needs
-//! from the outside world (store, event bus, run signal, clock, tools), the use cases, and the HTTP
-//! handlers as plain `http::Request -> http::Response` functions.
+//! from the outside world (store, event bus, run signal, clock, tools), and the use cases (the
+//! runner, recovery, prices).
 //!
-//! Nothing here knows whether it runs under axum on a laptop or under `lambda_http` on AWS: entry
-//! points build an [`App`] from adapters once, in their `main`, and call [`api::handle`].
+//! Nothing here knows about HTTP, AWS, Lambda or how a tool runs: entry points build an [`App`]
+//! from adapters once, in their `main`, and hand it to the HTTP layer (`spellcast-http`) or to
+//! the runner.
 
-pub mod api;
 pub mod app;
 pub mod auth;
 pub mod catalog;
-pub mod crawlers;
 pub mod ids;
 pub mod invoice;
 pub mod ledger;
 pub mod metrics;
-pub mod og;
 pub mod ports;
 pub mod recovery;
 pub mod run;

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 
 use crate::catalog::{Spell, StepDef};
 use crate::ports::{SpellStats, Store, StoreResult, ToolCostTotal};
-use crate::tools::Toolbox;
 use crate::App;
 
 /// How long a process trusts its cached prices before reading the store again (matters where
@@ -38,12 +37,7 @@ pub struct PriceBook {
 
 impl PriceBook {
     /// The price of `spell`: its cached average, or its nominal cost before any statistics.
-    pub async fn price(
-        &self,
-        spell: &Spell,
-        store: &dyn Store,
-        tools: &Toolbox,
-    ) -> StoreResult<Price> {
+    pub async fn price(&self, spell: &Spell, store: &dyn Store) -> StoreResult<Price> {
         let fresh = self
             .cached
             .read()
@@ -64,7 +58,7 @@ impl PriceBook {
                 updated_at: Some(stats.updated_at),
             },
             None => Price {
-                pts: nominal_price(spell, tools),
+                pts: nominal_price(spell),
                 updated_at: None,
             },
         })
@@ -80,35 +74,25 @@ impl PriceBook {
 }
 
 /// The price before any run was measured: the sum of the tools' nominal costs, at least 1.
-pub fn nominal_price(spell: &Spell, tools: &Toolbox) -> i64 {
+pub fn nominal_price(spell: &Spell) -> i64 {
     spell
         .def
         .steps
         .iter()
-        .map(|step| {
-            tools
-                .get(&step.tool)
-                .map_or(1, |t| t.nominal_cost(&step.with))
-        })
+        .map(Spell::nominal_cost)
         .sum::<i64>()
         .max(1)
 }
 
 /// A spell's average cost from measured step costs (a step never measured counts nominally).
-pub fn average_price(
-    spell: &Spell,
-    tools: &Toolbox,
-    totals: &HashMap<String, ToolCostTotal>,
-) -> i64 {
+pub fn average_price(spell: &Spell, totals: &HashMap<String, ToolCostTotal>) -> i64 {
     spell
         .def
         .steps
         .iter()
         .map(|step| match totals.get(&cost_key(spell, step)) {
             Some(t) if t.calls > 0 => (t.pts + t.calls as i64 - 1) / t.calls as i64,
-            _ => tools
-                .get(&step.tool)
-                .map_or(1, |t| t.nominal_cost(&step.with)),
+            _ => Spell::nominal_cost(step),
         })
         .sum::<i64>()
         .max(1)
@@ -130,7 +114,7 @@ pub async fn recompute(app: &App) -> StoreResult<Vec<SpellStats>> {
         .iter()
         .map(|spell| SpellStats {
             slug: spell.slug.to_string(),
-            avg_cost_pts: average_price(spell, &app.tools, &totals),
+            avg_cost_pts: average_price(spell, &totals),
             updated_at: now,
         })
         .collect();
@@ -158,9 +142,8 @@ mod tests {
             "og": {"image": "/x.png", "imageWidth": 1200, "imageHeight": 630, "imageAlt": "x"}
         }))
         .unwrap();
-        let tools = Toolbox::builtin(None);
-        let spell = Spell::check(def, &tools).unwrap();
-        assert_eq!(nominal_price(&spell, &tools), 3 + 5);
+        let spell = Spell::check(def).unwrap();
+        assert_eq!(nominal_price(&spell), 3 + 5);
         let key = cost_key(&spell, &spell.def.steps[0]);
         let totals = HashMap::from([(
             key.clone(),
@@ -170,6 +153,6 @@ mod tests {
                 pts: 9,
             },
         )]);
-        assert_eq!(average_price(&spell, &tools, &totals), 5 + 5);
+        assert_eq!(average_price(&spell, &totals), 5 + 5);
     }
 }

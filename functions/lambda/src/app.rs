@@ -1,18 +1,21 @@
 //! Builds the application once per execution environment (in `main`, before the first event):
-//! one `SdkConfig`, the DynamoDB store, the EventBridge bus, the polling run signal, the
-//! catalog compiled into the binary.
+//! one `SdkConfig`, the DynamoDB store, the polling run signal, the catalog compiled into the
+//! binary, and the event bus and tools only where the function publishes or executes.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use aws_config::SdkConfig;
 use spellcast_aws::{
     load_sdk_config, load_sdk_config_for_slow_engine, DynamoStore, EventBridgeBus, PollingSignal,
 };
 use spellcast_core::auth::TokenKeys;
 use spellcast_core::catalog::Catalog;
-use spellcast_core::ports::SystemClock;
+use spellcast_core::ports::{BusError, EventBus, ExecutionStarted, SystemClock};
+use spellcast_core::run::{Run, RunEvent};
 use spellcast_core::stats::PriceBook;
-use spellcast_core::tools::{HttpTool, Toolbox};
+use spellcast_core::tools::Toolbox;
 use spellcast_core::{App, Config};
 
 use crate::settings::Settings;
@@ -22,50 +25,95 @@ include!(concat!(env!("OUT_DIR"), "/spells.rs"));
 /// How long ledger entries, events and runs are kept (the table's TTL).
 const RETENTION_DAYS: i64 = 30;
 
-/// The catalog compiled into this binary, checked against `tools`.
-pub fn catalog(tools: &Toolbox) -> Result<Catalog, String> {
-    Catalog::from_sources(
-        SPELLS.iter().map(|(name, text)| (Path::new(name), *text)),
-        tools,
-    )
-    .map_err(|e| e.to_string())
+/// The catalog compiled into this binary (its input schemas compile on first use; the test
+/// below compiles them all, so a broken one fails the build's tests, not a cast).
+pub fn catalog() -> Result<Catalog, String> {
+    Catalog::from_sources(SPELLS.iter().map(|(name, text)| (Path::new(name), *text)))
+        .map_err(|e| e.to_string())
 }
 
-/// The app for `settings`.
-pub async fn build(settings: Settings) -> Result<Arc<App>, String> {
+/// A function's environment, read once: its settings and the AWS configuration.
+pub struct Start {
+    /// The settings.
+    pub settings: Settings,
+    sdk: SdkConfig,
+}
+
+/// Logging (JSON lines, level from `RUST_LOG`), EMF metrics, the settings, one `SdkConfig`.
+pub async fn start() -> Result<Start, crate::Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_current_span(false)
+        .without_time() // CloudWatch stamps each line
+        .with_writer(std::io::stderr)
+        .init();
+    crate::emf::install();
+    let settings = Settings::from_env()?;
     let sdk = match settings.aws_timeout {
         Some(timeout) => load_sdk_config_for_slow_engine(timeout).await,
         None => load_sdk_config().await,
     };
-    let http_tool = settings
-        .http_endpoints
-        .clone()
-        .map(|e| HttpTool::new(e, HttpTool::DEFAULT_TIMEOUT, HttpTool::DEFAULT_MAX_BYTES));
-    let tools = Toolbox::builtin(http_tool);
-    let catalog = catalog(&tools)?;
-    let store = DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        &settings.table,
-        chrono::Duration::days(RETENTION_DAYS),
-    );
-    let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&sdk), &settings.event_bus);
-    let mut config = Config::new(settings.public_url.as_str());
-    config.heartbeat = settings.heartbeat;
-    config.stream_limit = settings.stream_limit;
-    config.republish_after = settings.republish_after;
-    config.webhook_secret = settings.webhook_secret.clone();
-    Ok(Arc::new(App {
-        config,
-        catalog,
-        tools,
-        store: Arc::new(store),
-        bus: Arc::new(bus),
-        signal: Arc::new(PollingSignal::new(settings.poll.0, settings.poll.1)),
-        clock: Arc::new(SystemClock),
-        keys: TokenKeys::hs256(&settings.token_secret, &settings.token_issuer)?,
-        prices: PriceBook::default(),
-        metrics: None,
-    }))
+    Ok(Start { settings, sdk })
+}
+
+impl Start {
+    /// The EventBridge bus, for functions that publish (cast, the runner, the stats sweep).
+    pub fn events(&self) -> Arc<dyn EventBus> {
+        Arc::new(EventBridgeBus::new(
+            aws_sdk_eventbridge::Client::new(&self.sdk),
+            &self.settings.event_bus,
+        ))
+    }
+
+    /// The app on DynamoDB, publishing to `bus` and executing with `tools` (which must cover
+    /// every step of the catalog when there are any).
+    pub fn app(self, bus: Arc<dyn EventBus>, tools: Toolbox) -> Result<Arc<App>, String> {
+        let settings = self.settings;
+        let catalog = catalog()?;
+        if !tools.is_empty() {
+            tools.check(&catalog)?;
+        }
+        let store = DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            &settings.table,
+            chrono::Duration::days(RETENTION_DAYS),
+        );
+        let mut config = Config::new(settings.public_url.as_str());
+        config.heartbeat = settings.heartbeat;
+        config.stream_limit = settings.stream_limit;
+        config.republish_after = settings.republish_after;
+        config.webhook_secret = settings.webhook_secret.clone();
+        Ok(Arc::new(App {
+            config,
+            catalog,
+            tools,
+            store: Arc::new(store),
+            bus,
+            signal: Arc::new(PollingSignal::new(settings.poll.0, settings.poll.1)),
+            clock: Arc::new(SystemClock),
+            keys: TokenKeys::hs256(&settings.token_secret, &settings.token_issuer)?,
+            prices: PriceBook::default(),
+            metrics: None,
+        }))
+    }
+}
+
+/// The bus of a function that publishes nothing: it links no EventBridge client, and a publish
+/// (a wiring mistake) fails loudly instead of going nowhere.
+pub struct NoEvents;
+
+#[async_trait]
+impl EventBus for NoEvents {
+    async fn execution_started(&self, _event: ExecutionStarted) -> Result<(), BusError> {
+        Err(BusError("this function publishes no events".into()))
+    }
+
+    async fn run_event(&self, _run: &Run, _event: &RunEvent) -> Result<(), BusError> {
+        Err(BusError("this function publishes no events".into()))
+    }
 }
 
 #[cfg(test)]
@@ -73,8 +121,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_compiled_catalog_has_the_sample_spells() {
-        let catalog = catalog(&Toolbox::builtin(None)).unwrap();
+    fn the_compiled_catalog_has_the_sample_spells_and_sound_schemas() {
+        let catalog = catalog().unwrap();
+        catalog.compile_schemas().unwrap();
         let slugs: Vec<&str> = catalog.iter().map(|s| s.slug.as_str()).collect();
         for slug in ["hello-sigil", "slow-scroll", "fizzle"] {
             assert!(slugs.contains(&slug), "{slug} missing from {slugs:?}");

@@ -11,10 +11,10 @@ use lambda_http::aws_lambda_events::encodings::Body as EventBody;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use spellcast_core::api::{self, EndpointKind};
 use spellcast_core::ports::ExecutionStarted;
 use spellcast_core::runner::{self, Execution};
 use spellcast_core::{recovery, stats, App};
+use spellcast_http as api;
 
 use crate::emf;
 
@@ -83,7 +83,7 @@ pub async fn scheduled(app: &App) -> Result<Value, Error> {
     }))
 }
 
-/// An API Gateway (HTTP API, payload 2.0) or Function URL request, as the core takes it.
+/// An API Gateway (HTTP API, payload 2.0) or Function URL request, as the HTTP layer takes it.
 pub fn http_request(event: ApiGatewayV2httpRequest) -> Result<api::Request, Error> {
     let path = event.raw_path.unwrap_or_else(|| "/".into());
     let uri = match event.raw_query_string.filter(|q| !q.is_empty()) {
@@ -105,7 +105,7 @@ pub fn http_request(event: ApiGatewayV2httpRequest) -> Result<api::Request, Erro
     Ok(request)
 }
 
-/// A core response as API Gateway (payload 2.0) takes it from a function that is not
+/// A response as API Gateway (payload 2.0) takes it from a function that is not
 /// `lambda_http`'s.
 pub async fn http_response(response: api::Response) -> ApiGatewayV2httpResponse {
     let whole = crate::http::buffered(response).await;
@@ -134,12 +134,7 @@ pub async fn serve_stats(app: Arc<App>) -> Result<(), Error> {
                 return scheduled(&app).await;
             }
             let request: ApiGatewayV2httpRequest = serde_json::from_value(event.payload)?;
-            let response = api::handle_only(
-                app,
-                http_request(request)?,
-                Some(&[EndpointKind::StatsRefresh]),
-            )
-            .await;
+            let response = api::handle(app, http_request(request)?, &[&api::STATS_REFRESH]).await;
             Ok(serde_json::to_value(http_response(response).await)?)
         }
     }))

@@ -1,4 +1,4 @@
-//! `lambda_http` in front of the core's handlers: requests in, core responses out, either
+//! `lambda_http` in front of the HTTP layer's handlers: requests in, core responses out, either
 //! buffered (API Gateway) or streamed (the stream function's URL with `RESPONSE_STREAM`).
 
 use std::convert::Infallible;
@@ -10,24 +10,25 @@ use http::header::CONTENT_TYPE;
 use http_body::Frame;
 use http_body_util::StreamBody;
 use lambda_http::{service_fn, Error};
-use spellcast_core::api::{self, Body, EndpointKind};
 use spellcast_core::App;
+use spellcast_http::{self as api, Body, Endpoint};
 
 use crate::emf;
 
-/// A request as `lambda_http` hands it over, as the core takes it.
-pub fn into_core(req: lambda_http::Request) -> api::Request {
+/// A request as `lambda_http` hands it over, as the HTTP layer takes it.
+pub fn into_request(req: lambda_http::Request) -> api::Request {
     let (parts, body) = req.into_parts();
     let bytes = Bytes::copy_from_slice(body.as_ref());
     http::Request::from_parts(parts, bytes)
 }
 
-/// Serves `kinds` with whole responses until the runtime stops; metrics flush per invocation.
-pub async fn serve(app: Arc<App>, kinds: &'static [EndpointKind]) -> Result<(), Error> {
+/// Serves `endpoints` with whole responses until the runtime stops; metrics flush per
+/// invocation.
+pub async fn serve(app: Arc<App>, endpoints: &'static [&'static Endpoint]) -> Result<(), Error> {
     lambda_http::run(service_fn(move |req: lambda_http::Request| {
         let app = app.clone();
         async move {
-            let response = api::handle_only(app, into_core(req), Some(kinds)).await;
+            let response = api::handle(app, into_request(req), endpoints).await;
             let response = buffered(response).await;
             emf::flush();
             Ok::<_, Error>(response)
@@ -36,13 +37,16 @@ pub async fn serve(app: Arc<App>, kinds: &'static [EndpointKind]) -> Result<(), 
     .await
 }
 
-/// Serves `kinds` with streamed responses: each chunk the core produces (each SSE event) is
-/// written to the client as it comes. Metrics flush when the body ends.
-pub async fn serve_streaming(app: Arc<App>, kinds: &'static [EndpointKind]) -> Result<(), Error> {
+/// Serves `endpoints` with streamed responses: each chunk the handler produces (each SSE event)
+/// is written to the client as it comes. Metrics flush when the body ends.
+pub async fn serve_streaming(
+    app: Arc<App>,
+    endpoints: &'static [&'static Endpoint],
+) -> Result<(), Error> {
     lambda_http::run_with_streaming_response(service_fn(move |req: lambda_http::Request| {
         let app = app.clone();
         async move {
-            let response = api::handle_only(app, into_core(req), Some(kinds)).await;
+            let response = api::handle(app, into_request(req), endpoints).await;
             Ok::<_, Error>(streamed(response, emf::flush))
         }
     }))

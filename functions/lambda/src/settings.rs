@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use spellcast_core::tools::HttpEndpoints;
+use spellcast_core::Config;
 
 /// Everything a function reads from its environment.
 #[derive(Debug, Clone)]
@@ -21,10 +21,11 @@ pub struct Settings {
     pub token_issuer: String,
     /// The stats webhook's HMAC secret (`SPELLCAST_WEBHOOK_SECRET`).
     pub webhook_secret: Option<Vec<u8>>,
-    /// How often an idle stream sends a heartbeat (`SPELLCAST_HEARTBEAT_MS`, default 15 s).
+    /// How often an idle stream sends a heartbeat (`SPELLCAST_HEARTBEAT_MS`, default
+    /// [`Config::HEARTBEAT_MS`]).
     pub heartbeat: Duration,
-    /// When a stream closes by itself (`SPELLCAST_STREAM_LIMIT_SECS`, default 14 min: below
-    /// Lambda's 15-minute limit, so the client resumes before the platform cuts it).
+    /// When a stream closes by itself (`SPELLCAST_STREAM_LIMIT_SECS`, default
+    /// [`Config::STREAM_LIMIT_SECS`]).
     pub stream_limit: Duration,
     /// The stream's fastest and slowest store poll (`SPELLCAST_POLL_MS`, `SPELLCAST_POLL_MAX_MS`).
     pub poll: (Duration, Duration),
@@ -32,8 +33,9 @@ pub struct Settings {
     pub republish_after: chrono::Duration,
     /// Generous SDK timeouts for a slow local engine (`SPELLCAST_AWS_TIMEOUT_SECS`; unset on AWS).
     pub aws_timeout: Option<Duration>,
-    /// The `http` tool's allow-list (`SPELLCAST_HTTP_ENDPOINTS`).
-    pub http_endpoints: Option<HttpEndpoints>,
+    /// The `http` tool's allow-list, `name=https://...,...` (`SPELLCAST_HTTP_ENDPOINTS`; read
+    /// by the runner, the one function that executes tools).
+    pub http_endpoints: Option<String>,
 }
 
 impl Settings {
@@ -64,21 +66,22 @@ impl Settings {
             token_secret,
             token_issuer: var("SPELLCAST_TOKEN_ISSUER").unwrap_or_else(|| "spellcast".into()),
             webhook_secret: var("SPELLCAST_WEBHOOK_SECRET").map(String::into_bytes),
-            heartbeat: Duration::from_millis(number("SPELLCAST_HEARTBEAT_MS", 15_000)?.max(10)),
+            heartbeat: Duration::from_millis(
+                number("SPELLCAST_HEARTBEAT_MS", Config::HEARTBEAT_MS)?.max(10),
+            ),
             stream_limit: Duration::from_secs(
-                number("SPELLCAST_STREAM_LIMIT_SECS", 14 * 60)?.max(1),
+                number("SPELLCAST_STREAM_LIMIT_SECS", Config::STREAM_LIMIT_SECS)?.max(1),
             ),
             poll: (fastest, slowest.max(fastest)),
-            republish_after: chrono::Duration::seconds(
-                number("SPELLCAST_REPUBLISH_AFTER_SECS", 60)? as i64,
-            ),
+            republish_after: chrono::Duration::seconds(number(
+                "SPELLCAST_REPUBLISH_AFTER_SECS",
+                Config::REPUBLISH_AFTER_MS / 1000,
+            )? as i64),
             aws_timeout: var("SPELLCAST_AWS_TIMEOUT_SECS")
                 .map(|v| v.parse::<u64>().map(Duration::from_secs))
                 .transpose()
                 .map_err(|_| "SPELLCAST_AWS_TIMEOUT_SECS must be a whole number".to_owned())?,
-            http_endpoints: var("SPELLCAST_HTTP_ENDPOINTS")
-                .map(|spec| HttpEndpoints::parse(&spec))
-                .transpose()?,
+            http_endpoints: var("SPELLCAST_HTTP_ENDPOINTS"),
         })
     }
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use spellcast_core::tools::{HttpEndpoints, HttpTool};
 use spellcast_core::Config;
+use spellcast_tools::{HttpEndpoints, HttpTool};
 
 /// Spellcast as one local process: API, page, runner and stats on an embedded store.
 #[derive(Debug, Parser)]
@@ -70,20 +70,20 @@ pub struct Args {
     #[arg(long, default_value_t = 5000)]
     pub sweep_interval_ms: u64,
     /// After how long a queued run's start event counts as lost, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = Config::REPUBLISH_AFTER_MS)]
     pub republish_after_ms: u64,
     /// How often spell prices are recomputed, in seconds.
     #[arg(long, default_value_t = 900)]
     pub stats_interval_secs: u64,
     /// How often an idle stream sends a heartbeat, in milliseconds.
-    #[arg(long, default_value_t = 15_000)]
+    #[arg(long, default_value_t = Config::HEARTBEAT_MS)]
     pub heartbeat_ms: u64,
     /// After how long a stream closes by itself (the client resumes), in seconds.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, default_value_t = Config::STREAM_LIMIT_SECS)]
     pub stream_limit_secs: u64,
     /// How long a quote stays payable, in seconds.
-    #[arg(long, default_value_t = 600)]
-    pub invoice_ttl_secs: i64,
+    #[arg(long, default_value_t = Config::INVOICE_TTL_SECS)]
+    pub invoice_ttl_secs: u64,
 }
 
 /// Where the local server keeps its state.
@@ -102,7 +102,7 @@ impl Args {
         config.heartbeat = Duration::from_millis(self.heartbeat_ms.max(10));
         config.stream_limit = Duration::from_secs(self.stream_limit_secs.max(1));
         config.republish_after = chrono::Duration::milliseconds(self.republish_after_ms as i64);
-        config.invoice_ttl = chrono::Duration::seconds(self.invoice_ttl_secs.max(1));
+        config.invoice_ttl = chrono::Duration::seconds(self.invoice_ttl_secs.max(1) as i64);
         config.webhook_secret = self.webhook_secret.clone().map(String::into_bytes);
         config
     }

@@ -1,4 +1,4 @@
-//! axum in front of the core: API routes go to `spellcast_core::api::handle`, the page and its
+//! axum in front of the HTTP layer: API routes go to `spellcast_http::handle`, the page and its
 //! assets are served from `static/`.
 
 use std::convert::Infallible;
@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::StreamExt;
-use spellcast_core::api::{self, MAX_BODY_BYTES};
 use spellcast_core::App;
+use spellcast_http::{self as api, MAX_BODY_BYTES};
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
@@ -64,7 +64,7 @@ async fn spell_page(State(site): State<Site>, req: Request) -> Response {
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if spellcast_core::crawlers::is_crawler(agent) {
+    if spellcast_http::crawlers::is_crawler(agent) {
         let (mut parts, body) = req.into_parts();
         let og = format!("{}/og", parts.uri.path().trim_end_matches('/'));
         parts.uri = og.parse().unwrap_or(parts.uri);
@@ -83,7 +83,7 @@ async fn spell_page(State(site): State<Site>, req: Request) -> Response {
 async fn core_handler(State(app): State<Arc<App>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let response = match axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await {
-        Ok(bytes) => api::handle(app, http::Request::from_parts(parts, bytes)).await,
+        Ok(bytes) => api::handle(app, http::Request::from_parts(parts, bytes), api::ALL).await,
         // Reading stops past the limit (or at a broken upload).
         Err(_) => api::payload_too_large(&parts),
     };

@@ -14,7 +14,6 @@ use spellcast_core::auth::TokenKeys;
 use spellcast_core::catalog::Catalog;
 use spellcast_core::ports::SystemClock;
 use spellcast_core::stats::PriceBook;
-use spellcast_core::tools::{HttpTool, Toolbox};
 use spellcast_core::App;
 use spellcast_embedded::{LocalBus, LocalSignal};
 
@@ -37,11 +36,12 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let http_tool = args
-        .http_endpoints()?
-        .map(|endpoints| HttpTool::new(endpoints, args.http_timeout(), args.http_max_bytes));
-    let tools = Toolbox::builtin(http_tool);
-    let catalog = Catalog::load(&args.catalog, &tools).map_err(|e| e.to_string())?;
+    let http_tool = args.http_endpoints()?.map(|endpoints| {
+        spellcast_tools::HttpTool::new(endpoints, args.http_timeout(), args.http_max_bytes)
+    });
+    let tools = spellcast_tools::builtin(http_tool);
+    let catalog = Catalog::load(&args.catalog).map_err(|e| e.to_string())?;
+    tools.check(&catalog)?;
 
     let (local_bus, executions) = LocalBus::new();
     let backend = match args.store {

@@ -1,9 +1,12 @@
 //! The `meta` Lambda: GET /api/v1/spells/{slug}/meta, the public spell metadata and quote.
 
-use spellcast_lambda::{serve, start, EndpointKind, Error};
+use std::sync::Arc;
+
+use spellcast_lambda::{endpoints, serve, start, Error, NoEvents, Toolbox};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let app = start().await?;
-    serve(app, &[EndpointKind::Meta]).await
+    let start = start().await?;
+    let app = start.app(Arc::new(NoEvents), Toolbox::default())?;
+    serve(app, &[&endpoints::META]).await
 }

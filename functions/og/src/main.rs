@@ -1,9 +1,12 @@
 //! The `og` Lambda: GET /spells/{slug}/og, the pre-rendered OpenGraph page crawlers get (cached at the edge).
 
-use spellcast_lambda::{serve, start, EndpointKind, Error};
+use std::sync::Arc;
+
+use spellcast_lambda::{endpoints, serve, start, Error, NoEvents, Toolbox};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let app = start().await?;
-    serve(app, &[EndpointKind::Og]).await
+    let start = start().await?;
+    let app = start.app(Arc::new(NoEvents), Toolbox::default())?;
+    serve(app, &[&endpoints::OG]).await
 }

@@ -1,9 +1,16 @@
 //! The `removed` Lambda: POST /api/v1/payments/{prepare-spell,confirm}, gone: 410 with the successor's link.
 
-use spellcast_lambda::{serve, start, EndpointKind, Error};
+use std::sync::Arc;
+
+use spellcast_lambda::{endpoints, serve, start, Error, NoEvents, Toolbox};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let app = start().await?;
-    serve(app, &[EndpointKind::Removed]).await
+    let start = start().await?;
+    let app = start.app(Arc::new(NoEvents), Toolbox::default())?;
+    serve(
+        app,
+        &[&endpoints::REMOVED_PREPARE, &endpoints::REMOVED_CONFIRM],
+    )
+    .await
 }

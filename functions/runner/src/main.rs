@@ -4,6 +4,9 @@ use spellcast_lambda::{serve_runner, start, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let app = start().await?;
+    let start = start().await?;
+    let tools = spellcast_tools::configured(start.settings.http_endpoints.as_deref())?;
+    let bus = start.events();
+    let app = start.app(bus, tools)?;
     serve_runner(app).await
 }

@@ -1,9 +1,12 @@
 //! The `runs` Lambda: GET /api/v1/runs/{runId} and its outputs.
 
-use spellcast_lambda::{serve, start, EndpointKind, Error};
+use std::sync::Arc;
+
+use spellcast_lambda::{endpoints, serve, start, Error, NoEvents, Toolbox};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let app = start().await?;
-    serve(app, &[EndpointKind::RunSnapshot, EndpointKind::RunOutput]).await
+    let start = start().await?;
+    let app = start.app(Arc::new(NoEvents), Toolbox::default())?;
+    serve(app, &[&endpoints::RUN_SNAPSHOT, &endpoints::RUN_OUTPUT]).await
 }

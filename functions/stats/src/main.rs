@@ -1,9 +1,11 @@
 //! The `stats` Lambda: recomputes prices and sweeps lost or stuck runs on the 15-minute schedule; POST /api/v1/internal/stats/refresh, the signed webhook.
 
-use spellcast_lambda::{serve_stats, start, Error};
+use spellcast_lambda::{serve_stats, start, Error, Toolbox};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let app = start().await?;
+    let start = start().await?;
+    let bus = start.events();
+    let app = start.app(bus, Toolbox::default())?;
     serve_stats(app).await
 }

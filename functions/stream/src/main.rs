@@ -1,9 +1,12 @@
 //! The `stream` Lambda: GET /api/v1/spells/{slug}/stream, the run's Server-Sent Events over Lambda response streaming.
 
-use spellcast_lambda::{serve_streaming, start, EndpointKind, Error};
+use std::sync::Arc;
+
+use spellcast_lambda::{endpoints, serve_streaming, start, Error, NoEvents, Toolbox};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let app = start().await?;
-    serve_streaming(app, &[EndpointKind::Stream]).await
+    let start = start().await?;
+    let app = start.app(Arc::new(NoEvents), Toolbox::default())?;
+    serve_streaming(app, &[&endpoints::STREAM]).await
 }

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::config::{Credentials, Region};
 /// The value `aws` means a real AWS account: credentials and region come the usual way.
 pub async fn engine(variable: &str) -> Option<SdkConfig> {
     if std::env::var(variable).as_deref() == Ok("aws") {
-        return Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await);
+        return Some(spellcast_aws::sdk_defaults().load().await);
     }
     let Ok(endpoint) = std::env::var(variable) else {
         if std::env::var("SPELLCAST_REQUIRE_AWS_BACKENDS").as_deref() == Ok("1") {
@@ -23,7 +23,7 @@ pub async fn engine(variable: &str) -> Option<SdkConfig> {
         return None;
     };
     Some(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
+        spellcast_aws::sdk_defaults()
             .endpoint_url(endpoint)
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("test", "test", None, None, "test"))

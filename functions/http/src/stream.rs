@@ -1,5 +1,5 @@
 //! `GET /api/v1/spells/{slug}/stream`: a run's events as Server-Sent Events, resumable with
-//! `Last-Event-ID`, pushed as they are stored (the [`RunSignal`](crate::ports::RunSignal) wakes
+//! `Last-Event-ID`, pushed as they are stored (the [`RunSignal`](spellcast_core::ports::RunSignal) wakes
 //! the stream; there is no busy polling), with heartbeats and a clean close before the platform's
 //! time limit.
 
@@ -14,8 +14,8 @@ use tracing::Instrument;
 
 use super::runs::{authorize, caller};
 use super::{query, slug, Body, Handled, Problem};
-use crate::run::RunEvent;
-use crate::App;
+use spellcast_core::run::RunEvent;
+use spellcast_core::App;
 
 /// The first bytes of every stream: how long the browser waits before reconnecting.
 const RETRY: &[u8] = b"retry: 2000\n\n";
@@ -142,7 +142,7 @@ async fn pump(app: Arc<App>, run_id: String, mut after: u64, tx: mpsc::Sender<By
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{EventBody, StepStatus};
+    use spellcast_core::run::{EventBody, StepStatus};
 
     #[test]
     fn a_frame_has_id_event_and_one_data_line() {

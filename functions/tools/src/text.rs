@@ -3,11 +3,10 @@
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{
-    check_template, render_template, require_str, str_param, title, Progress, Tool, ToolCall,
-    ToolError, ToolResult,
-};
-use crate::run::{NewOutput, OutputKind};
+use spellcast_core::run::{NewOutput, OutputKind};
+use spellcast_core::tools::{str_param, Progress, Tool, ToolCall, ToolError, ToolResult};
+
+use crate::{check_template, render_template, title};
 
 /// Renders `template` into a text output. Costs 1 point per started 500 characters.
 pub struct TextRender;
@@ -15,11 +14,7 @@ pub struct TextRender;
 #[async_trait]
 impl Tool for TextRender {
     fn check(&self, params: &Value) -> Result<(), String> {
-        check_template(require_str(params, "template")?)
-    }
-
-    fn nominal_cost(&self, _params: &Value) -> i64 {
-        1
+        str_param(params, "template").map_or(Ok(()), check_template)
     }
 
     async fn call(
@@ -88,17 +83,6 @@ fn render_strings(value: &Value, context: &Value) -> Result<Value, ToolError> {
 
 #[async_trait]
 impl Tool for JsonRender {
-    fn check(&self, params: &Value) -> Result<(), String> {
-        params
-            .get("value")
-            .map(|_| ())
-            .ok_or_else(|| "`value` is required".to_owned())
-    }
-
-    fn nominal_cost(&self, _params: &Value) -> i64 {
-        1
-    }
-
     async fn call(
         &self,
         call: ToolCall<'_>,
@@ -125,7 +109,7 @@ impl Tool for JsonRender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tools::testing::Recorded;
+    use crate::testing::Recorded;
     use serde_json::json;
 
     #[tokio::test]
@@ -175,6 +159,6 @@ mod tests {
     #[test]
     fn a_broken_template_is_refused_at_load() {
         assert!(TextRender.check(&json!({"template": "{{ oops"})).is_err());
-        assert!(TextRender.check(&json!({})).is_err());
+        assert!(TextRender.check(&json!({"template": "{{ fine }}"})).is_ok());
     }
 }

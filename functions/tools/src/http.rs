@@ -8,8 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{require_str, str_param, title, Progress, Tool, ToolCall, ToolError, ToolResult};
-use crate::run::{NewOutput, OutputKind};
+use spellcast_core::run::{NewOutput, OutputKind};
+use spellcast_core::tools::{str_param, Progress, Tool, ToolCall, ToolError, ToolKind, ToolResult};
+
+use crate::title;
 
 /// The allow-list: endpoint name → HTTPS URL.
 #[derive(Debug, Clone, Default)]
@@ -65,19 +67,11 @@ impl HttpTool {
 #[async_trait]
 impl Tool for HttpTool {
     fn check(&self, params: &Value) -> Result<(), String> {
-        let name = require_str(params, "endpoint")?;
+        let name = str_param(params, "endpoint").unwrap_or_default();
         if !self.endpoints.0.contains_key(name) {
             return Err(format!("endpoint `{name}` is not configured"));
         }
         Ok(())
-    }
-
-    fn nominal_cost(&self, params: &Value) -> i64 {
-        params
-            .get("costPts")
-            .and_then(Value::as_i64)
-            .unwrap_or(10)
-            .max(0)
     }
 
     async fn call(
@@ -130,7 +124,7 @@ impl Tool for HttpTool {
                 value: Some(value),
                 bytes: None,
             }],
-            cost_pts: self.nominal_cost(call.params),
+            cost_pts: ToolKind::Http.nominal_cost(call.params),
         })
     }
 }

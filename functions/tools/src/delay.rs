@@ -5,33 +5,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{number_in, str_param, Progress, Tool, ToolCall, ToolError, ToolResult};
+use spellcast_core::tools::{
+    delay_seconds, str_param, Progress, Tool, ToolCall, ToolError, ToolKind, ToolResult,
+};
 
 /// Waits `seconds` (0..=60) in `ticks` (1..=100) equal parts. Costs 1 point per started second.
 pub struct Delay;
 
-fn seconds(params: &Value) -> f64 {
-    params.get("seconds").and_then(Value::as_f64).unwrap_or(1.0)
-}
-
 #[async_trait]
 impl Tool for Delay {
-    fn check(&self, params: &Value) -> Result<(), String> {
-        number_in(params, "seconds", 0.0, 60.0)?;
-        number_in(params, "ticks", 1.0, 100.0)?;
-        Ok(())
-    }
-
-    fn nominal_cost(&self, params: &Value) -> i64 {
-        seconds(params).ceil().max(1.0) as i64
-    }
-
     async fn call(
         &self,
         call: ToolCall<'_>,
         progress: &dyn Progress,
     ) -> Result<ToolResult, ToolError> {
-        let total = seconds(call.params);
+        let total = delay_seconds(call.params);
         let ticks = call
             .params
             .get("ticks")
@@ -49,7 +37,7 @@ impl Tool for Delay {
         }
         Ok(ToolResult {
             outputs: vec![],
-            cost_pts: self.nominal_cost(call.params),
+            cost_pts: ToolKind::TimeDelay.nominal_cost(call.params),
         })
     }
 }
@@ -57,7 +45,7 @@ impl Tool for Delay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tools::testing::Recorded;
+    use crate::testing::Recorded;
     use serde_json::json;
 
     #[tokio::test(start_paused = true)]
@@ -77,8 +65,9 @@ mod tests {
 
     #[test]
     fn out_of_range_parameters_are_refused() {
-        assert!(Delay.check(&json!({"seconds": 61})).is_err());
-        assert!(Delay.check(&json!({"ticks": 0})).is_err());
-        assert!(Delay.check(&json!({"seconds": 1.5, "ticks": 3})).is_ok());
+        let kind = ToolKind::TimeDelay;
+        assert!(kind.check(&json!({"seconds": 61})).is_err());
+        assert!(kind.check(&json!({"ticks": 0})).is_err());
+        assert!(kind.check(&json!({"seconds": 1.5, "ticks": 3})).is_ok());
     }
 }

@@ -6,7 +6,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::{json, query, session, Handled, Problem};
-use crate::App;
+use spellcast_core::App;
 
 /// `GET /api/v1/me/balance`.
 pub async fn balance(app: &Arc<App>, req: &http::request::Parts) -> Handled {
@@ -14,7 +14,7 @@ pub async fn balance(app: &Arc<App>, req: &http::request::Parts) -> Handled {
     let balance = app.store.balance(&user.sub).await?;
     Ok(json(
         StatusCode::OK,
-        &json!({"userId": user.sub, "balances": {crate::ledger::PTS: balance}}),
+        &json!({"userId": user.sub, "balances": {spellcast_core::ledger::PTS: balance}}),
     ))
 }
 
@@ -47,8 +47,8 @@ pub async fn ledger(app: &Arc<App>, req: &http::request::Parts) -> Handled {
 /// `POST /api/v1/dev/session`: a session for a demo user, with demo points. Local server only.
 #[cfg(feature = "dev-session")]
 pub async fn dev_session(app: &Arc<App>, body: &bytes::Bytes) -> Handled {
-    use crate::ledger::{LedgerEntry, LedgerKind, PTS};
     use serde_json::Value;
+    use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
 
     let fields = if body.iter().all(u8::is_ascii_whitespace) {
         serde_json::Map::new()
@@ -56,7 +56,7 @@ pub async fn dev_session(app: &Arc<App>, body: &bytes::Bytes) -> Handled {
         super::parse_object(body)?
     };
     let user_id = match fields.get("userId") {
-        None | Some(Value::Null) => crate::ids::new_id("user"),
+        None | Some(Value::Null) => spellcast_core::ids::new_id("user"),
         Some(Value::String(id))
             if (1..=64).contains(&id.len())
                 && id
@@ -88,7 +88,7 @@ pub async fn dev_session(app: &Arc<App>, body: &bytes::Bytes) -> Handled {
     let balance = if grant > 0 {
         app.store
             .grant(LedgerEntry {
-                tx_id: crate::ids::new_id("tx"),
+                tx_id: spellcast_core::ids::new_id("tx"),
                 user_id: user_id.clone(),
                 kind: LedgerKind::Grant,
                 asset: PTS.into(),

@@ -4,11 +4,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{
-    check_template, number_in, render_template, require_str, str_param, title, Progress, Tool,
-    ToolCall, ToolError, ToolResult,
-};
-use crate::run::{NewOutput, OutputKind};
+use spellcast_core::run::{NewOutput, OutputKind};
+use spellcast_core::tools::{str_param, Progress, Tool, ToolCall, ToolError, ToolResult};
+
+use crate::{check_template, render_template, title};
 
 /// Draws a sigil for `seed` (a template over the inputs) at `size` pixels (64..=1024). Costs 5.
 pub struct SigilImage;
@@ -16,13 +15,7 @@ pub struct SigilImage;
 #[async_trait]
 impl Tool for SigilImage {
     fn check(&self, params: &Value) -> Result<(), String> {
-        check_template(require_str(params, "seed")?)?;
-        number_in(params, "size", 64.0, 1024.0)?;
-        Ok(())
-    }
-
-    fn nominal_cost(&self, _params: &Value) -> i64 {
-        5
+        str_param(params, "seed").map_or(Ok(()), check_template)
     }
 
     async fn call(

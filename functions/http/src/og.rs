@@ -3,8 +3,8 @@
 
 use askama::Template;
 
-use crate::catalog::Spell;
-use crate::Config;
+use spellcast_core::catalog::Spell;
+use spellcast_core::Config;
 
 #[derive(Template)]
 #[template(path = "og.html")]
@@ -70,9 +70,8 @@ pub fn render_not_found(config: &Config, slug: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::SpellDef;
-    use crate::tools::Toolbox;
     use serde_json::json;
+    use spellcast_core::catalog::SpellDef;
 
     #[test]
     fn markup_in_spell_text_is_escaped() {
@@ -84,7 +83,7 @@ mod tests {
             "og": {"image": "/x.png", "imageWidth": 1200, "imageHeight": 630, "imageAlt": "'alt'"}
         }))
         .unwrap();
-        let spell = Spell::check(def, &Toolbox::builtin(None)).unwrap();
+        let spell = Spell::check(def).unwrap();
         let html = render(
             &Config::new("https://s.example"),
             "https://s.example",

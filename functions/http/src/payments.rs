@@ -8,11 +8,13 @@ use http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
 use super::{json, parse_object, session, slug, str_field, Handled, Problem, Response};
-use crate::auth::InvoiceClaims;
-use crate::ids::new_id;
-use crate::invoice::{json_hash, IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
-use crate::ledger::PTS;
-use crate::App;
+use spellcast_core::auth::InvoiceClaims;
+use spellcast_core::ids::new_id;
+use spellcast_core::invoice::{
+    json_hash, IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome,
+};
+use spellcast_core::ledger::PTS;
+use spellcast_core::App;
 
 fn idempotency_key(req: &http::request::Parts) -> Result<Option<String>, Problem> {
     let Some(raw) = req.headers.get("idempotency-key") else {
@@ -68,10 +70,7 @@ pub async fn invoice(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -
         .catalog
         .get(&slug)
         .ok_or_else(|| Problem::spell_not_found(raw_slug))?;
-    let price = app
-        .prices
-        .price(&spell, app.store.as_ref(), &app.tools)
-        .await?;
+    let price = app.prices.price(&spell, app.store.as_ref()).await?;
     let balance = app.store.balance(&user.sub).await?;
     if balance < price.pts {
         return Err(insufficient(balance, price.pts));
@@ -125,8 +124,8 @@ pub async fn invoice(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -
     }
 }
 
-fn field(pointer: &str, message: &str) -> crate::catalog::FieldError {
-    crate::catalog::FieldError {
+fn field(pointer: &str, message: &str) -> spellcast_core::catalog::FieldError {
+    spellcast_core::catalog::FieldError {
         pointer: pointer.into(),
         message: message.into(),
     }

@@ -9,7 +9,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use super::{json, Handled, Problem};
-use crate::App;
+use spellcast_core::App;
 
 /// How far a signature's timestamp may be from now.
 const TOLERANCE_SECS: i64 = 300;
@@ -65,7 +65,7 @@ pub async fn refresh(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -
             "The webhook signature is missing, wrong or too old",
         ));
     }
-    let stats = crate::stats::recompute(app).await?;
+    let stats = spellcast_core::stats::recompute(app).await?;
     Ok(json(StatusCode::OK, &json!({ "spells": stats })))
 }
 

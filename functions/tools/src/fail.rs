@@ -1,23 +1,14 @@
 //! `fail`: always fails with its `message`. Shows the refund path deterministically.
 
 use async_trait::async_trait;
-use serde_json::Value;
 
-use super::{str_param, Progress, Tool, ToolCall, ToolError, ToolResult};
+use spellcast_core::tools::{str_param, Progress, Tool, ToolCall, ToolError, ToolResult};
 
 /// Fails every call.
 pub struct Fail;
 
 #[async_trait]
 impl Tool for Fail {
-    fn check(&self, _params: &Value) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn nominal_cost(&self, _params: &Value) -> i64 {
-        1
-    }
-
     async fn call(
         &self,
         call: ToolCall<'_>,

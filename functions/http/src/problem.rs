@@ -5,7 +5,7 @@ use http::{header, StatusCode};
 use serde_json::json;
 
 use super::{Body, Response};
-use crate::catalog::FieldError;
+use spellcast_core::catalog::FieldError;
 
 /// An error answer: status, stable code, a readable detail and, for validation, field errors.
 #[derive(Debug, Clone)]
@@ -125,8 +125,8 @@ impl Problem {
     }
 }
 
-impl From<crate::ports::StoreError> for Problem {
-    fn from(e: crate::ports::StoreError) -> Self {
+impl From<spellcast_core::ports::StoreError> for Problem {
+    fn from(e: spellcast_core::ports::StoreError) -> Self {
         Problem::internal(e)
     }
 }

@@ -7,7 +7,7 @@ use http::{header, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
 use super::{etag, not_modified, respond, slug, Body, Handled, Problem, Response};
-use crate::App;
+use spellcast_core::App;
 
 /// Metadata changes at most with each price recomputation (15 min): shared caches keep it 5 min.
 const META_CACHE: &str = "public, max-age=60, s-maxage=300, stale-while-revalidate=600";
@@ -51,10 +51,7 @@ pub async fn meta(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) ->
         .catalog
         .get(&slug)
         .ok_or_else(|| Problem::spell_not_found(raw_slug))?;
-    let price = app
-        .prices
-        .price(&spell, app.store.as_ref(), &app.tools)
-        .await?;
+    let price = app.prices.price(&spell, app.store.as_ref()).await?;
     let def = &spell.def;
     let origin = super::public_origin(app, req);
     let body = json!({
@@ -67,7 +64,7 @@ pub async fn meta(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) ->
         "steps": def.steps.iter().map(|s| json!({"id": s.id, "title": s.title, "tool": s.tool})).collect::<Vec<_>>(),
         "avgCostPtsCached": price.pts,
         "statsUpdatedAt": price.updated_at,
-        "assets": [{"asset": crate::ledger::PTS, "ptsPerUnit": "1"}],
+        "assets": [{"asset": spellcast_core::ledger::PTS, "ptsPerUnit": "1"}],
         "og": {
             "title": def.title,
             "description": def.summary,

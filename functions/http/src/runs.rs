@@ -8,9 +8,9 @@ use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
 use super::{bearer, json, Body, Handled, Problem};
-use crate::auth::{InvoiceClaims, TokenError};
-use crate::run::Run;
-use crate::App;
+use spellcast_core::auth::{InvoiceClaims, TokenError};
+use spellcast_core::run::Run;
+use spellcast_core::App;
 
 /// Who is asking about a run.
 pub(crate) enum Caller {

@@ -7,11 +7,11 @@ use http::StatusCode;
 use serde_json::{json, Value};
 
 use super::{json, parse_object, session, slug, str_field, Handled, Problem};
-use crate::auth::TokenError;
-use crate::invoice::json_hash;
-use crate::ports::{CastOutcome, ExecutionStarted, NewCast};
-use crate::run::Run;
-use crate::App;
+use spellcast_core::auth::TokenError;
+use spellcast_core::invoice::json_hash;
+use spellcast_core::ports::{CastOutcome, ExecutionStarted, NewCast};
+use spellcast_core::run::Run;
+use spellcast_core::App;
 
 fn accepted(run: &Run, status: StatusCode) -> http::Response<super::Body> {
     json(

@@ -1,0 +1,473 @@
+//! The HTTP layer: requests mapped to the core's use cases, outcomes mapped to responses and
+//! problem+json, as plain functions of `http::Request<Bytes>` to `http::Response<Body>`. The
+//! local server (axum) serves [`ALL`] endpoints; each Lambda (`lambda_http`) serves its own,
+//! named at compile time, so it links only their handlers. Also the og page and the crawler list.
+
+mod cast;
+pub mod crawlers;
+mod me;
+pub mod og;
+mod payments;
+pub mod problem;
+mod runs;
+mod spells;
+mod stats;
+mod stream;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use http::{header, HeaderValue, Method, StatusCode};
+use serde_json::Value;
+use tracing::Instrument;
+
+pub use problem::Problem;
+use spellcast_core::auth::SessionClaims;
+use spellcast_core::ids::Slug;
+use spellcast_core::App;
+
+/// Request bodies over this many bytes get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A response body: whole, or streamed chunk by chunk (SSE).
+pub enum Body {
+    /// The whole body.
+    Full(Bytes),
+    /// A body written as it is produced; each item is flushed.
+    Stream(BoxStream<'static, Bytes>),
+}
+
+/// A request as every entry point hands it over.
+pub type Request = http::Request<Bytes>;
+/// A response.
+pub type Response = http::Response<Body>;
+
+/// What a handler returns.
+pub type Handled = Result<Response, Problem>;
+
+/// The request id: the client's `x-request-id` if it sent a sane one, else a new one.
+pub fn request_id(req: &http::request::Parts) -> String {
+    req.headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| ulid::Ulid::new().to_string())
+}
+
+/// The handler of an endpoint: the app, the request's head, its path parameters, its body.
+pub type Handler = for<'a> fn(
+    &'a Arc<App>,
+    &'a http::request::Parts,
+    &'a [&'a str],
+    Bytes,
+) -> BoxFuture<'a, Handled>;
+
+/// One endpoint: the path it answers, the methods it takes, and its handler. Each Lambda names
+/// its own endpoints at compile time, so it links only their handlers; the local server serves
+/// [`ALL`].
+pub struct Endpoint {
+    /// The path, with `{}` for each parameter (`/api/v1/spells/{}/meta`).
+    pub path: &'static str,
+    /// The methods it takes; empty for every method.
+    pub methods: &'static [Method],
+    /// What answers it.
+    pub handler: Handler,
+}
+
+impl Endpoint {
+    /// The path parameters, if `path` is this endpoint's.
+    pub fn matches<'p>(&self, path: &'p str) -> Option<Vec<&'p str>> {
+        let mut pattern = self.path.trim_start_matches('/').split('/');
+        let mut given = path.trim_start_matches('/').split('/');
+        let mut params = Vec::new();
+        loop {
+            match (pattern.next(), given.next()) {
+                (None, None) => return Some(params),
+                (Some("{}"), Some(value)) if !value.is_empty() => params.push(value),
+                (Some(p), Some(value)) if p == value => {}
+                _ => return None,
+            }
+        }
+    }
+
+    fn allows(&self, method: &Method) -> bool {
+        self.methods.is_empty() || self.methods.contains(method)
+    }
+
+    fn allow_header(&self) -> String {
+        self.methods
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+const GET: &[Method] = &[Method::GET];
+const GET_OR_HEAD: &[Method] = &[Method::GET, Method::HEAD];
+const POST: &[Method] = &[Method::POST];
+
+/// `GET /api/v1/spells/{slug}/meta`
+pub const META: Endpoint = Endpoint {
+    path: "/api/v1/spells/{}/meta",
+    methods: GET_OR_HEAD,
+    handler: |app, req, p, _| Box::pin(spells::meta(app, req, p[0])),
+};
+/// `GET /spells/{slug}/og`
+pub const OG: Endpoint = Endpoint {
+    path: "/spells/{}/og",
+    methods: GET_OR_HEAD,
+    handler: |app, req, p, _| Box::pin(async move { spells::og(app, req, p[0]) }),
+};
+/// `POST /api/v1/payments/invoice`
+pub const INVOICE: Endpoint = Endpoint {
+    path: "/api/v1/payments/invoice",
+    methods: POST,
+    handler: |app, req, _, body| Box::pin(async move { payments::invoice(app, req, &body).await }),
+};
+/// `POST /api/v1/spells/cast`
+pub const CAST: Endpoint = Endpoint {
+    path: "/api/v1/spells/cast",
+    methods: POST,
+    handler: |app, req, _, body| Box::pin(async move { cast::cast(app, req, &body).await }),
+};
+/// `GET /api/v1/spells/{slug}/stream`
+pub const STREAM: Endpoint = Endpoint {
+    path: "/api/v1/spells/{}/stream",
+    methods: GET,
+    handler: |app, req, p, _| Box::pin(stream::stream(app, req, p[0])),
+};
+/// `GET /api/v1/runs/{runId}`
+pub const RUN_SNAPSHOT: Endpoint = Endpoint {
+    path: "/api/v1/runs/{}",
+    methods: GET,
+    handler: |app, req, p, _| Box::pin(runs::snapshot(app, req, p[0])),
+};
+/// `GET /api/v1/runs/{runId}/outputs/{n}`
+pub const RUN_OUTPUT: Endpoint = Endpoint {
+    path: "/api/v1/runs/{}/outputs/{}",
+    methods: GET,
+    handler: |app, req, p, _| Box::pin(runs::output(app, req, p[0], p[1])),
+};
+/// `GET /api/v1/me/balance`
+pub const BALANCE: Endpoint = Endpoint {
+    path: "/api/v1/me/balance",
+    methods: GET,
+    handler: |app, req, _, _| Box::pin(me::balance(app, req)),
+};
+/// `GET /api/v1/me/ledger`
+pub const LEDGER: Endpoint = Endpoint {
+    path: "/api/v1/me/ledger",
+    methods: GET,
+    handler: |app, req, _, _| Box::pin(me::ledger(app, req)),
+};
+/// `POST /api/v1/internal/stats/refresh`
+pub const STATS_REFRESH: Endpoint = Endpoint {
+    path: "/api/v1/internal/stats/refresh",
+    methods: POST,
+    handler: |app, req, _, body| Box::pin(async move { stats::refresh(app, req, &body).await }),
+};
+/// `POST /api/v1/payments/prepare-spell` (gone)
+pub const REMOVED_PREPARE: Endpoint = Endpoint {
+    path: "/api/v1/payments/prepare-spell",
+    methods: &[],
+    handler: |_, _, _, _| Box::pin(async { Ok(payments::removed()) }),
+};
+/// `POST /api/v1/payments/confirm` (gone)
+pub const REMOVED_CONFIRM: Endpoint = Endpoint {
+    path: "/api/v1/payments/confirm",
+    ..REMOVED_PREPARE
+};
+/// `POST /api/v1/dev/session`: demo sessions, in the local server only.
+#[cfg(feature = "dev-session")]
+pub const DEV_SESSION: Endpoint = Endpoint {
+    path: "/api/v1/dev/session",
+    methods: POST,
+    handler: |app, _, _, body| Box::pin(async move { me::dev_session(app, &body).await }),
+};
+/// `GET /metrics`, where the entry point renders metrics (the local server).
+pub const METRICS: Endpoint = Endpoint {
+    path: "/metrics",
+    methods: GET,
+    handler: |app, req, _, _| {
+        Box::pin(async move {
+            match app.metrics.as_ref() {
+                Some(render) => Ok(respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    render(),
+                )),
+                None => Err(not_found(req.uri.path())),
+            }
+        })
+    },
+};
+
+/// Every endpoint, for the local server.
+pub const ALL: &[&Endpoint] = &[
+    &META,
+    &OG,
+    &INVOICE,
+    &CAST,
+    &STREAM,
+    &RUN_SNAPSHOT,
+    &RUN_OUTPUT,
+    &BALANCE,
+    &LEDGER,
+    &STATS_REFRESH,
+    &REMOVED_PREPARE,
+    &REMOVED_CONFIRM,
+    #[cfg(feature = "dev-session")]
+    &DEV_SESSION,
+    &METRICS,
+];
+
+/// Answers one request with the first of `endpoints` whose path it names, else 404.
+pub async fn handle(app: Arc<App>, req: Request, endpoints: &[&Endpoint]) -> Response {
+    let (parts, body) = req.into_parts();
+    let id = request_id(&parts);
+    let span = tracing::info_span!("request", request_id = %id, method = %parts.method, path = %parts.uri.path());
+    async move {
+        let response = if body.len() > MAX_BODY_BYTES {
+            Problem::payload_too_large().into_response()
+        } else {
+            let path = parts.uri.path();
+            let found = endpoints
+                .iter()
+                .find_map(|e| e.matches(path).map(|params| (e, params)));
+            let handled = match found {
+                Some((endpoint, _)) if !endpoint.allows(&parts.method) => {
+                    Ok(method_not_allowed(&endpoint.allow_header()))
+                }
+                Some((endpoint, params)) => (endpoint.handler)(&app, &parts, &params, body).await,
+                None => Err(not_found(path)),
+            };
+            handled.unwrap_or_else(Problem::into_response)
+        };
+        finish(response, &id)
+    }
+    .instrument(span)
+    .await
+}
+
+/// The answer to a request whose body was over [`MAX_BODY_BYTES`], for entry points that stop
+/// reading at the limit.
+pub fn payload_too_large(parts: &http::request::Parts) -> Response {
+    finish(
+        Problem::payload_too_large().into_response(),
+        &request_id(parts),
+    )
+}
+
+fn finish(mut response: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    tracing::info!(status = response.status().as_u16(), "answered");
+    response
+}
+
+fn not_found(path: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("Nothing at {path}"),
+    )
+}
+
+fn method_not_allowed(methods: &str) -> Response {
+    let mut r = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("Use {methods}"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(methods) {
+        r.headers_mut().insert(header::ALLOW, v);
+    }
+    r
+}
+
+/// A whole response with a content type.
+pub(crate) fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response {
+    let mut r = http::Response::new(Body::Full(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// A JSON response, not cached.
+pub(crate) fn json(status: StatusCode, value: &Value) -> Response {
+    let mut r = respond(status, "application/json", value.to_string());
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Parses a JSON object body.
+pub(crate) fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Problem> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Problem::bad_field("", "the body must be a JSON object")),
+        Err(e) => Err(Problem::bad_json(format!(
+            "The body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// A required string field of a body.
+pub(crate) fn str_field<'a>(
+    body: &'a serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<&'a str, Problem> {
+    match body.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(Problem::bad_field(&format!("/{name}"), "must be a string")),
+        None => Err(Problem::bad_field(&format!("/{name}"), "is required")),
+    }
+}
+
+/// A slug from a path or a body.
+pub(crate) fn slug(raw: &str) -> Result<Slug, Problem> {
+    Slug::parse(raw).ok_or_else(Problem::invalid_slug)
+}
+
+/// The site's origin for absolute URLs: the configured public URL, else (on AWS, where the
+/// functions cannot know the CloudFront domain at deploy time) the host CloudFront's viewer
+/// function copied into `x-spellcast-host`, else the request's `Host`.
+pub(crate) fn public_origin(app: &App, req: &http::request::Parts) -> String {
+    origin_of(&app.config.public_url, &req.headers)
+}
+
+fn origin_of(configured: &str, headers: &http::HeaderMap) -> String {
+    if !configured.is_empty() {
+        return configured.to_owned();
+    }
+    let host = ["x-spellcast-host", "host"]
+        .iter()
+        .filter_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+        .map(|v| v.split(',').next().unwrap_or_default().trim())
+        .find(|h| {
+            !h.is_empty()
+                && h.len() <= 253
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':')
+        });
+    match host {
+        Some(host) => format!("https://{host}"),
+        None => String::new(),
+    }
+}
+
+/// The bearer token of a request, or its `token` query parameter (for `EventSource` and `<img>`).
+pub(crate) fn bearer(req: &http::request::Parts) -> Option<String> {
+    let header = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_owned());
+    header.or_else(|| query(req, "token"))
+}
+
+/// A query parameter.
+pub(crate) fn query(req: &http::request::Parts, name: &str) -> Option<String> {
+    let q = req.uri.query()?;
+    url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The signed-in user, or 401.
+pub(crate) fn session(app: &App, req: &http::request::Parts) -> Result<SessionClaims, Problem> {
+    let token = bearer(req)
+        .ok_or_else(|| Problem::unauthorized("Sign in: a Bearer session token is required"))?;
+    app.keys.verify_session(&token).map_err(|e| match e {
+        spellcast_core::auth::TokenError::Expired => {
+            Problem::unauthorized("The session has expired")
+        }
+        spellcast_core::auth::TokenError::Invalid => {
+            Problem::unauthorized("The session token is not valid")
+        }
+    })
+}
+
+/// Whether `If-None-Match` matches `etag`.
+pub(crate) fn not_modified(req: &http::request::Parts, etag: &str) -> bool {
+    req.headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+/// A strong ETag for a body.
+pub(crate) fn etag(body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("\"{}\"", hex::encode(&Sha256::digest(body)[..16]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_is_the_configured_one_else_the_forwarded_host_else_the_host() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("abc.lambda-url.aws"));
+        assert_eq!(
+            origin_of("https://s.example", &headers),
+            "https://s.example"
+        );
+        assert_eq!(origin_of("", &headers), "https://abc.lambda-url.aws");
+        headers.insert(
+            "x-spellcast-host",
+            HeaderValue::from_static("d1.cloudfront.net"),
+        );
+        assert_eq!(origin_of("", &headers), "https://d1.cloudfront.net");
+        headers.insert("x-spellcast-host", HeaderValue::from_static("x\"><script>"));
+        assert_eq!(
+            origin_of("", &headers),
+            "https://abc.lambda-url.aws",
+            "markup is no host"
+        );
+    }
+
+    #[test]
+    fn endpoints_match_their_paths_with_parameters() {
+        assert_eq!(CAST.matches("/api/v1/spells/cast"), Some(vec![]));
+        assert_eq!(META.matches("/api/v1/spells/a-b/meta"), Some(vec!["a-b"]));
+        assert_eq!(
+            RUN_OUTPUT.matches("/api/v1/runs/r1/outputs/2"),
+            Some(vec!["r1", "2"])
+        );
+        assert_eq!(META.matches("/api/v1/spells/x/meta/extra"), None);
+        assert_eq!(META.matches("/api/v1/spells//meta"), None);
+        assert_eq!(RUN_SNAPSHOT.matches("/api/v1/runs/r1/outputs/2"), None);
+        assert!(ALL
+            .iter()
+            .all(|e| e.matches("/static/js/spell-execute.js").is_none()));
+    }
+
+    #[test]
+    fn no_two_endpoints_answer_one_path() {
+        let samples = ALL.iter().map(|e| e.path.replace("{}", "x"));
+        for path in samples {
+            let answering = ALL.iter().filter(|e| e.matches(&path).is_some()).count();
+            assert_eq!(answering, 1, "{path}");
+        }
+    }
+}
