@@ -17,6 +17,7 @@ use spellcast_core::run::{Run, RunEvent};
 use spellcast_core::stats::PriceBook;
 use spellcast_core::tools::Toolbox;
 use spellcast_core::{App, Config};
+use tracing_subscriber::filter::LevelFilter;
 
 use crate::settings::Settings;
 
@@ -39,13 +40,17 @@ pub struct Start {
     sdk: SdkConfig,
 }
 
-/// Logging (JSON lines, level from `RUST_LOG`), EMF metrics, the settings, one `SdkConfig`.
+/// Logging (JSON lines, level from `RUST_LOG`: `error` … `trace`, `off`), EMF metrics, the settings, one `SdkConfig`.
 pub async fn start() -> Result<Start, crate::Error> {
+    // A level, not a per-target filter: `EnvFilter` would link a regex engine into every
+    // function for a setting Lambda users set as one word.
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_max_level(level)
         .with_current_span(false)
         .without_time() // CloudWatch stamps each line
         .with_writer(std::io::stderr)

@@ -8,10 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use spellcast_core::run::{NewOutput, OutputKind};
 use spellcast_core::tools::{str_param, Progress, Tool, ToolCall, ToolError, ToolKind, ToolResult};
 
-use crate::title;
+use crate::json_output;
 
 /// The allow-list: endpoint name → HTTPS URL.
 #[derive(Debug, Clone, Default)]
@@ -117,13 +116,7 @@ impl Tool for HttpTool {
             .map_err(|e| ToolError::Failed(format!("{name}: not JSON: {e}")))?;
         progress.report(1.0, None).await;
         Ok(ToolResult {
-            outputs: vec![NewOutput {
-                kind: OutputKind::Json,
-                mime: "application/json".into(),
-                title: title(&call)?,
-                value: Some(value),
-                bytes: None,
-            }],
+            outputs: vec![json_output(&call, value)?],
             cost_pts: ToolKind::Http.nominal_cost(call.params),
         })
     }

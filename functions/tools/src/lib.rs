@@ -11,6 +11,7 @@ mod text;
 use std::sync::Arc;
 
 use serde_json::Value;
+use spellcast_core::run::{NewOutput, OutputKind};
 use spellcast_core::tools::{str_param, Tool, ToolCall, ToolError, ToolKind, Toolbox};
 
 pub use http::{HttpEndpoints, HttpTool};
@@ -67,6 +68,17 @@ fn title(call: &ToolCall<'_>) -> Result<Option<String>, ToolError> {
     str_param(call.params, "title")
         .map(|t| render_template(t, call.context))
         .transpose()
+}
+
+/// A JSON output captioned by the step's `title`.
+fn json_output(call: &ToolCall<'_>, value: Value) -> Result<NewOutput, ToolError> {
+    Ok(NewOutput {
+        kind: OutputKind::Json,
+        mime: "application/json".into(),
+        title: title(call)?,
+        value: Some(value),
+        bytes: None,
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use serde_json::Value;
 use spellcast_core::run::{NewOutput, OutputKind};
 use spellcast_core::tools::{str_param, Progress, Tool, ToolCall, ToolError, ToolResult};
 
-use crate::{check_template, render_template, title};
+use crate::{check_template, json_output, render_template, title};
 
 /// Renders `template` into a text output. Costs 1 point per started 500 characters.
 pub struct TextRender;
@@ -94,13 +94,7 @@ impl Tool for JsonRender {
         )?;
         progress.report(1.0, None).await;
         Ok(ToolResult {
-            outputs: vec![NewOutput {
-                kind: OutputKind::Json,
-                mime: "application/json".into(),
-                title: title(&call)?,
-                value: Some(value),
-                bytes: None,
-            }],
+            outputs: vec![json_output(&call, value)?],
             cost_pts: 1,
         })
     }
