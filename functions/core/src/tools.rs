@@ -60,18 +60,18 @@ impl ToolKind {
     /// (What needs the tool itself, such as compiling a template, is [`Tool::check`].)
     pub fn check(self, params: &Value) -> Result<(), String> {
         match self {
-            ToolKind::TextRender => require_str(params, "template").map(drop),
-            ToolKind::JsonRender => params
-                .get("value")
-                .map(drop)
-                .ok_or_else(|| "`value` is required".to_owned()),
+            ToolKind::TextRender => require_str(params, "template"),
+            ToolKind::JsonRender => match params.get("value") {
+                Some(_) => Ok(()),
+                None => Err("`value` is required".into()),
+            },
             ToolKind::ImageSigil => {
                 require_str(params, "seed")?;
-                number_in(params, "size", 64.0, 1024.0).map(drop)
+                number_in(params, "size", 64.0, 1024.0)
             }
             ToolKind::TimeDelay => {
                 number_in(params, "seconds", 0.0, 60.0)?;
-                number_in(params, "ticks", 1.0, 100.0).map(drop)
+                number_in(params, "ticks", 1.0, 100.0)
             }
             ToolKind::Fail => Ok(()),
             ToolKind::Http => {
@@ -208,18 +208,19 @@ pub fn str_param<'a>(params: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 /// A required string parameter, as a load-time check.
-pub fn require_str<'a>(params: &'a Value, key: &str) -> Result<&'a str, String> {
-    str_param(params, key).ok_or_else(|| format!("`{key}` (string) is required"))
+fn require_str(params: &Value, key: &str) -> Result<(), String> {
+    match str_param(params, key) {
+        Some(_) => Ok(()),
+        None => Err(format!("`{key}` (string) is required")),
+    }
 }
 
 /// An optional number parameter within bounds, as a load-time check.
-fn number_in(params: &Value, key: &str, min: f64, max: f64) -> Result<Option<f64>, String> {
-    match params.get(key) {
-        None => Ok(None),
-        Some(v) => match v.as_f64() {
-            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(format!("`{key}` must be a number from {min} to {max}")),
-        },
+fn number_in(params: &Value, key: &str, min: f64, max: f64) -> Result<(), String> {
+    match params.get(key).map(Value::as_f64) {
+        None => Ok(()),
+        Some(Some(n)) if (min..=max).contains(&n) => Ok(()),
+        Some(_) => Err(format!("`{key}` must be a number from {min} to {max}")),
     }
 }
 
