@@ -50,6 +50,7 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use spellcast_core::ids::{CreditTxId, RunId, UserId};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
 use spellcast_core::ledger::LedgerEntry;
 use spellcast_core::ports::{
@@ -128,12 +129,12 @@ fn ledger_put(entry: &LedgerEntry, table: &str) -> StoreResult<TransactWriteItem
     let item = item(
         entry,
         format!("LEDGER#{}", entry.user_id),
-        entry.tx_id.clone(),
+        entry.tx_id.to_string(),
     )?;
     put(item, table, Some("attribute_not_exists(pk)"))
 }
 
-fn balance_add(user: &str, pts: i64, table: &str) -> StoreResult<TransactWriteItem> {
+fn balance_add(user: &UserId, pts: i64, table: &str) -> StoreResult<TransactWriteItem> {
     let update = Update::builder()
         .table_name(table)
         .set_key(Some(key(format!("USER#{user}"), "BALANCE")))
@@ -364,7 +365,7 @@ impl Store for DynamoStore {
         Err(StoreError("grant: too many conflicts".into()))
     }
 
-    async fn balance(&self, user_id: &str) -> StoreResult<i64> {
+    async fn balance(&self, user_id: &UserId) -> StoreResult<i64> {
         Ok(self
             .get(format!("USER#{user_id}"), "BALANCE")
             .await?
@@ -373,9 +374,9 @@ impl Store for DynamoStore {
 
     async fn ledger(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         limit: usize,
-        before: Option<&str>,
+        before: Option<&CreditTxId>,
     ) -> StoreResult<Vec<LedgerEntry>> {
         let mut query = self
             .client
@@ -388,7 +389,7 @@ impl Store for DynamoStore {
         query = match before {
             Some(cursor) => query
                 .key_condition_expression("pk = :pk AND sk < :before")
-                .expression_attribute_values(":before", s(cursor)),
+                .expression_attribute_values(":before", s(cursor.as_str())),
             None => query.key_condition_expression("pk = :pk"),
         };
         let out = query.send().await.map_err(sdk_err)?;
@@ -401,7 +402,7 @@ impl Store for DynamoStore {
 
     async fn idempotency(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         key: &str,
     ) -> StoreResult<Option<IdempotencyRecord>> {
         let record: Option<IdempotencyRecord> = self.get_as(format!("IDEM#{user_id}"), key).await?;
@@ -490,8 +491,8 @@ impl Store for DynamoStore {
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_values(":consumed", s("consumed"))
                 .expression_attribute_values(":open", s("open"))
-                .expression_attribute_values(":run", s(&run.run_id))
-                .expression_attribute_values(":tx", s(&run.credit_tx_id))
+                .expression_attribute_values(":run", s(run.run_id.as_str()))
+                .expression_attribute_values(":tx", s(run.credit_tx_id.as_str()))
                 .expression_attribute_values(":hash", s(&cast.context_hash))
                 .build()
                 .map_err(err)?;
@@ -510,7 +511,7 @@ impl Store for DynamoStore {
             ];
             items.extend(self.run_items(&run)?);
             let mut link = key(format!("TX#{}", run.credit_tx_id), "TX");
-            link.insert("runId".into(), s(&run.run_id));
+            link.insert("runId".into(), s(run.run_id.as_str()));
             items.push(put(link, &self.table, Some("attribute_not_exists(pk)"))?);
 
             match self.transact(items).await? {
@@ -533,25 +534,25 @@ impl Store for DynamoStore {
         Err(StoreError("cast: too many conflicts".into()))
     }
 
-    async fn run(&self, run_id: &str) -> StoreResult<Option<Run>> {
+    async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>> {
         self.get_as(format!("RUN#{run_id}"), "RUN").await
     }
 
-    async fn run_by_credit_tx(&self, credit_tx_id: &str) -> StoreResult<Option<Run>> {
+    async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>> {
         let link = self.get(format!("TX#{credit_tx_id}"), "TX").await?;
         match link
             .as_ref()
             .and_then(|l| l.get("runId"))
             .and_then(|v| v.as_s().ok())
         {
-            Some(run_id) => self.run(run_id).await,
+            Some(run_id) => self.run(&RunId::from(run_id.as_str())).await,
             None => Ok(None),
         }
     }
 
     async fn advance_run(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         change: RunChange,
     ) -> StoreResult<Option<(Run, RunEvent)>> {
         for attempt in 1..=ATTEMPTS {
@@ -609,7 +610,7 @@ impl Store for DynamoStore {
 
     async fn run_events(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         after: u64,
         limit: usize,
     ) -> StoreResult<Vec<RunEvent>> {
@@ -632,7 +633,7 @@ impl Store for DynamoStore {
             .collect()
     }
 
-    async fn output_file(&self, run_id: &str, n: usize) -> StoreResult<Option<OutputFile>> {
+    async fn output_file(&self, run_id: &RunId, n: usize) -> StoreResult<Option<OutputFile>> {
         let Some(item) = self
             .get(format!("FILE#{run_id}"), &format!("{n:06}"))
             .await?

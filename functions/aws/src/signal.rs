@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use spellcast_core::ids::RunId;
 use spellcast_core::ports::{RunSignal, RunWatcher};
 
 /// Polls every `fastest` while events arrive, doubling the wait while idle up to `slowest`.
@@ -24,7 +25,7 @@ impl PollingSignal {
 }
 
 impl RunSignal for PollingSignal {
-    fn watch(&self, _run_id: &str) -> Box<dyn RunWatcher> {
+    fn watch(&self, _run_id: &RunId) -> Box<dyn RunWatcher> {
         Box::new(PollingWatcher {
             next: self.fastest,
             fastest: self.fastest,
@@ -32,7 +33,7 @@ impl RunSignal for PollingSignal {
         })
     }
 
-    fn notify(&self, _run_id: &str) {
+    fn notify(&self, _run_id: &RunId) {
         // Writers and readers are different processes: readers poll, nothing to wake here.
     }
 }

@@ -14,7 +14,7 @@ use serde_json::json;
 use spellcast_aws::DynamoStore;
 use spellcast_core::auth::TokenKeys;
 use spellcast_core::catalog::Catalog;
-use spellcast_core::ids::{new_id, Slug};
+use spellcast_core::ids::{new_id, CreditTxId, InvoiceId, RunId, Slug, UserId};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
 use spellcast_core::ports::{
@@ -69,20 +69,20 @@ impl Store for FaultyStore {
     async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64> {
         self.call(self.inner.grant(entry)).await
     }
-    async fn balance(&self, user_id: &str) -> StoreResult<i64> {
+    async fn balance(&self, user_id: &UserId) -> StoreResult<i64> {
         self.call(self.inner.balance(user_id)).await
     }
     async fn ledger(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         limit: usize,
-        before: Option<&str>,
+        before: Option<&CreditTxId>,
     ) -> StoreResult<Vec<LedgerEntry>> {
         self.call(self.inner.ledger(user_id, limit, before)).await
     }
     async fn idempotency(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         key: &str,
     ) -> StoreResult<Option<IdempotencyRecord>> {
         self.call(self.inner.idempotency(user_id, key)).await
@@ -97,28 +97,28 @@ impl Store for FaultyStore {
     async fn cast(&self, cast: NewCast) -> StoreResult<CastOutcome> {
         self.call(self.inner.cast(cast)).await
     }
-    async fn run(&self, run_id: &str) -> StoreResult<Option<Run>> {
+    async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>> {
         self.call(self.inner.run(run_id)).await
     }
-    async fn run_by_credit_tx(&self, credit_tx_id: &str) -> StoreResult<Option<Run>> {
+    async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>> {
         self.call(self.inner.run_by_credit_tx(credit_tx_id)).await
     }
     async fn advance_run(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         change: RunChange,
     ) -> StoreResult<Option<(Run, RunEvent)>> {
         self.call(self.inner.advance_run(run_id, change)).await
     }
     async fn run_events(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         after: u64,
         limit: usize,
     ) -> StoreResult<Vec<RunEvent>> {
         self.call(self.inner.run_events(run_id, after, limit)).await
     }
-    async fn output_file(&self, run_id: &str, n: usize) -> StoreResult<Option<OutputFile>> {
+    async fn output_file(&self, run_id: &RunId, n: usize) -> StoreResult<Option<OutputFile>> {
         self.call(self.inner.output_file(run_id, n)).await
     }
     async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
@@ -171,10 +171,10 @@ struct Outcome {
 
 /// Casts `slug` through a store that fails call `fail_at`, recovers, and checks the invariants.
 async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool) -> Outcome {
-    let user = new_id("user");
+    let user = UserId::new();
     let now = Utc::now();
     let grant = LedgerEntry {
-        tx_id: new_id("tx"),
+        tx_id: CreditTxId::new(),
         user_id: user.clone(),
         kind: LedgerKind::Grant,
         asset: PTS.into(),
@@ -184,11 +184,11 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
         at: now,
     };
     inner.grant(grant).await.unwrap();
-    let invoice_id = new_id("inv");
+    let invoice_id = InvoiceId::new();
     let invoice = InvoiceRecord {
         invoice_id: invoice_id.clone(),
         user_id: user.clone(),
-        slug: slug.into(),
+        slug: Slug::parse(slug).unwrap(),
         version: 1,
         cost_pts: 10,
         asset: PTS.into(),
@@ -218,7 +218,7 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
         metrics: None,
     };
     let run = Run::queued(
-        &spell.def,
+        &spell,
         &invoice_id,
         &user,
         10,

@@ -14,7 +14,7 @@ use serde_json::json;
 use spellcast_aws::DynamoStore;
 use spellcast_core::auth::TokenKeys;
 use spellcast_core::catalog::Catalog;
-use spellcast_core::ids::{new_id, Slug};
+use spellcast_core::ids::{new_id, CreditTxId, InvoiceId, RunId, Slug};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
 use spellcast_core::ports::{CastOutcome, NewCast, SpellStats, Store, SystemClock};
@@ -90,7 +90,7 @@ contract!(
 
 fn entry(user: &str, kind: LedgerKind, pts: i64) -> LedgerEntry {
     LedgerEntry {
-        tx_id: new_id("tx"),
+        tx_id: CreditTxId::new(),
         user_id: user.into(),
         kind,
         asset: PTS.into(),
@@ -101,13 +101,13 @@ fn entry(user: &str, kind: LedgerKind, pts: i64) -> LedgerEntry {
     }
 }
 
-async fn invoice(store: &dyn Store, user: &str, cost: i64) -> String {
+async fn invoice(store: &dyn Store, user: &str, cost: i64) -> InvoiceId {
     let now = Utc::now();
-    let id = new_id("inv");
+    let id = InvoiceId::new();
     let record = InvoiceRecord {
         invoice_id: id.clone(),
         user_id: user.into(),
-        slug: "hello-sigil".into(),
+        slug: Slug::parse("hello-sigil").unwrap(),
         version: 3,
         cost_pts: cost,
         asset: PTS.into(),
@@ -122,13 +122,13 @@ async fn invoice(store: &dyn Store, user: &str, cost: i64) -> String {
     id
 }
 
-fn queued_run(user: &str, invoice_id: &str, steps: &[&str]) -> Run {
+fn queued_run(user: &str, invoice_id: &InvoiceId, steps: &[&str]) -> Run {
     Run {
-        run_id: new_id("run"),
-        credit_tx_id: new_id("tx"),
-        invoice_id: invoice_id.into(),
+        run_id: RunId::new(),
+        credit_tx_id: CreditTxId::new(),
+        invoice_id: invoice_id.clone(),
         user_id: user.into(),
-        slug: "hello-sigil".into(),
+        slug: Slug::parse("hello-sigil").unwrap(),
         spell_version: 3,
         status: RunStatus::Queued,
         steps: steps
@@ -154,11 +154,11 @@ fn queued_run(user: &str, invoice_id: &str, steps: &[&str]) -> Run {
     }
 }
 
-fn new_cast(user: &str, invoice_id: &str, context_hash: &str, steps: &[&str]) -> NewCast {
+fn new_cast(user: &str, invoice_id: &InvoiceId, context_hash: &str, steps: &[&str]) -> NewCast {
     let run = queued_run(user, invoice_id, steps);
     let debit = run.debit_entry();
     NewCast {
-        invoice_id: invoice_id.into(),
+        invoice_id: invoice_id.clone(),
         user_id: user.into(),
         context_hash: context_hash.into(),
         now: Utc::now(),
@@ -177,7 +177,7 @@ async fn cast_ok(store: &dyn Store, user: &str, cost: i64, steps: &[&str]) -> Ru
 
 async fn ledger_sum(store: &dyn Store, user: &str) -> i64 {
     store
-        .ledger(user, 1000, None)
+        .ledger(&user.into(), 1000, None)
         .await
         .unwrap()
         .iter()
@@ -213,25 +213,28 @@ fn step(index: usize, status: StepStatus, outputs: Vec<NewOutput>) -> RunChange 
 // ---- the contract -----------------------------------------------------------------------------
 
 async fn grants_move_the_balance_and_the_ledger_pages_newest_first(store: Arc<dyn Store>) {
-    assert_eq!(store.balance("nobody").await.unwrap(), 0);
+    assert_eq!(store.balance(&"nobody".into()).await.unwrap(), 0);
     let mut ids = vec![];
     for pts in [100, 20, 3] {
         let e = entry("u", LedgerKind::Grant, pts);
         ids.push(e.tx_id.clone());
         store.grant(e).await.unwrap();
     }
-    assert_eq!(store.balance("u").await.unwrap(), 123);
-    let all = store.ledger("u", 10, None).await.unwrap();
+    assert_eq!(store.balance(&"u".into()).await.unwrap(), 123);
+    let all = store.ledger(&"u".into(), 10, None).await.unwrap();
     assert_eq!(
         all.iter().map(|e| e.tx_id.clone()).collect::<Vec<_>>(),
         ids.iter().rev().cloned().collect::<Vec<_>>()
     );
-    let first = store.ledger("u", 2, None).await.unwrap();
+    let first = store.ledger(&"u".into(), 2, None).await.unwrap();
     assert_eq!(first.len(), 2);
-    let rest = store.ledger("u", 2, Some(&first[1].tx_id)).await.unwrap();
+    let rest = store
+        .ledger(&"u".into(), 2, Some(&first[1].tx_id))
+        .await
+        .unwrap();
     assert_eq!(rest.iter().map(|e| e.pts).collect::<Vec<_>>(), vec![100]);
     assert!(store
-        .ledger("someone-else", 10, None)
+        .ledger(&"someone-else".into(), 10, None)
         .await
         .unwrap()
         .is_empty());
@@ -250,7 +253,7 @@ async fn idempotency_keys_replay_or_conflict(store: Arc<dyn Store>) {
     let inv = |id: &str| InvoiceRecord {
         invoice_id: id.into(),
         user_id: "u".into(),
-        slug: "s".into(),
+        slug: Slug::parse("s").unwrap(),
         version: 1,
         cost_pts: 5,
         asset: PTS.into(),
@@ -258,7 +261,11 @@ async fn idempotency_keys_replay_or_conflict(store: Arc<dyn Store>) {
         expires_at: now + chrono::Duration::minutes(5),
         state: InvoiceState::Open,
     };
-    assert!(store.idempotency("u", "k-1").await.unwrap().is_none());
+    assert!(store
+        .idempotency(&"u".into(), "k-1")
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(
         store
             .issue_invoice(inv("inv_a"), Some(record("h1", "a")))
@@ -283,7 +290,7 @@ async fn idempotency_keys_replay_or_conflict(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .idempotency("u", "k-1")
+            .idempotency(&"u".into(), "k-1")
             .await
             .unwrap()
             .unwrap()
@@ -291,7 +298,7 @@ async fn idempotency_keys_replay_or_conflict(store: Arc<dyn Store>) {
         "h1"
     );
     assert!(store
-        .idempotency("other-user", "k-1")
+        .idempotency(&"other-user".into(), "k-1")
         .await
         .unwrap()
         .is_none());
@@ -309,7 +316,7 @@ async fn a_cast_consumes_debits_and_queues_atomically(store: Arc<dyn Store>) {
         other => panic!("{other:?}"),
     };
     assert_eq!(run.cost_pts, 12, "the invoice's price is charged");
-    assert_eq!(store.balance("u").await.unwrap(), 38);
+    assert_eq!(store.balance(&"u".into()).await.unwrap(), 38);
     assert_eq!(store.run(&run.run_id).await.unwrap().unwrap(), run);
     assert_eq!(
         store
@@ -320,7 +327,7 @@ async fn a_cast_consumes_debits_and_queues_atomically(store: Arc<dyn Store>) {
             .run_id,
         run.run_id
     );
-    let debit = &store.ledger("u", 10, None).await.unwrap()[0];
+    let debit = &store.ledger(&"u".into(), 10, None).await.unwrap()[0];
     assert_eq!(
         (debit.kind, debit.pts, debit.tx_id.clone()),
         (LedgerKind::Debit, -12, run.credit_tx_id.clone())
@@ -347,7 +354,7 @@ async fn a_cast_consumes_debits_and_queues_atomically(store: Arc<dyn Store>) {
             .unwrap(),
         CastOutcome::ContextMismatch
     ));
-    assert_eq!(store.balance("u").await.unwrap(), 38);
+    assert_eq!(store.balance(&"u".into()).await.unwrap(), 38);
     assert_eq!(ledger_sum(store.as_ref(), "u").await, 38);
 }
 
@@ -363,7 +370,7 @@ async fn refused_casts_change_nothing(store: Arc<dyn Store>) {
     }
     assert!(matches!(
         store
-            .cast(new_cast("u", "inv_unknown", "h", &["a"]))
+            .cast(new_cast("u", &"inv_unknown".into(), "h", &["a"]))
             .await
             .unwrap(),
         CastOutcome::UnknownInvoice
@@ -381,8 +388,8 @@ async fn refused_casts_change_nothing(store: Arc<dyn Store>) {
         store.cast(late).await.unwrap(),
         CastOutcome::Expired
     ));
-    assert_eq!(store.balance("u").await.unwrap(), 10);
-    assert_eq!(store.ledger("u", 10, None).await.unwrap().len(), 1);
+    assert_eq!(store.balance(&"u".into()).await.unwrap(), 10);
+    assert_eq!(store.ledger(&"u".into(), 10, None).await.unwrap().len(), 1);
     assert!(store.unfinished_runs().await.unwrap().is_empty());
     // The refused invoice is still payable once the balance covers it.
     store.grant(entry("u", LedgerKind::Grant, 1)).await.unwrap();
@@ -398,7 +405,7 @@ async fn runs_advance_through_their_state_machine(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let run = cast_ok(store.as_ref(), "u", 4, &["a", "b"]).await;
-    let id = run.run_id.as_str();
+    let id = &run.run_id;
     let now = Utc::now();
     assert!(
         store
@@ -492,7 +499,7 @@ async fn runs_advance_through_their_state_machine(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .iter()
-        .any(|r| r.run_id == id));
+        .any(|r| r.run_id == *id));
 }
 
 async fn a_failure_refunds_once(store: Arc<dyn Store>) {
@@ -501,7 +508,7 @@ async fn a_failure_refunds_once(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let run = cast_ok(store.as_ref(), "u", 7, &["a"]).await;
-    assert_eq!(store.balance("u").await.unwrap(), 3);
+    assert_eq!(store.balance(&"u".into()).await.unwrap(), 3);
     let (failed, event) = store
         .advance_run(&run.run_id, fail("timed_out"))
         .await
@@ -520,9 +527,9 @@ async fn a_failure_refunds_once(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_none());
-    assert_eq!(store.balance("u").await.unwrap(), 10);
+    assert_eq!(store.balance(&"u".into()).await.unwrap(), 10);
     let kinds: Vec<LedgerKind> = store
-        .ledger("u", 10, None)
+        .ledger(&"u".into(), 10, None)
         .await
         .unwrap()
         .iter()
@@ -563,7 +570,7 @@ async fn many_casts_of_one_invoice_spend_once(store: Arc<dyn Store>) {
     }
     assert_eq!(created, 1);
     assert_eq!(run_ids.len(), 1);
-    assert_eq!(store.balance("u").await.unwrap(), 91);
+    assert_eq!(store.balance(&"u".into()).await.unwrap(), 91);
     assert_eq!(ledger_sum(store.as_ref(), "u").await, 91);
 }
 
@@ -591,7 +598,7 @@ async fn many_invoices_over_a_small_balance_never_go_below_zero(store: Arc<dyn S
         .filter(|o| matches!(o.as_ref().unwrap(), CastOutcome::InsufficientBalance { .. }))
         .count();
     assert_eq!((created, refused), (7, 193));
-    assert_eq!(store.balance("u").await.unwrap(), 1);
+    assert_eq!(store.balance(&"u".into()).await.unwrap(), 1);
     assert_eq!(ledger_sum(store.as_ref(), "u").await, 1);
 }
 
@@ -618,9 +625,9 @@ async fn racing_failures_refund_exactly_once(store: Arc<dyn Store>) {
         .filter(|a| *a.as_ref().unwrap())
         .count();
     assert_eq!(applied, 1);
-    assert_eq!(store.balance("u").await.unwrap(), 100);
+    assert_eq!(store.balance(&"u".into()).await.unwrap(), 100);
     let refunds = store
-        .ledger("u", 100, None)
+        .ledger(&"u".into(), 100, None)
         .await
         .unwrap()
         .iter()
@@ -698,7 +705,7 @@ async fn a_duplicate_delivery_executes_nothing_twice(store: Arc<dyn Store>) {
         Execution::Skipped,
         "late redelivery"
     );
-    assert_eq!(store.balance("u").await.unwrap(), 90);
+    assert_eq!(store.balance(&"u".into()).await.unwrap(), 90);
 }
 
 async fn costs_and_prices_are_kept(store: Arc<dyn Store>) {
@@ -715,7 +722,7 @@ async fn costs_and_prices_are_kept(store: Arc<dyn Store>) {
         vec![("s/a/text.render", 2, 5), ("s/b/time.delay", 1, 1)]
     );
     let stats = vec![SpellStats {
-        slug: "s".into(),
+        slug: Slug::parse("s").unwrap(),
         avg_cost_pts: 4,
         updated_at: Utc::now(),
     }];

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{InvoiceId, Slug, UserId};
+
 /// The audience of session tokens.
 pub const SESSION_AUDIENCE: &str = "spellcast-session";
 /// The audience of invoice tokens.
@@ -15,7 +17,7 @@ pub const INVOICE_AUDIENCE: &str = "spellcast-invoice";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionClaims {
     /// The user id.
-    pub sub: String,
+    pub sub: UserId,
     /// Expiry (seconds since the epoch).
     pub exp: i64,
     /// Issued at.
@@ -30,11 +32,11 @@ pub struct SessionClaims {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InvoiceClaims {
     /// The invoice id.
-    pub jti: String,
+    pub jti: InvoiceId,
     /// Who may pay it.
-    pub sub: String,
+    pub sub: UserId,
     /// The spell slug.
-    pub spell: String,
+    pub spell: Slug,
     /// The spell version priced.
     pub ver: u32,
     /// The price in points.
@@ -116,9 +118,9 @@ impl TokenKeys {
     }
 
     /// A session token for `user_id`, valid until `exp`.
-    pub fn session(&self, user_id: &str, now: DateTime<Utc>, exp: DateTime<Utc>) -> String {
+    pub fn session(&self, user_id: &UserId, now: DateTime<Utc>, exp: DateTime<Utc>) -> String {
         self.sign(&SessionClaims {
-            sub: user_id.to_owned(),
+            sub: user_id.clone(),
             exp: exp.timestamp(),
             iat: now.timestamp(),
             aud: SESSION_AUDIENCE.into(),
@@ -168,9 +170,13 @@ mod tests {
     #[test]
     fn a_session_round_trips_and_expires() {
         let now = Utc::now();
-        let token = keys().session("u1", now, now + Duration::minutes(5));
+        let token = keys().session(&"u1".into(), now, now + Duration::minutes(5));
         assert_eq!(keys().verify_session(&token).unwrap().sub, "u1");
-        let old = keys().session("u1", now - Duration::hours(2), now - Duration::hours(1));
+        let old = keys().session(
+            &"u1".into(),
+            now - Duration::hours(2),
+            now - Duration::hours(1),
+        );
         assert_eq!(
             keys().verify_session(&old).unwrap_err(),
             TokenError::Expired
@@ -180,7 +186,7 @@ mod tests {
     #[test]
     fn tokens_do_not_cross_audiences_or_keys() {
         let now = Utc::now();
-        let session = keys().session("u1", now, now + Duration::minutes(5));
+        let session = keys().session(&"u1".into(), now, now + Duration::minutes(5));
         assert_eq!(
             keys().verify_invoice(&session).unwrap_err(),
             TokenError::Invalid

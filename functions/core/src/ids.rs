@@ -1,11 +1,40 @@
-//! Identifiers: validated slugs and sortable opaque ids.
+//! Identifiers: validated slugs and one type per kind of opaque id, so a run id cannot be passed
+//! where a user id is expected.
 
 use std::fmt;
 use std::sync::Mutex;
 
+use serde::{Deserialize, Serialize};
+
 /// A spell slug, valid by construction: `^[a-z0-9][a-z0-9-]{0,63}$`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Slug(String);
+
+impl TryFrom<String> for Slug {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        Slug::parse(&raw).ok_or_else(|| format!("not a spell slug: {raw:?}"))
+    }
+}
+
+impl From<Slug> for String {
+    fn from(slug: Slug) -> String {
+        slug.0
+    }
+}
+
+impl PartialEq<str> for Slug {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Slug {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
 
 impl Slug {
     /// Parses a slug, refusing anything outside the allowed alphabet and length.
@@ -31,6 +60,93 @@ impl fmt::Display for Slug {
         f.write_str(&self.0)
     }
 }
+
+/// Declares an opaque id type: a string made by [`new_id`] with its own prefix, or received
+/// from a store, a signed token or a client (which only ever looks it up).
+macro_rules! opaque_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The prefix of the ids this process makes.
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A fresh id, later than every one this process made before.
+            #[allow(clippy::new_without_default)] // an id is made, never defaulted
+            pub fn new() -> Self {
+                $name(new_id($prefix))
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        // Ids are opaque: any text received from a store, a signed token or a client is one (an
+        // unknown id simply finds nothing), so conversion from text is explicit but unchecked.
+        impl From<String> for $name {
+            fn from(raw: String) -> Self {
+                $name(raw)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(raw: &str) -> Self {
+                $name(raw.to_owned())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+opaque_id!(
+    /// A run (`run_…`).
+    RunId,
+    "run"
+);
+opaque_id!(
+    /// A user: the subject of a session token (`user_…` for demo users, anything an identity
+    /// provider issues otherwise).
+    UserId,
+    "user"
+);
+opaque_id!(
+    /// An invoice: the `jti` of its token (`inv_…`).
+    InvoiceId,
+    "inv"
+);
+opaque_id!(
+    /// A ledger transaction (`tx_…`); a run's debit is its `creditTxId`.
+    CreditTxId,
+    "tx"
+);
 
 /// A new time-sortable id with a short prefix naming what it identifies (`run_`, `tx_`, ...).
 /// Ids made by one process are strictly increasing, even within one millisecond.
@@ -60,6 +176,25 @@ mod tests {
         assert!(Slug::parse("Upper").is_none());
         assert!(Slug::parse("a/b").is_none());
         assert!(Slug::parse("a_b").is_none());
+    }
+
+    #[test]
+    fn typed_ids_carry_their_prefix_and_serialize_as_text() {
+        let run = RunId::new();
+        assert!(run.as_str().starts_with("run_"));
+        assert_eq!(serde_json::to_string(&run).unwrap(), format!("\"{run}\""));
+        let back: RunId = serde_json::from_str(&format!("\"{run}\"")).unwrap();
+        assert_eq!(back, run);
+        assert!(UserId::new().as_str().starts_with("user_"));
+        assert!(InvoiceId::new().as_str().starts_with("inv_"));
+        assert!(CreditTxId::new().as_str().starts_with("tx_"));
+    }
+
+    #[test]
+    fn slugs_deserialize_only_when_valid() {
+        let ok: Slug = serde_json::from_str("\"hello-sigil\"").unwrap();
+        assert_eq!(ok.as_str(), "hello-sigil");
+        assert!(serde_json::from_str::<Slug>("\"../etc\"").is_err());
     }
 
     #[test]

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::ids::{CreditTxId, InvoiceId, RunId, Slug, UserId};
+
 /// Whether an invoice can still be paid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "camelCase")]
@@ -15,9 +17,9 @@ pub enum InvoiceState {
     #[serde(rename_all = "camelCase")]
     Consumed {
         /// The run it paid for.
-        run_id: String,
+        run_id: RunId,
         /// The debit's transaction id.
-        credit_tx_id: String,
+        credit_tx_id: CreditTxId,
         /// The hash of the context it was cast with.
         context_hash: String,
     },
@@ -28,11 +30,11 @@ pub enum InvoiceState {
 #[serde(rename_all = "camelCase")]
 pub struct InvoiceRecord {
     /// The `jti` of the invoice JWT.
-    pub invoice_id: String,
+    pub invoice_id: InvoiceId,
     /// Who may pay it.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The spell it pays for.
-    pub slug: String,
+    pub slug: Slug,
     /// The spell version quoted.
     pub version: u32,
     /// The binding price.
@@ -53,7 +55,7 @@ pub struct InvoiceRecord {
 #[serde(rename_all = "camelCase")]
 pub struct IdempotencyRecord {
     /// The user the key belongs to (keys are per user).
-    pub user_id: String,
+    pub user_id: UserId,
     /// The client's key.
     pub key: String,
     /// Hash of the request body, to tell a retry from a different request.

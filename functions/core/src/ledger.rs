@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{CreditTxId, InvoiceId, RunId, UserId};
+
 /// Why points moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -20,9 +22,9 @@ pub enum LedgerKind {
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntry {
     /// The transaction id (a debit's id is the run's `creditTxId`).
-    pub tx_id: String,
+    pub tx_id: CreditTxId,
     /// Whose balance moved.
-    pub user_id: String,
+    pub user_id: UserId,
     /// Why it moved.
     pub kind: LedgerKind,
     /// The asset; only `PTS` exists.
@@ -31,10 +33,10 @@ pub struct LedgerEntry {
     pub pts: i64,
     /// The run this entry belongs to, for debits and refunds.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     /// The invoice paid, for debits.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub invoice_id: Option<String>,
+    pub invoice_id: Option<InvoiceId>,
     /// When it happened.
     pub at: DateTime<Utc>,
 }

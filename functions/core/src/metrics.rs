@@ -25,8 +25,8 @@ pub fn describe() {
 }
 
 /// Records what a run event means for the metrics.
-pub fn record(slug: &str, event: &EventBody, duration_ms: Option<i64>) {
-    let spell = slug.to_owned();
+pub fn record(slug: &crate::ids::Slug, event: &EventBody, duration_ms: Option<i64>) {
+    let spell = slug.to_string();
     let seconds = duration_ms.unwrap_or(0) as f64 / 1000.0;
     match event {
         EventBody::ExecutionStarted { .. } => {

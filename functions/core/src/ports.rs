@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{CreditTxId, InvoiceId, RunId, Slug, UserId};
 use crate::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
 use crate::ledger::LedgerEntry;
 use crate::run::{OutputFile, Run, RunChange, RunEvent};
@@ -30,9 +31,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Debug, Clone)]
 pub struct NewCast {
     /// The invoice paid (`jti`).
-    pub invoice_id: String,
+    pub invoice_id: InvoiceId,
     /// Who pays.
-    pub user_id: String,
+    pub user_id: UserId,
     /// Hash of the context, to recognise a retry.
     pub context_hash: String,
     /// Now: an open invoice past its expiry can no longer be consumed.
@@ -51,7 +52,7 @@ pub enum CastCheck {
     /// The invoice already paid for this very cast: answer with that run.
     Replay {
         /// The run it paid for.
-        run_id: String,
+        run_id: RunId,
     },
     /// Pay: the run and the debit, priced at the invoice's binding cost.
     Pay {
@@ -132,7 +133,7 @@ pub struct ToolCostTotal {
 #[serde(rename_all = "camelCase")]
 pub struct SpellStats {
     /// The spell.
-    pub slug: String,
+    pub slug: Slug,
     /// Its average cost.
     pub avg_cost_pts: i64,
     /// When this was computed.
@@ -146,17 +147,20 @@ pub trait Store: Send + Sync {
     /// Adds a grant entry and credits the balance; returns the new balance.
     async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64>;
     /// The user's balance (0 for a stranger).
-    async fn balance(&self, user_id: &str) -> StoreResult<i64>;
+    async fn balance(&self, user_id: &UserId) -> StoreResult<i64>;
     /// Ledger entries newest first, strictly older than `before` (a tx id) when given.
     async fn ledger(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         limit: usize,
-        before: Option<&str>,
+        before: Option<&CreditTxId>,
     ) -> StoreResult<Vec<LedgerEntry>>;
     /// A remembered idempotency key of a user, unless it has expired.
-    async fn idempotency(&self, user_id: &str, key: &str)
-        -> StoreResult<Option<IdempotencyRecord>>;
+    async fn idempotency(
+        &self,
+        user_id: &UserId,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>>;
     /// Stores a new invoice, honouring an idempotency key if there is one.
     async fn issue_invoice(
         &self,
@@ -166,25 +170,25 @@ pub trait Store: Send + Sync {
     /// The cast transaction: invoice open→consumed, debit, ledger entry, queued run.
     async fn cast(&self, cast: NewCast) -> StoreResult<CastOutcome>;
     /// A run by id.
-    async fn run(&self, run_id: &str) -> StoreResult<Option<Run>>;
+    async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>>;
     /// A run by its debit's transaction id.
-    async fn run_by_credit_tx(&self, credit_tx_id: &str) -> StoreResult<Option<Run>>;
+    async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>>;
     /// Applies `change` with [`Run::apply`] and writes the run, its new event, any output files
     /// and (for a failure) the refund, atomically. `None` when the run refused the change.
     async fn advance_run(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         change: RunChange,
     ) -> StoreResult<Option<(Run, RunEvent)>>;
     /// Events with seq greater than `after`, in order, at most `limit`.
     async fn run_events(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         after: u64,
         limit: usize,
     ) -> StoreResult<Vec<RunEvent>>;
     /// Output file `n` of a run.
-    async fn output_file(&self, run_id: &str, n: usize) -> StoreResult<Option<OutputFile>>;
+    async fn output_file(&self, run_id: &RunId, n: usize) -> StoreResult<Option<OutputFile>>;
     /// Runs that are queued or running (for recovery).
     async fn unfinished_runs(&self) -> StoreResult<Vec<Run>>;
     /// Adds one call's actual cost to a tool's totals.
@@ -202,9 +206,9 @@ pub trait Store: Send + Sync {
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionStarted {
     /// The run to execute.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Its spell.
-    pub slug: String,
+    pub slug: Slug,
 }
 
 /// A bus failure (the event may not have been delivered).
@@ -224,9 +228,9 @@ pub trait EventBus: Send + Sync {
 /// Tells a stream that a run may have new events, so it does not poll needlessly.
 pub trait RunSignal: Send + Sync {
     /// A watcher for one run. Create it *before* reading the events, so no change is missed.
-    fn watch(&self, run_id: &str) -> Box<dyn RunWatcher>;
+    fn watch(&self, run_id: &RunId) -> Box<dyn RunWatcher>;
     /// Announces that a run changed (a no-op where watchers poll the store).
-    fn notify(&self, run_id: &str);
+    fn notify(&self, run_id: &RunId);
 }
 
 /// Waits for one run to change.

@@ -1,6 +1,7 @@
 //! Recovery: nothing paid for is ever lost. A queued run whose start event went missing is
 //! published again; a run stuck past its deadline (its runner died) is failed and refunded once.
 
+use crate::ids::RunId;
 use crate::ports::{ExecutionStarted, StoreResult};
 use crate::run::{RunChange, RunError, RunStatus};
 use crate::runner::advance;
@@ -10,9 +11,9 @@ use crate::App;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Sweep {
     /// Runs whose start event was published again.
-    pub republished: Vec<String>,
+    pub republished: Vec<RunId>,
     /// Runs failed and refunded for being stuck.
-    pub timed_out: Vec<String>,
+    pub timed_out: Vec<RunId>,
 }
 
 /// Looks at every unfinished run once.
@@ -20,8 +21,9 @@ pub async fn sweep(app: &App) -> StoreResult<Sweep> {
     let now = app.clock.now();
     let mut report = Sweep::default();
     for run in app.store.unfinished_runs().await? {
-        let timeout = crate::ids::Slug::parse(&run.slug)
-            .and_then(|s| app.catalog.get(&s))
+        let timeout = app
+            .catalog
+            .get(&run.slug)
             .map(|s| s.timeout())
             .unwrap_or_else(|| chrono::Duration::minutes(15));
         let stuck = match run.status {

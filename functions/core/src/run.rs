@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::ids::{CreditTxId, InvoiceId, RunId, Slug, UserId};
+
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -143,15 +145,15 @@ pub struct RunError {
 #[serde(rename_all = "camelCase")]
 pub struct Run {
     /// The run id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The debit's transaction id.
-    pub credit_tx_id: String,
+    pub credit_tx_id: CreditTxId,
     /// The invoice's `jti`.
-    pub invoice_id: String,
+    pub invoice_id: InvoiceId,
     /// Who paid.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The spell.
-    pub slug: String,
+    pub slug: Slug,
     /// The spell version it runs.
     pub spell_version: u32,
     /// Where it is.
@@ -188,11 +190,11 @@ pub enum EventBody {
     #[serde(rename = "executionStarted", rename_all = "camelCase")]
     ExecutionStarted {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// Its debit.
-        credit_tx_id: String,
+        credit_tx_id: CreditTxId,
         /// The spell.
-        slug: String,
+        slug: Slug,
         /// Each step's id and title.
         steps: Vec<StepRef>,
         /// When it started.
@@ -202,7 +204,7 @@ pub enum EventBody {
     #[serde(rename = "stepUpdate", rename_all = "camelCase")]
     StepUpdate {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// The step.
         step_id: String,
         /// Its index, from 0.
@@ -224,7 +226,7 @@ pub enum EventBody {
     #[serde(rename = "executionFinished", rename_all = "camelCase")]
     ExecutionFinished {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// Always `succeeded`.
         status: RunStatus,
         /// Every output.
@@ -238,7 +240,7 @@ pub enum EventBody {
     #[serde(rename = "spellExecutionError", rename_all = "camelCase")]
     SpellExecutionError {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// `step_failed`, `timed_out` or `internal`.
         code: String,
         /// A readable reason.
@@ -352,7 +354,7 @@ pub struct Applied {
 #[error("run {run_id} is {status:?}: {reason}")]
 pub struct Refused {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Its status.
     pub status: RunStatus,
     /// Why.
@@ -362,22 +364,23 @@ pub struct Refused {
 impl Run {
     /// A new queued run of `spell`, paid by invoice `invoice_id`, with fresh run and debit ids.
     pub fn queued(
-        spell: &crate::catalog::SpellDef,
-        invoice_id: &str,
-        user_id: &str,
+        spell: &crate::catalog::Spell,
+        invoice_id: &InvoiceId,
+        user_id: &UserId,
         cost_pts: i64,
         context: Value,
         now: DateTime<Utc>,
     ) -> Run {
         Run {
-            run_id: crate::ids::new_id("run"),
-            credit_tx_id: crate::ids::new_id("tx"),
-            invoice_id: invoice_id.to_owned(),
-            user_id: user_id.to_owned(),
+            run_id: RunId::new(),
+            credit_tx_id: CreditTxId::new(),
+            invoice_id: invoice_id.clone(),
+            user_id: user_id.clone(),
             slug: spell.slug.clone(),
-            spell_version: spell.version,
+            spell_version: spell.def.version,
             status: RunStatus::Queued,
             steps: spell
+                .def
                 .steps
                 .iter()
                 .map(|s| StepState {
@@ -415,7 +418,7 @@ impl Run {
     pub fn refund_entry(&self, pts: i64) -> crate::ledger::LedgerEntry {
         let at = self.finished_at.unwrap_or_else(Utc::now);
         self.ledger_entry(
-            crate::ids::new_id("tx"),
+            CreditTxId::new(),
             crate::ledger::LedgerKind::Refund,
             pts,
             at,
@@ -424,7 +427,7 @@ impl Run {
 
     fn ledger_entry(
         &self,
-        tx_id: String,
+        tx_id: CreditTxId,
         kind: crate::ledger::LedgerKind,
         pts: i64,
         at: DateTime<Utc>,
@@ -442,7 +445,7 @@ impl Run {
     }
 
     /// The output file URL for output `n` of this run.
-    pub fn output_url(run_id: &str, n: usize) -> String {
+    pub fn output_url(run_id: &RunId, n: usize) -> String {
         format!("/api/v1/runs/{run_id}/outputs/{n}")
     }
 
@@ -607,7 +610,7 @@ mod tests {
             credit_tx_id: "tx_1".into(),
             invoice_id: "inv_1".into(),
             user_id: "u".into(),
-            slug: "s".into(),
+            slug: Slug::parse("s").unwrap(),
             spell_version: 1,
             status: RunStatus::Queued,
             steps: vec![

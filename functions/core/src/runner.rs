@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use tracing::Instrument;
 
+use crate::ids::RunId;
 use crate::ports::StoreResult;
 use crate::run::{Run, RunChange, RunError, RunEvent, StepStatus};
 use crate::stats::cost_key;
@@ -26,7 +27,7 @@ pub enum Execution {
 /// the run refused the change (it moved on without us).
 pub async fn advance(
     app: &App,
-    run_id: &str,
+    run_id: &RunId,
     change: RunChange,
 ) -> StoreResult<Option<(Run, RunEvent)>> {
     let Some((run, event)) = app.store.advance_run(run_id, change).await? else {
@@ -44,7 +45,7 @@ pub async fn advance(
 /// Reports a tool's progress as `stepUpdate` events, skipping reports that change nothing.
 struct StepProgress<'a> {
     app: &'a App,
-    run_id: &'a str,
+    run_id: &'a RunId,
     index: usize,
     last: Mutex<f64>,
 }
@@ -76,12 +77,12 @@ impl Progress for StepProgress<'_> {
 }
 
 /// Executes run `run_id` if it is still queued.
-pub async fn execute(app: &App, run_id: &str) -> StoreResult<Execution> {
+pub async fn execute(app: &App, run_id: &RunId) -> StoreResult<Execution> {
     let span = tracing::info_span!("run", run_id = %run_id);
     execute_inner(app, run_id).instrument(span).await
 }
 
-async fn execute_inner(app: &App, run_id: &str) -> StoreResult<Execution> {
+async fn execute_inner(app: &App, run_id: &RunId) -> StoreResult<Execution> {
     let Some(run) = app.store.run(run_id).await? else {
         tracing::warn!("execution asked for an unknown run");
         return Ok(Execution::Skipped);
@@ -94,8 +95,7 @@ async fn execute_inner(app: &App, run_id: &str) -> StoreResult<Execution> {
             step_id,
         },
     };
-    let spell = crate::ids::Slug::parse(&run.slug).and_then(|s| app.catalog.get(&s));
-    let Some(spell) = spell else {
+    let Some(spell) = app.catalog.get(&run.slug) else {
         let change = fail(
             "internal",
             format!("spell `{}` is no longer in the catalog", run.slug),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::catalog::{Spell, StepDef};
+use crate::ids::Slug;
 use crate::ports::{SpellStats, Store, StoreResult, ToolCostTotal};
 use crate::App;
 
@@ -32,7 +33,7 @@ pub struct Price {
 /// Cached spell prices.
 #[derive(Default)]
 pub struct PriceBook {
-    cached: RwLock<Option<(Instant, HashMap<String, SpellStats>)>>,
+    cached: RwLock<Option<(Instant, HashMap<Slug, SpellStats>)>>,
 }
 
 impl PriceBook {
@@ -50,7 +51,7 @@ impl PriceBook {
         }
         let cached = self.cached.read().ok().and_then(|c| {
             c.as_ref()
-                .and_then(|(_, map)| map.get(spell.slug.as_str()).cloned())
+                .and_then(|(_, map)| map.get(&spell.slug).cloned())
         });
         Ok(match cached {
             Some(stats) => Price {
@@ -113,7 +114,7 @@ pub async fn recompute(app: &App) -> StoreResult<Vec<SpellStats>> {
         .catalog
         .iter()
         .map(|spell| SpellStats {
-            slug: spell.slug.to_string(),
+            slug: spell.slug.clone(),
             avg_cost_pts: average_price(spell, &totals),
             updated_at: now,
         })

@@ -113,7 +113,7 @@ pub struct ToolCall<'a> {
     /// The run's inputs.
     pub context: &'a Value,
     /// The run, for logs.
-    pub run_id: &'a str,
+    pub run_id: &'a crate::ids::RunId,
 }
 
 /// What a successful call produced.

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use spellcast_core::ids::RunId;
 use spellcast_core::ports::{BusError, EventBus, ExecutionStarted, RunSignal, RunWatcher};
 use spellcast_core::run::{Run, RunEvent};
 use tokio::sync::{broadcast, mpsc};
@@ -39,7 +40,7 @@ impl EventBus for LocalBus {
 
 /// Wakes the streams of a run when it changes.
 pub struct LocalSignal {
-    changes: broadcast::Sender<String>,
+    changes: broadcast::Sender<RunId>,
 }
 
 impl Default for LocalSignal {
@@ -50,22 +51,22 @@ impl Default for LocalSignal {
 }
 
 impl RunSignal for LocalSignal {
-    fn watch(&self, run_id: &str) -> Box<dyn RunWatcher> {
+    fn watch(&self, run_id: &RunId) -> Box<dyn RunWatcher> {
         Box::new(LocalWatcher {
-            run_id: run_id.to_owned(),
+            run_id: run_id.clone(),
             changes: self.changes.subscribe(),
         })
     }
 
-    fn notify(&self, run_id: &str) {
+    fn notify(&self, run_id: &RunId) {
         // No receiver means no stream is open: nothing to wake.
-        let _ = self.changes.send(run_id.to_owned());
+        let _ = self.changes.send(run_id.clone());
     }
 }
 
 struct LocalWatcher {
-    run_id: String,
-    changes: broadcast::Receiver<String>,
+    run_id: RunId,
+    changes: broadcast::Receiver<RunId>,
 }
 
 #[async_trait]
@@ -94,15 +95,15 @@ mod tests {
     #[tokio::test]
     async fn a_watcher_wakes_for_its_run_only() {
         let signal = LocalSignal::default();
-        let mut watcher = signal.watch("a");
-        signal.notify("b");
+        let mut watcher = signal.watch(&"a".into());
+        signal.notify(&"b".into());
         let started = Instant::now();
         watcher.changed(Duration::from_millis(100)).await;
         assert!(
             started.elapsed() >= Duration::from_millis(100),
             "woken by another run"
         );
-        signal.notify("a");
+        signal.notify(&"a".into());
         let started = Instant::now();
         watcher.changed(Duration::from_secs(5)).await;
         assert!(
@@ -117,7 +118,7 @@ mod tests {
         drop(rx);
         let event = ExecutionStarted {
             run_id: "r".into(),
-            slug: "s".into(),
+            slug: spellcast_core::ids::Slug::parse("s").unwrap(),
         };
         assert!(bus.execution_started(event).await.is_err());
     }

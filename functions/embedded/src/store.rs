@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use spellcast_core::ids::{CreditTxId, RunId, UserId};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_core::ledger::LedgerEntry;
 use spellcast_core::ports::{
@@ -190,7 +191,7 @@ impl Store for RedbStore {
         self.write(move |tx| post_entry(tx, &entry)).await
     }
 
-    async fn balance(&self, user_id: &str) -> StoreResult<i64> {
+    async fn balance(&self, user_id: &UserId) -> StoreResult<i64> {
         let user = user_id.to_owned();
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
@@ -205,16 +206,16 @@ impl Store for RedbStore {
 
     async fn ledger(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         limit: usize,
-        before: Option<&str>,
+        before: Option<&CreditTxId>,
     ) -> StoreResult<Vec<LedgerEntry>> {
         let user = user_id.to_owned();
-        let before = before.map(str::to_owned);
+        let before = before.cloned();
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
             let table = tx.open_table(LEDGER).map_err(err)?;
-            let upper = before.as_deref().unwrap_or(ID_MAX);
+            let upper = before.as_ref().map_or(ID_MAX, CreditTxId::as_str);
             let mut entries = Vec::new();
             for item in table
                 .range((user.as_str(), "")..(user.as_str(), upper))
@@ -234,7 +235,7 @@ impl Store for RedbStore {
 
     async fn idempotency(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         key: &str,
     ) -> StoreResult<Option<IdempotencyRecord>> {
         let (user, key) = (user_id.to_owned(), key.to_owned());
@@ -323,7 +324,7 @@ impl Store for RedbStore {
         .await
     }
 
-    async fn run(&self, run_id: &str) -> StoreResult<Option<Run>> {
+    async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>> {
         let id = run_id.to_owned();
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
@@ -333,7 +334,7 @@ impl Store for RedbStore {
         .await
     }
 
-    async fn run_by_credit_tx(&self, credit_tx_id: &str) -> StoreResult<Option<Run>> {
+    async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>> {
         let id = credit_tx_id.to_owned();
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
@@ -353,7 +354,7 @@ impl Store for RedbStore {
 
     async fn advance_run(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         change: RunChange,
     ) -> StoreResult<Option<(Run, RunEvent)>> {
         let id = run_id.to_owned();
@@ -400,7 +401,7 @@ impl Store for RedbStore {
 
     async fn run_events(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         after: u64,
         limit: usize,
     ) -> StoreResult<Vec<RunEvent>> {
@@ -424,7 +425,7 @@ impl Store for RedbStore {
         .await
     }
 
-    async fn output_file(&self, run_id: &str, n: usize) -> StoreResult<Option<OutputFile>> {
+    async fn output_file(&self, run_id: &RunId, n: usize) -> StoreResult<Option<OutputFile>> {
         let id = run_id.to_owned();
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;

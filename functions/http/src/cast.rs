@@ -79,7 +79,7 @@ pub async fn cast(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> H
 
     let now = app.clock.now();
     let run = Run::queued(
-        &spell.def,
+        &spell,
         &claims.jti,
         &user.sub,
         claims.cost,

@@ -6,6 +6,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::{json, query, session, Handled, Problem};
+use spellcast_core::ids::CreditTxId;
 use spellcast_core::App;
 
 /// `GET /api/v1/me/balance`.
@@ -28,10 +29,10 @@ pub async fn ledger(app: &Arc<App>, req: &http::request::Parts) -> Handled {
             _ => return Err(Problem::bad_json("limit must be a number from 1 to 200")),
         },
     };
-    let cursor = query(req, "cursor");
+    let cursor = query(req, "cursor").map(CreditTxId::from);
     let mut entries = app
         .store
-        .ledger(&user.sub, limit + 1, cursor.as_deref())
+        .ledger(&user.sub, limit + 1, cursor.as_ref())
         .await?;
     let more = entries.len() > limit;
     entries.truncate(limit);
@@ -48,6 +49,7 @@ pub async fn ledger(app: &Arc<App>, req: &http::request::Parts) -> Handled {
 #[cfg(feature = "dev-session")]
 pub async fn dev_session(app: &Arc<App>, body: &bytes::Bytes) -> Handled {
     use serde_json::Value;
+    use spellcast_core::ids::UserId;
     use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
 
     let fields = if body.iter().all(u8::is_ascii_whitespace) {
@@ -56,14 +58,14 @@ pub async fn dev_session(app: &Arc<App>, body: &bytes::Bytes) -> Handled {
         super::parse_object(body)?
     };
     let user_id = match fields.get("userId") {
-        None | Some(Value::Null) => spellcast_core::ids::new_id("user"),
+        None | Some(Value::Null) => UserId::new(),
         Some(Value::String(id))
             if (1..=64).contains(&id.len())
                 && id
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
         {
-            id.clone()
+            UserId::from(id.as_str())
         }
         Some(_) => {
             return Err(Problem::bad_field(
@@ -88,7 +90,7 @@ pub async fn dev_session(app: &Arc<App>, body: &bytes::Bytes) -> Handled {
     let balance = if grant > 0 {
         app.store
             .grant(LedgerEntry {
-                tx_id: spellcast_core::ids::new_id("tx"),
+                tx_id: CreditTxId::new(),
                 user_id: user_id.clone(),
                 kind: LedgerKind::Grant,
                 asset: PTS.into(),

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{json, parse_object, session, slug, str_field, Handled, Problem, Response};
 use spellcast_core::auth::InvoiceClaims;
-use spellcast_core::ids::new_id;
+use spellcast_core::ids::InvoiceId;
 use spellcast_core::invoice::{
     json_hash, IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome,
 };
@@ -78,11 +78,11 @@ pub async fn invoice(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -
 
     let now = app.clock.now();
     let expires_at = now + app.config.invoice_ttl;
-    let invoice_id = new_id("inv");
+    let invoice_id = InvoiceId::new();
     let token = app.keys.invoice(InvoiceClaims {
         jti: invoice_id.clone(),
         sub: user.sub.clone(),
-        spell: slug.to_string(),
+        spell: slug.clone(),
         ver: spell.def.version,
         cost: price.pts,
         asset: PTS.into(),
@@ -101,7 +101,7 @@ pub async fn invoice(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -
     let record = InvoiceRecord {
         invoice_id,
         user_id: user.sub.clone(),
-        slug: slug.to_string(),
+        slug,
         version: spell.def.version,
         cost_pts: price.pts,
         asset: PTS.into(),

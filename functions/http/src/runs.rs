@@ -9,13 +9,14 @@ use serde_json::json;
 
 use super::{bearer, json, Body, Handled, Problem};
 use spellcast_core::auth::{InvoiceClaims, TokenError};
+use spellcast_core::ids::{RunId, UserId};
 use spellcast_core::run::Run;
 use spellcast_core::App;
 
 /// Who is asking about a run.
 pub(crate) enum Caller {
     /// A signed-in user (session token).
-    User(String),
+    User(UserId),
     /// The holder of the invoice that paid for a run.
     Invoice(InvoiceClaims),
 }
@@ -99,11 +100,12 @@ pub(crate) fn snapshot_json(run: &Run) -> serde_json::Value {
     })
 }
 
-async fn load(app: &App, req: &http::request::Parts, run_id: &str) -> Result<Run, Problem> {
+async fn load(app: &App, req: &http::request::Parts, raw_run_id: &str) -> Result<Run, Problem> {
+    let run_id = RunId::from(raw_run_id);
     let caller = caller(app, req, "unauthorized")?;
     let run = app
         .store
-        .run(run_id)
+        .run(&run_id)
         .await?
         .ok_or_else(Problem::run_not_found)?;
     authorize(app, &caller, &run)?;
@@ -111,14 +113,19 @@ async fn load(app: &App, req: &http::request::Parts, run_id: &str) -> Result<Run
 }
 
 /// `GET /api/v1/runs/{runId}`.
-pub async fn snapshot(app: &Arc<App>, req: &http::request::Parts, run_id: &str) -> Handled {
-    let run = load(app, req, run_id).await?;
+pub async fn snapshot(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &str) -> Handled {
+    let run = load(app, req, raw_run_id).await?;
     Ok(json(StatusCode::OK, &snapshot_json(&run)))
 }
 
 /// `GET /api/v1/runs/{runId}/outputs/{n}`.
-pub async fn output(app: &Arc<App>, req: &http::request::Parts, run_id: &str, n: &str) -> Handled {
-    let run = load(app, req, run_id).await?;
+pub async fn output(
+    app: &Arc<App>,
+    req: &http::request::Parts,
+    raw_run_id: &str,
+    n: &str,
+) -> Handled {
+    let run = load(app, req, raw_run_id).await?;
     let missing = || {
         Problem::new(
             StatusCode::NOT_FOUND,

@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use super::runs::{authorize, caller};
 use super::{query, slug, Body, Handled, Problem};
+use spellcast_core::ids::{CreditTxId, RunId};
 use spellcast_core::run::RunEvent;
 use spellcast_core::App;
 
@@ -54,14 +55,15 @@ fn last_event_id(req: &http::request::Parts) -> Result<u64, Problem> {
 pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled {
     let slug = slug(raw_slug)?;
     let caller = caller(app, req, "invoice_invalid")?;
-    let credit_tx =
-        query(req, "creditTxId").ok_or_else(|| Problem::bad_json("creditTxId is required"))?;
+    let credit_tx = query(req, "creditTxId")
+        .map(CreditTxId::from)
+        .ok_or_else(|| Problem::bad_json("creditTxId is required"))?;
     let after = last_event_id(req)?;
     let run = app
         .store
         .run_by_credit_tx(&credit_tx)
         .await?
-        .filter(|run| run.slug == slug.as_str())
+        .filter(|run| run.slug == slug)
         .ok_or_else(Problem::run_not_found)?;
     authorize(app, &caller, &run)?;
 
@@ -89,7 +91,7 @@ pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) 
 }
 
 /// Writes events after `after` until the terminal one, the client leaves, or the time limit.
-async fn pump(app: Arc<App>, run_id: String, mut after: u64, tx: mpsc::Sender<Bytes>) {
+async fn pump(app: Arc<App>, run_id: RunId, mut after: u64, tx: mpsc::Sender<Bytes>) {
     // Watch before reading, so a change between the read and the wait is not missed.
     let mut watcher = app.signal.watch(&run_id);
     if tx.send(Bytes::from_static(RETRY)).await.is_err() {

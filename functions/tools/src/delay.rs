@@ -56,7 +56,7 @@ mod tests {
         let call = ToolCall {
             params: &params,
             context: &ctx,
-            run_id: "r",
+            run_id: &"r".into(),
         };
         let out = Delay.call(call, &seen).await.unwrap();
         assert_eq!(*seen.0.lock().unwrap(), vec![0.25, 0.5, 0.75, 1.0]);

@@ -113,7 +113,7 @@ mod tests {
         let call = ToolCall {
             params: &params,
             context: &ctx,
-            run_id: "r",
+            run_id: &"r".into(),
         };
         let out = TextRender.call(call, &Recorded::default()).await.unwrap();
         assert_eq!(out.outputs[0].value, Some(json!("Hello, <b>Ada</b>!")));
@@ -122,7 +122,7 @@ mod tests {
         let call = ToolCall {
             params: &params,
             context: &long,
-            run_id: "r",
+            run_id: &"r".into(),
         };
         assert_eq!(
             TextRender
@@ -141,7 +141,7 @@ mod tests {
         let call = ToolCall {
             params: &params,
             context: &ctx,
-            run_id: "r",
+            run_id: &"r".into(),
         };
         let out = JsonRender.call(call, &Recorded::default()).await.unwrap();
         assert_eq!(
