@@ -9,32 +9,96 @@ use std::time::Duration;
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider, TlsContext, TrustStore};
 use base64::Engine;
 
-/// The loader every `SdkConfig` of the project starts from: the latest behaviour version and
-/// the one HTTP client. Region and credentials come from the environment variables when they
-/// are there (as on Lambda), else from the default chain (profiles, web identity, containers,
-/// instance metadata), or from the caller.
-pub fn sdk_defaults() -> ConfigLoader {
+/// How long AWS calls may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeouts {
+    /// Fit for AWS: 3 s to connect, 5 s per attempt, 15 s per operation.
+    Aws,
+    /// For a slow engine (a test server answering one request at a time): every timeout is
+    /// this, and stalled-stream protection, whose grace period suits AWS, is off.
+    SlowEngine(Duration),
+}
+
+impl Timeouts {
+    fn config(self) -> TimeoutConfig {
+        match self {
+            Timeouts::Aws => TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(5))
+                .operation_timeout(Duration::from_secs(15))
+                .build(),
+            Timeouts::SlowEngine(timeout) => TimeoutConfig::builder()
+                .connect_timeout(timeout)
+                .operation_attempt_timeout(timeout)
+                .operation_timeout(timeout * 2)
+                .build(),
+        }
+    }
+
+    fn stalled_stream_protection(self) -> StalledStreamProtectionConfig {
+        match self {
+            Timeouts::Aws => StalledStreamProtectionConfig::enabled().build(),
+            Timeouts::SlowEngine(_) => StalledStreamProtectionConfig::disabled(),
+        }
+    }
+}
+
+/// The one HTTP client of the project's SDK clients.
+fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
     let tls = TlsContext::builder()
         .with_trust_store(compiled_in_roots())
         .build()
         .expect("a TLS context of PEM certificates builds");
-    let http = aws_smithy_http_client::Builder::new()
+    aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .tls_context(tls)
-        .build_https();
-    let loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
-    // Lambda puts the function's credentials in the environment. Reading them from there skips
-    // the default chain, whose web-identity provider builds an STS client (and with it a TLS
-    // connector) at start: 42% of the instructions a function ran before its first event.
-    if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
-        loader.credentials_provider(EnvironmentVariableCredentialsProvider::new())
-    } else {
-        loader
+        .build_https()
+}
+
+/// The loader for processes that are not Lambda functions (the local server, tests against a
+/// real account): the latest behaviour version, the one HTTP client, and region and
+/// credentials from the default chain (environment, profiles, web identity, containers,
+/// instance metadata) unless the caller sets them.
+pub fn sdk_defaults() -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest()).http_client(http_client())
+}
+
+/// Loads the configuration through the default chain (see [`sdk_defaults`]).
+pub async fn load_sdk_config(timeouts: Timeouts) -> SdkConfig {
+    sdk_defaults()
+        .timeout_config(timeouts.config())
+        .stalled_stream_protection(timeouts.stalled_stream_protection())
+        .load()
+        .await
+}
+
+/// The configuration of a Lambda function, from the variables Lambda sets: `AWS_REGION` and
+/// the execution role's credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`), plus `AWS_ENDPOINT_URL` where a test points the function at a
+/// compatible server. Nothing is read from files and no provider chain is built, so none is
+/// linked: the default chain (profiles, SSO, web identity with its STS client, containers,
+/// instance metadata) was a fifth of each function's code and most of its start.
+pub fn sdk_config_from_environment(timeouts: Timeouts) -> SdkConfig {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION"));
+    let mut config = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .http_client(http_client())
+        .region(region.map(Region::new))
+        .credentials_provider(SharedCredentialsProvider::new(
+            EnvironmentVariableCredentialsProvider::new(),
+        ))
+        .timeout_config(timeouts.config())
+        .stalled_stream_protection(timeouts.stalled_stream_protection());
+    if let Some(endpoint) = var("AWS_ENDPOINT_URL") {
+        config = config.endpoint_url(endpoint);
     }
+    config.build()
 }
 
 /// The names of Amazon Trust Services' roots, which issue the certificates of every AWS service
@@ -83,38 +147,6 @@ fn pem(der: &[u8]) -> Vec<u8> {
     }
     out.push_str("-----END CERTIFICATE-----\n");
     out.into_bytes()
-}
-
-/// Loads the AWS configuration from the environment (region, credentials, `AWS_ENDPOINT_URL` for
-/// DynamoDB-compatible servers in tests) with timeouts fit for AWS: 3 s to connect, 5 s per
-/// attempt, 15 s per operation.
-pub async fn load_sdk_config() -> SdkConfig {
-    sdk_defaults()
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(Duration::from_secs(5))
-                .operation_timeout(Duration::from_secs(15))
-                .build(),
-        )
-        .load()
-        .await
-}
-
-/// The configuration for a slow engine (a test server answering one request at a time): every
-/// timeout is `timeout`, and stalled-stream protection, whose grace period suits AWS, is off.
-pub async fn load_sdk_config_for_slow_engine(timeout: Duration) -> SdkConfig {
-    sdk_defaults()
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(timeout)
-                .operation_attempt_timeout(timeout)
-                .operation_timeout(timeout * 2)
-                .build(),
-        )
-        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-        .load()
-        .await
 }
 
 #[cfg(test)]

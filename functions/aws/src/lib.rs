@@ -1,14 +1,14 @@
 //! Spellcast on AWS services: [`DynamoStore`] (the store port on DynamoDB), [`EventBridgeBus`]
 //! (execution events on EventBridge), [`PollingSignal`] (streams in another process than the
-//! runner learn of new events by reading the store), and [`load_sdk_config`], called once per
-//! process so every client shares one `SdkConfig`.
+//! runner learn of new events by reading the store), and the `SdkConfig` every client of a process
+//! shares: [`sdk_config_from_environment`] in Lambda functions, [`load_sdk_config`] elsewhere.
 
 mod config;
 mod dynamo;
 mod eventbridge;
 mod signal;
 
-pub use config::{load_sdk_config, load_sdk_config_for_slow_engine, sdk_defaults};
+pub use config::{load_sdk_config, sdk_config_from_environment, sdk_defaults, Timeouts};
 pub use dynamo::DynamoStore;
 pub use eventbridge::{Entry, EventBridgeBus, PutEvents, SOURCE};
 pub use signal::PollingSignal;

@@ -22,7 +22,7 @@ use spellcast_core::ports::{
 };
 use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent, RunStatus};
 use spellcast_core::stats::PriceBook;
-use spellcast_core::{recovery, runner, App, Config};
+use spellcast_core::{App, Config};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
 
 mod common;
@@ -245,7 +245,7 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
         other => panic!("cast after retry: {other:?}"),
     };
     // The runner may die on the fault part-way; its error is what a crash would leave.
-    let _ = runner::execute(&app, &run_id).await;
+    let _ = app.runner().execute(&run_id).await;
 
     // Recovery: first lost start events are published again (and executed), then stuck runs
     // are failed and refunded once their deadline has passed.
@@ -253,9 +253,9 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
     faulty.fail_at.store(usize::MAX, Ordering::SeqCst);
     for shift in [30, 3600] {
         clock.0.store(shift, Ordering::SeqCst);
-        recovery::sweep(&app).await.unwrap();
+        app.recovery().sweep().await.unwrap();
         while let Ok(event) = executions.try_recv() {
-            runner::execute(&app, &event.run_id).await.unwrap();
+            app.runner().execute(&event.run_id).await.unwrap();
         }
     }
 

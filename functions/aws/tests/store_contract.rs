@@ -21,7 +21,7 @@ use spellcast_core::ports::{CastOutcome, NewCast, SpellStats, Store, SystemClock
 use spellcast_core::run::{
     EventBody, NewOutput, OutputKind, Run, RunChange, RunError, RunStatus, StepState, StepStatus,
 };
-use spellcast_core::runner::{execute, Execution};
+use spellcast_core::runner::Execution;
 use spellcast_core::stats::PriceBook;
 use spellcast_core::{App, Config};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
@@ -667,10 +667,11 @@ async fn a_duplicate_delivery_executes_nothing_twice(store: Arc<dyn Store>) {
         .unwrap();
     let steps: Vec<&str> = spell.def.steps.iter().map(|s| s.id.as_str()).collect();
     let run = cast_ok(store.as_ref(), "u", 10, &steps).await;
+    let runner = app.runner();
     let (a, b, c) = tokio::join!(
-        execute(&app, &run.run_id),
-        execute(&app, &run.run_id),
-        execute(&app, &run.run_id)
+        runner.execute(&run.run_id),
+        runner.execute(&run.run_id),
+        runner.execute(&run.run_id)
     );
     let outcomes = [a.unwrap(), b.unwrap(), c.unwrap()];
     assert_eq!(
@@ -701,7 +702,7 @@ async fn a_duplicate_delivery_executes_nothing_twice(store: Arc<dyn Store>) {
         1
     );
     assert_eq!(
-        execute(&app, &run.run_id).await.unwrap(),
+        app.runner().execute(&run.run_id).await.unwrap(),
         Execution::Skipped,
         "late redelivery"
     );

@@ -88,3 +88,68 @@ pub struct App {
     /// `/metrics`, where the entry point serves it.
     pub metrics: Option<MetricsRender>,
 }
+
+impl App {
+    /// The quoting use case, with the ports it needs.
+    pub fn quotes(&self) -> crate::quote::Quotes<'_> {
+        crate::quote::Quotes {
+            catalog: &self.catalog,
+            prices: &self.prices,
+            store: self.store.as_ref(),
+            keys: &self.keys,
+            clock: self.clock.as_ref(),
+            invoice_ttl: self.config.invoice_ttl,
+            idempotency_ttl: self.config.idempotency_ttl,
+        }
+    }
+
+    /// The casting use case, with the ports it needs.
+    pub fn casting(&self) -> crate::cast::Casting<'_> {
+        crate::cast::Casting {
+            catalog: &self.catalog,
+            store: self.store.as_ref(),
+            bus: self.bus.as_ref(),
+            keys: &self.keys,
+            clock: self.clock.as_ref(),
+        }
+    }
+
+    /// Where run changes go.
+    pub fn run_log(&self) -> crate::runner::RunLog<'_> {
+        crate::runner::RunLog {
+            store: self.store.as_ref(),
+            signal: self.signal.as_ref(),
+            bus: self.bus.as_ref(),
+        }
+    }
+
+    /// The runner, with the ports it needs.
+    pub fn runner(&self) -> crate::runner::Runner<'_> {
+        crate::runner::Runner {
+            catalog: &self.catalog,
+            tools: &self.tools,
+            log: self.run_log(),
+            clock: self.clock.as_ref(),
+        }
+    }
+
+    /// Recovery, with the ports it needs.
+    pub fn recovery(&self) -> crate::recovery::Recovery<'_> {
+        crate::recovery::Recovery {
+            catalog: &self.catalog,
+            log: self.run_log(),
+            clock: self.clock.as_ref(),
+            republish_after: self.config.republish_after,
+        }
+    }
+
+    /// Price recomputation, with the ports it needs.
+    pub fn pricing(&self) -> crate::stats::Pricing<'_> {
+        crate::stats::Pricing {
+            catalog: &self.catalog,
+            store: self.store.as_ref(),
+            clock: self.clock.as_ref(),
+            book: &self.prices,
+        }
+    }
+}

@@ -79,6 +79,8 @@ impl TokenKeys {
         if secret.len() < 32 {
             return Err("the token secret must be at least 32 bytes".into());
         }
+        // Installed once per process; a second install finds it there, which is fine.
+        let _ = hs256_only::PROVIDER.install_default();
         Ok(TokenKeys {
             algorithm: Algorithm::HS256,
             encoding: EncodingKey::from_secret(secret),
@@ -152,6 +154,77 @@ impl TokenKeys {
     }
 }
 
+/// The crypto behind `jsonwebtoken`: HMAC-SHA256 from RustCrypto and nothing else, so no
+/// function links RSA, ECDSA or EdDSA code it never runs. Any other algorithm is refused.
+mod hs256_only {
+    use hmac::{Hmac, Mac};
+    use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
+    use jsonwebtoken::errors::{ErrorKind, Result};
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+    use sha2::Sha256;
+
+    pub(super) static PROVIDER: CryptoProvider = CryptoProvider {
+        signer_factory,
+        verifier_factory,
+        key_utils: KeyUtils::new_unimplemented(),
+    };
+
+    struct Hs256(Hmac<Sha256>);
+
+    impl Hs256 {
+        fn new(algorithm: &Algorithm, secret: &[u8]) -> Result<Self> {
+            if *algorithm != Algorithm::HS256 {
+                return Err(ErrorKind::InvalidAlgorithm.into());
+            }
+            Hmac::new_from_slice(secret)
+                .map(Hs256)
+                .map_err(|_| ErrorKind::InvalidKeyFormat.into())
+        }
+    }
+
+    fn signer_factory(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>> {
+        Ok(Box::new(Hs256::new(algorithm, key.as_bytes())?))
+    }
+
+    fn verifier_factory(algorithm: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>> {
+        Ok(Box::new(Hs256::new(algorithm, key.try_get_as_bytes()?)?))
+    }
+
+    impl signature::Signer<Vec<u8>> for Hs256 {
+        fn try_sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, signature::Error> {
+            let mut mac = self.0.clone();
+            mac.update(msg);
+            Ok(mac.finalize().into_bytes().to_vec())
+        }
+    }
+
+    impl signature::Verifier<Vec<u8>> for Hs256 {
+        fn verify(
+            &self,
+            msg: &[u8],
+            signature: &Vec<u8>,
+        ) -> std::result::Result<(), signature::Error> {
+            let mut mac = self.0.clone();
+            mac.update(msg);
+            // Constant-time comparison.
+            mac.verify_slice(signature)
+                .map_err(signature::Error::from_source)
+        }
+    }
+
+    impl JwtSigner for Hs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::HS256
+        }
+    }
+
+    impl JwtVerifier for Hs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::HS256
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +283,37 @@ mod tests {
         let forged = format!("{header}.{body}.");
         assert_eq!(
             keys().verify_session(&forged).unwrap_err(),
+            TokenError::Invalid
+        );
+    }
+
+    /// A token signed by hand with HMAC over `header.body`, as any JWT library would.
+    fn hand_signed<M: hmac::Mac + hmac::digest::KeyInit>(alg: &str) -> String {
+        let now = Utc::now().timestamp();
+        let header = b64(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes());
+        let body = b64(format!(
+            r#"{{"sub":"u1","exp":{},"iat":{now},"aud":"{SESSION_AUDIENCE}","iss":"test"}}"#,
+            now + 300
+        )
+        .as_bytes());
+        let mut mac = <M as hmac::Mac>::new_from_slice(&[7u8; 32]).unwrap();
+        mac.update(format!("{header}.{body}").as_bytes());
+        format!("{header}.{body}.{}", b64(&mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn only_hs256_signatures_are_accepted() {
+        let hs256 = hand_signed::<hmac::Hmac<sha2::Sha256>>("HS256");
+        assert_eq!(keys().verify_session(&hs256).unwrap().sub, "u1");
+        let hs512 = hand_signed::<hmac::Hmac<sha2::Sha512>>("HS512");
+        assert_eq!(
+            keys().verify_session(&hs512).unwrap_err(),
+            TokenError::Invalid
+        );
+        let mut tampered = hs256.clone();
+        tampered.insert(hs256.rfind('.').unwrap() + 1, 'A');
+        assert_eq!(
+            keys().verify_session(&tampered).unwrap_err(),
             TokenError::Invalid
         );
     }

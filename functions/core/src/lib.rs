@@ -8,12 +8,14 @@
 
 pub mod app;
 pub mod auth;
+pub mod cast;
 pub mod catalog;
 pub mod ids;
 pub mod invoice;
 pub mod ledger;
 pub mod metrics;
 pub mod ports;
+pub mod quote;
 pub mod recovery;
 pub mod run;
 pub mod runner;

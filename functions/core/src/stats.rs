@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::catalog::Catalog;
 use crate::catalog::{Spell, StepDef};
 use crate::ids::Slug;
-use crate::ports::{SpellStats, Store, StoreResult, ToolCostTotal};
-use crate::App;
+use crate::ports::{Clock, SpellStats, Store, StoreResult, ToolCostTotal};
 
 /// How long a process trusts its cached prices before reading the store again (matters where
 /// many instances share one store, as Lambdas do).
@@ -99,30 +99,44 @@ pub fn average_price(spell: &Spell, totals: &HashMap<String, ToolCostTotal>) -> 
         .max(1)
 }
 
-/// Recomputes every spell's average cost from the measured step costs, saves it, and refreshes
-/// this process's cache (so cached metadata changes at once).
-pub async fn recompute(app: &App) -> StoreResult<Vec<SpellStats>> {
-    let totals: HashMap<String, ToolCostTotal> = app
-        .store
-        .tool_costs()
-        .await?
-        .into_iter()
-        .map(|t| (t.tool.clone(), t))
-        .collect();
-    let now = app.clock.now();
-    let stats: Vec<SpellStats> = app
-        .catalog
-        .iter()
-        .map(|spell| SpellStats {
-            slug: spell.slug.clone(),
-            avg_cost_pts: average_price(spell, &totals),
-            updated_at: now,
-        })
-        .collect();
-    app.store.save_spell_stats(&stats).await?;
-    app.prices.replace(stats.clone());
-    tracing::info!(spells = stats.len(), "spell prices recomputed");
-    Ok(stats)
+/// What recomputing prices needs: the spells, the store, the time and this process's cache.
+pub struct Pricing<'a> {
+    /// The spells.
+    pub catalog: &'a Catalog,
+    /// Measured costs and saved prices.
+    pub store: &'a dyn Store,
+    /// The time.
+    pub clock: &'a dyn Clock,
+    /// This process's cached prices.
+    pub book: &'a PriceBook,
+}
+
+impl Pricing<'_> {
+    /// Recomputes every spell's average cost from the measured step costs, saves it, and refreshes
+    /// this process's cache (so cached metadata changes at once).
+    pub async fn recompute(&self) -> StoreResult<Vec<SpellStats>> {
+        let totals: HashMap<String, ToolCostTotal> = self
+            .store
+            .tool_costs()
+            .await?
+            .into_iter()
+            .map(|t| (t.tool.clone(), t))
+            .collect();
+        let now = self.clock.now();
+        let stats: Vec<SpellStats> = self
+            .catalog
+            .iter()
+            .map(|spell| SpellStats {
+                slug: spell.slug.clone(),
+                avg_cost_pts: average_price(spell, &totals),
+                updated_at: now,
+            })
+            .collect();
+        self.store.save_spell_stats(&stats).await?;
+        self.book.replace(stats.clone());
+        tracing::info!(spells = stats.len(), "spell prices recomputed");
+        Ok(stats)
+    }
 }
 
 #[cfg(test)]

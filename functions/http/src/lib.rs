@@ -305,8 +305,12 @@ pub(crate) fn respond(
 }
 
 /// A JSON response, not cached.
-pub(crate) fn json(status: StatusCode, value: &Value) -> Response {
-    let mut r = respond(status, "application/json", value.to_string());
+pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let body = match serde_json::to_string(value) {
+        Ok(body) => body,
+        Err(e) => return Problem::internal(e).into_response(),
+    };
+    let mut r = respond(status, "application/json", body);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r

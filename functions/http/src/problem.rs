@@ -1,11 +1,14 @@
-//! RFC 9457 problem details with the product's stable error codes.
+//! RFC 9457 problem details with the product's stable error codes: the one place where the use
+//! cases' refusals become statuses and codes.
 
 use bytes::Bytes;
 use http::{header, StatusCode};
 use serde_json::json;
 
 use super::{Body, Response};
+use spellcast_core::cast::CastError;
 use spellcast_core::catalog::FieldError;
+use spellcast_core::quote::QuoteError;
 
 /// An error answer: status, stable code, a readable detail and, for validation, field errors.
 #[derive(Debug, Clone)]
@@ -122,6 +125,81 @@ impl Problem {
             .header(header::CACHE_CONTROL, "no-store")
             .body(Body::Full(Bytes::from(body.to_string())))
             .unwrap_or_else(|_| http::Response::new(Body::Full(Bytes::new())))
+    }
+}
+
+/// 402 `insufficient_balance`.
+fn insufficient(balance: i64, cost_pts: i64) -> Problem {
+    Problem::new(
+        StatusCode::PAYMENT_REQUIRED,
+        "insufficient_balance",
+        format!("This spell costs {cost_pts} points and the balance is {balance}"),
+    )
+}
+
+fn invoice_invalid(detail: &str) -> Problem {
+    Problem::new(StatusCode::UNAUTHORIZED, "invoice_invalid", detail)
+}
+
+impl From<QuoteError> for Problem {
+    fn from(e: QuoteError) -> Self {
+        match e {
+            QuoteError::KeyConflict => Problem::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                "This Idempotency-Key was used with a different request",
+            ),
+            QuoteError::UnknownAsset(asset) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_asset",
+                format!("Unknown asset `{asset}`; use PTS"),
+            )
+            .with_errors(vec![FieldError {
+                pointer: "/asset".into(),
+                message: "must be PTS".into(),
+            }]),
+            QuoteError::UnknownSpell(slug) => Problem::spell_not_found(slug.as_str()),
+            QuoteError::InsufficientBalance { balance, cost_pts } => {
+                insufficient(balance, cost_pts)
+            }
+            QuoteError::Store(e) => Problem::internal(e),
+        }
+    }
+}
+
+impl From<CastError> for Problem {
+    fn from(e: CastError) -> Self {
+        match e {
+            CastError::InvoiceInvalid => invoice_invalid("The invoice is not valid"),
+            CastError::InvoiceUnknown => invoice_invalid("The invoice is not known"),
+            CastError::InvoiceForAnotherSpell => {
+                invoice_invalid("The invoice is for another spell")
+            }
+            CastError::InvoiceOfAnotherUser => Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "This invoice belongs to someone else",
+            ),
+            CastError::InvoiceExpired => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "invoice_expired",
+                "The quote has expired: ask for a new one",
+            ),
+            CastError::InvoiceConsumed => Problem::new(
+                StatusCode::CONFLICT,
+                "invoice_consumed",
+                "This invoice already paid for a cast with other inputs",
+            ),
+            CastError::UnknownSpell(slug) => Problem::spell_not_found(slug.as_str()),
+            CastError::InvalidContext(errors) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_context",
+                format!("{} input(s) do not fit the spell", errors.len()),
+            )
+            .with_errors(errors),
+            CastError::InsufficientBalance { balance, cost_pts } => insufficient(balance, cost_pts),
+            CastError::Store(e) => Problem::internal(e),
+        }
     }
 }
 

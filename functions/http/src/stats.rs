@@ -65,7 +65,7 @@ pub async fn refresh(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -
             "The webhook signature is missing, wrong or too old",
         ));
     }
-    let stats = spellcast_core::stats::recompute(app).await?;
+    let stats = app.pricing().recompute().await?;
     Ok(json(StatusCode::OK, &json!({ "spells": stats })))
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use spellcast_aws::{
-    load_sdk_config, load_sdk_config_for_slow_engine, DynamoStore, EventBridgeBus, PollingSignal,
+    sdk_config_from_environment, DynamoStore, EventBridgeBus, PollingSignal, Timeouts,
 };
 use spellcast_core::auth::TokenKeys;
 use spellcast_core::catalog::Catalog;
@@ -57,10 +57,10 @@ pub async fn start() -> Result<Start, crate::Error> {
         .init();
     crate::emf::install();
     let settings = Settings::from_env()?;
-    let sdk = match settings.aws_timeout {
-        Some(timeout) => load_sdk_config_for_slow_engine(timeout).await,
-        None => load_sdk_config().await,
-    };
+    let sdk = sdk_config_from_environment(match settings.aws_timeout {
+        Some(timeout) => Timeouts::SlowEngine(timeout),
+        None => Timeouts::Aws,
+    });
     Ok(Start { settings, sdk })
 }
 

@@ -12,8 +12,8 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use spellcast_core::ports::ExecutionStarted;
-use spellcast_core::runner::{self, Execution};
-use spellcast_core::{recovery, stats, App};
+use spellcast_core::runner::Execution;
+use spellcast_core::App;
 use spellcast_http as api;
 
 use crate::emf;
@@ -45,7 +45,7 @@ pub fn execution(event: &Value) -> Result<ExecutionStarted, String> {
 /// failure is returned as an error: Lambda retries, then the event lands in the dead-letter queue.
 pub async fn run_delivery(app: &App, event: &Value) -> Result<Value, Error> {
     let started = execution(event)?;
-    let outcome = runner::execute(app, &started.run_id).await?;
+    let outcome = app.runner().execute(&started.run_id).await?;
     Ok(match outcome {
         Execution::Ran(status) => json!({ "runId": started.run_id, "ran": true, "status": status }),
         Execution::Skipped => json!({ "runId": started.run_id, "ran": false }),
@@ -74,8 +74,8 @@ fn is_schedule(event: &Value) -> bool {
 /// The schedule's work: recompute prices, then republish lost start events and fail-and-refund
 /// stuck runs.
 pub async fn scheduled(app: &App) -> Result<Value, Error> {
-    let prices = stats::recompute(app).await?;
-    let sweep = recovery::sweep(app).await?;
+    let prices = app.pricing().recompute().await?;
+    let sweep = app.recovery().sweep().await?;
     Ok(json!({
         "spells": prices.len(),
         "republished": sweep.republished,

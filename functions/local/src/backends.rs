@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use spellcast_aws::{
-    load_sdk_config, load_sdk_config_for_slow_engine, DynamoStore, EventBridgeBus,
-};
+use spellcast_aws::{load_sdk_config, DynamoStore, EventBridgeBus, Timeouts};
 use spellcast_core::ports::{BusError, EventBus, ExecutionStarted, Store};
 use spellcast_core::run::{Run, RunEvent};
 use spellcast_embedded::{LocalBus, RedbStore};
@@ -45,12 +43,11 @@ pub fn embedded(args: &Args, bus: LocalBus) -> Result<Backend, String> {
 /// DynamoDB and EventBridge from one `SdkConfig`; this process's runner still executes the runs
 /// (it plays the part of the rule's target that the runner Lambda plays on AWS).
 pub async fn dynamodb(args: &Args, local: LocalBus) -> Result<Backend, String> {
-    let config = match args.aws_timeout_secs {
-        Some(secs) => {
-            load_sdk_config_for_slow_engine(std::time::Duration::from_secs(secs.max(1))).await
-        }
-        None => load_sdk_config().await,
-    };
+    let config = load_sdk_config(match args.aws_timeout_secs {
+        Some(secs) => Timeouts::SlowEngine(std::time::Duration::from_secs(secs.max(1))),
+        None => Timeouts::Aws,
+    })
+    .await;
     let store = DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&config),
         &args.table,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use spellcast_core::app::MetricsRender;
 use spellcast_core::ports::ExecutionStarted;
-use spellcast_core::{metrics, recovery, runner, stats, App};
+use spellcast_core::{metrics, App};
 use tokio::sync::{mpsc, Semaphore};
 
 /// How many runs execute at once in this process.
@@ -22,7 +22,7 @@ pub async fn runner(app: Arc<App>, mut executions: mpsc::UnboundedReceiver<Execu
         };
         let app = app.clone();
         tokio::spawn(async move {
-            if let Err(e) = runner::execute(&app, &event.run_id).await {
+            if let Err(e) = app.runner().execute(&event.run_id).await {
                 tracing::error!(run_id = %event.run_id, error = %e, "run execution failed; recovery will refund it");
             }
             drop(slot);
@@ -35,7 +35,7 @@ pub async fn sweeper(app: Arc<App>, period: Duration) {
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
-        if let Err(e) = recovery::sweep(&app).await {
+        if let Err(e) = app.recovery().sweep().await {
             tracing::error!(error = %e, "recovery sweep failed");
         }
     }
@@ -46,7 +46,7 @@ pub async fn stats_ticker(app: Arc<App>, period: Duration) {
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
-        if let Err(e) = stats::recompute(&app).await {
+        if let Err(e) = app.pricing().recompute().await {
             tracing::error!(error = %e, "price recomputation failed");
         }
     }
