@@ -1,6 +1,6 @@
 """What each Lambda links, from `cargo tree` of its arm64 build: one TLS stack and one crypto
 provider (hyper 1 + rustls 0.23 on ring; never the SDK's legacy hyper 0.14 + rustls 0.21 client,
-aws-lc, or aws-config's SSO clients), and the tools' code (reqwest, png, minijinja) only in the
+aws-lc, or aws-config's SSO clients), HS256 only for tokens (no RSA/ECDSA/EdDSA code), and the tools' code (reqwest, png, minijinja) only in the
 function that executes runs."""
 import pathlib
 import re
@@ -20,6 +20,9 @@ NEVER = [
     ("aws-sdk-sso", None, "aws-config's SSO credentials (not used on Lambda)"),
     ("aws-sdk-ssooidc", None, "aws-config's SSO credentials (not used on Lambda)"),
     ("aws-lc-sys", None, "a second crypto provider beside ring"),
+    ("rsa", None, "JWT algorithms other than HS256 (tokens are HS256 only)"),
+    ("ed25519-dalek", None, "JWT algorithms other than HS256 (tokens are HS256 only)"),
+    ("p256", None, "JWT algorithms other than HS256 (tokens are HS256 only)"),
 ]
 ONLY_WHERE_RUNS_EXECUTE = ["reqwest", "png", "minijinja", "spellcast-tools"]
 EXECUTES_RUNS = {"runner"}
