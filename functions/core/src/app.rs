@@ -114,6 +114,21 @@ impl App {
         }
     }
 
+    /// Balances and ledgers, with the port they need.
+    pub fn accounts(&self) -> crate::ledger::Accounts<'_> {
+        crate::ledger::Accounts {
+            store: self.store.as_ref(),
+        }
+    }
+
+    /// Viewing runs, with the ports it needs.
+    pub fn viewing(&self) -> crate::viewing::Viewing<'_> {
+        crate::viewing::Viewing {
+            store: self.store.as_ref(),
+            clock: self.clock.as_ref(),
+        }
+    }
+
     /// Where run changes go.
     pub fn run_log(&self) -> crate::runner::RunLog<'_> {
         crate::runner::RunLog {

@@ -43,3 +43,42 @@ pub struct LedgerEntry {
 
 /// The only asset the product knows.
 pub const PTS: &str = "PTS";
+
+/// One page of a user's ledger, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerPage {
+    /// The entries.
+    pub entries: Vec<LedgerEntry>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<CreditTxId>,
+}
+
+/// What reading balances and ledgers needs: the store.
+pub struct Accounts<'a> {
+    /// Balances and ledger entries.
+    pub store: &'a dyn crate::ports::Store,
+}
+
+impl Accounts<'_> {
+    /// The user's balance in points (0 for a stranger).
+    pub async fn balance(&self, user: &UserId) -> crate::ports::StoreResult<i64> {
+        self.store.balance(user).await
+    }
+
+    /// Up to `limit` entries strictly older than `before` (a page's `next`), newest first.
+    pub async fn ledger_page(
+        &self,
+        user: &UserId,
+        limit: usize,
+        before: Option<&CreditTxId>,
+    ) -> crate::ports::StoreResult<LedgerPage> {
+        // One more than asked tells whether another page follows.
+        let mut entries = self.store.ledger(user, limit + 1, before).await?;
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next = more
+            .then(|| entries.last().map(|e| e.tx_id.clone()))
+            .flatten();
+        Ok(LedgerPage { entries, next })
+    }
+}

@@ -21,5 +21,6 @@ pub mod run;
 pub mod runner;
 pub mod stats;
 pub mod tools;
+pub mod viewing;
 
 pub use app::{App, Config};

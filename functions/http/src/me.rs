@@ -12,7 +12,7 @@ use spellcast_core::App;
 /// `GET /api/v1/me/balance`.
 pub async fn balance(app: &Arc<App>, req: &http::request::Parts) -> Handled {
     let user = session(app, req)?;
-    let balance = app.store.balance(&user.sub).await?;
+    let balance = app.accounts().balance(&user.sub).await?;
     Ok(json(
         StatusCode::OK,
         &json!({"userId": user.sub, "balances": {spellcast_core::ledger::PTS: balance}}),
@@ -30,17 +30,13 @@ pub async fn ledger(app: &Arc<App>, req: &http::request::Parts) -> Handled {
         },
     };
     let cursor = query(req, "cursor").map(CreditTxId::from);
-    let mut entries = app
-        .store
-        .ledger(&user.sub, limit + 1, cursor.as_ref())
+    let page = app
+        .accounts()
+        .ledger_page(&user.sub, limit, cursor.as_ref())
         .await?;
-    let more = entries.len() > limit;
-    entries.truncate(limit);
-    let mut body = json!({ "entries": entries });
-    if more {
-        if let Some(last) = entries.last() {
-            body["nextCursor"] = json!(last.tx_id);
-        }
+    let mut body = json!({ "entries": page.entries });
+    if let Some(next) = page.next {
+        body["nextCursor"] = json!(next);
     }
     Ok(json(StatusCode::OK, &body))
 }

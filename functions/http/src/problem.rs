@@ -9,6 +9,7 @@ use super::{Body, Response};
 use spellcast_core::cast::CastError;
 use spellcast_core::catalog::FieldError;
 use spellcast_core::quote::QuoteError;
+use spellcast_core::viewing::ViewError;
 
 /// An error answer: status, stable code, a readable detail and, for validation, field errors.
 #[derive(Debug, Clone)]
@@ -199,6 +200,30 @@ impl From<CastError> for Problem {
             .with_errors(errors),
             CastError::InsufficientBalance { balance, cost_pts } => insufficient(balance, cost_pts),
             CastError::Store(e) => Problem::internal(e),
+        }
+    }
+}
+
+impl From<ViewError> for Problem {
+    fn from(e: ViewError) -> Self {
+        match e {
+            ViewError::NotFound => Problem::run_not_found(),
+            ViewError::NoSuchOutput => Problem::new(
+                StatusCode::NOT_FOUND,
+                "run_not_found",
+                "This run has no such output file",
+            ),
+            ViewError::Forbidden => Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "This run belongs to someone else",
+            ),
+            ViewError::InvoiceExpired => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "invoice_expired",
+                "This invoice no longer opens its run",
+            ),
+            ViewError::Store(e) => Problem::internal(e),
         }
     }
 }

@@ -12,7 +12,7 @@ use sse_stream::Sse;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::runs::{authorize, caller};
+use super::runs::viewer;
 use super::{query, slug, Body, Handled, Problem};
 use spellcast_core::ids::{CreditTxId, RunId};
 use spellcast_core::run::RunEvent;
@@ -54,18 +54,15 @@ fn last_event_id(req: &http::request::Parts) -> Result<u64, Problem> {
 /// `GET /api/v1/spells/{slug}/stream?creditTxId=...`.
 pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled {
     let slug = slug(raw_slug)?;
-    let caller = caller(app, req, "invoice_invalid")?;
+    let viewer = viewer(app, req, "invoice_invalid")?;
     let credit_tx = query(req, "creditTxId")
         .map(CreditTxId::from)
         .ok_or_else(|| Problem::bad_json("creditTxId is required"))?;
     let after = last_event_id(req)?;
     let run = app
-        .store
-        .run_by_credit_tx(&credit_tx)
-        .await?
-        .filter(|run| run.slug == slug)
-        .ok_or_else(Problem::run_not_found)?;
-    authorize(app, &caller, &run)?;
+        .viewing()
+        .run_by_credit_tx(&viewer, &credit_tx, &slug)
+        .await?;
 
     if run.status.is_terminal() && after >= run.last_seq {
         // Everything was delivered: 204 tells EventSource to stop reconnecting.
