@@ -129,6 +129,16 @@ impl App {
         }
     }
 
+    /// Watching a run, with the ports it needs (owned: a watch outlives its request).
+    pub fn watching(&self) -> crate::watching::Watching {
+        crate::watching::Watching {
+            store: self.store.clone(),
+            signal: self.signal.clone(),
+            heartbeat: self.config.heartbeat,
+            limit: self.config.stream_limit,
+        }
+    }
+
     /// Where run changes go.
     pub fn run_log(&self) -> crate::runner::RunLog<'_> {
         crate::runner::RunLog {

@@ -22,5 +22,6 @@ pub mod runner;
 pub mod stats;
 pub mod tools;
 pub mod viewing;
+pub mod watching;
 
 pub use app::{App, Config};

@@ -1,10 +1,9 @@
 //! `GET /api/v1/spells/{slug}/stream`: a run's events as Server-Sent Events, resumable with
-//! `Last-Event-ID`, pushed as they are stored (the [`RunSignal`](spellcast_core::ports::RunSignal) wakes
-//! the stream; there is no busy polling), with heartbeats and a clean close before the platform's
-//! time limit.
+//! `Last-Event-ID`. What is sent and when is the core's [`Watching`](spellcast_core::watching)
+//! (pushed as stored, heartbeats, a clean close before the platform's time limit); this module
+//! frames it.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
@@ -14,16 +13,16 @@ use tracing::Instrument;
 
 use super::runs::viewer;
 use super::{query, slug, Body, Handled, Problem};
-use spellcast_core::ids::{CreditTxId, RunId};
+use futures::StreamExt;
+use spellcast_core::ids::CreditTxId;
 use spellcast_core::run::RunEvent;
+use spellcast_core::watching::Watched;
 use spellcast_core::App;
 
 /// The first bytes of every stream: how long the browser waits before reconnecting.
 const RETRY: &[u8] = b"retry: 2000\n\n";
 /// The heartbeat comment.
 const PING: &[u8] = b": ping\n\n";
-/// Events read from the store at a time.
-const PAGE: usize = 100;
 
 /// One run event as an SSE frame.
 pub fn frame(event: &RunEvent) -> Bytes {
@@ -71,11 +70,17 @@ pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) 
         return Ok(r);
     }
 
-    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let (tx, rx) = mpsc::channel::<Watched>(32);
     let span = tracing::info_span!("stream", run_id = %run.run_id);
-    tokio::spawn(pump(app.clone(), run.run_id.clone(), after, tx).instrument(span));
-    let body =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    tokio::spawn(app.watching().watch(run.run_id, after, tx).instrument(span));
+    let frames = futures::stream::unfold(rx, |mut rx| async move {
+        let frame = match rx.recv().await? {
+            Watched::Event(event) => frame(&event),
+            Watched::Ping => Bytes::from_static(PING),
+        };
+        Some((frame, rx))
+    });
+    let body = futures::stream::once(async { Bytes::from_static(RETRY) }).chain(frames);
     let mut r = http::Response::new(Body::Stream(Box::pin(body)));
     let headers = r.headers_mut();
     headers.insert(
@@ -85,57 +90,6 @@ pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) 
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(r)
-}
-
-/// Writes events after `after` until the terminal one, the client leaves, or the time limit.
-async fn pump(app: Arc<App>, run_id: RunId, mut after: u64, tx: mpsc::Sender<Bytes>) {
-    // Watch before reading, so a change between the read and the wait is not missed.
-    let mut watcher = app.signal.watch(&run_id);
-    if tx.send(Bytes::from_static(RETRY)).await.is_err() {
-        return;
-    }
-    let opened = Instant::now();
-    let mut last_write = Instant::now();
-    loop {
-        let events = match app.store.run_events(&run_id, after, PAGE).await {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::error!(error = %e, "stream read failed; closing so the client resumes");
-                return;
-            }
-        };
-        if events.is_empty() {
-            let open_for = opened.elapsed();
-            if open_for >= app.config.stream_limit {
-                tracing::info!("stream time limit reached; closing so the client resumes");
-                return;
-            }
-            if last_write.elapsed() >= app.config.heartbeat {
-                if tx.send(Bytes::from_static(PING)).await.is_err() {
-                    return;
-                }
-                last_write = Instant::now();
-            }
-            let wait = app
-                .config
-                .heartbeat
-                .saturating_sub(last_write.elapsed())
-                .min(app.config.stream_limit - open_for);
-            watcher.changed(wait).await;
-            continue;
-        }
-        for event in events {
-            if tx.send(frame(&event)).await.is_err() {
-                return;
-            }
-            after = event.seq;
-            if event.body.is_terminal() {
-                return;
-            }
-        }
-        last_write = Instant::now();
-        watcher.delivered();
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,89 @@
+//! Watching a run: its events after a given one, as they are stored, with heartbeats while
+//! nothing happens, until the terminal event, the watcher leaving, or the time limit (so the
+//! client resumes before the platform cuts the connection).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::ids::RunId;
+use crate::ports::{RunSignal, Store};
+use crate::run::RunEvent;
+
+/// Events read from the store at a time.
+const PAGE: usize = 100;
+
+/// What a watcher receives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Watched {
+    /// The next event of the run.
+    Event(RunEvent),
+    /// Nothing happened for a heartbeat interval.
+    Ping,
+}
+
+/// What watching needs: the store, the signal that wakes it, and its timings. Owned, because a
+/// watch outlives the request that started it.
+pub struct Watching {
+    /// Run events.
+    pub store: Arc<dyn Store>,
+    /// Wakes the watch when the run changes.
+    pub signal: Arc<dyn RunSignal>,
+    /// How long without a write before a [`Watched::Ping`].
+    pub heartbeat: Duration,
+    /// How long one watch may last.
+    pub limit: Duration,
+}
+
+impl Watching {
+    /// Sends the events of `run_id` after seq `after` into `tx` until the terminal one, `tx`
+    /// closing, or the time limit. A store failure ends the watch (the client resumes).
+    pub async fn watch(self, run_id: RunId, mut after: u64, tx: mpsc::Sender<Watched>) {
+        // Watch before reading, so a change between the read and the wait is not missed.
+        let mut watcher = self.signal.watch(&run_id);
+        let opened = Instant::now();
+        let mut last_write = Instant::now();
+        loop {
+            let events = match self.store.run_events(&run_id, after, PAGE).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::error!(error = %e, "watch read failed; closing so the client resumes");
+                    return;
+                }
+            };
+            if events.is_empty() {
+                let open_for = opened.elapsed();
+                if open_for >= self.limit {
+                    tracing::info!("watch time limit reached; closing so the client resumes");
+                    return;
+                }
+                if last_write.elapsed() >= self.heartbeat {
+                    if tx.send(Watched::Ping).await.is_err() {
+                        return;
+                    }
+                    last_write = Instant::now();
+                }
+                let wait = self
+                    .heartbeat
+                    .saturating_sub(last_write.elapsed())
+                    .min(self.limit - open_for);
+                watcher.changed(wait).await;
+                continue;
+            }
+            for event in events {
+                let seq = event.seq;
+                let terminal = event.body.is_terminal();
+                if tx.send(Watched::Event(event)).await.is_err() {
+                    return;
+                }
+                after = seq;
+                if terminal {
+                    return;
+                }
+            }
+            last_write = Instant::now();
+            watcher.delivered();
+        }
+    }
+}
