@@ -1,4 +1,5 @@
 """The whole spell flow over real HTTP and a real SSE client (SPEC §3.1-3.5, §3.9)."""
+import datetime
 import struct
 import time
 
@@ -115,6 +116,30 @@ def test_stream_headers_retry_and_heartbeat(start):
                 break
     assert lines[0] == "retry: 2000"
     assert time.monotonic() - started < 5
+
+
+def test_a_stream_resumed_beyond_the_end_closes_with_its_run(start):
+    """SPEC 3.4: a Last-Event-ID beyond the run's last event must not hold the stream open until
+    its time limit (one cheap run could otherwise hold many streams for 14 minutes)."""
+    server = start("--heartbeat-ms", "200")
+    user = server.session()
+    inv, cast = server.quote_and_cast(user["token"], "slow-scroll", {"topic": "dunes"})
+    headers = {"authorization": f"Bearer {inv['invoiceId']}", "last-event-id": "999999"}
+    lines = []
+    deadline = time.monotonic() + 30
+    with server.http.stream("GET", cast["streamUrl"], headers=headers) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            lines.append(line)
+            assert time.monotonic() < deadline, "the stream outlived its run"
+    closed_at = time.time()
+    run = server.run(user["token"], cast["runId"])
+    assert run["status"] == "succeeded", run
+    finished = datetime.datetime.fromisoformat(run["finishedAt"].replace("Z", "+00:00")).timestamp()
+    assert closed_at - finished < 1.5, f"closed {closed_at - finished:.2f}s after the run ended"
+    assert not [l for l in lines if l.startswith(("id:", "event:", "data:"))], "nothing after 999999"
+    again = server.http.get(cast["streamUrl"], headers=headers)
+    assert again.status_code == 204
 
 
 def test_stream_closes_before_its_limit_and_resumes_without_loss(start):

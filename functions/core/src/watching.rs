@@ -1,6 +1,7 @@
 //! Watching a run: its events after a given one, as they are stored, with heartbeats while
-//! nothing happens, until the terminal event, the watcher leaving, or the time limit (so the
-//! client resumes before the platform cuts the connection).
+//! nothing happens, until the run ends, the watcher leaves, or the time limit (so the client
+//! resumes before the platform cuts the connection). A watch never outlives its run, whatever
+//! `after` the client claims.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::ids::RunId;
 use crate::ports::{RunSignal, Store};
-use crate::run::RunEvent;
+use crate::run::{Run, RunEvent};
 
 /// Events read from the store at a time.
 const PAGE: usize = 100;
@@ -37,9 +38,14 @@ pub struct Watching {
 }
 
 impl Watching {
-    /// Sends the events of `run_id` after seq `after` into `tx` until the terminal one, `tx`
+    /// Sends the events of `run` after seq `after` into `tx` until the terminal one, `tx`
     /// closing, or the time limit. A store failure ends the watch (the client resumes).
-    pub async fn watch(self, run_id: RunId, mut after: u64, tx: mpsc::Sender<Watched>) {
+    pub async fn watch(self, run: &Run, mut after: u64, tx: mpsc::Sender<Watched>) {
+        let run_id = run.run_id.clone();
+        // A client that claims an event beyond the run's last never reads the terminal event:
+        // such a watch asks for the run's status whenever nothing new was read, and ends with
+        // the run (within one wake-up of the signal).
+        let beyond_the_end = after > run.last_seq;
         // Watch before reading, so a change between the read and the wait is not missed.
         let mut watcher = self.signal.watch(&run_id);
         let opened = Instant::now();
@@ -53,6 +59,9 @@ impl Watching {
                 }
             };
             if events.is_empty() {
+                if beyond_the_end && self.has_ended(&run_id).await {
+                    return;
+                }
                 let open_for = opened.elapsed();
                 if open_for >= self.limit {
                     tracing::info!("watch time limit reached; closing so the client resumes");
@@ -84,6 +93,18 @@ impl Watching {
             }
             last_write = Instant::now();
             watcher.delivered();
+        }
+    }
+
+    /// Whether the run is terminal (a store failure counts as ended: the client resumes).
+    async fn has_ended(&self, run_id: &RunId) -> bool {
+        match self.store.run(run_id).await {
+            Ok(Some(run)) => run.status.is_terminal(),
+            Ok(None) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "watch read failed; closing so the client resumes");
+                true
+            }
         }
     }
 }

@@ -72,7 +72,8 @@ pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) 
 
     let (tx, rx) = mpsc::channel::<Watched>(32);
     let span = tracing::info_span!("stream", run_id = %run.run_id);
-    tokio::spawn(app.watching().watch(run.run_id, after, tx).instrument(span));
+    let watching = app.watching();
+    tokio::spawn(async move { watching.watch(&run, after, tx).await }.instrument(span));
     let frames = futures::stream::unfold(rx, |mut rx| async move {
         let frame = match rx.recv().await? {
             Watched::Event(event) => frame(&event),
