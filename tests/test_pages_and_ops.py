@@ -40,6 +40,41 @@ def test_request_ids_are_echoed_or_made(server):
     assert a and b and a != b
 
 
+def test_every_response_is_nosniff_and_every_page_has_a_strict_csp(server):
+    """SPEC 2: nosniff everywhere; HTML pages with a CSP that allows no inline or eval'd script
+    and no framing, and a Referrer-Policy."""
+    user = server.session()
+    inv, cast = server.quote_and_cast(user["token"], "hello-sigil", {"name": "Headers"})
+    run = server.wait_for_status(user["token"], cast["runId"])
+    image = [o for o in run["outputs"] if o["kind"] == "image"][0]
+    auth = {"authorization": f"Bearer {user['token']}"}
+    answers = {
+        "page": server.http.get("/spells/hello-sigil"),
+        "home": server.http.get("/"),
+        "og": server.http.get("/spells/hello-sigil/og"),
+        "asset": server.http.get("/static/js/spell-execute.js"),
+        "meta": server.http.get("/api/v1/spells/hello-sigil/meta"),
+        "problem": server.http.get("/api/v1/spells/NOPE/meta"),
+        "snapshot": server.http.get(f"/api/v1/runs/{cast['runId']}", headers=auth),
+        "output": server.http.get(image["url"], headers=auth),
+        "stream": server.http.get(f"{cast['streamUrl']}&token={inv['invoiceId']}"),
+        "unknown": server.http.get("/api/v1/nothing-here"),
+    }
+    for name, r in answers.items():
+        assert r.headers.get("x-content-type-options") == "nosniff", name
+    for name in ("page", "home", "og"):
+        r = answers[name]
+        assert r.headers["content-type"].startswith("text/html"), name
+        csp = {d.split()[0]: d.split()[1:] for d in r.headers["content-security-policy"].split(";") if d.strip()}
+        assert csp["frame-ancestors"] == ["'none'"], name
+        assert csp["script-src"] == ["'self'"], name
+        assert "'unsafe-inline'" not in sum(csp.values(), []), name
+        assert r.headers["referrer-policy"] == "strict-origin-when-cross-origin", name
+    # An output file is content, not a page: opened directly it is sandboxed.
+    assert answers["output"].status_code == 200
+    assert "sandbox" in answers["output"].headers["content-security-policy"]
+
+
 def test_removed_endpoints_answer_410_with_deprecation_headers(server):
     for path in ("/api/v1/payments/prepare-spell", "/api/v1/payments/confirm"):
         r = server.http.post(path, json={})

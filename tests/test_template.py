@@ -117,6 +117,25 @@ def test_cloudfront_caches_what_it_should_and_nothing_else(template):
     assert "api" in (ROOT / "infra" / "edge" / "crawler-route.js").read_text(), "the viewer function names the API origin"
 
 
+def test_cloudfront_adds_the_functions_security_headers_to_every_response(template):
+    """SPEC 2: on AWS the security headers come from a response-headers policy as well, so the
+    pages S3 serves have them too; its CSP is the functions' own."""
+    dist = next(r for r in template["Resources"].values() if r["Type"] == "AWS::CloudFront::Distribution")
+    config = dist["Properties"]["DistributionConfig"]
+    for behaviour in [config["DefaultCacheBehavior"]] + config["CacheBehaviors"]:
+        assert behaviour.get("ResponseHeadersPolicyId") == {"Ref": "SecurityHeadersPolicy"}, behaviour.get("PathPattern")
+    policy = template["Resources"]["SecurityHeadersPolicy"]["Properties"]["ResponseHeadersPolicyConfig"]
+    headers = policy["SecurityHeadersConfig"]
+    assert headers["ContentTypeOptions"]["Override"] is True
+    assert headers["ReferrerPolicy"]["ReferrerPolicy"] == "strict-origin-when-cross-origin"
+    rust = (ROOT / "functions" / "http" / "src" / "lib.rs").read_text()
+    const = re.search(r'pub const CONTENT_SECURITY_POLICY: &str = "(.*?)";', rust, re.S).group(1)
+    const = re.sub(r"\\\n\s*", "", const)  # Rust's line continuations
+    assert headers["ContentSecurityPolicy"]["ContentSecurityPolicy"] == const
+    # An origin's own policy (an output file's sandbox) is kept.
+    assert headers["ContentSecurityPolicy"]["Override"] is False
+
+
 def test_every_setting_the_template_passes_is_one_the_functions_read(template):
     settings = (ROOT / "functions" / "lambda" / "src" / "settings.rs").read_text()
     read = set(re.findall(r'"(SPELLCAST_[A-Z_]+)"', settings))

@@ -14,12 +14,20 @@ before(async () => {
 after(async () => {
   await browser?.close();
   server?.stop();
+  // The server sends a strict Content-Security-Policy (no inline script or style): the page
+  // must work within it, in every state every test reached.
+  assert.deepEqual(cspViolations, [], "Content-Security-Policy violations");
 });
+
+const cspViolations = [];
 
 async function open(slug, base = server.url) {
   const page = await browser.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
+  page.on("console", (m) => {
+    if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
+  });
   await page.goto(`${base}/spells/${slug}`);
   await page.waitForSelector("#form:not([hidden])");
   page.errors = errors;

@@ -92,9 +92,10 @@ pub async fn output(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=31536000, immutable"),
     );
+    // A tool's file is content, never a page of this site: opened directly, it runs nothing.
     headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; img-src 'self'; sandbox"),
     );
     Ok(r)
 }

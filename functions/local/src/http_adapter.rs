@@ -40,7 +40,14 @@ pub fn router(app: Arc<App>, static_dir: &Path) -> Router {
         .route_service("/", ServeFile::new(static_dir.join("index.html")))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(core_handler)
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(site)
+}
+
+/// The headers every response carries, static files included (API answers have them already).
+async fn security_headers(mut response: Response) -> Response {
+    api::add_security_headers(response.headers_mut());
+    response
 }
 
 /// What the handlers share.
