@@ -1,8 +1,12 @@
 """SPEC §5: no double spend, never below zero, nothing lost — under concurrency and failures."""
 import asyncio
+import stat
 import time
 
 import httpx
+import pytest
+
+from conftest import ON_DYNAMODB
 
 
 def gather(url, requests):
@@ -98,3 +102,20 @@ def test_state_survives_a_restart(start, tmp_path):
     assert second.run(user["token"], cast["runId"]) == before
     replay = second.events(cast, inv["invoiceId"])
     assert replay[-1][1] == "executionFinished"
+
+
+@pytest.mark.skipif(ON_DYNAMODB, reason="the data dir holds the embedded store; on DynamoDB it is unused")
+def test_the_data_dir_and_its_database_are_private(start, tmp_path):
+    """The database holds balances and the generated token secret: owner-only (SPEC 2, issue 10)."""
+    data = tmp_path / "data"
+    server = start("--data-dir", str(data))
+    server.session()
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "spellcast.redb").stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(not ON_DYNAMODB, reason="the tests listen on loopback only; with the embedded store there the demo endpoint is meant to exist")
+def test_the_demo_endpoint_is_not_served_on_dynamodb_unless_asked_for_as_unsafe(start):
+    server = start(demo_sessions=False)
+    r = server.http.post("/api/v1/dev/session", json={"grantPts": 1000000})
+    assert r.status_code == 404, r.text

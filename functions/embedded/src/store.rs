@@ -63,7 +63,18 @@ impl RedbStore {
     /// Opens (or creates) the database file `spellcast.redb` in `dir`.
     pub fn open(dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(StoreError::from_err)?;
-        let db = Database::create(dir.join("spellcast.redb")).map_err(err)?;
+        let file = dir.join("spellcast.redb");
+        let db = Database::create(&file).map_err(err)?;
+        // The database holds balances and (without a configured one) the token secret: only
+        // its owner may read it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(StoreError::from_err)?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(StoreError::from_err)?;
+        }
         Self::init(db)
     }
 

@@ -63,6 +63,11 @@ pub struct Args {
     /// Largest `http` tool response, in bytes.
     #[arg(long, default_value_t = HttpTool::DEFAULT_MAX_BYTES)]
     pub http_max_bytes: usize,
+    /// Serve `POST /api/v1/dev/session`, which grants demo points to anyone who asks, also when
+    /// listening beyond loopback or on DynamoDB. Without it the demo endpoint exists only on a
+    /// loopback address with the embedded store. Never on a real deployment.
+    #[arg(long)]
+    pub unsafe_demo_sessions: bool,
     /// Do not execute runs (they stay queued until a process with a runner picks them up).
     #[arg(long)]
     pub no_runner: bool,
@@ -96,6 +101,12 @@ pub enum StoreKind {
 }
 
 impl Args {
+    /// Whether the demo session endpoint is served on `bound`: on a loopback address with the
+    /// embedded store, or when asked for with `--unsafe-demo-sessions`.
+    pub fn demo_sessions(&self, bound: std::net::SocketAddr) -> bool {
+        self.unsafe_demo_sessions || (bound.ip().is_loopback() && self.store == StoreKind::Embedded)
+    }
+
     /// The core's configuration.
     pub fn app_config(&self, public_url: &str) -> Config {
         let mut config = Config::new(public_url);
@@ -128,5 +139,27 @@ impl Args {
     /// The stats ticker's period.
     pub fn stats_interval(&self) -> Duration {
         Duration::from_secs(self.stats_interval_secs.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> Args {
+        Args::parse_from(["spellcast-local"].iter().chain(extra))
+    }
+
+    #[test]
+    fn demo_sessions_only_on_loopback_with_the_embedded_store_unless_asked_for() {
+        let loopback = "127.0.0.1:8080".parse().unwrap();
+        let anywhere = "0.0.0.0:8080".parse().unwrap();
+        assert!(args(&[]).demo_sessions(loopback));
+        assert!(args(&[]).demo_sessions("[::1]:8080".parse().unwrap()));
+        assert!(!args(&[]).demo_sessions(anywhere));
+        assert!(!args(&["--store", "dynamodb"]).demo_sessions(loopback));
+        assert!(args(&["--unsafe-demo-sessions"]).demo_sessions(anywhere));
+        assert!(args(&["--store", "dynamodb", "--unsafe-demo-sessions"]).demo_sessions(loopback));
     }
 }

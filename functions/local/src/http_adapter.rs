@@ -20,9 +20,12 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 /// The router: static files, the execution page (or, for crawlers, the og page), and everything
 /// else through the core.
-pub fn router(app: Arc<App>, static_dir: &Path) -> Router {
+pub fn router(app: Arc<App>, static_dir: &Path, endpoints: Vec<&'static api::Endpoint>) -> Router {
     let site = Site {
-        app,
+        api: Api {
+            app,
+            endpoints: endpoints.into(),
+        },
         page: ServeFile::new(static_dir.join("spell.html")),
     };
     // Static files are compressed and cached briefly (their names carry no version); API answers,
@@ -53,13 +56,20 @@ async fn security_headers(mut response: Response) -> Response {
 /// What the handlers share.
 #[derive(Clone)]
 struct Site {
-    app: Arc<App>,
+    api: Api,
     page: ServeFile,
 }
 
-impl FromRef<Site> for Arc<App> {
+/// The app and the endpoints this server answers.
+#[derive(Clone)]
+struct Api {
+    app: Arc<App>,
+    endpoints: Arc<[&'static api::Endpoint]>,
+}
+
+impl FromRef<Site> for Api {
     fn from_ref(site: &Site) -> Self {
-        site.app.clone()
+        site.api.clone()
     }
 }
 
@@ -75,7 +85,7 @@ async fn spell_page(State(site): State<Site>, req: Request) -> Response {
         let (mut parts, body) = req.into_parts();
         let og = format!("{}/og", parts.uri.path().trim_end_matches('/'));
         parts.uri = og.parse().unwrap_or(parts.uri);
-        return core_handler(State(site.app), Request::from_parts(parts, body)).await;
+        return core_handler(State(site.api), Request::from_parts(parts, body)).await;
     }
     let mut page = site.page;
     match page.try_call(req).await {
@@ -87,10 +97,13 @@ async fn spell_page(State(site): State<Site>, req: Request) -> Response {
     }
 }
 
-async fn core_handler(State(app): State<Arc<App>>, req: Request) -> Response {
+async fn core_handler(State(site): State<Api>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let response = match axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await {
-        Ok(bytes) => api::handle(app, http::Request::from_parts(parts, bytes), api::ALL).await,
+        Ok(bytes) => {
+            let req = http::Request::from_parts(parts, bytes);
+            api::handle(site.app, req, &site.endpoints).await
+        }
         // Reading stops past the limit (or at a broken upload).
         Err(_) => api::payload_too_large(&parts),
     };

@@ -83,7 +83,19 @@ async fn run(args: Args) -> Result<(), String> {
     tokio::spawn(workers::sweeper(app.clone(), args.sweep_interval()));
     tokio::spawn(workers::stats_ticker(app.clone(), args.stats_interval()));
 
-    let router = http_adapter::router(app.clone(), &args.static_dir);
+    let demo = args.demo_sessions(bound);
+    if !demo {
+        tracing::warn!(
+            "no demo sessions (POST /api/v1/dev/session): they are served only on a loopback \
+             address with the embedded store, or with --unsafe-demo-sessions"
+        );
+    }
+    let endpoints = spellcast_http::ALL
+        .iter()
+        .copied()
+        .filter(|e| demo || e.path != spellcast_http::DEV_SESSION.path)
+        .collect();
+    let router = http_adapter::router(app.clone(), &args.static_dir, endpoints);
     println!("Spellcast is ready: open {public_url}/spells/hello-sigil");
     tracing::info!(addr = %bound, catalog = %args.catalog.display(), "listening");
     let server = axum::serve(listener, router);
