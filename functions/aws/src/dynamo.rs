@@ -9,7 +9,7 @@
 //! |-----------------|---------------------|----------------------|------------------------------------------------|
 //! | balance         | `USER#{user}`       | `BALANCE`            | `balance` (N); debits conditional on `>= cost`  |
 //! | ledger entry    | `LEDGER#{user}`     | `{txId}`             | tx ids sort by time: a reverse query is newest first |
-//! | invoice         | `INVOICE#{id}`      | `INVOICE`            | `state` open → consumed, conditional            |
+//! | invoice         | `INVOICE#{id}`      | `INVOICE`            | `state` open → consumed, conditional; `ttl` retention after expiry |
 //! | idempotency key | `IDEM#{user}`       | `{key}`              | `ttl` (epoch s): expires after retention        |
 //! | run             | `RUN#{runId}`       | `RUN`                | `lastSeq` guards every change (optimistic lock) |
 //! | tx → run        | `TX#{creditTxId}`   | `TX`                 | `runId`; the stream finds the run by its debit  |
@@ -414,13 +414,17 @@ impl Store for DynamoStore {
         invoice: InvoiceRecord,
         idempotency: Option<IdempotencyRecord>,
     ) -> StoreResult<IssueOutcome> {
+        // An invoice is kept for the retention after it expires (a retried cast still finds
+        // the run it paid for), then DynamoDB deletes it; a cast after that is refused as expired.
+        let mut invoice_item = item(
+            &invoice,
+            format!("INVOICE#{}", invoice.invoice_id),
+            "INVOICE",
+        )?;
+        invoice_item.insert("ttl".into(), self.ttl(invoice.expires_at));
         for attempt in 1..=ATTEMPTS {
             let mut items = vec![put(
-                item(
-                    &invoice,
-                    format!("INVOICE#{}", invoice.invoice_id),
-                    "INVOICE",
-                )?,
+                invoice_item.clone(),
                 &self.table,
                 Some("attribute_not_exists(pk)"),
             )?];

@@ -153,6 +153,11 @@ impl Casting<'_> {
                 cost_pts: claims.cost,
             }),
             CastOutcome::Expired => Err(CastError::InvoiceExpired),
+            // A store forgets invoices some time after they expire (DynamoDB's TTL): a signed
+            // one it no longer knows has expired.
+            CastOutcome::UnknownInvoice if claims.exp <= now.timestamp() => {
+                Err(CastError::InvoiceExpired)
+            }
             CastOutcome::UnknownInvoice => Err(CastError::InvoiceUnknown),
         }
     }
