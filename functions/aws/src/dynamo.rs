@@ -17,6 +17,7 @@
 //! | output file     | `FILE#{runId}`      | `{n:06}`             | `mime`, `bytes` (B); small files only (< 350 KB) |
 //! | tool cost       | `TOOLCOST`          | `{slug/step/tool}`   | `calls`, `pts` counters (ADD)                   |
 //! | spell price     | `STATS`             | `{slug}`             | recomputed every 15 minutes                     |
+//! | rate counter    | `RATE#{limit}#{subject}` | `{window start}` | `hits` (ADD); `ttl` when the window ends        |
 //!
 //! Global secondary index `unfinished` (pk `unfinished`, sk `createdAt`, projection ALL) is sparse:
 //! only queued and running runs carry `unfinished = "1"`, so recovery reads exactly those.
@@ -53,6 +54,7 @@ use serde::Serialize;
 use spellcast_core::ids::{CreditTxId, RunId, UserId};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
 use spellcast_core::ledger::LedgerEntry;
+use spellcast_core::limits::{Limit, RateLimiter, Verdict};
 use spellcast_core::ports::{
     CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
@@ -724,5 +726,35 @@ impl Store for DynamoStore {
             .into_iter()
             .map(from_item)
             .collect()
+    }
+}
+
+#[async_trait]
+impl RateLimiter for DynamoStore {
+    /// One atomic `ADD` per hit on the window's counter, so every instance counts the same
+    /// window; DynamoDB deletes the counter after its window (`ttl`).
+    async fn hit(&self, limit: &Limit, subject: &str, now: DateTime<Utc>) -> StoreResult<Verdict> {
+        let (start, end) = limit.window_of(now);
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                format!("RATE#{}#{subject}", limit.name),
+                start.to_string(),
+            )))
+            .update_expression("ADD hits :one SET #ttl = if_not_exists(#ttl, :ttl)")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":ttl", n(end.timestamp() + 60))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        let hits = out
+            .attributes
+            .as_ref()
+            .map_or(0, |item| number(item, "hits"));
+        Ok(limit.verdict(hits.max(0) as u64, end, now))
     }
 }

@@ -1,12 +1,14 @@
 //! Nothing grows without bound on DynamoDB (SPEC §5.7): the items that belong to no run and no
-//! ledger carry a `ttl` that the table's TTL setting acts on. Read back raw, over the wire, from
-//! moto and Amazon's DynamoDB Local.
+//! ledger (invoices, rate counters) carry a `ttl` that the table's TTL setting acts on. Read back
+//! raw, over the wire, from moto and Amazon's DynamoDB Local. Also: rate counters count exactly
+//! under concurrency (SPEC §2: limits hold across instances).
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 use spellcast_aws::DynamoStore;
 use spellcast_core::ids::{new_id, InvoiceId, Slug};
 use spellcast_core::invoice::{InvoiceRecord, InvoiceState, IssueOutcome};
+use spellcast_core::limits::{Limit, RateLimiter, Verdict};
 use spellcast_core::ports::Store;
 
 mod common;
@@ -73,6 +75,63 @@ async fn invoices_expire_after_the_retention(variable: &str) {
         ttl,
         (expires_at + chrono::Duration::days(RETENTION_DAYS)).timestamp()
     );
+}
+
+async fn rate_counters_count_exactly_and_expire(variable: &str) {
+    let Some(config) = common::engine(variable).await else {
+        return;
+    };
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = format!("rate-{}", new_id("t").replace('_', "-"));
+    let store = std::sync::Arc::new(DynamoStore::new(
+        client.clone(),
+        table.clone(),
+        chrono::Duration::days(RETENTION_DAYS),
+    ));
+    store.create_table().await.unwrap();
+    let limit = Limit::per_minute("casts", 10);
+    let now = Utc::now();
+    // Hits from many "instances" at once: each is one atomic ADD, so exactly `max` pass.
+    let hits = (0..40).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.hit(&limit, "user_a", now).await.unwrap() })
+    });
+    let verdicts = futures::future::join_all(hits).await;
+    let allowed = verdicts
+        .iter()
+        .filter(|v| *v.as_ref().unwrap() == Verdict::Allowed)
+        .count();
+    assert_eq!(allowed, 10);
+    assert_eq!(
+        store.hit(&limit, "user_b", now).await.unwrap(),
+        Verdict::Allowed
+    );
+    let (start, end) = limit.window_of(now);
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S("RATE#casts#user_a".into()))
+        .key("sk", AttributeValue::S(start.to_string()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the counter is stored");
+    let ttl: i64 = item["ttl"].as_n().unwrap().parse().unwrap();
+    assert!(
+        ttl > end.timestamp() && ttl <= end.timestamp() + 120,
+        "{ttl}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_moto_rate_counters_count_exactly_and_expire() {
+    rate_counters_count_exactly_and_expire("SPELLCAST_MOTO_ENDPOINT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_dynamodb_local_rate_counters_count_exactly_and_expire() {
+    rate_counters_count_exactly_and_expire("SPELLCAST_DYNAMODB_LOCAL_ENDPOINT").await;
 }
 
 #[tokio::test]

@@ -31,6 +31,8 @@ pub struct Config {
     pub republish_after: chrono::Duration,
     /// The stats webhook's HMAC secret; without one the webhook refuses every call.
     pub webhook_secret: Option<Vec<u8>>,
+    /// Rate limits per user.
+    pub limits: crate::limits::Limits,
 }
 
 impl Config {
@@ -58,6 +60,7 @@ impl Config {
             stream_limit: Duration::from_secs(Self::STREAM_LIMIT_SECS),
             republish_after: chrono::Duration::milliseconds(Self::REPUBLISH_AFTER_MS as i64),
             webhook_secret: None,
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -85,6 +88,8 @@ pub struct App {
     pub keys: TokenKeys,
     /// Cached spell prices.
     pub prices: PriceBook,
+    /// Rate limit counters.
+    pub limiter: Arc<dyn crate::limits::RateLimiter>,
     /// `/metrics`, where the entry point serves it.
     pub metrics: Option<MetricsRender>,
 }

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod ids;
 pub mod invoice;
 pub mod ledger;
+pub mod limits;
 pub mod metrics;
 pub mod ports;
 pub mod quote;

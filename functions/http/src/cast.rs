@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use super::{json, parse_object, session, slug, str_field, Handled, Problem};
+use super::{json, parse_object, rate_limit, session, slug, str_field, Handled, Problem};
 use spellcast_core::cast::{Cast, CastRequest};
 use spellcast_core::run::Run;
 use spellcast_core::App;
@@ -25,6 +25,7 @@ fn accepted(run: &Run, status: StatusCode) -> http::Response<super::Body> {
 /// `POST /api/v1/spells/cast`.
 pub async fn cast(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> Handled {
     let user = session(app, req)?;
+    rate_limit(app, &app.config.limits.casts, user.sub.as_str()).await?;
     let fields = parse_object(body)?;
     let raw_slug = str_field(&fields, "slug")?;
     let token = str_field(&fields, "invoiceId")?;

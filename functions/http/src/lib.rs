@@ -26,6 +26,7 @@ use tracing::Instrument;
 pub use problem::Problem;
 use spellcast_core::auth::SessionClaims;
 use spellcast_core::ids::Slug;
+use spellcast_core::limits::{Limit, Verdict};
 use spellcast_core::App;
 
 /// Request bodies over this many bytes get 413.
@@ -441,6 +442,17 @@ pub(crate) fn session(app: &App, req: &http::request::Parts) -> Result<SessionCl
             Problem::unauthorized("The session token is not valid")
         }
     })
+}
+
+/// Counts one hit of `subject` against `limit`: 429 `rate_limited` over it.
+pub(crate) async fn rate_limit(app: &App, limit: &Limit, subject: &str) -> Result<(), Problem> {
+    match app.limiter.hit(limit, subject, app.clock.now()).await? {
+        Verdict::Allowed => Ok(()),
+        Verdict::Limited { retry_after_secs } => {
+            tracing::info!(limit = limit.name, "rate limited");
+            Err(Problem::rate_limited(limit.name, retry_after_secs))
+        }
+    }
 }
 
 /// Whether `If-None-Match` matches `etag`.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 use serde_json::Value;
 
-use super::{json, parse_object, session, slug, str_field, Handled, Problem, Response};
+use super::{json, parse_object, rate_limit, session, slug, str_field, Handled, Problem, Response};
 use spellcast_core::catalog::FieldError;
 use spellcast_core::invoice::json_hash;
 use spellcast_core::quote::QuoteRequest;
@@ -28,6 +28,7 @@ fn idempotency_key(req: &http::request::Parts) -> Result<Option<String>, Problem
 /// `POST /api/v1/payments/invoice`.
 pub async fn invoice(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> Handled {
     let user = session(app, req)?;
+    rate_limit(app, &app.config.limits.invoices, user.sub.as_str()).await?;
     let key = idempotency_key(req)?;
     let fields = parse_object(body)?;
     let raw_slug = str_field(&fields, "spellSlug")?;

@@ -22,6 +22,8 @@ pub struct Problem {
     pub detail: String,
     /// Per-field errors, each a JSON Pointer into the request body.
     pub errors: Vec<FieldError>,
+    /// Seconds to wait before trying again (`Retry-After`), for 429.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Problem {
@@ -32,7 +34,19 @@ impl Problem {
             code,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after_secs: None,
         }
+    }
+
+    /// 429 `rate_limited`, with `Retry-After`.
+    pub fn rate_limited(what: &str, retry_after_secs: u64) -> Self {
+        let mut p = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("Too many {what}: try again in {retry_after_secs} s"),
+        );
+        p.retry_after_secs = Some(retry_after_secs);
+        p
     }
 
     /// Adds field errors.
@@ -120,11 +134,14 @@ impl Problem {
         if !self.errors.is_empty() {
             body["errors"] = json!(self.errors);
         }
-        http::Response::builder()
+        let mut r = http::Response::builder()
             .status(self.status)
             .header(header::CONTENT_TYPE, "application/problem+json")
-            .header(header::CACHE_CONTROL, "no-store")
-            .body(Body::Full(Bytes::from(body.to_string())))
+            .header(header::CACHE_CONTROL, "no-store");
+        if let Some(secs) = self.retry_after_secs {
+            r = r.header(header::RETRY_AFTER, secs);
+        }
+        r.body(Body::Full(Bytes::from(body.to_string())))
             .unwrap_or_else(|_| http::Response::new(Body::Full(Bytes::new())))
     }
 }

@@ -81,21 +81,24 @@ impl Start {
         if !tools.is_empty() {
             tools.check(&catalog)?;
         }
-        let store = DynamoStore::new(
+        let store = Arc::new(DynamoStore::new(
             aws_sdk_dynamodb::Client::new(&self.sdk),
             &settings.table,
             chrono::Duration::days(RETENTION_DAYS),
-        );
+        ));
         let mut config = Config::new(settings.public_url.as_str());
         config.heartbeat = settings.heartbeat;
         config.stream_limit = settings.stream_limit;
         config.republish_after = settings.republish_after;
         config.webhook_secret = settings.webhook_secret.clone();
+        config.limits = settings.limits;
         Ok(Arc::new(App {
             config,
             catalog,
             tools,
-            store: Arc::new(store),
+            // Rate limits are counted in the table, so they hold across instances.
+            limiter: store.clone(),
+            store,
             bus,
             signal: Arc::new(PollingSignal::new(settings.poll.0, settings.poll.1)),
             clock: Arc::new(SystemClock),

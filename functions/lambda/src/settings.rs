@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use spellcast_core::limits::Limits;
 use spellcast_core::Config;
 
 /// Everything a function reads from its environment.
@@ -36,6 +37,8 @@ pub struct Settings {
     /// The `http` tool's allow-list, `name=https://...,...` (`SPELLCAST_HTTP_ENDPOINTS`; read
     /// by the runner, the one function that executes tools).
     pub http_endpoints: Option<String>,
+    /// Rate limits per user.
+    pub limits: Limits,
 }
 
 impl Settings {
@@ -82,6 +85,16 @@ impl Settings {
                 .transpose()
                 .map_err(|_| "SPELLCAST_AWS_TIMEOUT_SECS must be a whole number".to_owned())?,
             http_endpoints: var("SPELLCAST_HTTP_ENDPOINTS"),
+            limits: Limits::per_minute(
+                number(
+                    "SPELLCAST_INVOICES_PER_MINUTE",
+                    Limits::INVOICES_PER_MINUTE.into(),
+                )? as u32,
+                number(
+                    "SPELLCAST_CASTS_PER_MINUTE",
+                    Limits::CASTS_PER_MINUTE.into(),
+                )? as u32,
+            ),
         })
     }
 }

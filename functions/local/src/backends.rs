@@ -5,15 +5,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use spellcast_aws::{load_sdk_config, DynamoStore, EventBridgeBus, Timeouts};
+use spellcast_core::limits::RateLimiter;
 use spellcast_core::ports::{BusError, EventBus, ExecutionStarted, Store};
 use spellcast_core::run::{Run, RunEvent};
-use spellcast_embedded::{LocalBus, RedbStore};
+use spellcast_embedded::{LocalBus, MemoryLimiter, RedbStore};
 
 use crate::config::Args;
 
-/// A store, a bus, and the token secret to use with them.
+/// A store, a bus, rate limit counters, and the token secret to use with them.
 pub struct Backend {
     pub store: Arc<dyn Store>,
+    pub limiter: Arc<dyn RateLimiter>,
     pub bus: Arc<dyn EventBus>,
     pub token_secret: Vec<u8>,
 }
@@ -35,6 +37,8 @@ pub fn embedded(args: &Args, bus: LocalBus) -> Result<Backend, String> {
     };
     Ok(Backend {
         store: Arc::new(store),
+        // One process: counts in memory are the whole truth.
+        limiter: Arc::new(MemoryLimiter::default()),
         bus: Arc::new(bus),
         token_secret,
     })
@@ -75,8 +79,11 @@ pub async fn dynamodb(args: &Args, local: LocalBus) -> Result<Backend, String> {
             rand::random::<[u8; 32]>().to_vec()
         }
     };
+    let store = Arc::new(store);
     Ok(Backend {
-        store: Arc::new(store),
+        // Counted in the table, as the Lambdas count: several servers share the limits.
+        limiter: store.clone(),
+        store,
         bus: Arc::new(Both {
             remote: EventBridgeBus::new(events, &args.event_bus),
             local,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use spellcast_core::limits::Limits;
 use spellcast_core::Config;
 use spellcast_tools::{HttpEndpoints, HttpTool};
 
@@ -86,6 +87,12 @@ pub struct Args {
     /// After how long a stream closes by itself (the client resumes), in seconds.
     #[arg(long, default_value_t = Config::STREAM_LIMIT_SECS)]
     pub stream_limit_secs: u64,
+    /// Quotes one user may ask for per minute (then 429 `rate_limited`).
+    #[arg(long, default_value_t = Limits::INVOICES_PER_MINUTE)]
+    pub invoices_per_minute: u32,
+    /// Casts one user may make per minute (then 429 `rate_limited`).
+    #[arg(long, default_value_t = Limits::CASTS_PER_MINUTE)]
+    pub casts_per_minute: u32,
     /// How long a quote stays payable, in seconds.
     #[arg(long, default_value_t = Config::INVOICE_TTL_SECS)]
     pub invoice_ttl_secs: u64,
@@ -115,6 +122,7 @@ impl Args {
         config.republish_after = chrono::Duration::milliseconds(self.republish_after_ms as i64);
         config.invoice_ttl = chrono::Duration::seconds(self.invoice_ttl_secs.max(1) as i64);
         config.webhook_secret = self.webhook_secret.clone().map(String::into_bytes);
+        config.limits = Limits::per_minute(self.invoices_per_minute, self.casts_per_minute);
         config
     }
 

@@ -70,6 +70,7 @@ async fn run(args: Args) -> Result<(), String> {
         clock: Arc::new(SystemClock),
         keys,
         prices: PriceBook::default(),
+        limiter: backend.limiter,
         metrics: Some(metrics),
     });
 

@@ -1,0 +1,82 @@
+//! Rate limit counters for one process (the local server is one): a map of window counts,
+//! pruned of ended windows as it grows, so it stays bounded.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use spellcast_core::limits::{Limit, RateLimiter, Verdict};
+use spellcast_core::ports::{StoreError, StoreResult};
+
+/// Above this many counters, ended windows are dropped before counting.
+const PRUNE_ABOVE: usize = 10_000;
+
+/// A counter's key: the limit's name, the subject, the window's start.
+type Window = (&'static str, String, i64);
+
+/// Window counts in memory.
+#[derive(Default)]
+pub struct MemoryLimiter {
+    /// Each window's hits so far and its end.
+    counts: Mutex<HashMap<Window, (u64, DateTime<Utc>)>>,
+}
+
+#[async_trait]
+impl RateLimiter for MemoryLimiter {
+    async fn hit(&self, limit: &Limit, subject: &str, now: DateTime<Utc>) -> StoreResult<Verdict> {
+        let (start, end) = limit.window_of(now);
+        let mut counts = self
+            .counts
+            .lock()
+            .map_err(|_| StoreError("rate limiter poisoned".into()))?;
+        if counts.len() > PRUNE_ABOVE {
+            counts.retain(|_, (_, ends)| *ends > now);
+        }
+        let entry = counts
+            .entry((limit.name, subject.to_owned(), start))
+            .or_insert((0, end));
+        entry.0 += 1;
+        Ok(limit.verdict(entry.0, end, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counts_per_subject_and_window_and_stays_bounded() {
+        let limiter = MemoryLimiter::default();
+        let limit = Limit::per_minute("casts", 2);
+        let now = DateTime::from_timestamp(1_000_000_000, 0).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                limiter.hit(&limit, "a", now).await.unwrap(),
+                Verdict::Allowed
+            );
+        }
+        assert!(matches!(
+            limiter.hit(&limit, "a", now).await.unwrap(),
+            Verdict::Limited { .. }
+        ));
+        assert_eq!(
+            limiter.hit(&limit, "b", now).await.unwrap(),
+            Verdict::Allowed
+        );
+        let next = now + chrono::Duration::seconds(60);
+        assert_eq!(
+            limiter.hit(&limit, "a", next).await.unwrap(),
+            Verdict::Allowed
+        );
+        for i in 0..(PRUNE_ABOVE + 10) {
+            limiter.hit(&limit, &format!("s{i}"), now).await.unwrap();
+        }
+        let later = now + chrono::Duration::seconds(600);
+        limiter.hit(&limit, "z", later).await.unwrap();
+        assert!(
+            limiter.counts.lock().unwrap().len() < 10,
+            "ended windows dropped"
+        );
+    }
+}

@@ -1,0 +1,57 @@
+"""SPEC §2: rate limits per user, 429 `rate_limited` with `Retry-After`, counted where every
+instance sees them (the table, on DynamoDB)."""
+import time
+
+import pytest
+
+from conftest import ON_DYNAMODB
+
+
+def limited(r):
+    assert r.status_code == 429, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "rate_limited"
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    return r
+
+
+def within_one_window():
+    """The limits count in fixed minutes: start a test well inside one, so its hits share it."""
+    left = 60 - time.time() % 60
+    if left < 15:
+        time.sleep(left + 0.1)
+
+
+def quote(server, token):
+    return server.http.post("/api/v1/payments/invoice", json={"spellSlug": "hello-sigil", "asset": "PTS"},
+                            headers={"authorization": f"Bearer {token}"})
+
+
+def test_quotes_and_casts_are_limited_per_user_and_a_refusal_changes_nothing(start):
+    server = start("--invoices-per-minute", "3", "--casts-per-minute", "2", limits=True)
+    alice, bob = server.session(), server.session()
+    within_one_window()
+    quotes = [quote(server, alice["token"]) for _ in range(3)]
+    assert [q.status_code for q in quotes] == [201, 201, 201]
+    limited(quote(server, alice["token"]))
+    assert quote(server, bob["token"]).status_code == 201, "another user has his own count"
+
+    invoices = [q.json()["invoiceId"] for q in quotes]
+    casts = [server.cast(alice["token"], "hello-sigil", inv, {"name": "L"}) for inv in invoices[:2]]
+    assert [c.status_code for c in casts] == [202, 202]
+    before = server.balance(alice["token"])
+    limited(server.cast(alice["token"], "hello-sigil", invoices[2], {"name": "L"}))
+    assert server.balance(alice["token"]) == before, "a refused cast pays nothing"
+
+
+@pytest.mark.skipif(not ON_DYNAMODB, reason="the embedded store counts in its one process; "
+                    "the limits hold across processes where the counts are in the table")
+def test_the_limits_hold_across_instances(start):
+    first = start("--invoices-per-minute", "2", limits=True)
+    second = start("--invoices-per-minute", "2", limits=True)
+    user = first.session()
+    within_one_window()
+    assert quote(first, user["token"]).status_code == 201
+    assert quote(second, user["token"]).status_code == 201
+    limited(quote(first, user["token"]))
+    limited(quote(second, user["token"]))
