@@ -28,6 +28,7 @@ pytestmark = pytest.mark.skipif(not ON_DYNAMODB, reason="the functions need Dyna
                                                          "they run in the SPELLCAST_TEST_STORE=dynamodb pass")
 
 STREAM_LIMIT_SECS = 2  # below slow-scroll's length, so the first stream is cut and resumed
+REPUBLISH_AFTER_SECS = 2  # a queued run's start event counts as lost after this (60 s on AWS)
 
 
 def cargo_lambda():
@@ -116,7 +117,8 @@ def deployment(aws, tmp_path_factory):
     env = dict(os.environ, SPELLCAST_TABLE=name, SPELLCAST_EVENT_BUS=name, SPELLCAST_PUBLIC_URL="https://spellcast.test",
                SPELLCAST_TOKEN_SECRET=TOKEN_SECRET, SPELLCAST_WEBHOOK_SECRET=WEBHOOK_SECRET,
                SPELLCAST_AWS_TIMEOUT_SECS="120", SPELLCAST_HEARTBEAT_MS="500",
-               SPELLCAST_STREAM_LIMIT_SECS=str(STREAM_LIMIT_SECS), RUST_LOG="info")
+               SPELLCAST_STREAM_LIMIT_SECS=str(STREAM_LIMIT_SECS),
+               SPELLCAST_REPUBLISH_AFTER_SECS=str(REPUBLISH_AFTER_SECS), RUST_LOG="info")
     emulator = Emulator(env)
     try:
         yield {"local": local, "emulator": emulator, "queue": queue, "name": name}
@@ -304,6 +306,24 @@ def test_an_image_output_comes_back_byte_for_byte_through_the_runs_function(depl
     png = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{cast['runId']}/outputs/{image}"), headers=auth)
     assert png.status_code == 200 and png.headers["content-type"] == "image/png", png.text
     assert png.content.startswith(b"\x89PNG\r\n\x1a\n") and len(png.content) > 100
+
+def test_a_lost_start_event_is_published_again_by_the_recovery_tick(deployment, aws):
+    """SPEC 5.8 on AWS: the every-minute tick (the template's `EveryMinute` input) publishes a
+    queued run's lost start event again, and the runner then executes it; nothing is refunded."""
+    emulator, local = deployment["emulator"], deployment["local"]
+    _, token = funded_user(local, pts=100)
+    auth = {"authorization": f"Bearer {token}"}
+    _, cast = quote_and_cast(emulator, auth, "hello-sigil", {"name": "Lost"})
+    receive_execution(aws, deployment["queue"], cast["runId"])  # taken off the queue: lost
+    time.sleep(REPUBLISH_AFTER_SECS + 0.5)
+    tick = emulator.invoke("stats", {"spellcast": "recover"})
+    assert tick.status_code == 200, tick.text
+    assert cast["runId"] in tick.json()["republished"] and not tick.json()["timedOut"]
+    ran = emulator.invoke("runner", receive_execution(aws, deployment["queue"], cast["runId"]))
+    assert ran.json()["status"] == "succeeded", ran.text
+    ledger = emulator.http.get(emulator.url_of("balance", "/api/v1/me/ledger"), headers=auth).json()["entries"]
+    assert sorted(e["kind"] for e in ledger) == ["debit", "grant"]
+
 
 def test_each_function_answers_only_for_its_own_endpoints(deployment):
     emulator = deployment["emulator"]

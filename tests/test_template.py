@@ -90,6 +90,11 @@ def test_the_runner_has_its_rule_and_dead_letters_and_stats_its_schedule(templat
     assert "DeadLetterConfig" in rule and runner["DeadLetterQueue"]["Type"] == "SQS"
     stats = by_binary["stats"]["Properties"]["Events"]
     assert any(e["Type"] == "Schedule" and e["Properties"]["Schedule"] == "rate(15 minutes)" for e in stats.values())
+    # SPEC 5.8: recovery every minute, with the input the stats function takes for it.
+    tick = next(e["Properties"] for e in stats.values()
+                if e["Type"] == "Schedule" and e["Properties"]["Schedule"] == "rate(1 minute)")
+    events_rs = (ROOT / "functions" / "lambda" / "src" / "events.rs").read_text()
+    assert f'pub const RECOVERY_TICK: &str = r#"{tick["Input"]}"#;' in events_rs
 
 
 def test_the_table_is_on_demand_with_ttl(template):

@@ -71,16 +71,31 @@ fn is_schedule(event: &Value) -> bool {
         .is_ok_and(|e| e.source == "aws.events" && e.detail_type == "Scheduled Event")
 }
 
-/// The schedule's work: recompute prices, then republish lost start events and fail-and-refund
-/// stuck runs.
-pub async fn scheduled(app: &App) -> Result<Value, Error> {
-    let prices = app.pricing().recompute().await?;
+/// The input of the every-minute schedule (`infra/template.yaml`, `EveryMinute`): recovery
+/// only, so a lost start event is published again within about two minutes of its cast (SPEC
+/// §5.8), while prices are recomputed on the 15-minute schedule.
+pub const RECOVERY_TICK: &str = r#"{"spellcast":"recover"}"#;
+
+/// Whether an event is the every-minute recovery tick.
+fn is_recovery_tick(event: &Value) -> bool {
+    serde_json::from_str::<Value>(RECOVERY_TICK).is_ok_and(|tick| *event == tick)
+}
+
+/// The recovery tick's work: republish lost start events, fail and refund stuck runs.
+pub async fn recover(app: &App) -> Result<Value, Error> {
     let sweep = app.recovery().sweep().await?;
     Ok(json!({
-        "spells": prices.len(),
         "republished": sweep.republished,
         "timedOut": sweep.timed_out,
     }))
+}
+
+/// The 15-minute schedule's work: recompute prices, then recover.
+pub async fn scheduled(app: &App) -> Result<Value, Error> {
+    let prices = app.pricing().recompute().await?;
+    let mut report = recover(app).await?;
+    report["spells"] = json!(prices.len());
+    Ok(report)
 }
 
 /// An API Gateway (HTTP API, payload 2.0) or Function URL request, as the HTTP layer takes it.
@@ -133,6 +148,9 @@ pub async fn serve_stats(app: Arc<App>) -> Result<(), Error> {
             if is_schedule(&event.payload) {
                 return scheduled(&app).await;
             }
+            if is_recovery_tick(&event.payload) {
+                return recover(&app).await;
+            }
             let request: ApiGatewayV2httpRequest = serde_json::from_value(event.payload)?;
             let response = api::handle(app, http_request(request)?, &[&api::STATS_REFRESH]).await;
             Ok(serde_json::to_value(http_response(response).await)?)
@@ -144,6 +162,16 @@ pub async fn serve_stats(app: Arc<App>) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recovery_tick_is_told_from_the_schedule_and_from_requests() {
+        assert!(is_recovery_tick(&json!({"spellcast": "recover"})));
+        assert!(!is_recovery_tick(&json!({"spellcast": "prices"})));
+        let schedule =
+            json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+        assert!(!is_recovery_tick(&schedule) && is_schedule(&schedule));
+        assert!(!is_schedule(&json!({"spellcast": "recover"})));
+    }
 
     #[test]
     fn an_execution_started_event_names_its_run() {
