@@ -107,7 +107,9 @@ def deployment(aws, tmp_path_factory):
     for f in (ROOT / "infra" / "spells").glob("*.json"):
         shutil.copy(f, catalog)
     local = Server(["--catalog", str(catalog), "--store", "dynamodb", "--create-tables", "--table", name,
-                    "--event-bus", name, "--aws-timeout-secs", "120", "--no-runner"], "lambda-setup")
+                    "--event-bus", name, "--aws-timeout-secs", "120", "--no-runner",
+                    # Demo sessions fund the test users on the shared table (the Lambdas have none).
+                    "--unsafe-demo-sessions"], "lambda-setup")
     queue = aws["sqs"].create_queue(QueueName=name)["QueueUrl"]
     queue_arn = aws["sqs"].get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     # The same pattern as the template's rule for the runner.
