@@ -55,3 +55,43 @@ def test_the_limits_hold_across_instances(start):
     assert quote(second, user["token"]).status_code == 201
     limited(quote(first, user["token"]))
     limited(quote(second, user["token"]))
+
+
+def test_open_streams_are_capped_per_run_and_per_user(start):
+    # No runner: the runs stay queued and their streams open (pinging) until closed.
+    server = start("--streams-per-run", "2", "--streams-per-user", "3", "--no-runner", "--heartbeat-ms", "200")
+    user = server.session()
+    runs = [server.quote_and_cast(user["token"], "hello-sigil", {"name": n}) for n in ("A", "B")]
+    auth = {"authorization": f"Bearer {user['token']}"}
+
+    def open_stream(cast):
+        stream = server.http.stream("GET", cast["streamUrl"], headers=auth)
+        r = stream.__enter__()
+        return stream, r
+
+    (_, a), (_, b) = runs
+    first = open_stream(a)
+    second = open_stream(a)
+    assert first[1].status_code == second[1].status_code == 200
+    third = server.http.get(a["streamUrl"], headers=auth)
+    limited(third)
+    assert "run" in third.json()["detail"]
+    on_b = open_stream(b)
+    assert on_b[1].status_code == 200
+    fourth = server.http.get(b["streamUrl"], headers=auth)
+    limited(fourth)
+    assert "user" in fourth.json()["detail"]
+    # A stream that ends gives its slot back (the server notices at its next write).
+    first[0].__exit__(None, None, None)
+    deadline = time.monotonic() + 10
+    while True:
+        again = server.http.stream("GET", b["streamUrl"], headers=auth)
+        r = again.__enter__()
+        if r.status_code == 200:
+            again.__exit__(None, None, None)
+            break
+        again.__exit__(None, None, None)
+        assert time.monotonic() < deadline, "the slot was never given back"
+        time.sleep(0.2)
+    for stream, _ in (second, on_b):
+        stream.__exit__(None, None, None)

@@ -18,6 +18,7 @@
 //! | tool cost       | `TOOLCOST`          | `{slug/step/tool}`   | `calls`, `pts` counters (ADD)                   |
 //! | spell price     | `STATS`             | `{slug}`             | recomputed every 15 minutes                     |
 //! | rate counter    | `RATE#{limit}#{subject}` | `{window start}` | `hits` (ADD); `ttl` when the window ends        |
+//! | open streams    | `STREAMS#USER#{user}` / `STREAMS#RUN#{runId}` | `OPEN` | `open` count, conditional `< cap`; `leaseUntil`; `ttl` |
 //!
 //! Global secondary index `unfinished` (pk `unfinished`, sk `createdAt`, projection ALL) is sparse:
 //! only queued and running runs carry `unfinished = "1"`, so recovery reads exactly those.
@@ -54,7 +55,7 @@ use serde::Serialize;
 use spellcast_core::ids::{CreditTxId, RunId, UserId};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
 use spellcast_core::ledger::LedgerEntry;
-use spellcast_core::limits::{Limit, RateLimiter, Verdict};
+use spellcast_core::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
 use spellcast_core::ports::{
     CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
@@ -756,5 +757,131 @@ impl RateLimiter for DynamoStore {
             .as_ref()
             .map_or(0, |item| number(item, "hits"));
         Ok(limit.verdict(hits.max(0) as u64, end, now))
+    }
+}
+
+impl DynamoStore {
+    /// One more open stream on counter `pk`, if it is under `cap`; the lease moves to `until`.
+    fn stream_slot_take(
+        &self,
+        pk: String,
+        cap: u32,
+        until: DateTime<Utc>,
+    ) -> StoreResult<TransactWriteItem> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, "OPEN")))
+            .update_expression(
+                "SET #open = if_not_exists(#open, :zero) + :one, leaseUntil = :until, #ttl = :ttl",
+            )
+            .condition_expression("attribute_not_exists(#open) OR #open < :cap")
+            .expression_attribute_names("#open", "open")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":cap", n(cap))
+            .expression_attribute_values(":until", n(until.timestamp()))
+            .expression_attribute_values(":ttl", n(until.timestamp() + 3600))
+            .build()
+            .map_err(err)?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Zeroes counter `pk` if its lease ended before `now`: every stream counted there took its
+    /// slot over a lease ago and has ended, so slots its crashed streams never gave back are
+    /// free again. Conditional, so a take racing with it is not lost.
+    async fn stream_slots_expire(&self, pk: String, now: DateTime<Utc>) -> StoreResult<()> {
+        let reset = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, "OPEN")))
+            .update_expression("SET #open = :zero")
+            .condition_expression("leaseUntil < :now")
+            .expression_attribute_names("#open", "open")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .send()
+            .await;
+        match reset {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl StreamSlots for DynamoStore {
+    /// Both counters move in one transaction, conditional on their caps, so instances never
+    /// overshoot a cap together.
+    async fn take(
+        &self,
+        user: &str,
+        run: &str,
+        caps: &StreamCaps,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Slot> {
+        let until = now + chrono::Duration::from_std(caps.lease).map_err(StoreError::from_err)?;
+        let user_pk = format!("STREAMS#USER#{user}");
+        let run_pk = format!("STREAMS#RUN#{run}");
+        let mut expired_once = false;
+        for attempt in 1..=ATTEMPTS {
+            let items = vec![
+                self.stream_slot_take(user_pk.clone(), caps.per_user, until)?,
+                self.stream_slot_take(run_pk.clone(), caps.per_run, until)?,
+            ];
+            match self.transact(items).await? {
+                Ok(()) => return Ok(Slot::Taken),
+                Err(Cancelled::Retry) => backoff(attempt).await,
+                Err(Cancelled::Conditions(failed)) if !expired_once => {
+                    // Full: unless the counter's lease has ended (slots of crashed streams).
+                    expired_once = true;
+                    for i in failed {
+                        let pk = if i == 0 { &user_pk } else { &run_pk };
+                        self.stream_slots_expire(pk.clone(), now).await?;
+                    }
+                }
+                Err(Cancelled::Conditions(failed)) => {
+                    return Ok(if failed.contains(&0) {
+                        Slot::UserFull
+                    } else {
+                        Slot::RunFull
+                    });
+                }
+            }
+        }
+        Err(StoreError("stream slots: too many conflicts".into()))
+    }
+
+    async fn give_back(&self, user: &str, run: &str) -> StoreResult<()> {
+        for pk in [format!("STREAMS#USER#{user}"), format!("STREAMS#RUN#{run}")] {
+            let given = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(pk, "OPEN")))
+                .update_expression("SET #open = #open - :one")
+                .condition_expression("#open > :zero")
+                .expression_attribute_names("#open", "open")
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":zero", n(0))
+                .send()
+                .await;
+            match given {
+                Ok(_) => {}
+                // Already zero: the counter expired and was reset meanwhile.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(sdk_err(e)),
+            }
+        }
+        Ok(())
     }
 }

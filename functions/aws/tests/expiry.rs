@@ -8,7 +8,7 @@ use chrono::Utc;
 use spellcast_aws::DynamoStore;
 use spellcast_core::ids::{new_id, InvoiceId, Slug};
 use spellcast_core::invoice::{InvoiceRecord, InvoiceState, IssueOutcome};
-use spellcast_core::limits::{Limit, RateLimiter, Verdict};
+use spellcast_core::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
 use spellcast_core::ports::Store;
 
 mod common;
@@ -132,6 +132,64 @@ async fn on_moto_rate_counters_count_exactly_and_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_dynamodb_local_rate_counters_count_exactly_and_expire() {
     rate_counters_count_exactly_and_expire("SPELLCAST_DYNAMODB_LOCAL_ENDPOINT").await;
+}
+
+async fn stream_slots_hold_their_caps_and_heal_after_the_lease(variable: &str) {
+    let Some(config) = common::engine(variable).await else {
+        return;
+    };
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = format!("slots-{}", new_id("t").replace('_', "-"));
+    let store = std::sync::Arc::new(DynamoStore::new(
+        client,
+        table,
+        chrono::Duration::days(RETENTION_DAYS),
+    ));
+    store.create_table().await.unwrap();
+    let caps = StreamCaps::new(3, 2, std::time::Duration::from_secs(60));
+    let now = Utc::now();
+    // Many instances opening streams of one run at once: exactly the run's cap get a slot.
+    let takes = (0..12).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.take("u", "run_1", &caps, now).await.unwrap() })
+    });
+    let slots = futures::future::join_all(takes).await;
+    let taken = slots
+        .iter()
+        .filter(|s| *s.as_ref().unwrap() == Slot::Taken)
+        .count();
+    assert_eq!(taken, 2);
+    assert_eq!(
+        store.take("u", "run_2", &caps, now).await.unwrap(),
+        Slot::Taken
+    );
+    assert_eq!(
+        store.take("u", "run_3", &caps, now).await.unwrap(),
+        Slot::UserFull
+    );
+    store.give_back("u", "run_1").await.unwrap();
+    assert_eq!(
+        store.take("u", "run_3", &caps, now).await.unwrap(),
+        Slot::Taken
+    );
+    // Streams that died without giving back: after the lease their slots are free again.
+    let later =
+        now + chrono::Duration::from_std(caps.lease).unwrap() + chrono::Duration::seconds(1);
+    assert_eq!(
+        store.take("u", "run_1", &caps, later).await.unwrap(),
+        Slot::Taken
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_moto_stream_slots_hold_their_caps_and_heal_after_the_lease() {
+    stream_slots_hold_their_caps_and_heal_after_the_lease("SPELLCAST_MOTO_ENDPOINT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_dynamodb_local_stream_slots_hold_their_caps_and_heal_after_the_lease() {
+    stream_slots_hold_their_caps_and_heal_after_the_lease("SPELLCAST_DYNAMODB_LOCAL_ENDPOINT")
+        .await;
 }
 
 #[tokio::test]

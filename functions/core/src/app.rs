@@ -33,6 +33,10 @@ pub struct Config {
     pub webhook_secret: Option<Vec<u8>>,
     /// Rate limits per user.
     pub limits: crate::limits::Limits,
+    /// Open streams one user may hold.
+    pub streams_per_user: u32,
+    /// Open streams one run may have.
+    pub streams_per_run: u32,
 }
 
 impl Config {
@@ -61,7 +65,18 @@ impl Config {
             republish_after: chrono::Duration::milliseconds(Self::REPUBLISH_AFTER_MS as i64),
             webhook_secret: None,
             limits: crate::limits::Limits::default(),
+            streams_per_user: crate::limits::StreamCaps::PER_USER,
+            streams_per_run: crate::limits::StreamCaps::PER_RUN,
         }
+    }
+
+    /// The caps on open streams.
+    pub fn stream_caps(&self) -> crate::limits::StreamCaps {
+        crate::limits::StreamCaps::new(
+            self.streams_per_user,
+            self.streams_per_run,
+            self.stream_limit,
+        )
     }
 }
 
@@ -88,8 +103,8 @@ pub struct App {
     pub keys: TokenKeys,
     /// Cached spell prices.
     pub prices: PriceBook,
-    /// Rate limit counters.
-    pub limiter: Arc<dyn crate::limits::RateLimiter>,
+    /// Rate limit counters and open-stream counts.
+    pub limiter: Arc<dyn crate::limits::Limiter>,
     /// `/metrics`, where the entry point serves it.
     pub metrics: Option<MetricsRender>,
 }

@@ -101,6 +101,65 @@ pub trait RateLimiter: Send + Sync {
     async fn hit(&self, limit: &Limit, subject: &str, now: DateTime<Utc>) -> StoreResult<Verdict>;
 }
 
+/// What guards against too much: request rates and open streams, counted together.
+pub trait Limiter: RateLimiter + StreamSlots {}
+
+impl<T: RateLimiter + StreamSlots> Limiter for T {}
+
+/// Caps on open streams (SPEC §2): per user, and per run, each held for at most `lease`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamCaps {
+    /// Open streams one user may hold.
+    pub per_user: u32,
+    /// Open streams one run may have.
+    pub per_run: u32,
+    /// Longer than any stream lasts (streams close themselves at the stream limit): a slot
+    /// whose stream died without giving it back is free again after this.
+    pub lease: Duration,
+}
+
+impl StreamCaps {
+    /// Open streams per user unless configured otherwise.
+    pub const PER_USER: u32 = 20;
+    /// Open streams per run unless configured otherwise.
+    pub const PER_RUN: u32 = 5;
+
+    /// `per_user` and `per_run` open streams that close themselves after `stream_limit`.
+    pub fn new(per_user: u32, per_run: u32, stream_limit: Duration) -> StreamCaps {
+        StreamCaps {
+            per_user,
+            per_run,
+            lease: stream_limit + Duration::from_secs(60),
+        }
+    }
+}
+
+/// Whether a stream may open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// A slot was taken: give it back when the stream ends.
+    Taken,
+    /// The user holds as many open streams as allowed.
+    UserFull,
+    /// The run has as many open streams as allowed.
+    RunFull,
+}
+
+/// Counts open streams per user and per run.
+#[async_trait]
+pub trait StreamSlots: Send + Sync {
+    /// Takes a slot for one more stream of `run` by `user`, unless a cap is reached.
+    async fn take(
+        &self,
+        user: &str,
+        run: &str,
+        caps: &StreamCaps,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Slot>;
+    /// Gives back a slot taken for `user` and `run`.
+    async fn give_back(&self, user: &str, run: &str) -> StoreResult<()>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

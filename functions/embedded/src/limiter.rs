@@ -1,12 +1,13 @@
-//! Rate limit counters for one process (the local server is one): a map of window counts,
-//! pruned of ended windows as it grows, so it stays bounded.
+//! Rate limit counters and open-stream counts for one process (the local server is one): a map
+//! of window counts, pruned of ended windows as it grows, and counts of open streams per user
+//! and per run, dropped at zero, so both stay bounded.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use spellcast_core::limits::{Limit, RateLimiter, Verdict};
+use spellcast_core::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
 use spellcast_core::ports::{StoreError, StoreResult};
 
 /// Above this many counters, ended windows are dropped before counting.
@@ -20,6 +21,56 @@ type Window = (&'static str, String, i64);
 pub struct MemoryLimiter {
     /// Each window's hits so far and its end.
     counts: Mutex<HashMap<Window, (u64, DateTime<Utc>)>>,
+    /// Open streams per user and per run.
+    open: Mutex<OpenStreams>,
+}
+
+#[derive(Default)]
+struct OpenStreams {
+    per_user: HashMap<String, u32>,
+    per_run: HashMap<String, u32>,
+}
+
+#[async_trait]
+impl StreamSlots for MemoryLimiter {
+    async fn take(
+        &self,
+        user: &str,
+        run: &str,
+        caps: &StreamCaps,
+        _now: DateTime<Utc>,
+    ) -> StoreResult<Slot> {
+        let mut open = self
+            .open
+            .lock()
+            .map_err(|_| StoreError("stream slots poisoned".into()))?;
+        if open.per_user.get(user).copied().unwrap_or(0) >= caps.per_user {
+            return Ok(Slot::UserFull);
+        }
+        if open.per_run.get(run).copied().unwrap_or(0) >= caps.per_run {
+            return Ok(Slot::RunFull);
+        }
+        *open.per_user.entry(user.to_owned()).or_default() += 1;
+        *open.per_run.entry(run.to_owned()).or_default() += 1;
+        Ok(Slot::Taken)
+    }
+
+    async fn give_back(&self, user: &str, run: &str) -> StoreResult<()> {
+        let mut open = self
+            .open
+            .lock()
+            .map_err(|_| StoreError("stream slots poisoned".into()))?;
+        let OpenStreams { per_user, per_run } = &mut *open;
+        for (map, key) in [(per_user, user), (per_run, run)] {
+            if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]

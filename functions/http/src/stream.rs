@@ -15,7 +15,9 @@ use super::runs::viewer;
 use super::{query, slug, Body, Handled, Problem};
 use futures::StreamExt;
 use spellcast_core::ids::CreditTxId;
+use spellcast_core::limits::Slot;
 use spellcast_core::run::RunEvent;
+use spellcast_core::viewing::Viewer;
 use spellcast_core::watching::Watched;
 use spellcast_core::App;
 
@@ -70,10 +72,39 @@ pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) 
         return Ok(r);
     }
 
+    // SPEC 2: so many open streams per user and per run, across instances.
+    let user = match &viewer {
+        Viewer::User(user) => user.clone(),
+        Viewer::Invoice(claims) => claims.sub.clone(),
+    };
+    let caps = app.config.stream_caps();
+    let slot = app
+        .limiter
+        .take(user.as_str(), run.run_id.as_str(), &caps, app.clock.now())
+        .await?;
+    match slot {
+        Slot::Taken => {}
+        Slot::UserFull => return Err(Problem::rate_limited("open streams of this user", 5)),
+        Slot::RunFull => return Err(Problem::rate_limited("open streams of this run", 5)),
+    }
+
     let (tx, rx) = mpsc::channel::<Watched>(32);
     let span = tracing::info_span!("stream", run_id = %run.run_id);
     let watching = app.watching();
-    tokio::spawn(async move { watching.watch(&run, after, tx).await }.instrument(span));
+    let limiter = app.limiter.clone();
+    tokio::spawn(
+        async move {
+            // The body ends when the last sender goes: this one stays until the slot is given
+            // back, so a Lambda is not frozen before it is.
+            let open = tx.clone();
+            watching.watch(&run, after, tx).await;
+            if let Err(e) = limiter.give_back(user.as_str(), run.run_id.as_str()).await {
+                tracing::warn!(error = %e, "stream slot not given back; its lease frees it");
+            }
+            drop(open);
+        }
+        .instrument(span),
+    );
     let frames = futures::stream::unfold(rx, |mut rx| async move {
         let frame = match rx.recv().await? {
             Watched::Event(event) => frame(&event),

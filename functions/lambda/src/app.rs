@@ -92,6 +92,7 @@ impl Start {
         config.republish_after = settings.republish_after;
         config.webhook_secret = settings.webhook_secret.clone();
         config.limits = settings.limits;
+        (config.streams_per_user, config.streams_per_run) = settings.streams;
         Ok(Arc::new(App {
             config,
             catalog,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use spellcast_core::limits::Limits;
+use spellcast_core::limits::{Limits, StreamCaps};
 use spellcast_core::Config;
 
 /// Everything a function reads from its environment.
@@ -39,6 +39,8 @@ pub struct Settings {
     pub http_endpoints: Option<String>,
     /// Rate limits per user.
     pub limits: Limits,
+    /// Open streams per user and per run.
+    pub streams: (u32, u32),
 }
 
 impl Settings {
@@ -94,6 +96,10 @@ impl Settings {
                     "SPELLCAST_CASTS_PER_MINUTE",
                     Limits::CASTS_PER_MINUTE.into(),
                 )? as u32,
+            ),
+            streams: (
+                number("SPELLCAST_STREAMS_PER_USER", StreamCaps::PER_USER.into())? as u32,
+                number("SPELLCAST_STREAMS_PER_RUN", StreamCaps::PER_RUN.into())? as u32,
             ),
         })
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use spellcast_aws::{load_sdk_config, DynamoStore, EventBridgeBus, Timeouts};
-use spellcast_core::limits::RateLimiter;
+use spellcast_core::limits::Limiter;
 use spellcast_core::ports::{BusError, EventBus, ExecutionStarted, Store};
 use spellcast_core::run::{Run, RunEvent};
 use spellcast_embedded::{LocalBus, MemoryLimiter, RedbStore};
@@ -15,7 +15,7 @@ use crate::config::Args;
 /// A store, a bus, rate limit counters, and the token secret to use with them.
 pub struct Backend {
     pub store: Arc<dyn Store>,
-    pub limiter: Arc<dyn RateLimiter>,
+    pub limiter: Arc<dyn Limiter>,
     pub bus: Arc<dyn EventBus>,
     pub token_secret: Vec<u8>,
 }
