@@ -97,6 +97,15 @@ def test_the_runner_has_its_rule_and_dead_letters_and_stats_its_schedule(templat
     assert f'pub const RECOVERY_TICK: &str = r#"{tick["Input"]}"#;' in events_rs
 
 
+def test_the_functions_that_count_limits_may_update_the_table(template):
+    """Rate counters (invoice, cast) and open-stream counters (stream) are table updates."""
+    by_binary = {fn["Metadata"]["BuildProperties"]["Binary"]: fn for fn in functions(template).values()}
+    for binary in ("invoice", "cast", "stream"):
+        actions = [a for p in by_binary[binary]["Properties"]["Policies"] for st in p["Statement"]
+                   for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])]
+        assert "dynamodb:UpdateItem" in actions, binary
+
+
 def test_the_table_is_on_demand_with_ttl(template):
     tables = [r for r in template["Resources"].values() if r["Type"] == "AWS::DynamoDB::Table"]
     assert tables
