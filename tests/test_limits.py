@@ -59,7 +59,8 @@ def test_the_limits_hold_across_instances(start):
 
 def test_open_streams_are_capped_per_run_and_per_user(start):
     # No runner: the runs stay queued and their streams open (pinging) until closed.
-    server = start("--streams-per-run", "2", "--streams-per-user", "3", "--no-runner", "--heartbeat-ms", "200")
+    # A long heartbeat: a stream that ends must free its slot without waiting for a write.
+    server = start("--streams-per-run", "2", "--streams-per-user", "3", "--no-runner", "--heartbeat-ms", "60000")
     user = server.session()
     runs = [server.quote_and_cast(user["token"], "hello-sigil", {"name": n}) for n in ("A", "B")]
     auth = {"authorization": f"Bearer {user['token']}"}
@@ -81,9 +82,9 @@ def test_open_streams_are_capped_per_run_and_per_user(start):
     fourth = server.http.get(b["streamUrl"], headers=auth)
     limited(fourth)
     assert "user" in fourth.json()["detail"]
-    # A stream that ends gives its slot back (the server notices at its next write).
+    # A stream whose client leaves gives its slot back at once.
     first[0].__exit__(None, None, None)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 5
     while True:
         again = server.http.stream("GET", b["streamUrl"], headers=auth)
         r = again.__enter__()

@@ -77,7 +77,12 @@ impl Watching {
                     .heartbeat
                     .saturating_sub(last_write.elapsed())
                     .min(self.limit - open_for);
-                watcher.changed(wait).await;
+                // A watcher that left is noticed at once, not at the next write: its stream's
+                // slot and task are freed without waiting for a heartbeat.
+                tokio::select! {
+                    () = watcher.changed(wait) => {}
+                    () = tx.closed() => return,
+                }
                 continue;
             }
             for event in events {
