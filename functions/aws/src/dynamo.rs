@@ -84,6 +84,22 @@ fn sdk_err<E: std::error::Error + 'static, R: std::fmt::Debug>(e: SdkError<E, R>
     StoreError(format!("{}", DisplayErrorContext(&e)))
 }
 
+/// An update whose condition did not hold changed nothing, which is what the caller wanted.
+fn unless_condition_failed<T, R: std::fmt::Debug>(
+    sent: Result<T, SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>>,
+) -> StoreResult<()> {
+    match sent {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(sdk_err(e)),
+    }
+}
+
 fn s(v: impl Into<String>) -> Av {
     Av::S(v.into())
 }
@@ -803,16 +819,7 @@ impl DynamoStore {
             .expression_attribute_values(":now", n(now.timestamp()))
             .send()
             .await;
-        match reset {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(sdk_err(e)),
-        }
+        unless_condition_failed(reset)
     }
 }
 
@@ -873,14 +880,8 @@ impl StreamSlots for DynamoStore {
                 .expression_attribute_values(":zero", n(0))
                 .send()
                 .await;
-            match given {
-                Ok(_) => {}
-                // Already zero: the counter expired and was reset meanwhile.
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-                Err(e) => return Err(sdk_err(e)),
-            }
+            // Already zero: the counter expired and was reset meanwhile.
+            unless_condition_failed(given)?;
         }
         Ok(())
     }
