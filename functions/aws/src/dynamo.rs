@@ -823,20 +823,24 @@ impl DynamoStore {
     }
 }
 
+/// The keys of the open-stream counters of a user and of a run.
+fn stream_counters(user: &UserId, run: &RunId) -> [String; 2] {
+    [format!("STREAMS#USER#{user}"), format!("STREAMS#RUN#{run}")]
+}
+
 #[async_trait]
 impl StreamSlots for DynamoStore {
     /// Both counters move in one transaction, conditional on their caps, so instances never
     /// overshoot a cap together.
     async fn take(
         &self,
-        user: &str,
-        run: &str,
+        user: &UserId,
+        run: &RunId,
         caps: &StreamCaps,
         now: DateTime<Utc>,
     ) -> StoreResult<Slot> {
         let until = now + chrono::Duration::from_std(caps.lease).map_err(StoreError::from_err)?;
-        let user_pk = format!("STREAMS#USER#{user}");
-        let run_pk = format!("STREAMS#RUN#{run}");
+        let [user_pk, run_pk] = stream_counters(user, run);
         let mut expired_once = false;
         for attempt in 1..=ATTEMPTS {
             let items = vec![
@@ -866,8 +870,8 @@ impl StreamSlots for DynamoStore {
         Err(StoreError("stream slots: too many conflicts".into()))
     }
 
-    async fn give_back(&self, user: &str, run: &str) -> StoreResult<()> {
-        for pk in [format!("STREAMS#USER#{user}"), format!("STREAMS#RUN#{run}")] {
+    async fn give_back(&self, user: &UserId, run: &RunId) -> StoreResult<()> {
+        for pk in stream_counters(user, run) {
             let given = self
                 .client
                 .update_item()

@@ -1,9 +1,12 @@
 //! Nothing grows without bound on DynamoDB (SPEC §5.7): the items that belong to no run and no
 //! ledger (invoices, rate counters) carry a `ttl` that the table's TTL setting acts on. Read back
 //! raw, over the wire, from moto and Amazon's DynamoDB Local. Also: rate counters count exactly
-//! under concurrency (SPEC §2: limits hold across instances).
+//! and open-stream caps hold under concurrency (SPEC §2: limits hold across instances).
+
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
 use chrono::Utc;
 use spellcast_aws::DynamoStore;
 use spellcast_core::ids::{new_id, InvoiceId, Slug};
@@ -15,18 +18,25 @@ mod common;
 
 const RETENTION_DAYS: i64 = 7;
 
-async fn invoices_expire_after_the_retention(variable: &str) {
-    let Some(config) = common::engine(variable).await else {
-        return;
-    };
-    let client = aws_sdk_dynamodb::Client::new(&config);
-    let table = format!("expiry-{}", new_id("t").replace('_', "-"));
-    let store = DynamoStore::new(
+/// A new table on the engine at `$variable` (none without one): its raw client, its name, and
+/// the store on it.
+async fn fresh_table(variable: &str, prefix: &str) -> Option<(Client, String, Arc<DynamoStore>)> {
+    let config = common::engine(variable).await?;
+    let client = Client::new(&config);
+    let table = format!("{prefix}-{}", new_id("t").replace('_', "-"));
+    let store = Arc::new(DynamoStore::new(
         client.clone(),
         table.clone(),
         chrono::Duration::days(RETENTION_DAYS),
-    );
+    ));
     store.create_table().await.unwrap();
+    Some((client, table, store))
+}
+
+async fn invoices_expire_after_the_retention(variable: &str) {
+    let Some((client, table, store)) = fresh_table(variable, "expiry").await else {
+        return;
+    };
 
     let ttl = client
         .describe_time_to_live()
@@ -78,17 +88,9 @@ async fn invoices_expire_after_the_retention(variable: &str) {
 }
 
 async fn rate_counters_count_exactly_and_expire(variable: &str) {
-    let Some(config) = common::engine(variable).await else {
+    let Some((client, table, store)) = fresh_table(variable, "rate").await else {
         return;
     };
-    let client = aws_sdk_dynamodb::Client::new(&config);
-    let table = format!("rate-{}", new_id("t").replace('_', "-"));
-    let store = std::sync::Arc::new(DynamoStore::new(
-        client.clone(),
-        table.clone(),
-        chrono::Duration::days(RETENTION_DAYS),
-    ));
-    store.create_table().await.unwrap();
     let limit = Limit::per_minute("casts", 10);
     let now = Utc::now();
     // Hits from many "instances" at once: each is one atomic ADD, so exactly `max` pass.
@@ -135,23 +137,20 @@ async fn on_dynamodb_local_rate_counters_count_exactly_and_expire() {
 }
 
 async fn stream_slots_hold_their_caps_and_heal_after_the_lease(variable: &str) {
-    let Some(config) = common::engine(variable).await else {
+    let Some((_, _, store)) = fresh_table(variable, "slots").await else {
         return;
     };
-    let client = aws_sdk_dynamodb::Client::new(&config);
-    let table = format!("slots-{}", new_id("t").replace('_', "-"));
-    let store = std::sync::Arc::new(DynamoStore::new(
-        client,
-        table,
-        chrono::Duration::days(RETENTION_DAYS),
-    ));
-    store.create_table().await.unwrap();
     let caps = StreamCaps::new(3, 2, std::time::Duration::from_secs(60));
     let now = Utc::now();
     // Many instances opening streams of one run at once: exactly the run's cap get a slot.
     let takes = (0..12).map(|_| {
         let store = store.clone();
-        tokio::spawn(async move { store.take("u", "run_1", &caps, now).await.unwrap() })
+        tokio::spawn(async move {
+            store
+                .take(&"u".into(), &"run_1".into(), &caps, now)
+                .await
+                .unwrap()
+        })
     });
     let slots = futures::future::join_all(takes).await;
     let taken = slots
@@ -160,23 +159,35 @@ async fn stream_slots_hold_their_caps_and_heal_after_the_lease(variable: &str) {
         .count();
     assert_eq!(taken, 2);
     assert_eq!(
-        store.take("u", "run_2", &caps, now).await.unwrap(),
+        store
+            .take(&"u".into(), &"run_2".into(), &caps, now)
+            .await
+            .unwrap(),
         Slot::Taken
     );
     assert_eq!(
-        store.take("u", "run_3", &caps, now).await.unwrap(),
+        store
+            .take(&"u".into(), &"run_3".into(), &caps, now)
+            .await
+            .unwrap(),
         Slot::UserFull
     );
-    store.give_back("u", "run_1").await.unwrap();
+    store.give_back(&"u".into(), &"run_1".into()).await.unwrap();
     assert_eq!(
-        store.take("u", "run_3", &caps, now).await.unwrap(),
+        store
+            .take(&"u".into(), &"run_3".into(), &caps, now)
+            .await
+            .unwrap(),
         Slot::Taken
     );
     // Streams that died without giving back: after the lease their slots are free again.
     let later =
         now + chrono::Duration::from_std(caps.lease).unwrap() + chrono::Duration::seconds(1);
     assert_eq!(
-        store.take("u", "run_1", &caps, later).await.unwrap(),
+        store
+            .take(&"u".into(), &"run_1".into(), &caps, later)
+            .await
+            .unwrap(),
         Slot::Taken
     );
 }

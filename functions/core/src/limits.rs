@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::ids::{RunId, UserId};
 use crate::ports::StoreResult;
 
 /// At most `max` hits per `window` for one subject.
@@ -151,13 +152,13 @@ pub trait StreamSlots: Send + Sync {
     /// Takes a slot for one more stream of `run` by `user`, unless a cap is reached.
     async fn take(
         &self,
-        user: &str,
-        run: &str,
+        user: &UserId,
+        run: &RunId,
         caps: &StreamCaps,
         now: DateTime<Utc>,
     ) -> StoreResult<Slot>;
     /// Gives back a slot taken for `user` and `run`.
-    async fn give_back(&self, user: &str, run: &str) -> StoreResult<()>;
+    async fn give_back(&self, user: &UserId, run: &RunId) -> StoreResult<()>;
 }
 
 #[cfg(test)]

@@ -43,6 +43,14 @@ pub enum ViewError {
 }
 
 impl Viewer {
+    /// The user behind the viewer: the signed-in one, or the one the invoice was issued to.
+    pub fn user(&self) -> &UserId {
+        match self {
+            Viewer::User(user) => user,
+            Viewer::Invoice(claims) => &claims.sub,
+        }
+    }
+
     /// Whether this viewer may see `run` at `now`: its owner always; the holder of its own
     /// invoice while the quote is valid or until an hour after the run ended (so a run cast just
     /// before the quote expired can still be watched and resumed).

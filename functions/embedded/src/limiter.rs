@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use spellcast_core::ids::{RunId, UserId};
 use spellcast_core::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
 use spellcast_core::ports::{StoreError, StoreResult};
 
@@ -35,8 +36,8 @@ struct OpenStreams {
 impl StreamSlots for MemoryLimiter {
     async fn take(
         &self,
-        user: &str,
-        run: &str,
+        user: &UserId,
+        run: &RunId,
         caps: &StreamCaps,
         _now: DateTime<Utc>,
     ) -> StoreResult<Slot> {
@@ -44,24 +45,24 @@ impl StreamSlots for MemoryLimiter {
             .open
             .lock()
             .map_err(|_| StoreError("stream slots poisoned".into()))?;
-        if open.per_user.get(user).copied().unwrap_or(0) >= caps.per_user {
+        if open.per_user.get(user.as_str()).copied().unwrap_or(0) >= caps.per_user {
             return Ok(Slot::UserFull);
         }
-        if open.per_run.get(run).copied().unwrap_or(0) >= caps.per_run {
+        if open.per_run.get(run.as_str()).copied().unwrap_or(0) >= caps.per_run {
             return Ok(Slot::RunFull);
         }
-        *open.per_user.entry(user.to_owned()).or_default() += 1;
-        *open.per_run.entry(run.to_owned()).or_default() += 1;
+        *open.per_user.entry(user.to_string()).or_default() += 1;
+        *open.per_run.entry(run.to_string()).or_default() += 1;
         Ok(Slot::Taken)
     }
 
-    async fn give_back(&self, user: &str, run: &str) -> StoreResult<()> {
+    async fn give_back(&self, user: &UserId, run: &RunId) -> StoreResult<()> {
         let mut open = self
             .open
             .lock()
             .map_err(|_| StoreError("stream slots poisoned".into()))?;
         let OpenStreams { per_user, per_run } = &mut *open;
-        for (map, key) in [(per_user, user), (per_run, run)] {
+        for (map, key) in [(per_user, user.as_str()), (per_run, run.as_str())] {
             if let Some(n) = map.get_mut(key) {
                 *n -= 1;
                 if *n == 0 {

@@ -17,7 +17,6 @@ use futures::StreamExt;
 use spellcast_core::ids::CreditTxId;
 use spellcast_core::limits::Slot;
 use spellcast_core::run::RunEvent;
-use spellcast_core::viewing::Viewer;
 use spellcast_core::watching::Watched;
 use spellcast_core::App;
 
@@ -73,14 +72,11 @@ pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) 
     }
 
     // SPEC 2: so many open streams per user and per run, across instances.
-    let user = match &viewer {
-        Viewer::User(user) => user.clone(),
-        Viewer::Invoice(claims) => claims.sub.clone(),
-    };
+    let user = viewer.user().clone();
     let caps = app.config.stream_caps();
     let slot = app
         .limiter
-        .take(user.as_str(), run.run_id.as_str(), &caps, app.clock.now())
+        .take(&user, &run.run_id, &caps, app.clock.now())
         .await?;
     match slot {
         Slot::Taken => {}
@@ -98,7 +94,7 @@ pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) 
             // back, so a Lambda is not frozen before it is.
             let open = tx.clone();
             watching.watch(&run, after, tx).await;
-            if let Err(e) = limiter.give_back(user.as_str(), run.run_id.as_str()).await {
+            if let Err(e) = limiter.give_back(&user, &run.run_id).await {
                 tracing::warn!(error = %e, "stream slot not given back; its lease frees it");
             }
             drop(open);
