@@ -32,12 +32,12 @@ def binary():
 class Server:
     """One running spellcast-local process."""
 
-    def __init__(self, args, log_name):
+    def __init__(self, args, log_name, env=None):
         OUT.mkdir(parents=True, exist_ok=True)
         self.log_path = OUT / (re.sub(r"[^A-Za-z0-9_.-]+", "_", log_name)[:120] + ".log")
         self.log = open(self.log_path, "ab")
         env = dict(os.environ, SPELLCAST_WEBHOOK_SECRET=WEBHOOK_SECRET, SPELLCAST_TOKEN_SECRET=TOKEN_SECRET,
-                   RUST_LOG="info")
+                   RUST_LOG="info", **(env or {}))
         self.proc = subprocess.Popen(
             [binary(), "--addr", "127.0.0.1:0", *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, env=env)
@@ -163,19 +163,19 @@ def start(request, catalog):
     servers = []
     table = "t-" + hashlib.sha256(f"{SESSION}{request.node.nodeid}".encode()).hexdigest()[:16]
 
-    def _start(*args, memory=True, demo_sessions=True, limits=False):
+    def _start(*args, memory=True, demo_sessions=True, limits=False, env=None, aws_timeout_secs=120):
         # The suite's own load (200 concurrent casts of one user) is far over the per-user rate
         # limits; tests of the limits ask for them (limits=True) and set their own.
         if not limits:
             args = ("--invoices-per-minute", "1000000", "--casts-per-minute", "1000000", *args)
         if ON_DYNAMODB:
             extra = ["--store", "dynamodb", "--create-tables", "--table", table, "--event-bus", table,
-                     "--aws-timeout-secs", "120"]
+                     "--aws-timeout-secs", str(aws_timeout_secs)]
             # On DynamoDB the demo endpoint must be asked for by name (it grants points).
             extra += ["--unsafe-demo-sessions"] if demo_sessions else []
         else:
             extra = ["--memory"] if memory and "--data-dir" not in args else []
-        s = Server(["--catalog", str(catalog), *extra, *args], request.node.name)
+        s = Server(["--catalog", str(catalog), *extra, *args], request.node.name, env=env)
         servers.append(s)
         return s
 

@@ -209,3 +209,39 @@ def test_unknown_routes_and_methods(server):
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
     r = server.http.delete("/api/v1/spells/cast")
     assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+def test_extreme_ids_cursors_and_numbers_are_client_errors(server, world):
+    """Issue 10, item 7: text and numbers a client sends reach the store only when they fit it
+    (DynamoDB refuses an empty key or one over 2 KB with a ValidationException): an empty,
+    oversized or strange id or cursor is a 400 or a 404, never a 500, on every store."""
+    token = world["user"]["token"]
+    before = state(server, token)
+    auth = {"authorization": f"Bearer {token}"}
+    inv_auth = {"authorization": f"Bearer {world['inv']['invoiceId']}"}
+    huge = "x" * 5000
+    for cursor in ("", huge, "tx_\u00e9", "tx 1", "tx_" + "9" * 3000):
+        r = server.http.get("/api/v1/me/ledger", params={"cursor": cursor}, headers=auth)
+        is_problem(r, 400, "bad_json")
+    for run_id in (huge, "run_" + "z" * 2100, "r%20n", "%E2%80%AE"):
+        is_problem(server.http.get(f"/api/v1/runs/{run_id}", headers=auth), 404, "run_not_found")
+        is_problem(server.http.get(f"/api/v1/runs/{run_id}/outputs/0", headers=auth), 404, "run_not_found")
+    for tx in ("", huge):
+        r = server.http.get("/api/v1/spells/hello-sigil/stream", params={"creditTxId": tx}, headers=inv_auth)
+        assert r.status_code in (400, 404) and r.headers["content-type"] == "application/problem+json", r.text
+    stream = world["cast"]["streamUrl"]
+    for last in ("99999999999999999999999999", "-1", "1e9", "0x10"):
+        r = server.http.get(stream, headers={**inv_auth, "last-event-id": last})
+        is_problem(r, 400, "bad_json")
+    for n in ("99999999999999999999999", "-5", "1e3"):
+        is_problem(server.http.get("/api/v1/me/ledger", params={"limit": n}, headers=auth), 400, "bad_json")
+        is_problem(server.http.get(f"/api/v1/runs/{world['cast']['runId']}/outputs/{n}", headers=auth), 404,
+                   "run_not_found")
+    for user_id in ("", huge, "u" * 200):
+        is_problem(server.http.post("/api/v1/dev/session", json={"userId": user_id}), 400, "bad_json")
+    is_problem(server.http.post("/api/v1/dev/session", json={"grantPts": 2**70}), 400, "bad_json")
+    # A session for a user id an identity provider might issue, but far longer than any does.
+    long_sub = signed(session_claims("u" * 3000))
+    r = server.http.get("/api/v1/me/balance", headers={"authorization": f"Bearer {long_sub}"})
+    is_problem(r, 401, "unauthorized")
+    assert state(server, token) == before

@@ -41,7 +41,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue as Av, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
@@ -65,8 +65,11 @@ type Item = HashMap<String, Av>;
 
 /// The sparse index of unfinished runs.
 const UNFINISHED_INDEX: &str = "unfinished";
-/// How often a transaction is tried before giving up.
+/// How often a transaction is tried before giving up (conflicts between writers).
 const ATTEMPTS: u32 = 12;
+/// How often a transaction that timed out or was throttled is sent (the SDK's own retries
+/// included in each): bounded, so a request fails with 503 within seconds.
+const TRANSIENT_ATTEMPTS: u32 = 3;
 
 /// Spellcast's state in one DynamoDB table.
 #[derive(Clone)]
@@ -80,8 +83,35 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::from_err(e)
 }
 
-fn sdk_err<E: std::error::Error + 'static, R: std::fmt::Debug>(e: SdkError<E, R>) -> StoreError {
-    StoreError(format!("{}", DisplayErrorContext(&e)))
+/// An SDK error as a store error: a timeout, a throttle, a connection failure or a server-side
+/// error is "unavailable" (the client may retry), anything else a failure.
+fn sdk_err<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    e: SdkError<E, R>,
+) -> StoreError {
+    let message = format!("{}", DisplayErrorContext(&e));
+    if is_transient(&e) {
+        StoreError::unavailable(message)
+    } else {
+        StoreError::new(message)
+    }
+}
+
+/// Whether an error says nothing about the request, only about the service right now.
+fn is_transient<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    matches!(
+        e,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+    ) || matches!(
+        e.code(),
+        Some(
+            "ThrottlingException"
+                | "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded"
+                | "InternalServerError"
+                | "ServiceUnavailable"
+                | "TransactionInProgressException"
+        )
+    )
 }
 
 /// An update whose condition did not hold changed nothing, which is what the caller wanted.
@@ -338,18 +368,9 @@ impl DynamoStore {
                 tracing::debug!(?codes, "transaction cancelled; retrying");
                 return Ok(Err(Cancelled::Retry));
             }
-            let transient = e.as_service_error().is_some_and(|s| {
-                s.is_transaction_in_progress_exception()
-                    || s.is_provisioned_throughput_exceeded_exception()
-                    || s.is_request_limit_exceeded()
-                    || s.is_internal_server_error()
-            }) || matches!(
-                e,
-                SdkError::TimeoutError(_)
-                    | SdkError::DispatchFailure(_)
-                    | SdkError::ResponseError(_)
-            );
-            if !transient || attempt >= ATTEMPTS {
+            // The SDK has retried already; a few more tries with the same token, then the
+            // caller answers 503 and the client may retry.
+            if !is_transient(&e) || attempt >= TRANSIENT_ATTEMPTS {
                 return Err(sdk_err(e));
             }
             backoff(attempt).await;
@@ -377,11 +398,14 @@ impl Store for DynamoStore {
                 Ok(()) => return self.balance(&entry.user_id).await,
                 Err(Cancelled::Retry) => backoff(attempt).await,
                 Err(Cancelled::Conditions(_)) => {
-                    return Err(StoreError(format!("ledger entry {} exists", entry.tx_id)))
+                    return Err(StoreError::new(format!(
+                        "ledger entry {} exists",
+                        entry.tx_id
+                    )))
                 }
             }
         }
-        Err(StoreError("grant: too many conflicts".into()))
+        Err(StoreError::unavailable("grant: too many conflicts"))
     }
 
     async fn balance(&self, user_id: &UserId) -> StoreResult<i64> {
@@ -478,11 +502,14 @@ impl Store for DynamoStore {
                     }
                 }
                 Err(Cancelled::Conditions(_)) => {
-                    return Err(StoreError(format!("invoice {} exists", invoice.invoice_id)));
+                    return Err(StoreError::new(format!(
+                        "invoice {} exists",
+                        invoice.invoice_id
+                    )));
                 }
             }
         }
-        Err(StoreError("issue_invoice: too many conflicts".into()))
+        Err(StoreError::unavailable("issue_invoice: too many conflicts"))
     }
 
     async fn cast(&self, cast: NewCast) -> StoreResult<CastOutcome> {
@@ -495,7 +522,7 @@ impl Store for DynamoStore {
                 CastCheck::Replay { run_id } => {
                     return match self.run(&run_id).await? {
                         Some(run) => Ok(CastOutcome::Replayed(run)),
-                        None => Err(StoreError(format!(
+                        None => Err(StoreError::new(format!(
                             "invoice {} names a missing run",
                             cast.invoice_id
                         ))),
@@ -548,13 +575,13 @@ impl Store for DynamoStore {
                     });
                 }
                 Err(Cancelled::Conditions(failed)) => {
-                    return Err(StoreError(format!(
+                    return Err(StoreError::new(format!(
                         "cast: unexpected condition failure {failed:?}"
                     )));
                 }
             }
         }
-        Err(StoreError("cast: too many conflicts".into()))
+        Err(StoreError::unavailable("cast: too many conflicts"))
     }
 
     async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>> {
@@ -626,7 +653,7 @@ impl Store for DynamoStore {
                 Err(_) => backoff(attempt).await,
             }
         }
-        Err(StoreError(format!(
+        Err(StoreError::new(format!(
             "advance_run {run_id}: too many conflicts"
         )))
     }
@@ -867,7 +894,7 @@ impl StreamSlots for DynamoStore {
                 }
             }
         }
-        Err(StoreError("stream slots: too many conflicts".into()))
+        Err(StoreError::unavailable("stream slots: too many conflicts"))
     }
 
     async fn give_back(&self, user: &UserId, run: &RunId) -> StoreResult<()> {

@@ -52,11 +52,11 @@ impl FaultyStore {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let fail = n == self.fail_at.load(Ordering::SeqCst);
         if fail && !self.after {
-            return Err(StoreError(format!("injected failure before call {n}")));
+            return Err(StoreError::new(format!("injected failure before call {n}")));
         }
         let result = work.await;
         if fail {
-            return Err(StoreError(format!(
+            return Err(StoreError::new(format!(
                 "injected failure after call {n} (it was applied)"
             )));
         }

@@ -61,12 +61,23 @@ impl fmt::Display for Slug {
     }
 }
 
+/// The longest id accepted from outside. Ids become parts of store keys (DynamoDB refuses a
+/// key over 2 KB, or an empty one), and none this product or an identity provider makes is longer.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Whether `raw` has the shape of an id: 1 to [`MAX_ID_LEN`] visible ASCII characters (no space,
+/// no control character). Ids made here are `prefix_` and a lowercase ULID; user ids come from an
+/// identity provider (UUIDs, `auth0|…`).
+pub fn is_id(raw: &str) -> bool {
+    (1..=MAX_ID_LEN).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Declares an opaque id type: a string made by [`new_id`] with its own prefix, or received
 /// from a store, a signed token or a client (which only ever looks it up).
 macro_rules! opaque_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
         #[serde(transparent)]
         pub struct $name(String);
 
@@ -80,14 +91,34 @@ macro_rules! opaque_id {
                 $name(new_id($prefix))
             }
 
+            /// An id received from a client (a path, a query, a token's claim): `None` unless
+            /// it has the shape of an id, see [`is_id`].
+            pub fn parse(raw: &str) -> Option<Self> {
+                is_id(raw).then(|| $name(raw.to_owned()))
+            }
+
             /// The id as text.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
         }
 
-        // Ids are opaque: any text received from a store, a signed token or a client is one (an
-        // unknown id simply finds nothing), so conversion from text is explicit but unchecked.
+        // Deserialized ids (request bodies, token claims, stored records) have the shape of one.
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                if is_id(&raw) {
+                    Ok($name(raw))
+                } else {
+                    Err(serde::de::Error::custom(format!(
+                        "not an id: 1 to {MAX_ID_LEN} visible ASCII characters expected"
+                    )))
+                }
+            }
+        }
+
+        // Ids are opaque: text from this process's own stores and tests converts as it is (an
+        // unknown id simply finds nothing); text from a client goes through `parse`.
         impl From<String> for $name {
             fn from(raw: String) -> Self {
                 $name(raw)
@@ -188,6 +219,19 @@ mod tests {
         assert!(UserId::new().as_str().starts_with("user_"));
         assert!(InvoiceId::new().as_str().starts_with("inv_"));
         assert!(CreditTxId::new().as_str().starts_with("tx_"));
+    }
+
+    #[test]
+    fn ids_from_outside_must_have_the_shape_of_one() {
+        assert!(RunId::parse("run_01jabc").is_some());
+        assert!(UserId::parse("auth0|5f7c8ec7c33c6c004bbafe82").is_some());
+        assert!(RunId::parse(&"r".repeat(MAX_ID_LEN)).is_some());
+        for bad in ["", " ", "run 1", "run\u{0}", "r\u{e9}", "\u{202e}"] {
+            assert!(RunId::parse(bad).is_none(), "{bad:?}");
+        }
+        assert!(RunId::parse(&"r".repeat(MAX_ID_LEN + 1)).is_none());
+        assert!(serde_json::from_str::<UserId>("\"\"").is_err());
+        assert!(serde_json::from_str::<UserId>(&format!("\"{}\"", "u".repeat(3000))).is_err());
     }
 
     #[test]

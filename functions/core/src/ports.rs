@@ -14,13 +14,38 @@ use crate::run::{OutputFile, Run, RunChange, RunEvent};
 
 /// A store failure that is not the client's fault (I/O, corruption, an unreachable service).
 #[derive(Debug, thiserror::Error)]
-#[error("store: {0}")]
-pub struct StoreError(pub String);
+#[error("store: {message}")]
+pub struct StoreError {
+    message: String,
+    unavailable: bool,
+}
 
 impl StoreError {
+    /// A failure, described.
+    pub fn new(message: impl Into<String>) -> Self {
+        StoreError {
+            message: message.into(),
+            unavailable: false,
+        }
+    }
+
     /// Wraps any error.
     pub fn from_err(e: impl std::fmt::Display) -> Self {
-        StoreError(e.to_string())
+        StoreError::new(e.to_string())
+    }
+
+    /// The service behind the store timed out, throttled or could not be reached: nothing is
+    /// wrong with the request, which may be sent again as it is.
+    pub fn unavailable(e: impl std::fmt::Display) -> Self {
+        StoreError {
+            message: e.to_string(),
+            unavailable: true,
+        }
+    }
+
+    /// Whether trying again later may succeed (see [`StoreError::unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
     }
 }
 

@@ -176,7 +176,7 @@ impl Quotes<'_> {
 /// The quote a key's first request got.
 fn remembered(seen: IdempotencyRecord) -> Result<Quote, QuoteError> {
     serde_json::from_value(seen.response)
-        .map_err(|e| QuoteError::Store(StoreError(format!("remembered quote: {e}"))))
+        .map_err(|e| QuoteError::Store(StoreError::new(format!("remembered quote: {e}"))))
 }
 
 fn rfc3339(at: DateTime<Utc>) -> String {

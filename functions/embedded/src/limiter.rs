@@ -44,7 +44,7 @@ impl StreamSlots for MemoryLimiter {
         let mut open = self
             .open
             .lock()
-            .map_err(|_| StoreError("stream slots poisoned".into()))?;
+            .map_err(|_| StoreError::new("stream slots poisoned"))?;
         if open.per_user.get(user.as_str()).copied().unwrap_or(0) >= caps.per_user {
             return Ok(Slot::UserFull);
         }
@@ -60,7 +60,7 @@ impl StreamSlots for MemoryLimiter {
         let mut open = self
             .open
             .lock()
-            .map_err(|_| StoreError("stream slots poisoned".into()))?;
+            .map_err(|_| StoreError::new("stream slots poisoned"))?;
         let OpenStreams { per_user, per_run } = &mut *open;
         for (map, key) in [(per_user, user.as_str()), (per_run, run.as_str())] {
             if let Some(n) = map.get_mut(key) {
@@ -81,7 +81,7 @@ impl RateLimiter for MemoryLimiter {
         let mut counts = self
             .counts
             .lock()
-            .map_err(|_| StoreError("rate limiter poisoned".into()))?;
+            .map_err(|_| StoreError::new("rate limiter poisoned"))?;
         if counts.len() > PRUNE_ABOVE {
             counts.retain(|_, (_, ends)| *ends > now);
         }

@@ -10,6 +10,7 @@
 //! - `events`: (run id, seq) → event; `files`: (run id, n) → (mime, bytes)
 //! - `tool_costs`: cost key → (calls, points); `spell_stats`: slug → stats
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -299,7 +300,7 @@ impl Store for RedbStore {
                     let runs = tx.open_table(RUNS).map_err(err)?;
                     let run: Option<Run> = get_json(&runs, run_id.as_str())?;
                     return run.map(CastOutcome::Replayed).ok_or_else(|| {
-                        StoreError(format!("invoice {} names a missing run", cast.invoice_id))
+                        StoreError::new(format!("invoice {} names a missing run", cast.invoice_id))
                     });
                 }
                 CastCheck::Pay { run, debit } => (run, debit),
@@ -385,7 +386,7 @@ impl Store for RedbStore {
             let mut events = tx.open_table(EVENTS).map_err(err)?;
             let key = (run.run_id.as_str(), applied.event.seq);
             if events.get(key).map_err(err)?.is_some() {
-                return Err(StoreError(format!(
+                return Err(StoreError::new(format!(
                     "event {} of {} written twice",
                     applied.event.seq, run.run_id
                 )));
@@ -422,7 +423,10 @@ impl Store for RedbStore {
             let events = tx.open_table(EVENTS).map_err(err)?;
             let mut out = Vec::new();
             for item in events
-                .range((id.as_str(), after + 1)..=(id.as_str(), u64::MAX))
+                .range::<(&str, u64)>((
+                    Bound::Excluded((id.as_str(), after)),
+                    Bound::Included((id.as_str(), u64::MAX)),
+                ))
                 .map_err(err)?
             {
                 let (_, v) = item.map_err(err)?;

@@ -29,7 +29,13 @@ pub async fn ledger(app: &Arc<App>, req: &http::request::Parts) -> Handled {
             _ => return Err(Problem::bad_json("limit must be a number from 1 to 200")),
         },
     };
-    let cursor = query(req, "cursor").map(CreditTxId::from);
+    let cursor =
+        match query(req, "cursor") {
+            None => None,
+            Some(raw) => Some(CreditTxId::parse(&raw).ok_or_else(|| {
+                Problem::bad_json("cursor must be a nextCursor this API returned")
+            })?),
+        };
     let page = app
         .accounts()
         .ledger_page(&user.sub, limit, cursor.as_ref())

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{Body, Response};
 use spellcast_core::cast::CastError;
 use spellcast_core::catalog::FieldError;
+use spellcast_core::ports::StoreError;
 use spellcast_core::quote::QuoteError;
 use spellcast_core::viewing::ViewError;
 
@@ -22,7 +23,7 @@ pub struct Problem {
     pub detail: String,
     /// Per-field errors, each a JSON Pointer into the request body.
     pub errors: Vec<FieldError>,
-    /// Seconds to wait before trying again (`Retry-After`), for 429.
+    /// Seconds to wait before trying again (`Retry-After`), for 429 and 503.
     pub retry_after_secs: Option<u64>,
 }
 
@@ -118,6 +119,20 @@ impl Problem {
         )
     }
 
+    /// 503 `unavailable`, with `Retry-After`: a dependency timed out or throttled; the request
+    /// may be sent again as it is (a cast's retry is answered with the same run). The cause is
+    /// logged, not shown.
+    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "a dependency is unavailable");
+        let mut p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "A service behind this one is busy or slow: send the same request again shortly",
+        );
+        p.retry_after_secs = Some(1);
+        p
+    }
+
     fn title(&self) -> &'static str {
         self.status.canonical_reason().unwrap_or("Error")
     }
@@ -180,7 +195,7 @@ impl From<QuoteError> for Problem {
             QuoteError::InsufficientBalance { balance, cost_pts } => {
                 insufficient(balance, cost_pts)
             }
-            QuoteError::Store(e) => Problem::internal(e),
+            QuoteError::Store(e) => e.into(),
         }
     }
 }
@@ -216,7 +231,7 @@ impl From<CastError> for Problem {
             )
             .with_errors(errors),
             CastError::InsufficientBalance { balance, cost_pts } => insufficient(balance, cost_pts),
-            CastError::Store(e) => Problem::internal(e),
+            CastError::Store(e) => e.into(),
         }
     }
 }
@@ -240,13 +255,39 @@ impl From<ViewError> for Problem {
                 "invoice_expired",
                 "This invoice no longer opens its run",
             ),
-            ViewError::Store(e) => Problem::internal(e),
+            ViewError::Store(e) => e.into(),
         }
     }
 }
 
-impl From<spellcast_core::ports::StoreError> for Problem {
-    fn from(e: spellcast_core::ports::StoreError) -> Self {
-        Problem::internal(e)
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            Problem::unavailable(e)
+        } else {
+            Problem::internal(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_dependency_is_503_with_retry_after_and_a_failure_500() {
+        let busy = Problem::from(StoreError::unavailable("throttled")).into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        let Body::Full(body) = busy.into_body() else {
+            panic!("a problem is a full body")
+        };
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "unavailable");
+        assert!(!body["detail"].as_str().unwrap().contains("throttled"));
+
+        let broken = Problem::from(CastError::Store(StoreError::new("corrupt"))).into_response();
+        assert_eq!(broken.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(broken.headers().get(header::RETRY_AFTER).is_none());
     }
 }

@@ -60,7 +60,8 @@ pub(crate) fn snapshot_json(run: &Run) -> serde_json::Value {
 /// `GET /api/v1/runs/{runId}`.
 pub async fn snapshot(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &str) -> Handled {
     let viewer = viewer(app, req, "unauthorized")?;
-    let run = app.viewing().run(&viewer, &RunId::from(raw_run_id)).await?;
+    let run_id = RunId::parse(raw_run_id).ok_or_else(Problem::run_not_found)?;
+    let run = app.viewing().run(&viewer, &run_id).await?;
     Ok(json(StatusCode::OK, &snapshot_json(&run)))
 }
 
@@ -72,7 +73,7 @@ pub async fn output(
     n: &str,
 ) -> Handled {
     let viewer = viewer(app, req, "unauthorized")?;
-    let run_id = RunId::from(raw_run_id);
+    let run_id = RunId::parse(raw_run_id).ok_or_else(Problem::run_not_found)?;
     let viewing = app.viewing();
     let file = match n.parse::<usize>() {
         Ok(n) => viewing.output(&viewer, &run_id, n).await?,

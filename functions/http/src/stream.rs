@@ -56,8 +56,8 @@ pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) 
     let slug = slug(raw_slug)?;
     let viewer = viewer(app, req, "invoice_invalid")?;
     let credit_tx = query(req, "creditTxId")
-        .map(CreditTxId::from)
-        .ok_or_else(|| Problem::bad_json("creditTxId is required"))?;
+        .and_then(|raw| CreditTxId::parse(&raw))
+        .ok_or_else(|| Problem::bad_json("creditTxId must be the id a cast returned"))?;
     let after = last_event_id(req)?;
     let run = app
         .viewing()
