@@ -85,3 +85,76 @@ def test_a_stalled_database_is_503_and_the_same_cast_retried_pays_once(start):
         assert sum(e["pts"] for e in server.ledger(user["token"])) == 100 - cost
     finally:
         proxy.close()
+
+
+def raw_connection(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    c = socket.create_connection((host, int(port)))
+    c.settimeout(10)
+    return c
+
+
+def closed_by_server(c):
+    """Whether the server closed the connection (EOF or reset), reading what it sent first."""
+    try:
+        while c.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_slow_or_silent_clients_are_cut_off(start):
+    server = start("--header-read-timeout-ms", "500")
+    silent = raw_connection(server)
+    trickle = raw_connection(server)
+    began = time.monotonic()
+    trickle.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+    for _ in range(5):  # a header line now and then, never the end of the head
+        time.sleep(0.1)
+        try:
+            trickle.sendall(b"x-slow: 1\r\n")
+        except OSError:
+            break
+    assert closed_by_server(trickle) and closed_by_server(silent)
+    assert time.monotonic() - began < 8
+    # A keep-alive connection that goes quiet after a request is closed too.
+    idle = raw_connection(server)
+    idle.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert idle.recv(4096).startswith(b"HTTP/1.1 200")
+    assert closed_by_server(idle)
+    assert server.http.get("/healthz").status_code == 200
+
+
+def test_a_body_that_never_arrives_is_408_and_changes_nothing(start):
+    server = start("--body-read-timeout-ms", "500")
+    user = server.session(grant=100)
+    c = raw_connection(server)
+    c.sendall(b"POST /api/v1/payments/invoice HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+              + f"authorization: Bearer {user['token']}\r\ncontent-length: 200\r\n\r\n".encode()
+              + b'{"spellSlug": "hello-')
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        chunk = c.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert b"application/problem+json" in head and b'"code":"request_timeout"' in body
+    assert server.balance(user["token"]) == 100
+    assert [e["kind"] for e in server.ledger(user["token"])] == ["grant"]
+
+
+def test_the_connection_cap_holds_and_frees_itself(start):
+    server = start("--max-connections", "4", "--header-read-timeout-ms", "1500")
+    hogs = [raw_connection(server) for _ in range(4)]
+    time.sleep(0.2)  # all four accepted: every slot taken
+    began = time.monotonic()
+    r = server.http.get("/healthz")  # waits in the backlog until the idle ones are cut off
+    waited = time.monotonic() - began
+    assert r.status_code == 200
+    assert waited > 1.0, f"served after {waited:.2f} s: the cap of 4 connections did not hold"
+    assert all(closed_by_server(h) for h in hogs)

@@ -263,6 +263,20 @@ pub fn payload_too_large(parts: &http::request::Parts) -> Response {
     )
 }
 
+/// The answer to a request whose body did not arrive in time, for entry points that read it
+/// with a deadline.
+pub fn request_timeout(parts: &http::request::Parts) -> Response {
+    finish(
+        Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "The request body did not arrive in time",
+        )
+        .into_response(),
+        &request_id(parts),
+    )
+}
+
 /// The Content-Security-Policy of every HTML page: scripts, styles, images and connections
 /// from the site itself only (the pages have no inline script or style: keep it so), no
 /// plugins, no `<base>`, and no framing (a framed page with a prefilled form could spend points

@@ -102,6 +102,16 @@ pub struct Args {
     /// How long a quote stays payable, in seconds.
     #[arg(long, default_value_t = Config::INVOICE_TTL_SECS)]
     pub invoice_ttl_secs: u64,
+    /// Open connections at most (an open stream holds one); past it, new connections wait.
+    #[arg(long, default_value_t = 16_384)]
+    pub max_connections: usize,
+    /// A connection that has not sent a whole request head within this is closed, an idle
+    /// keep-alive connection included, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// A request whose body has not arrived within this gets 408, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub body_read_timeout_ms: u64,
 }
 
 /// Where the local server keeps its state.
@@ -150,6 +160,19 @@ impl Args {
     /// The sweeper's period.
     pub fn sweep_interval(&self) -> Duration {
         Duration::from_millis(self.sweep_interval_ms.max(50))
+    }
+
+    /// What one client may hold of the server.
+    pub fn connection_limits(&self) -> crate::serve::ConnectionLimits {
+        crate::serve::ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
+        }
+    }
+
+    /// How long a request body may take to arrive.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms.max(1))
     }
 
     /// The stats ticker's period.

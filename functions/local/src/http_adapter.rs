@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRef, Request, State};
@@ -14,17 +15,24 @@ use futures::StreamExt;
 use spellcast_core::App;
 use spellcast_http::{self as api, MAX_BODY_BYTES};
 use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 /// The router: static files, the execution page (or, for crawlers, the og page), and everything
 /// else through the core.
-pub fn router(app: Arc<App>, static_dir: &Path, endpoints: Vec<&'static api::Endpoint>) -> Router {
+pub fn router(
+    app: Arc<App>,
+    static_dir: &Path,
+    endpoints: Vec<&'static api::Endpoint>,
+    body_read_timeout: Duration,
+) -> Router {
     let site = Site {
         api: Api {
             app,
             endpoints: endpoints.into(),
+            body_read_timeout,
         },
         page: ServeFile::new(static_dir.join("spell.html")),
     };
@@ -37,14 +45,29 @@ pub fn router(app: Arc<App>, static_dir: &Path, endpoints: Vec<&'static api::End
             http::HeaderValue::from_static("public, max-age=3600, stale-while-revalidate=86400"),
         ))
         .service(ServeDir::new(static_dir));
-    Router::new()
+    let routes = Router::new()
         .nest_service("/static", assets)
         .route("/spells/{slug}", get(spell_page).head(spell_page))
         .route_service("/", ServeFile::new(static_dir.join("index.html")))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(core_handler)
+        .with_state(site);
+    harden(routes)
+}
+
+/// What every route gets: the security headers, and a panic answered as a 500 rather than
+/// ending the connection (the server goes on; the panic's message is logged by the panic hook).
+pub fn harden(routes: Router) -> Router {
+    routes
         .layer(axum::middleware::map_response(security_headers))
-        .with_state(site)
+        .layer(CatchPanicLayer::custom(panicked))
+}
+
+/// A handler's panic as a 500 `internal` problem.
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let mut response = to_axum(api::Problem::internal("a handler panicked").into_response());
+    api::add_security_headers(response.headers_mut());
+    response
 }
 
 /// The headers every response carries, static files included (API answers have them already).
@@ -60,11 +83,12 @@ struct Site {
     page: ServeFile,
 }
 
-/// The app and the endpoints this server answers.
+/// The app, the endpoints this server answers and how long a request body may take.
 #[derive(Clone)]
 struct Api {
     app: Arc<App>,
     endpoints: Arc<[&'static api::Endpoint]>,
+    body_read_timeout: Duration,
 }
 
 impl FromRef<Site> for Api {
@@ -99,14 +123,25 @@ async fn spell_page(State(site): State<Site>, req: Request) -> Response {
 
 async fn core_handler(State(site): State<Api>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let response = match axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await {
-        Ok(bytes) => {
+    let read = tokio::time::timeout(
+        site.body_read_timeout,
+        axum::body::to_bytes(body, MAX_BODY_BYTES + 1),
+    );
+    let response = match read.await {
+        Ok(Ok(bytes)) => {
             let req = http::Request::from_parts(parts, bytes);
             api::handle(site.app, req, &site.endpoints).await
         }
         // Reading stops past the limit (or at a broken upload).
-        Err(_) => api::payload_too_large(&parts),
+        Ok(Err(_)) => api::payload_too_large(&parts),
+        // A body trickling in holds a task and a connection: not for longer than this.
+        Err(_) => api::request_timeout(&parts),
     };
+    to_axum(response)
+}
+
+/// The HTTP layer's response as axum's.
+fn to_axum(response: api::Response) -> Response {
     let (parts, body) = response.into_parts();
     let body = match body {
         api::Body::Full(bytes) => Body::from(bytes),

@@ -5,11 +5,11 @@
 mod backends;
 mod config;
 mod http_adapter;
+mod serve;
 mod workers;
 
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use clap::Parser;
 use spellcast_core::auth::TokenKeys;
 use spellcast_core::catalog::Catalog;
@@ -97,19 +97,17 @@ async fn run(args: Args) -> Result<(), String> {
         .copied()
         .filter(|e| demo || e.path != spellcast_http::DEV_SESSION.path)
         .collect();
-    let router = http_adapter::router(app.clone(), &args.static_dir, endpoints);
+    let router = http_adapter::router(
+        app.clone(),
+        &args.static_dir,
+        endpoints,
+        args.body_read_timeout(),
+    );
     println!("Spellcast is ready: open {public_url}/spells/hello-sigil");
     tracing::info!(addr = %bound, catalog = %args.catalog.display(), "listening");
-    // TCP_NODELAY on every accepted connection: a file's body is written after its headers, and
-    // without it that second write waits for the client's delayed ACK (about 40 ms a file).
-    let listener = listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    let server = axum::serve(listener, router);
+    let server = serve::serve(listener, router, args.connection_limits());
     tokio::select! {
-        result = server => result.map_err(|e| e.to_string()),
+        () = server => Ok(()),
         _ = workers::shutdown_signal() => {
             tracing::info!("stopping");
             Ok(())

@@ -91,7 +91,7 @@ impl Tool for HttpTool {
             .json(&json!({"runId": call.run_id, "inputs": call.context, "params": call.params}))
             .send()
             .await
-            .map_err(|e| ToolError::Failed(format!("{name}: {e}")))?;
+            .map_err(|e| failed(name, e))?;
         if !response.status().is_success() {
             return Err(ToolError::Failed(format!(
                 "{name} answered {}",
@@ -99,11 +99,7 @@ impl Tool for HttpTool {
             )));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| ToolError::Failed(format!("{name}: {e}")))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| failed(name, e))? {
             if body.len() + chunk.len() > self.max_bytes {
                 return Err(ToolError::Failed(format!(
                     "{name}: response over {} bytes",
@@ -122,6 +118,12 @@ impl Tool for HttpTool {
     }
 }
 
+/// A transport error as the step's failure, named by the endpoint. reqwest's message carries the
+/// URL, whose query string may hold a key: it is left out (the message reaches the run's events).
+fn failed(name: &str, e: reqwest::Error) -> ToolError {
+    ToolError::Failed(format!("{name}: {}", e.without_url()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +135,32 @@ mod tests {
         assert!(HttpEndpoints::parse("model=http://models.example").is_err());
         assert!(HttpEndpoints::parse("model").is_err());
         assert!(HttpEndpoints::parse("").unwrap().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failure_never_shows_the_endpoint_url() {
+        // Nothing listens on port 9 of the loopback: the connection is refused at once.
+        let tool = HttpTool::new(
+            HttpEndpoints::parse("model=https://127.0.0.1:9/run?api_key=SECRET-KEY").unwrap(),
+            Duration::from_secs(5),
+            1024,
+        );
+        let params = serde_json::json!({"endpoint": "model"});
+        let call = ToolCall {
+            params: &params,
+            context: &serde_json::json!({}),
+            run_id: &"r".into(),
+        };
+        let Err(ToolError::Failed(message)) =
+            tool.call(call, &crate::testing::Recorded::default()).await
+        else {
+            panic!("a refused connection fails the step")
+        };
+        assert!(message.starts_with("model: "), "{message}");
+        assert!(
+            !message.contains("SECRET") && !message.contains("127.0.0.1"),
+            "{message}"
+        );
     }
 
     #[test]
