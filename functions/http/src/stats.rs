@@ -25,7 +25,11 @@ pub fn verify_signature(
     let Ok(ts) = timestamp.parse::<i64>() else {
         return false;
     };
-    if (now - ts).abs() > TOLERANCE_SECS {
+    // Checked: the timestamp is the client's, any i64 (i64::MIN would overflow a subtraction).
+    let fresh = now
+        .checked_sub(ts)
+        .is_some_and(|age| age.unsigned_abs() <= TOLERANCE_SECS.unsigned_abs());
+    if !fresh {
         return false;
     }
     let Some(hex_sig) = signature.strip_prefix("sha256=") else {
@@ -105,5 +109,11 @@ mod tests {
             !verify_signature(secret, "x", &sig, b"{}", 1100),
             "bad timestamp"
         );
+        for extreme in [i64::MIN, i64::MAX] {
+            assert!(
+                !verify_signature(secret, &extreme.to_string(), &sig, b"{}", 1100),
+                "{extreme}"
+            );
+        }
     }
 }
