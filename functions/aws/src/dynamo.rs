@@ -11,7 +11,8 @@
 //! | ledger entry    | `LEDGER#{user}`     | `{txId}`             | tx ids sort by time: a reverse query is newest first |
 //! | invoice         | `INVOICE#{id}`      | `INVOICE`            | `state` open → consumed, conditional; `ttl` retention after expiry |
 //! | idempotency key | `IDEM#{user}`       | `{key}`              | `ttl` (epoch s): expires after retention        |
-//! | run             | `RUN#{runId}`       | `RUN`                | `lastSeq` guards every change (optimistic lock) |
+//! | run head        | `RUN#{runId}`       | `RUN`                | status, steps, times; `lastSeq` guards every change (optimistic lock); ~1 KB |
+//! | run body        | `RUN#{runId}`       | `BODY`               | `context`, `outputs`: written at the cast and when outputs arrive, never by a progress tick |
 //! | tx → run        | `TX#{creditTxId}`   | `TX`                 | `runId`; the stream finds the run by its debit  |
 //! | run event       | `EVENTS#{runId}`    | `{seq:020}`          | written only if absent; `ttl` after retention   |
 //! | output file     | `FILE#{runId}`      | `{n:06}`             | `mime`, `bytes` (B); small files only (< 350 KB) |
@@ -21,7 +22,22 @@
 //! | open streams    | `STREAMS#USER#{user}` / `STREAMS#RUN#{runId}` | `OPEN` | `open` count, conditional `< cap`; `leaseUntil`; `ttl` |
 //!
 //! Global secondary index `unfinished` (pk `unfinished`, sk `createdAt`, projection ALL) is sparse:
-//! only queued and running runs carry `unfinished = "1"`, so recovery reads exactly those.
+//! only the heads of queued and running runs carry `unfinished` — a shard `u00`..`u15` from a
+//! hash of the run id, so casts and finishes spread over 16 index partitions rather than one hot
+//! key — and recovery reads exactly those, one query per shard.
+//!
+//! # Capacity per operation (on-demand; transactional writes cost 2 WCU per KB of each item,
+//! strongly consistent reads 1 RCU per 4 KB)
+//!
+//! | operation            | reads                                   | writes (transaction)                               |
+//! |----------------------|-----------------------------------------|----------------------------------------------------|
+//! | quote (invoice)      | balance 1 RCU                           | invoice 1 WCU (+ idempotency key 1 WCU)             |
+//! | cast                 | invoice 1 RCU                           | invoice, balance, ledger, run head, run body (inputs: 2 WCU per KB), tx link: ≥ 12 WCU |
+//! | run start / progress tick / step without outputs | run head + body (1 RCU per 4 KB) | head ~1 KB + event ~0.5 KB: 4 WCU, whatever the inputs' size |
+//! | step with outputs    | as above                                | + body rewrite (2 WCU per KB) + output files (2 WCU per KB) |
+//! | finish / fail        | as above                                | head + event (+ refund: balance, ledger): 4-8 WCU   |
+//! | stream page          | events query 1 RCU per 4 KB             | open-stream counters: 4 WCU to take, 2 to give back |
+//! | recovery sweep       | 16 index queries (0.5 RCU each when empty) | only for lost or stuck runs                      |
 //!
 //! Access patterns: balance and invoice by key (strongly consistent reads); ledger page by query on
 //! `LEDGER#{user}` descending; run events after a seq by strongly consistent query (the stream);
@@ -377,13 +393,83 @@ impl DynamoStore {
         }
     }
 
-    fn run_items(&self, run: &Run) -> StoreResult<Vec<TransactWriteItem>> {
-        let mut run_item = item(run, format!("RUN#{}", run.run_id), "RUN")?;
-        if !run.status.is_terminal() {
-            run_item.insert("unfinished".into(), s("1"));
+    /// A run as its two items: the small head every change rewrites (status, steps, `lastSeq`,
+    /// the `unfinished` shard while it is unfinished), and the body with what can be large (the
+    /// inputs, the outputs), written only when it changes.
+    fn run_items(&self, run: &Run) -> StoreResult<(Item, Item)> {
+        let pk = format!("RUN#{}", run.run_id);
+        let mut head = item(run, &pk, "RUN")?;
+        let mut body = key(&pk, "BODY");
+        for field in BODY_FIELDS {
+            if let Some(value) = head.remove(field) {
+                body.insert(field.to_owned(), value);
+            }
         }
-        Ok(vec![put(run_item, &self.table, None)?])
+        if !run.status.is_terminal() {
+            head.insert("unfinished".into(), s(unfinished_shard(&run.run_id)));
+        }
+        Ok((head, body))
     }
+
+    /// Queries the unfinished runs of one shard of the index (heads only).
+    async fn unfinished_in(&self, shard: String) -> StoreResult<Vec<Run>> {
+        let mut runs = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(UNFINISHED_INDEX)
+                .key_condition_expression("unfinished = :shard")
+                .expression_attribute_values(":shard", s(&shard))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            for head in out.items.unwrap_or_default() {
+                runs.push(run_from_items(head, None)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(runs);
+            }
+        }
+    }
+}
+
+/// The fields of a run kept in its body item.
+const BODY_FIELDS: [&str; 2] = ["context", "outputs"];
+
+/// How many partitions the `unfinished` index spreads its writes over: one constant key would
+/// put every cast and every finish of the whole product on one partition of the index.
+const UNFINISHED_SHARDS: u32 = 16;
+
+/// The index shard of a run: a stable hash of its id (FNV-1a), `u00`..`u15`.
+fn unfinished_shard(run_id: &RunId) -> String {
+    let hash = run_id.as_str().bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("u{:02}", hash % UNFINISHED_SHARDS)
+}
+
+/// A run from its head and body items (a head alone, from the index, has no inputs or outputs).
+fn run_from_items(mut head: Item, body: Option<Item>) -> StoreResult<Run> {
+    head.remove("unfinished");
+    match body {
+        Some(mut body) => {
+            for field in BODY_FIELDS {
+                if let Some(value) = body.remove(field) {
+                    head.insert(field.to_owned(), value);
+                }
+            }
+        }
+        None => {
+            head.insert("context".into(), Av::Null(true));
+            head.insert("outputs".into(), Av::L(Vec::new()));
+        }
+    }
+    from_item(head)
 }
 
 #[async_trait]
@@ -559,7 +645,9 @@ impl Store for DynamoStore {
                 TransactWriteItem::builder().update(debit_balance).build(),
                 ledger_put(&debit, &self.table)?,
             ];
-            items.extend(self.run_items(&run)?);
+            let (head, body) = self.run_items(&run)?;
+            items.push(put(head, &self.table, None)?);
+            items.push(put(body, &self.table, None)?);
             let mut link = key(format!("TX#{}", run.credit_tx_id), "TX");
             link.insert("runId".into(), s(run.run_id.as_str()));
             items.push(put(link, &self.table, Some("attribute_not_exists(pk)"))?);
@@ -585,7 +673,34 @@ impl Store for DynamoStore {
     }
 
     async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>> {
-        self.get_as(format!("RUN#{run_id}"), "RUN").await
+        // Head and body in one strongly consistent query (they share the partition).
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("RUN#{run_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        let (mut head, mut body) = (None, None);
+        for item in out.items.unwrap_or_default() {
+            match item
+                .get("sk")
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+            {
+                Some("RUN") => head = Some(item),
+                Some("BODY") => body = Some(item),
+                _ => {}
+            }
+        }
+        match (head, body) {
+            (Some(head), Some(body)) => run_from_items(head, Some(body)).map(Some),
+            (None, _) => Ok(None),
+            (Some(_), None) => Err(StoreError::new(format!("run {run_id} has no body item"))),
+        }
     }
 
     async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>> {
@@ -610,6 +725,7 @@ impl Store for DynamoStore {
                 return Ok(None);
             };
             let previous = run.last_seq;
+            let outputs_before = run.outputs.len();
             let applied = match run.apply(change.clone()) {
                 Ok(applied) => applied,
                 Err(refused) => {
@@ -617,17 +733,19 @@ impl Store for DynamoStore {
                     return Ok(None);
                 }
             };
-            let mut items = self.run_items(&run)?;
-            // Optimistic lock: the run must still be where we read it.
-            if let Some(TransactWriteItem { put: Some(p), .. }) = items.first_mut() {
-                let locked = Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(p.item().clone()))
-                    .condition_expression("lastSeq = :previous")
-                    .expression_attribute_values(":previous", n(previous))
-                    .build()
-                    .map_err(err)?;
-                items[0] = TransactWriteItem::builder().put(locked).build();
+            let (head, body) = self.run_items(&run)?;
+            // Optimistic lock: the run must still be where we read it. The body is written only
+            // when outputs were added: a progress tick rewrites the small head alone.
+            let locked = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(head))
+                .condition_expression("lastSeq = :previous")
+                .expression_attribute_values(":previous", n(previous))
+                .build()
+                .map_err(err)?;
+            let mut items = vec![TransactWriteItem::builder().put(locked).build()];
+            if run.outputs.len() != outputs_before {
+                items.push(put(body, &self.table, None)?);
             }
             let mut event = item(
                 &applied.event,
@@ -704,28 +822,13 @@ impl Store for DynamoStore {
     }
 
     async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
+        // One query per shard, once a sweep (a minute on AWS): sequential is plenty.
         let mut runs = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(UNFINISHED_INDEX)
-                .key_condition_expression("unfinished = :one")
-                .expression_attribute_values(":one", s("1"))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk_err)?;
-            for item in out.items.unwrap_or_default() {
-                runs.push(from_item(item)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(runs);
-            }
+        for i in 0..UNFINISHED_SHARDS {
+            runs.extend(self.unfinished_in(format!("u{i:02}")).await?);
         }
+        runs.sort_by_key(|r| r.created_at);
+        Ok(runs)
     }
 
     async fn record_tool_cost(&self, tool: &str, pts: i64) -> StoreResult<()> {

@@ -1,0 +1,308 @@
+//! The table design at scale (issue 10, item 9), read back raw over the wire from moto and
+//! Amazon's DynamoDB Local: a run is a small head that every change rewrites and a body (inputs,
+//! outputs) written only when outputs arrive, so a progress tick costs the head's write units
+//! however large the inputs are; the sparse `unfinished` index spreads its writes over shards.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::AttributeValue as Av;
+use aws_sdk_dynamodb::Client;
+use chrono::Utc;
+use serde_json::json;
+use spellcast_aws::DynamoStore;
+use spellcast_core::ids::{new_id, CreditTxId, InvoiceId, RunId, Slug};
+use spellcast_core::invoice::{InvoiceRecord, InvoiceState, IssueOutcome};
+use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
+use spellcast_core::ports::{CastOutcome, NewCast, Store};
+use spellcast_core::run::{
+    NewOutput, OutputKind, Run, RunChange, RunStatus, StepState, StepStatus,
+};
+
+mod common;
+
+type Item = HashMap<String, Av>;
+
+async fn fresh_table(variable: &str) -> Option<(Client, String, Arc<DynamoStore>)> {
+    let config = common::engine(variable).await?;
+    let client = Client::new(&config);
+    let table = format!("design-{}", new_id("t").replace('_', "-"));
+    let store = Arc::new(DynamoStore::new(
+        client.clone(),
+        table.clone(),
+        chrono::Duration::days(7),
+    ));
+    store.create_table().await.unwrap();
+    Some((client, table, store))
+}
+
+/// A paid, queued run of user `u` whose inputs are `context`.
+async fn cast(store: &DynamoStore, context: serde_json::Value) -> Run {
+    let now = Utc::now();
+    store
+        .grant(LedgerEntry {
+            tx_id: CreditTxId::new(),
+            user_id: "u".into(),
+            kind: LedgerKind::Grant,
+            asset: PTS.into(),
+            pts: 1,
+            run_id: None,
+            invoice_id: None,
+            at: now,
+        })
+        .await
+        .unwrap();
+    let invoice_id = InvoiceId::new();
+    let invoice = InvoiceRecord {
+        invoice_id: invoice_id.clone(),
+        user_id: "u".into(),
+        slug: Slug::parse("hello-sigil").unwrap(),
+        version: 1,
+        cost_pts: 1,
+        asset: PTS.into(),
+        issued_at: now,
+        expires_at: now + chrono::Duration::minutes(5),
+        state: InvoiceState::Open,
+    };
+    assert_eq!(
+        store.issue_invoice(invoice, None).await.unwrap(),
+        IssueOutcome::Issued
+    );
+    let run = Run {
+        run_id: RunId::new(),
+        credit_tx_id: CreditTxId::new(),
+        invoice_id: invoice_id.clone(),
+        user_id: "u".into(),
+        slug: Slug::parse("hello-sigil").unwrap(),
+        spell_version: 1,
+        status: RunStatus::Queued,
+        steps: ["a", "b"]
+            .iter()
+            .map(|id| StepState {
+                id: (*id).into(),
+                title: id.to_uppercase(),
+                status: StepStatus::Pending,
+                progress: 0.0,
+                message: None,
+            })
+            .collect(),
+        outputs: vec![],
+        cost_pts: 1,
+        refunded_pts: 0,
+        context,
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        deadline_at: None,
+        error: None,
+        last_seq: 0,
+    };
+    let debit = run.debit_entry();
+    let outcome = store
+        .cast(NewCast {
+            invoice_id,
+            user_id: "u".into(),
+            context_hash: "h".into(),
+            now,
+            run,
+            debit,
+        })
+        .await
+        .unwrap();
+    match outcome {
+        CastOutcome::Created(run) => run,
+        other => panic!("cast: {other:?}"),
+    }
+}
+
+async fn raw(client: &Client, table: &str, run_id: &RunId, sk: &str) -> Item {
+    client
+        .get_item()
+        .table_name(table)
+        .key("pk", Av::S(format!("RUN#{run_id}")))
+        .key("sk", Av::S(sk.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap_or_else(|| panic!("RUN#{run_id}/{sk} is stored"))
+}
+
+/// An item's size as DynamoDB bills it, closely enough: names plus values.
+fn size(item: &Item) -> usize {
+    fn value(v: &Av) -> usize {
+        match v {
+            Av::S(s) => s.len(),
+            Av::N(n) => n.len() / 2 + 1,
+            Av::B(b) => b.as_ref().len(),
+            Av::L(l) => 3 + l.iter().map(|v| 1 + value(v)).sum::<usize>(),
+            Av::M(m) => 3 + m.iter().map(|(k, v)| 1 + k.len() + value(v)).sum::<usize>(),
+            _ => 1,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value(v)).sum()
+}
+
+/// Marks the stored body, so a later rewrite of it shows (the mark is gone).
+async fn mark_body(client: &Client, table: &str, run_id: &RunId) {
+    client
+        .update_item()
+        .table_name(table)
+        .key("pk", Av::S(format!("RUN#{run_id}")))
+        .key("sk", Av::S("BODY".into()))
+        .update_expression("SET probe = :one")
+        .expression_attribute_values(":one", Av::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+}
+
+fn tick(index: usize, progress: f64, outputs: Vec<NewOutput>) -> RunChange {
+    RunChange::Step {
+        index,
+        status: if progress < 1.0 {
+            StepStatus::Running
+        } else {
+            StepStatus::Succeeded
+        },
+        progress,
+        message: Some(format!("{:.0} %", progress * 100.0)),
+        outputs,
+    }
+}
+
+async fn progress_ticks_rewrite_only_the_small_head(variable: &str) {
+    let Some((client, table, store)) = fresh_table(variable).await else {
+        return;
+    };
+    let prompt = "x".repeat(100 * 1024);
+    let run = cast(&store, json!({ "prompt": prompt })).await;
+    let id = &run.run_id;
+    let now = Utc::now();
+    store
+        .advance_run(
+            id,
+            RunChange::Start {
+                at: now,
+                deadline: now + chrono::Duration::minutes(5),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    mark_body(&client, &table, id).await;
+    for i in 1..=20 {
+        store
+            .advance_run(id, tick(0, f64::from(i) / 25.0, vec![]))
+            .await
+            .unwrap()
+            .expect("a tick while running applies");
+    }
+    let head = raw(&client, &table, id, "RUN").await;
+    let body = raw(&client, &table, id, "BODY").await;
+    assert!(
+        size(&head) < 2048,
+        "the head stays small whatever the inputs: {} bytes",
+        size(&head)
+    );
+    assert!(size(&body) > 100 * 1024, "the inputs live in the body");
+    assert!(
+        body.contains_key("probe"),
+        "twenty progress ticks left the body item alone"
+    );
+    assert_eq!(
+        head.get("lastSeq").and_then(|v| v.as_n().ok()).unwrap(),
+        "21"
+    );
+
+    // Outputs are body: a step that produces one rewrites it, once.
+    let output = NewOutput {
+        kind: OutputKind::Text,
+        mime: "text/plain".into(),
+        title: Some("Result".into()),
+        value: Some(json!("done")),
+        bytes: None,
+    };
+    store
+        .advance_run(id, tick(0, 1.0, vec![output]))
+        .await
+        .unwrap()
+        .unwrap();
+    let body = raw(&client, &table, id, "BODY").await;
+    assert!(!body.contains_key("probe"), "the body was rewritten");
+    let read = store.run(id).await.unwrap().unwrap();
+    assert_eq!(read.context["prompt"].as_str().unwrap().len(), 100 * 1024);
+    assert_eq!(read.outputs.len(), 1);
+    assert_eq!(read.steps[0].status, StepStatus::Succeeded);
+    assert_eq!(read.last_seq, 22);
+}
+
+async fn unfinished_runs_spread_over_shards(variable: &str) {
+    let Some((client, table, store)) = fresh_table(variable).await else {
+        return;
+    };
+    let mut ids = HashSet::new();
+    let mut shards = HashSet::new();
+    for _ in 0..48 {
+        let run = cast(&store, json!({"name": "A"})).await;
+        let head = raw(&client, &table, &run.run_id, "RUN").await;
+        shards.insert(head["unfinished"].as_s().unwrap().clone());
+        ids.insert(run.run_id);
+    }
+    assert!(
+        shards.len() >= 8,
+        "48 runs land on {} index partitions",
+        shards.len()
+    );
+    let found: HashSet<RunId> = store
+        .unfinished_runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(found, ids, "recovery reads every shard");
+    // A finished run leaves the index.
+    let one = ids.iter().next().unwrap().clone();
+    let now = Utc::now();
+    store
+        .advance_run(
+            &one,
+            RunChange::Fail {
+                at: now,
+                error: spellcast_core::run::RunError {
+                    code: "x".into(),
+                    message: "m".into(),
+                    step_id: None,
+                },
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!raw(&client, &table, &one, "RUN")
+        .await
+        .contains_key("unfinished"));
+    assert_eq!(store.unfinished_runs().await.unwrap().len(), 47);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_moto_progress_ticks_rewrite_only_the_small_head() {
+    progress_ticks_rewrite_only_the_small_head("SPELLCAST_MOTO_ENDPOINT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_dynamodb_local_progress_ticks_rewrite_only_the_small_head() {
+    progress_ticks_rewrite_only_the_small_head("SPELLCAST_DYNAMODB_LOCAL_ENDPOINT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_moto_unfinished_runs_spread_over_shards() {
+    unfinished_runs_spread_over_shards("SPELLCAST_MOTO_ENDPOINT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_dynamodb_local_unfinished_runs_spread_over_shards() {
+    unfinished_runs_spread_over_shards("SPELLCAST_DYNAMODB_LOCAL_ENDPOINT").await;
+}
