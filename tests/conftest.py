@@ -167,7 +167,8 @@ def start(request, catalog):
         # The suite's own load (200 concurrent casts of one user) is far over the per-user rate
         # limits; tests of the limits ask for them (limits=True) and set their own.
         if not limits:
-            args = ("--invoices-per-minute", "1000000", "--casts-per-minute", "1000000", *args)
+            args = ("--invoices-per-minute", "1000000", "--casts-per-minute", "1000000",
+                    "--sessions-per-minute", "1000000", *args)
         if ON_DYNAMODB:
             extra = ["--store", "dynamodb", "--create-tables", "--table", table, "--event-bus", table,
                      "--aws-timeout-secs", str(aws_timeout_secs)]

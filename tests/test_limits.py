@@ -44,6 +44,19 @@ def test_quotes_and_casts_are_limited_per_user_and_a_refusal_changes_nothing(sta
     assert server.balance(alice["token"]) == before, "a refused cast pays nothing"
 
 
+def test_demo_sessions_are_limited_per_client_address(start):
+    """The one request that writes without a user (a demo session is a new user with points) is
+    counted per client address."""
+    server = start("--sessions-per-minute", "3", limits=True)
+    within_one_window()
+    for _ in range(3):
+        server.session()
+    r = limited(server.http.post("/api/v1/dev/session", json={"grantPts": 1000}))
+    assert "sessions" in r.json()["detail"]
+    # Reading needs no session and is not counted with them.
+    assert server.http.get("/api/v1/spells/hello-sigil/meta").status_code == 200
+
+
 @pytest.mark.skipif(not ON_DYNAMODB, reason="the embedded store counts in its one process; "
                     "the limits hold across processes where the counts are in the table")
 def test_the_limits_hold_across_instances(start):

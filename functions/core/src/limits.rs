@@ -53,13 +53,17 @@ impl Limit {
     }
 }
 
-/// The limits every entry point applies, per user.
+/// The limits every entry point applies: per user, and per client address for what needs no
+/// user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Quotes asked for.
+    /// Quotes asked for, per user.
     pub invoices: Limit,
-    /// Casts.
+    /// Casts, per user.
     pub casts: Limit,
+    /// Demo sessions made (each a new user with demo points), per client address: the one
+    /// request that writes without a user (local server only).
+    pub sessions: Limit,
 }
 
 impl Limits {
@@ -67,12 +71,15 @@ impl Limits {
     pub const INVOICES_PER_MINUTE: u32 = 60;
     /// Casts a user may make per minute unless configured otherwise (SPEC §2).
     pub const CASTS_PER_MINUTE: u32 = 30;
+    /// Demo sessions one client address may make per minute unless configured otherwise.
+    pub const SESSIONS_PER_MINUTE: u32 = 30;
 
-    /// Limits of so many invoices and casts per user and minute.
+    /// Limits of so many invoices and casts per user and minute (and the default for sessions).
     pub const fn per_minute(invoices: u32, casts: u32) -> Limits {
         Limits {
             invoices: Limit::per_minute("invoices", invoices),
             casts: Limit::per_minute("casts", casts),
+            sessions: Limit::per_minute("sessions", Self::SESSIONS_PER_MINUTE),
         }
     }
 }

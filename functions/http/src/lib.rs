@@ -187,7 +187,7 @@ pub const REMOVED_CONFIRM: Endpoint = Endpoint {
 pub const DEV_SESSION: Endpoint = Endpoint {
     path: "/api/v1/dev/session",
     methods: POST,
-    handler: |app, _, _, body| Box::pin(async move { me::dev_session(app, &body).await }),
+    handler: |app, req, _, body| Box::pin(async move { me::dev_session(app, req, &body).await }),
 };
 /// `GET /metrics`, where the entry point renders metrics (the local server).
 pub const METRICS: Endpoint = Endpoint {
@@ -457,6 +457,11 @@ pub(crate) fn session(app: &App, req: &http::request::Parts) -> Result<SessionCl
         }
     })
 }
+
+/// The address of the client a request came from, as the entry point knows it (the TCP peer
+/// locally), in the request's extensions: the subject of the limits on requests without a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
 
 /// Counts one hit of `subject` against `limit`: 429 `rate_limited` over it.
 pub(crate) async fn rate_limit(app: &App, limit: &Limit, subject: &str) -> Result<(), Problem> {

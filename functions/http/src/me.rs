@@ -49,10 +49,20 @@ pub async fn ledger(app: &Arc<App>, req: &http::request::Parts) -> Handled {
 
 /// `POST /api/v1/dev/session`: a session for a demo user, with demo points. Local server only.
 #[cfg(feature = "dev-session")]
-pub async fn dev_session(app: &Arc<App>, body: &bytes::Bytes) -> Handled {
+pub async fn dev_session(
+    app: &Arc<App>,
+    req: &http::request::Parts,
+    body: &bytes::Bytes,
+) -> Handled {
     use serde_json::Value;
     use spellcast_core::ids::UserId;
     use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
+
+    // Each session is a user with points: so many per client address (an entry point that
+    // cannot tell the address has no such endpoint).
+    if let Some(super::ClientAddr(ip)) = req.extensions.get() {
+        super::rate_limit(app, &app.config.limits.sessions, &format!("addr:{ip}")).await?;
+    }
 
     let fields = if body.iter().all(u8::is_ascii_whitespace) {
         serde_json::Map::new()

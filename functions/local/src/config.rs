@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use spellcast_core::limits::{Limits, StreamCaps};
+use spellcast_core::limits::{Limit, Limits, StreamCaps};
 use spellcast_core::Config;
 use spellcast_tools::{HttpEndpoints, HttpTool};
 
@@ -93,6 +93,9 @@ pub struct Args {
     /// Casts one user may make per minute (then 429 `rate_limited`).
     #[arg(long, default_value_t = Limits::CASTS_PER_MINUTE)]
     pub casts_per_minute: u32,
+    /// Demo sessions one client address may make per minute (then 429 `rate_limited`).
+    #[arg(long, default_value_t = Limits::SESSIONS_PER_MINUTE)]
+    pub sessions_per_minute: u32,
     /// Open streams one user may hold (then 429 `rate_limited`).
     #[arg(long, default_value_t = StreamCaps::PER_USER)]
     pub streams_per_user: u32,
@@ -139,6 +142,7 @@ impl Args {
         config.invoice_ttl = chrono::Duration::seconds(self.invoice_ttl_secs.max(1) as i64);
         config.webhook_secret = self.webhook_secret.clone().map(String::into_bytes);
         config.limits = Limits::per_minute(self.invoices_per_minute, self.casts_per_minute);
+        config.limits.sessions = Limit::per_minute("sessions", self.sessions_per_minute);
         config.streams_per_user = self.streams_per_user;
         config.streams_per_run = self.streams_per_run;
         config

@@ -7,11 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use spellcast_http::ClientAddr;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 /// What one client may hold of the server.
 #[derive(Debug, Clone, Copy)]
@@ -34,8 +38,8 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimi
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return; // the semaphore is never closed
         };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, or a connection reset before it was accepted: wait a
                 // moment rather than spin.
@@ -49,10 +53,16 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimi
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
-        let connection = http.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
-        );
+        // Every request of the connection carries its peer's address (for per-address limits).
+        let client = ClientAddr(peer.ip());
+        let service = router
+            .clone()
+            .map_request(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(client);
+                req
+            });
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
