@@ -632,12 +632,20 @@ impl Store for DynamoStore {
                 .expression_attribute_values(":hash", s(&cast.context_hash))
                 .build()
                 .map_err(err)?;
+            // A user who was never granted anything has no balance item: a free spell is
+            // still theirs to cast (found by the ledger model test).
+            let covered = if cost == 0 {
+                "attribute_not_exists(balance) OR balance >= :cost"
+            } else {
+                "balance >= :cost"
+            };
             let debit_balance = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(format!("USER#{}", cast.user_id), "BALANCE")))
-                .update_expression("SET balance = balance - :cost")
-                .condition_expression("balance >= :cost")
+                .update_expression("SET balance = if_not_exists(balance, :zero) - :cost")
+                .condition_expression(covered)
                 .expression_attribute_values(":cost", n(cost))
+                .expression_attribute_values(":zero", n(0))
                 .build()
                 .map_err(err)?;
             let mut items = vec![

@@ -84,6 +84,7 @@ contract!(
     racing_failures_refund_exactly_once,
     a_duplicate_delivery_executes_nothing_twice,
     costs_and_prices_are_kept,
+    the_ledger_follows_its_model,
 );
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -732,4 +733,216 @@ async fn costs_and_prices_are_kept(store: Arc<dyn Store>) {
     }];
     store.save_spell_stats(&stats).await.unwrap();
     assert_eq!(store.spell_stats().await.unwrap(), stats);
+}
+
+// ---- a state-machine model of the money -------------------------------------------------------
+
+/// What a generated step does; runs and users are picked by index among those that exist.
+#[derive(Debug, Clone)]
+enum Op {
+    Grant {
+        user: usize,
+        pts: i64,
+    },
+    Cast {
+        user: usize,
+        cost: i64,
+    },
+    Start {
+        run: usize,
+    },
+    StepDone {
+        run: usize,
+    },
+    Finish {
+        run: usize,
+    },
+    Fail {
+        run: usize,
+    },
+    /// The last change given to a run, delivered again (a runner retried, a sweeper raced it).
+    Again {
+        run: usize,
+    },
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0..3usize, 0..40i64).prop_map(|(user, pts)| Op::Grant { user, pts }),
+        (0..3usize, 0..25i64).prop_map(|(user, cost)| Op::Cast { user, cost }),
+        (0..8usize).prop_map(|run| Op::Start { run }),
+        (0..8usize).prop_map(|run| Op::StepDone { run }),
+        (0..8usize).prop_map(|run| Op::Finish { run }),
+        (0..8usize).prop_map(|run| Op::Fail { run }),
+        (0..8usize).prop_map(|run| Op::Again { run }),
+    ]
+}
+
+/// A run as the model sees it.
+struct ModelRun {
+    id: RunId,
+    user: usize,
+    cost: i64,
+    status: RunStatus,
+    step_done: bool,
+    last: Option<RunChange>,
+}
+
+/// Plays `ops` on `store` and on a model of balances and runs, and after every step compares:
+/// each balance equals the model's and the sum of its ledger, and is never negative; each run's
+/// status equals the model's. Money moves once per cast and once per failure, whatever is
+/// delivered twice.
+async fn play(store: &dyn Store, ops: Vec<Op>) -> Result<(), String> {
+    let users: Vec<String> = (0..3).map(|_| new_id("model")).collect();
+    let mut balances = [0i64; 3];
+    let mut runs: Vec<ModelRun> = Vec::new();
+    for op in ops {
+        match op.clone() {
+            Op::Grant { user, pts } => {
+                store
+                    .grant(entry(&users[user], LedgerKind::Grant, pts))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                balances[user] += pts;
+            }
+            Op::Cast { user, cost } => {
+                let inv = invoice(store, &users[user], cost).await;
+                match store
+                    .cast(new_cast(&users[user], &inv, "h", &["only"]))
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    CastOutcome::Created(run) if balances[user] >= cost => {
+                        balances[user] -= cost;
+                        runs.push(ModelRun {
+                            id: run.run_id,
+                            user,
+                            cost,
+                            status: RunStatus::Queued,
+                            step_done: false,
+                            last: None,
+                        });
+                    }
+                    CastOutcome::InsufficientBalance { balance } if balances[user] < cost => {
+                        if balance != balances[user] {
+                            return Err(format!("{op:?}: refused with balance {balance}"));
+                        }
+                    }
+                    other => return Err(format!("{op:?} with {}: {other:?}", balances[user])),
+                }
+            }
+            Op::Start { run }
+            | Op::StepDone { run }
+            | Op::Finish { run }
+            | Op::Fail { run }
+            | Op::Again { run } => {
+                let Some(r) = (!runs.is_empty())
+                    .then(|| run % runs.len())
+                    .map(|i| &mut runs[i])
+                else {
+                    continue;
+                };
+                let now = Utc::now();
+                let (change, expected) = match &op {
+                    Op::Start { .. } => (
+                        RunChange::Start {
+                            at: now,
+                            deadline: now + chrono::Duration::minutes(5),
+                        },
+                        (r.status == RunStatus::Queued).then_some(RunStatus::Running),
+                    ),
+                    Op::StepDone { .. } => (
+                        step(0, StepStatus::Succeeded, vec![]),
+                        (r.status == RunStatus::Running && !r.step_done)
+                            .then_some(RunStatus::Running),
+                    ),
+                    Op::Finish { .. } => (
+                        RunChange::Finish { at: now },
+                        (r.status == RunStatus::Running && r.step_done)
+                            .then_some(RunStatus::Succeeded),
+                    ),
+                    Op::Fail { .. } => (
+                        fail("model"),
+                        (!r.status.is_terminal()).then_some(RunStatus::Failed),
+                    ),
+                    _ => match r.last.clone() {
+                        // Everything already applied is refused the second time.
+                        Some(change) => (change, None),
+                        None => continue,
+                    },
+                };
+                let applied = store
+                    .advance_run(&r.id, change.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match (applied, expected) {
+                    (Some((stored, _)), Some(status)) => {
+                        if stored.status != status {
+                            return Err(format!("{op:?}: {:?} not {status:?}", stored.status));
+                        }
+                        if matches!(op, Op::StepDone { .. }) {
+                            r.step_done = true;
+                        }
+                        if status == RunStatus::Failed {
+                            balances[r.user] += r.cost;
+                        }
+                        r.status = status;
+                        r.last = Some(change);
+                    }
+                    (None, None) => {}
+                    (applied, expected) => {
+                        return Err(format!(
+                            "{op:?} on a {:?} run: applied {}, expected {expected:?}",
+                            r.status,
+                            applied.is_some()
+                        ))
+                    }
+                }
+            }
+        }
+        for (i, user) in users.iter().enumerate() {
+            let balance = store
+                .balance(&user.as_str().into())
+                .await
+                .map_err(|e| e.to_string())?;
+            let ledger = ledger_sum(store, user).await;
+            if balance != balances[i] || ledger != balance || balance < 0 {
+                return Err(format!(
+                    "after {op:?}: user {i} balance {balance}, ledger {ledger}, model {}",
+                    balances[i]
+                ));
+            }
+        }
+        for r in &runs {
+            let stored = store.run(&r.id).await.map_err(|e| e.to_string())?;
+            if stored.as_ref().map(|s| s.status) != Some(r.status) {
+                return Err(format!("after {op:?}: run {} is not {:?}", r.id, r.status));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn the_ledger_follows_its_model(store: Arc<dyn Store>) {
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    // Fewer, shorter cases over the wire than in memory: the engines answer in milliseconds.
+    let cases = std::env::var("SPELLCAST_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let handle = tokio::runtime::Handle::current();
+    let ops = proptest::collection::vec(op(), 1..30);
+    let result = runner.run(&ops, |ops| {
+        tokio::task::block_in_place(|| handle.block_on(play(store.as_ref(), ops)))
+            .map_err(TestCaseError::fail)
+    });
+    if let Err(e) = result {
+        panic!("the store departs from the model: {e}");
+    }
 }

@@ -30,6 +30,12 @@ async fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    if cfg!(panic = "abort") {
+        tracing::warn!(
+            "built with panic = \"abort\": a panicking handler ends the process; build with \
+             --profile release-local (or a debug build) to have it answer 500 instead"
+        );
+    }
     if let Err(e) = run(args).await {
         eprintln!("spellcast-local: {e}");
         std::process::exit(1);
