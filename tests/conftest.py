@@ -171,6 +171,7 @@ def start(request, catalog):
                     "--sessions-per-minute", "1000000", *args)
         if ON_DYNAMODB:
             extra = ["--store", "dynamodb", "--create-tables", "--table", table, "--event-bus", table,
+                     "--outputs-bucket", table,
                      "--aws-timeout-secs", str(aws_timeout_secs)]
             # On DynamoDB the demo endpoint must be asked for by name (it grants points).
             extra += ["--unsafe-demo-sessions"] if demo_sessions else []

@@ -107,7 +107,7 @@ def deployment(aws, tmp_path_factory):
     for f in (ROOT / "infra" / "spells").glob("*.json"):
         shutil.copy(f, catalog)
     local = Server(["--catalog", str(catalog), "--store", "dynamodb", "--create-tables", "--table", name,
-                    "--event-bus", name, "--aws-timeout-secs", "120", "--no-runner",
+                    "--event-bus", name, "--outputs-bucket", name, "--aws-timeout-secs", "120", "--no-runner",
                     # Demo sessions fund the test users on the shared table (the Lambdas have none).
                     "--unsafe-demo-sessions"], "lambda-setup")
     queue = aws["sqs"].create_queue(QueueName=name)["QueueUrl"]
@@ -116,7 +116,8 @@ def deployment(aws, tmp_path_factory):
     aws["events"].put_rule(Name=name, EventBusName=name,
                            EventPattern=json.dumps({"source": ["spellcast"], "detail-type": ["executionStarted"]}))
     aws["events"].put_targets(Rule=name, EventBusName=name, Targets=[{"Id": "queue", "Arn": queue_arn}])
-    env = dict(os.environ, SPELLCAST_TABLE=name, SPELLCAST_EVENT_BUS=name, SPELLCAST_PUBLIC_URL="https://spellcast.test",
+    env = dict(os.environ, SPELLCAST_TABLE=name, SPELLCAST_EVENT_BUS=name, SPELLCAST_OUTPUTS_BUCKET=name,
+               SPELLCAST_PUBLIC_URL="https://spellcast.test",
                SPELLCAST_TOKEN_SECRET=TOKEN_SECRET, SPELLCAST_WEBHOOK_SECRET=WEBHOOK_SECRET,
                SPELLCAST_AWS_TIMEOUT_SECS="120", SPELLCAST_HEARTBEAT_MS="500",
                SPELLCAST_STREAM_LIMIT_SECS=str(STREAM_LIMIT_SECS),

@@ -145,9 +145,29 @@ def test_cloudfront_adds_the_functions_security_headers_to_every_response(templa
     rust = (ROOT / "functions" / "http" / "src" / "lib.rs").read_text()
     const = re.search(r'pub const CONTENT_SECURITY_POLICY: &str = "(.*?)";', rust, re.S).group(1)
     const = re.sub(r"\\\n\s*", "", const)  # Rust's line continuations
-    assert headers["ContentSecurityPolicy"]["ContentSecurityPolicy"] == const
+    # The one addition: large image outputs come from the outputs bucket by presigned URL.
+    with_outputs = const.replace("img-src 'self'", "img-src 'self' https://${OutputsBucket.RegionalDomainName}")
+    assert headers["ContentSecurityPolicy"]["ContentSecurityPolicy"] == {"Sub": with_outputs}
     # An origin's own policy (an output file's sandbox) is kept.
     assert headers["ContentSecurityPolicy"]["Override"] is False
+
+
+def test_the_outputs_bucket_is_private_written_by_the_runner_and_read_by_runs(template):
+    """SPEC §5.7: large files live in S3; only the runner writes them and only `runs` (which
+    presigns the GETs) reads them."""
+    bucket = template["Resources"]["OutputsBucket"]["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    fns = functions(template)
+    for name, action in (("RunnerFunction", "s3:PutObject"), ("RunsFunction", "s3:GetObject")):
+        props = fns[name]["Properties"]
+        assert props["Environment"]["Variables"]["SPELLCAST_OUTPUTS_BUCKET"] == {"Ref": "OutputsBucket"}
+        statements = [st for p in props["Policies"] for st in p["Statement"]]
+        s3 = [st for st in statements if str(st["Action"]).startswith("s3:")]
+        assert [st["Action"] for st in s3] == [action], name
+        assert s3[0]["Resource"] == {"Sub": "${OutputsBucket.Arn}/*"}
+    for name, fn in fns.items():
+        if name not in ("RunnerFunction", "RunsFunction"):
+            assert "SPELLCAST_OUTPUTS_BUCKET" not in fn["Properties"].get("Environment", {}).get("Variables", {})
 
 
 def test_every_setting_the_template_passes_is_one_the_functions_read(template):

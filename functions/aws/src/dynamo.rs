@@ -15,7 +15,7 @@
 //! | run body        | `RUN#{runId}`       | `BODY`               | `context`, `outputs`: written at the cast and when outputs arrive, never by a progress tick |
 //! | tx → run        | `TX#{creditTxId}`   | `TX`                 | `runId`; the stream finds the run by its debit  |
 //! | run event       | `EVENTS#{runId}`    | `{seq:020}`          | written only if absent; `ttl` after retention   |
-//! | output file     | `FILE#{runId}`      | `{n:06}`             | `mime`, `bytes` (B); small files only (< 350 KB) |
+//! | output file     | `FILE#{runId}`      | `{n:06}`             | `mime`, and `bytes` (B, at most 256 KB) or `blob` (its S3 key) |
 //! | tool cost       | `TOOLCOST`          | `{slug/step/tool}`   | `calls`, `pts` counters (ADD)                   |
 //! | spell price     | `STATS`             | `{slug}`             | recomputed every 15 minutes                     |
 //! | rate counter    | `RATE#{limit}#{subject}` | `{window start}` | `hits` (ADD); `ttl` when the window ends        |
@@ -75,7 +75,7 @@ use spellcast_core::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, 
 use spellcast_core::ports::{
     CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
-use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent};
+use spellcast_core::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
 
 type Item = HashMap<String, Av>;
 
@@ -765,7 +765,12 @@ impl Store for DynamoStore {
             for file in &applied.files {
                 let mut f = key(format!("FILE#{run_id}"), format!("{:06}", file.n));
                 f.insert("mime".into(), s(&file.mime));
-                f.insert("bytes".into(), Av::B(file.bytes.clone().into()));
+                match &file.body {
+                    FileBody::Inline(bytes) => {
+                        f.insert("bytes".into(), Av::B(bytes.clone().into()))
+                    }
+                    FileBody::Blob(blob) => f.insert("blob".into(), s(blob)),
+                };
                 items.push(put(f, &self.table, None)?);
             }
             if applied.refund_pts > 0 {
@@ -821,12 +826,16 @@ impl Store for DynamoStore {
             .and_then(|v| v.as_s().ok())
             .cloned()
             .unwrap_or_default();
-        let bytes = item
-            .get("bytes")
-            .and_then(|v| v.as_b().ok())
-            .map(|b| b.as_ref().to_vec())
-            .unwrap_or_default();
-        Ok(Some(OutputFile { n, mime, bytes }))
+        let body = match (item.get("blob"), item.get("bytes")) {
+            (Some(Av::S(blob)), _) => FileBody::Blob(blob.clone()),
+            (_, Some(Av::B(bytes))) => FileBody::Inline(bytes.as_ref().to_vec()),
+            _ => {
+                return Err(StoreError::new(format!(
+                    "file {n} of {run_id} has no bytes"
+                )))
+            }
+        };
+        Ok(Some(OutputFile { n, mime, body }))
     }
 
     async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {

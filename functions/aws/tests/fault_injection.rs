@@ -210,6 +210,13 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
         catalog,
         tools,
         store: faulty.clone(),
+        // Large files: in cargo's scratch directory for integration tests.
+        blobs: Arc::new(
+            spellcast_embedded::DiskBlobs::open(
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("blobs"),
+            )
+            .unwrap(),
+        ),
         bus: Arc::new(bus),
         signal: Arc::new(LocalSignal::default()),
         clock: clock.clone(),

@@ -19,7 +19,8 @@ use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, Is
 use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
 use spellcast_core::ports::{CastOutcome, NewCast, SpellStats, Store, SystemClock};
 use spellcast_core::run::{
-    EventBody, NewOutput, OutputKind, Run, RunChange, RunError, RunStatus, StepState, StepStatus,
+    EventBody, FileBody, NewOutput, OutputKind, Run, RunChange, RunError, RunStatus, StepState,
+    StepStatus,
 };
 use spellcast_core::runner::Execution;
 use spellcast_core::stats::PriceBook;
@@ -449,15 +450,23 @@ async fn runs_advance_through_their_state_machine(store: Arc<dyn Store>) {
         mime: "image/png".into(),
         title: Some("t".into()),
         value: None,
-        bytes: Some(vec![137, 80, 78, 71, 0, 255]),
+        file: Some(FileBody::Inline(vec![137, 80, 78, 71, 0, 255])),
     };
     store
         .advance_run(id, step(0, StepStatus::Succeeded, vec![png]))
         .await
         .unwrap()
         .unwrap();
+    // A large file lives in the blob store: the run keeps its key.
+    let large = NewOutput {
+        kind: OutputKind::File,
+        mime: "application/octet-stream".into(),
+        title: None,
+        value: None,
+        file: Some(FileBody::Blob("runs/r/0123abcd".into())),
+    };
     store
-        .advance_run(id, step(1, StepStatus::Succeeded, vec![]))
+        .advance_run(id, step(1, StepStatus::Succeeded, vec![large]))
         .await
         .unwrap()
         .unwrap();
@@ -492,10 +501,21 @@ async fn runs_advance_through_their_state_machine(store: Arc<dyn Store>) {
     assert!(store.run_events(id, u64::MAX, 10).await.unwrap().is_empty());
     let file = store.output_file(id, 0).await.unwrap().unwrap();
     assert_eq!(
-        (file.mime.as_str(), file.bytes.as_slice()),
-        ("image/png", &[137u8, 80, 78, 71, 0, 255][..])
+        (file.mime.as_str(), file.body),
+        (
+            "image/png",
+            FileBody::Inline(vec![137u8, 80, 78, 71, 0, 255])
+        )
     );
-    assert!(store.output_file(id, 1).await.unwrap().is_none());
+    let file = store.output_file(id, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (file.mime.as_str(), file.body),
+        (
+            "application/octet-stream",
+            FileBody::Blob("runs/r/0123abcd".into())
+        )
+    );
+    assert!(store.output_file(id, 2).await.unwrap().is_none());
     assert_eq!(store.run(id).await.unwrap().unwrap(), done);
     assert!(!store
         .unfinished_runs()
@@ -649,6 +669,13 @@ fn app(store: Arc<dyn Store>) -> Arc<App> {
         catalog: Catalog::load(&dir).unwrap(),
         tools,
         store,
+        // Large files: in cargo's scratch directory for integration tests.
+        blobs: Arc::new(
+            spellcast_embedded::DiskBlobs::open(
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("blobs"),
+            )
+            .unwrap(),
+        ),
         bus: Arc::new(bus),
         signal: Arc::new(LocalSignal::default()),
         clock: Arc::new(SystemClock),

@@ -222,7 +222,7 @@ async fn progress_ticks_rewrite_only_the_small_head(variable: &str) {
         mime: "text/plain".into(),
         title: Some("Result".into()),
         value: Some(json!("done")),
-        bytes: None,
+        file: None,
     };
     store
         .advance_run(id, tick(0, 1.0, vec![output]))

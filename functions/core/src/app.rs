@@ -93,6 +93,8 @@ pub struct App {
     pub tools: Toolbox,
     /// Durable state.
     pub store: Arc<dyn Store>,
+    /// Large output files.
+    pub blobs: Arc<dyn crate::ports::Blobs>,
     /// Execution events.
     pub bus: Arc<dyn EventBus>,
     /// Live run changes, for streams.
@@ -145,6 +147,7 @@ impl App {
     pub fn viewing(&self) -> crate::viewing::Viewing<'_> {
         crate::viewing::Viewing {
             store: self.store.as_ref(),
+            blobs: self.blobs.as_ref(),
             clock: self.clock.as_ref(),
         }
     }
@@ -173,6 +176,7 @@ impl App {
         crate::runner::Runner {
             catalog: &self.catalog,
             tools: &self.tools,
+            blobs: self.blobs.as_ref(),
             log: self.run_log(),
             clock: self.clock.as_ref(),
         }

@@ -250,6 +250,20 @@ pub trait EventBus: Send + Sync {
     async fn run_event(&self, run: &Run, event: &RunEvent) -> Result<(), BusError>;
 }
 
+/// Where large output files live (S3 on AWS, files under the data dir locally), so that no store
+/// item nears its size limit (SPEC §5.7). Keys are made by the runner from the run id and the
+/// file's hash: writing the same file twice is harmless.
+#[async_trait]
+pub trait Blobs: Send + Sync {
+    /// Stores `bytes` of media type `mime` under `key`.
+    async fn put(&self, key: &str, mime: &str, bytes: Vec<u8>) -> StoreResult<()>;
+    /// The bytes under `key`, if any.
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// A URL the client may fetch the bytes from directly for `ttl` (an S3 presigned URL), or
+    /// `None` where the server serves them itself.
+    async fn signed_url(&self, key: &str, ttl: Duration) -> StoreResult<Option<String>>;
+}
+
 /// Tells a stream that a run may have new events, so it does not poll needlessly.
 pub trait RunSignal: Send + Sync {
     /// A watcher for one run. Create it *before* reading the events, so no change is missed.

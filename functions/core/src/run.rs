@@ -112,19 +112,28 @@ pub struct NewOutput {
     pub title: Option<String>,
     /// Inline value (text, json).
     pub value: Option<Value>,
-    /// File bytes (image, file), served at `/api/v1/runs/{runId}/outputs/{n}`.
-    pub bytes: Option<Vec<u8>>,
+    /// A file (image, file), served at `/api/v1/runs/{runId}/outputs/{n}`.
+    pub file: Option<FileBody>,
 }
 
-/// A file output's bytes, stored beside the run.
+/// Where a file output's bytes are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileBody {
+    /// The bytes, kept by the store beside the run (small files).
+    Inline(Vec<u8>),
+    /// In the blob store under this key (large files: SPEC §5.7, no store item nears its limit).
+    Blob(String),
+}
+
+/// A file output, stored beside the run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputFile {
     /// Its index in the run's outputs.
     pub n: usize,
     /// Its media type.
     pub mime: String,
-    /// The bytes.
-    pub bytes: Vec<u8>,
+    /// Its bytes, or where they are.
+    pub body: FileBody,
 }
 
 /// Why a run failed.
@@ -505,12 +514,12 @@ impl Run {
                 let mut shown = Vec::new();
                 for out in outputs {
                     let n = self.outputs.len();
-                    let url = out.bytes.as_ref().map(|_| Run::output_url(&self.run_id, n));
-                    if let Some(bytes) = out.bytes {
+                    let url = out.file.as_ref().map(|_| Run::output_url(&self.run_id, n));
+                    if let Some(body) = out.file {
                         files.push(OutputFile {
                             n,
                             mime: out.mime.clone(),
-                            bytes,
+                            body,
                         });
                     }
                     let output = Output {
@@ -669,7 +678,7 @@ pub(crate) mod tests {
             mime: "image/png".into(),
             title: None,
             value: None,
-            bytes: Some(vec![1, 2]),
+            file: Some(FileBody::Inline(vec![1, 2])),
         };
         let a = run
             .apply(step(0, StepStatus::Succeeded, vec![image]))

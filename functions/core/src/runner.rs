@@ -5,12 +5,14 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::catalog::Catalog;
 use crate::ids::RunId;
-use crate::ports::{Clock, EventBus, RunSignal, Store, StoreResult};
-use crate::run::{Run, RunChange, RunError, RunEvent, StepStatus};
+use crate::ports::{Blobs, Clock, EventBus, RunSignal, Store, StoreResult};
+use crate::run::{FileBody, NewOutput, OutputKind, Run, RunChange, RunError, RunEvent, StepStatus};
 use crate::stats::cost_key;
 use crate::tools::{Progress, ToolCall, Toolbox};
 
@@ -62,6 +64,8 @@ pub struct Runner<'a> {
     pub catalog: &'a Catalog,
     /// The tools their steps call.
     pub tools: &'a Toolbox,
+    /// Where large outputs go.
+    pub blobs: &'a dyn Blobs,
     /// Where changes go.
     pub log: RunLog<'a>,
     /// The time.
@@ -189,7 +193,7 @@ impl Runner<'_> {
                         status: StepStatus::Succeeded,
                         progress: 1.0,
                         message: None,
-                        outputs: result.outputs,
+                        outputs: offload(self.blobs, run_id, result.outputs).await?,
                     }
                 }
                 Ok(Err(e)) => {
@@ -229,5 +233,125 @@ impl Runner<'_> {
             }
             None => Execution::Skipped,
         })
+    }
+}
+
+/// Files over this many bytes go to the blob store; smaller ones stay beside the run (a DynamoDB
+/// item holds at most 400 KB).
+pub const INLINE_FILE_MAX: usize = 256 * 1024;
+/// Inline values (text, JSON) whose JSON is over this many bytes become files: they would be
+/// copied into the run, its step event and its final event.
+pub const INLINE_VALUE_MAX: usize = 16 * 1024;
+
+/// Moves what is too large to travel with the run into the blob store: big files, and big inline
+/// values (which become files: text as `text/plain`, JSON as `application/json`). The key is the
+/// run and the content's hash, so a repeated delivery writes the same object.
+pub async fn offload(
+    blobs: &dyn Blobs,
+    run_id: &RunId,
+    outputs: Vec<NewOutput>,
+) -> StoreResult<Vec<NewOutput>> {
+    let mut kept = Vec::with_capacity(outputs.len());
+    for mut out in outputs {
+        if out.file.is_none() {
+            let large = out.value.as_ref().and_then(|value| {
+                let (bytes, mime) = match value {
+                    Value::String(text) => (text.clone().into_bytes(), "text/plain; charset=utf-8"),
+                    other => (other.to_string().into_bytes(), "application/json"),
+                };
+                (bytes.len() > INLINE_VALUE_MAX).then_some((bytes, mime))
+            });
+            if let Some((bytes, mime)) = large {
+                out.kind = OutputKind::File;
+                out.mime = mime.to_owned();
+                out.value = None;
+                out.file = Some(FileBody::Inline(bytes));
+            }
+        }
+        if let Some(FileBody::Inline(bytes)) = out.file.take_if(|f| match f {
+            FileBody::Inline(bytes) => bytes.len() > INLINE_FILE_MAX,
+            FileBody::Blob(_) => false,
+        }) {
+            let key = format!("runs/{run_id}/{}", hex::encode(Sha256::digest(&bytes)));
+            blobs.put(&key, &out.mime, bytes).await?;
+            out.file = Some(FileBody::Blob(key));
+        }
+        kept.push(out);
+    }
+    Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Blobs in a map: enough to see what the runner puts where.
+    #[derive(Default)]
+    struct Recorded(Mutex<HashMap<String, Vec<u8>>>);
+
+    #[async_trait]
+    impl Blobs for Recorded {
+        async fn put(&self, key: &str, _mime: &str, bytes: Vec<u8>) -> StoreResult<()> {
+            self.0.lock().unwrap().insert(key.to_owned(), bytes);
+            Ok(())
+        }
+        async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+            Ok(self.0.lock().unwrap().get(key).cloned())
+        }
+        async fn signed_url(&self, _key: &str, _ttl: Duration) -> StoreResult<Option<String>> {
+            Ok(None)
+        }
+    }
+
+    fn output(kind: OutputKind, value: Option<Value>, file: Option<Vec<u8>>) -> NewOutput {
+        NewOutput {
+            kind,
+            mime: "application/octet-stream".into(),
+            title: Some("t".into()),
+            value,
+            file: file.map(FileBody::Inline),
+        }
+    }
+
+    #[tokio::test]
+    async fn what_is_too_large_to_travel_with_the_run_goes_to_the_blob_store() {
+        let blobs = Recorded::default();
+        let run: RunId = "run_1".into();
+        let big_file = vec![7u8; INLINE_FILE_MAX + 1];
+        let small_file = vec![1u8; INLINE_FILE_MAX];
+        let big_text = "x".repeat(INLINE_VALUE_MAX + 1);
+        let outputs = vec![
+            output(OutputKind::File, None, Some(big_file.clone())),
+            output(OutputKind::Image, None, Some(small_file.clone())),
+            output(
+                OutputKind::Text,
+                Some(Value::String(big_text.clone())),
+                None,
+            ),
+            output(OutputKind::Json, Some(serde_json::json!({"n": 1})), None),
+        ];
+        let kept = offload(&blobs, &run, outputs.clone()).await.unwrap();
+
+        let Some(FileBody::Blob(key)) = &kept[0].file else {
+            panic!("a large file is a reference: {:?}", kept[0].file)
+        };
+        assert!(key.starts_with("runs/run_1/") && key.len() == "runs/run_1/".len() + 64);
+        assert_eq!(blobs.get(key).await.unwrap(), Some(big_file));
+        assert_eq!(kept[1], outputs[1], "a file at the limit stays inline");
+        // A large text becomes a file, kept beside the run while under the file limit.
+        assert_eq!(kept[2].kind, OutputKind::File);
+        assert_eq!(kept[2].mime, "text/plain; charset=utf-8");
+        assert_eq!(kept[2].value, None);
+        assert_eq!(kept[2].file, Some(FileBody::Inline(big_text.into_bytes())));
+        assert_eq!(kept[3], outputs[3], "a small value stays inline");
+        assert_eq!(blobs.0.lock().unwrap().len(), 1);
+
+        // A repeated delivery writes the same key.
+        let again = offload(&blobs, &run, outputs).await.unwrap();
+        assert_eq!(again, kept);
+        assert_eq!(blobs.0.lock().unwrap().len(), 1);
     }
 }

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 
 use crate::auth::InvoiceClaims;
 use crate::ids::{CreditTxId, RunId, Slug, UserId};
-use crate::ports::{Clock, Store, StoreError};
-use crate::run::{OutputFile, Run};
+use crate::ports::{Blobs, Clock, Store, StoreError};
+use crate::run::{FileBody, Run};
 
 /// Who is asking about a run.
 #[derive(Debug, Clone)]
@@ -76,6 +76,8 @@ impl Viewer {
 pub struct Viewing<'a> {
     /// Runs and their files.
     pub store: &'a dyn Store,
+    /// Large files.
+    pub blobs: &'a dyn Blobs,
     /// The time.
     pub clock: &'a dyn Clock,
 }
@@ -105,19 +107,59 @@ impl Viewing<'_> {
         Ok(run)
     }
 
-    /// Output file `n` of run `run_id`, if `viewer` may see the run.
+    /// Output file `n` of run `run_id`, if `viewer` may see the run: its bytes, or a short-lived
+    /// URL of the blob store to send the client to.
     pub async fn output(
         &self,
         viewer: &Viewer,
         run_id: &RunId,
         n: usize,
-    ) -> Result<OutputFile, ViewError> {
+    ) -> Result<FileAnswer, ViewError> {
         let run = self.run(viewer, run_id).await?;
-        self.store
+        let file = self
+            .store
             .output_file(&run.run_id, n)
             .await?
-            .ok_or(ViewError::NoSuchOutput)
+            .ok_or(ViewError::NoSuchOutput)?;
+        let key = match file.body {
+            FileBody::Inline(bytes) => {
+                return Ok(FileAnswer::Bytes {
+                    mime: file.mime,
+                    bytes,
+                })
+            }
+            FileBody::Blob(key) => key,
+        };
+        if let Some(url) = self.blobs.signed_url(&key, SIGNED_URL_TTL).await? {
+            return Ok(FileAnswer::Elsewhere(url));
+        }
+        match self.blobs.get(&key).await? {
+            Some(bytes) => Ok(FileAnswer::Bytes {
+                mime: file.mime,
+                bytes,
+            }),
+            None => Err(ViewError::Store(StoreError::new(format!(
+                "blob {key} of run {run_id} is missing"
+            )))),
+        }
     }
+}
+
+/// How long a signed URL to an output file works: long enough to start the download.
+pub const SIGNED_URL_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// An output file as the client gets it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileAnswer {
+    /// Here are its bytes.
+    Bytes {
+        /// Media type.
+        mime: String,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// Fetch it from this short-lived URL.
+    Elsewhere(String),
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use spellcast_core::ledger::LedgerEntry;
 use spellcast_core::ports::{
     CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
-use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent};
+use spellcast_core::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
 
 const BALANCES: TableDefinition<&str, i64> = TableDefinition::new("balances");
 const LEDGER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ledger");
@@ -35,6 +35,8 @@ const RUNS_BY_TX: TableDefinition<&str, &str> = TableDefinition::new("runs_by_tx
 const UNFINISHED: TableDefinition<&str, ()> = TableDefinition::new("unfinished");
 const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
 const FILES: TableDefinition<(&str, u64), (&str, &[u8])> = TableDefinition::new("files");
+/// Large files: their media type and their key in the blob store.
+const BLOB_FILES: TableDefinition<(&str, u64), (&str, &str)> = TableDefinition::new("blob_files");
 const TOOL_COSTS: TableDefinition<&str, (u64, i64)> = TableDefinition::new("tool_costs");
 const SPELL_STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("spell_stats");
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
@@ -99,6 +101,7 @@ impl RedbStore {
         tx.open_table(UNFINISHED).map_err(err)?;
         tx.open_table(EVENTS).map_err(err)?;
         tx.open_table(FILES).map_err(err)?;
+        tx.open_table(BLOB_FILES).map_err(err)?;
         tx.open_table(TOOL_COSTS).map_err(err)?;
         tx.open_table(SPELL_STATS).map_err(err)?;
         tx.open_table(SETTINGS).map_err(err)?;
@@ -395,13 +398,21 @@ impl Store for RedbStore {
                 .insert(key, to_json(&applied.event)?.as_slice())
                 .map_err(err)?;
             let mut files = tx.open_table(FILES).map_err(err)?;
+            let mut blob_files = tx.open_table(BLOB_FILES).map_err(err)?;
             for file in &applied.files {
-                files
-                    .insert(
-                        (run.run_id.as_str(), file.n as u64),
-                        (file.mime.as_str(), file.bytes.as_slice()),
-                    )
-                    .map_err(err)?;
+                let at = (run.run_id.as_str(), file.n as u64);
+                match &file.body {
+                    FileBody::Inline(bytes) => {
+                        files
+                            .insert(at, (file.mime.as_str(), bytes.as_slice()))
+                            .map_err(err)?;
+                    }
+                    FileBody::Blob(key) => {
+                        blob_files
+                            .insert(at, (file.mime.as_str(), key.as_str()))
+                            .map_err(err)?;
+                    }
+                }
             }
             if applied.refund_pts > 0 {
                 post_entry(tx, &run.refund_entry(applied.refund_pts))?;
@@ -444,13 +455,23 @@ impl Store for RedbStore {
         let id = run_id.to_owned();
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
+            let at = (id.as_str(), n as u64);
             let files = tx.open_table(FILES).map_err(err)?;
-            Ok(files.get((id.as_str(), n as u64)).map_err(err)?.map(|v| {
+            if let Some(v) = files.get(at).map_err(err)? {
                 let (mime, bytes) = v.value();
+                return Ok(Some(OutputFile {
+                    n,
+                    mime: mime.to_owned(),
+                    body: FileBody::Inline(bytes.to_vec()),
+                }));
+            }
+            let blob_files = tx.open_table(BLOB_FILES).map_err(err)?;
+            Ok(blob_files.get(at).map_err(err)?.map(|v| {
+                let (mime, key) = v.value();
                 OutputFile {
                     n,
                     mime: mime.to_owned(),
-                    bytes: bytes.to_vec(),
+                    body: FileBody::Blob(key.to_owned()),
                 }
             }))
         })

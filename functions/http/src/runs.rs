@@ -11,7 +11,7 @@ use super::{bearer, json, Body, Handled, Problem};
 use spellcast_core::auth::TokenError;
 use spellcast_core::ids::RunId;
 use spellcast_core::run::Run;
-use spellcast_core::viewing::{ViewError, Viewer};
+use spellcast_core::viewing::{FileAnswer, ViewError, Viewer};
 use spellcast_core::App;
 
 /// Reads the viewer's token: a session or an invoice (expiry is judged per run, later).
@@ -83,9 +83,23 @@ pub async fn output(
             return Err(ViewError::NoSuchOutput.into());
         }
     };
-    let mut r = http::Response::new(Body::Full(Bytes::from(file.bytes)));
+    let (mime, bytes) = match file {
+        FileAnswer::Bytes { mime, bytes } => (mime, bytes),
+        // A large file: from the blob store directly, by a URL that works for a few minutes.
+        FileAnswer::Elsewhere(url) => {
+            let location = HeaderValue::from_str(&url)
+                .map_err(|_| Problem::internal("a signed URL is not a header value"))?;
+            let mut r = http::Response::new(Body::Full(Bytes::new()));
+            *r.status_mut() = StatusCode::FOUND;
+            r.headers_mut().insert(header::LOCATION, location);
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Ok(r);
+        }
+    };
+    let mut r = http::Response::new(Body::Full(Bytes::from(bytes)));
     let headers = r.headers_mut();
-    let mime = HeaderValue::from_str(&file.mime)
+    let mime = HeaderValue::from_str(&mime)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_TYPE, mime);
     // Outputs never change; only their owner may fetch them.

@@ -4,15 +4,18 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use spellcast_aws::{
-    sdk_config_from_environment, DynamoStore, EventBridgeBus, PollingSignal, Timeouts,
+    sdk_config_from_environment, DynamoStore, EventBridgeBus, PollingSignal, S3Blobs, Timeouts,
 };
 use spellcast_core::auth::TokenKeys;
 use spellcast_core::catalog::Catalog;
-use spellcast_core::ports::{BusError, EventBus, ExecutionStarted, SystemClock};
+use spellcast_core::ports::{
+    Blobs, BusError, EventBus, ExecutionStarted, StoreError, StoreResult, SystemClock,
+};
 use spellcast_core::run::{Run, RunEvent};
 use spellcast_core::stats::PriceBook;
 use spellcast_core::tools::Toolbox;
@@ -73,9 +76,25 @@ impl Start {
         ))
     }
 
-    /// The app on DynamoDB, publishing to `bus` and executing with `tools` (which must cover
-    /// every step of the catalog when there are any).
-    pub fn app(self, bus: Arc<dyn EventBus>, tools: Toolbox) -> Result<Arc<App>, String> {
+    /// The outputs bucket, for functions that write or serve large output files (the runner,
+    /// `runs`).
+    pub fn blobs(&self) -> Result<Arc<dyn Blobs>, String> {
+        let bucket = self
+            .settings
+            .outputs_bucket
+            .as_deref()
+            .ok_or("SPELLCAST_OUTPUTS_BUCKET is not set")?;
+        Ok(Arc::new(S3Blobs::new(&self.sdk, bucket)))
+    }
+
+    /// The app on DynamoDB, publishing to `bus`, keeping large files in `blobs` and executing
+    /// with `tools` (which must cover every step of the catalog when there are any).
+    pub fn app(
+        self,
+        bus: Arc<dyn EventBus>,
+        blobs: Arc<dyn Blobs>,
+        tools: Toolbox,
+    ) -> Result<Arc<App>, String> {
         let settings = self.settings;
         let catalog = catalog()?;
         if !tools.is_empty() {
@@ -100,6 +119,7 @@ impl Start {
             // Rate limits are counted in the table, so they hold across instances.
             limiter: store.clone(),
             store,
+            blobs,
             bus,
             signal: Arc::new(PollingSignal::new(settings.poll.0, settings.poll.1)),
             clock: Arc::new(SystemClock),
@@ -122,6 +142,25 @@ impl EventBus for NoEvents {
 
     async fn run_event(&self, _run: &Run, _event: &RunEvent) -> Result<(), BusError> {
         Err(BusError("this function publishes no events".into()))
+    }
+}
+
+/// The large files of a function that keeps none: it links no S3 client, and a use (a wiring
+/// mistake) fails loudly.
+pub struct NoBlobs;
+
+#[async_trait]
+impl Blobs for NoBlobs {
+    async fn put(&self, _key: &str, _mime: &str, _bytes: Vec<u8>) -> StoreResult<()> {
+        Err(StoreError::new("this function keeps no large files"))
+    }
+
+    async fn get(&self, _key: &str) -> StoreResult<Option<Vec<u8>>> {
+        Err(StoreError::new("this function keeps no large files"))
+    }
+
+    async fn signed_url(&self, _key: &str, _ttl: Duration) -> StoreResult<Option<String>> {
+        Err(StoreError::new("this function keeps no large files"))
     }
 }
 

@@ -12,7 +12,7 @@ mod events;
 mod http;
 mod settings;
 
-pub use app::{catalog, start, NoEvents, Start};
+pub use app::{catalog, start, NoBlobs, NoEvents, Start};
 pub use events::{run_delivery, scheduled, serve_runner, serve_stats};
 pub use http::{serve, serve_streaming};
 pub use lambda_http::Error;

@@ -13,6 +13,8 @@ pub struct Settings {
     pub table: String,
     /// The EventBridge bus (`SPELLCAST_EVENT_BUS`).
     pub event_bus: String,
+    /// The S3 bucket of large output files (`SPELLCAST_OUTPUTS_BUCKET`; the runner and `runs`).
+    pub outputs_bucket: Option<String>,
     /// The public origin, for absolute URLs (`SPELLCAST_PUBLIC_URL`; when empty, each request's
     /// forwarded host is used, as CloudFront's viewer function sets it).
     pub public_url: String,
@@ -67,6 +69,7 @@ impl Settings {
         Ok(Settings {
             table: required("SPELLCAST_TABLE")?,
             event_bus: required("SPELLCAST_EVENT_BUS")?,
+            outputs_bucket: var("SPELLCAST_OUTPUTS_BUCKET"),
             public_url: var("SPELLCAST_PUBLIC_URL").unwrap_or_default(),
             token_secret,
             token_issuer: var("SPELLCAST_TOKEN_ISSUER").unwrap_or_else(|| "spellcast".into()),

@@ -4,17 +4,21 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use spellcast_aws::{load_sdk_config, DynamoStore, EventBridgeBus, Timeouts};
+use spellcast_aws::{load_sdk_config, DynamoStore, EventBridgeBus, S3Blobs, Timeouts};
 use spellcast_core::limits::Limiter;
-use spellcast_core::ports::{BusError, EventBus, ExecutionStarted, Store};
+use spellcast_core::ports::{Blobs, BusError, EventBus, ExecutionStarted, Store};
 use spellcast_core::run::{Run, RunEvent};
-use spellcast_embedded::{LocalBus, MemoryLimiter, RedbStore};
+use spellcast_embedded::{DiskBlobs, LocalBus, MemoryLimiter, RedbStore};
 
 use crate::config::Args;
 
-/// A store, a bus, rate limit counters, and the token secret to use with them.
+/// A store, a bus, rate limit counters, where large files go, and the token secret to use with
+/// them.
 pub struct Backend {
     pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn Blobs>,
+    /// A temporary directory the blobs live in (with `--memory`), removed when dropped.
+    pub scratch: Option<tempfile::TempDir>,
     pub limiter: Arc<dyn Limiter>,
     pub bus: Arc<dyn EventBus>,
     pub token_secret: Vec<u8>,
@@ -35,8 +39,11 @@ pub fn embedded(args: &Args, bus: LocalBus) -> Result<Backend, String> {
             .setting_or_init("token-secret", || rand::random::<[u8; 32]>().to_vec())
             .map_err(|e| e.to_string())?,
     };
+    let (blobs, scratch) = disk_blobs(args)?;
     Ok(Backend {
         store: Arc::new(store),
+        blobs,
+        scratch,
         // One process: counts in memory are the whole truth.
         limiter: Arc::new(MemoryLimiter::default()),
         bus: Arc::new(bus),
@@ -72,6 +79,16 @@ pub async fn dynamodb(args: &Args, local: LocalBus) -> Result<Backend, String> {
             }
         }
     }
+    let (blobs, scratch) = match &args.outputs_bucket {
+        Some(bucket) => {
+            let s3 = S3Blobs::new(&config, bucket);
+            if args.create_tables {
+                s3.create_bucket().await.map_err(|e| e.to_string())?;
+            }
+            (Arc::new(s3) as Arc<dyn Blobs>, None)
+        }
+        None => disk_blobs(args)?,
+    };
     let token_secret = match args.token_secret.clone() {
         Some(s) => s.into_bytes(),
         None => {
@@ -84,12 +101,27 @@ pub async fn dynamodb(args: &Args, local: LocalBus) -> Result<Backend, String> {
         // Counted in the table, as the Lambdas count: several servers share the limits.
         limiter: store.clone(),
         store,
+        blobs,
+        scratch,
         bus: Arc::new(Both {
             remote: EventBridgeBus::new(events, &args.event_bus),
             local,
         }),
         token_secret,
     })
+}
+
+/// Large files under `--data-dir`'s `blobs/`, or, with `--memory`, in a temporary directory that
+/// goes when the process ends.
+fn disk_blobs(args: &Args) -> Result<(Arc<dyn Blobs>, Option<tempfile::TempDir>), String> {
+    let (dir, scratch) = if args.memory {
+        let scratch = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
+        (scratch.path().join("blobs"), Some(scratch))
+    } else {
+        (args.data_dir.join("blobs"), None)
+    };
+    let blobs = DiskBlobs::open(&dir).map_err(|e| e.to_string())?;
+    Ok((Arc::new(blobs), scratch))
 }
 
 /// Publishes to EventBridge and hands executions to this process's runner.

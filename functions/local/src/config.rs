@@ -31,7 +31,12 @@ pub struct Args {
     /// 5 s per attempt, 15 s in all).
     #[arg(long)]
     pub aws_timeout_secs: Option<u64>,
-    /// Create the table and the event bus if they do not exist (with `--store dynamodb`).
+    /// With `--store dynamodb`: the S3 bucket for large output files (else they go under
+    /// `--data-dir`).
+    #[arg(long, env = "SPELLCAST_OUTPUTS_BUCKET")]
+    pub outputs_bucket: Option<String>,
+    /// Create the table, the event bus and the outputs bucket if they do not exist (with
+    /// `--store dynamodb`).
     #[arg(long)]
     pub create_tables: bool,
     /// Where the database lives.

@@ -56,6 +56,8 @@ async fn run(args: Args) -> Result<(), String> {
         StoreKind::Dynamodb => backends::dynamodb(&args, local_bus).await?,
     };
     let keys = TokenKeys::hs256(&backend.token_secret, "spellcast-local")?;
+    // With --memory, large files live in a temporary directory for as long as the process.
+    let _scratch = backend.scratch;
 
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
@@ -72,6 +74,7 @@ async fn run(args: Args) -> Result<(), String> {
         catalog,
         tools,
         store: backend.store,
+        blobs: backend.blobs,
         bus: backend.bus,
         signal: Arc::new(LocalSignal::default()),
         clock: Arc::new(SystemClock),

@@ -7,6 +7,7 @@ async fn main() -> Result<(), Error> {
     let start = start().await?;
     let tools = spellcast_tools::configured(start.settings.http_endpoints.as_deref())?;
     let bus = start.events();
-    let app = start.app(bus, tools)?;
+    let blobs = start.blobs()?;
+    let app = start.app(bus, blobs, tools)?;
     serve_runner(app).await
 }

@@ -7,6 +7,7 @@ use spellcast_lambda::{endpoints, serve, start, Error, NoEvents, Toolbox};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let start = start().await?;
-    let app = start.app(Arc::new(NoEvents), Toolbox::default())?;
+    let blobs = start.blobs()?;
+    let app = start.app(Arc::new(NoEvents), blobs, Toolbox::default())?;
     serve(app, &[&endpoints::RUN_SNAPSHOT, &endpoints::RUN_OUTPUT]).await
 }

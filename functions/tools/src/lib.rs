@@ -77,7 +77,7 @@ fn json_output(call: &ToolCall<'_>, value: Value) -> Result<NewOutput, ToolError
         mime: "application/json".into(),
         title: title(call)?,
         value: Some(value),
-        bytes: None,
+        file: None,
     })
 }
 

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use spellcast_core::run::{NewOutput, OutputKind};
+use spellcast_core::run::{FileBody, NewOutput, OutputKind};
 use spellcast_core::tools::{str_param, Progress, Tool, ToolCall, ToolError, ToolResult};
 
 use crate::{check_template, render_template, title};
@@ -41,7 +41,7 @@ impl Tool for SigilImage {
                 mime: "image/png".into(),
                 title: Some(title(&call)?.unwrap_or_else(|| format!("Sigil of {seed}"))),
                 value: None,
-                bytes: Some(png),
+                file: Some(FileBody::Inline(png)),
             }],
             cost_pts: 5,
         })

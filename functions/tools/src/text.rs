@@ -32,7 +32,7 @@ impl Tool for TextRender {
                 mime: "text/plain; charset=utf-8".into(),
                 title: title(&call)?,
                 value: Some(Value::String(text)),
-                bytes: None,
+                file: None,
             }],
             cost_pts,
         })
