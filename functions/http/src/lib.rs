@@ -13,6 +13,7 @@ mod runs;
 mod spells;
 mod stats;
 mod stream;
+pub use stream::frame as sse_frame;
 
 use std::sync::Arc;
 
