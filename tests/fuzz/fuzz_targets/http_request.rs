@@ -61,7 +61,11 @@ fn world() -> &'static World {
             limiter: Arc::new(MemoryLimiter::default()),
             metrics: None,
         });
-        World { runtime, app, session }
+        World {
+            runtime,
+            app,
+            session,
+        }
     })
 }
 

@@ -27,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let frame = spellcast_http::sse_frame(&event);
     let chunks = futures::stream::iter([Ok::<_, std::io::Error>(frame)]);
-    let parsed: Vec<_> = futures::executor::block_on(SseStream::from_bytes_stream(chunks).collect());
+    let parsed: Vec<_> =
+        futures::executor::block_on(SseStream::from_bytes_stream(chunks).collect());
     assert_eq!(parsed.len(), 1, "one event, one frame: {text:?}");
     let sse = parsed[0].as_ref().expect("the frame parses");
     assert_eq!(sse.id.as_deref(), Some(event.seq.to_string().as_str()));

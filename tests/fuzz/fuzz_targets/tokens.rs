@@ -10,7 +10,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let keys = TokenKeys::hs256(&[7; 32], "fuzz").expect("a 32-byte key");
-    assert!(keys.verify_session(token).is_err(), "a forged session: {token}");
-    assert!(keys.verify_invoice(token).is_err(), "a forged invoice: {token}");
+    assert!(
+        keys.verify_session(token).is_err(),
+        "a forged session: {token}"
+    );
+    assert!(
+        keys.verify_invoice(token).is_err(),
+        "a forged invoice: {token}"
+    );
     assert!(keys.verify_invoice_ignoring_expiry(token).is_err());
 });
