@@ -86,6 +86,7 @@ contract!(
     a_duplicate_delivery_executes_nothing_twice,
     costs_and_prices_are_kept,
     the_ledger_follows_its_model,
+    outputs_of_any_size_fit_the_store,
 );
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -760,6 +761,72 @@ async fn costs_and_prices_are_kept(store: Arc<dyn Store>) {
     }];
     store.save_spell_stats(&stats).await.unwrap();
     assert_eq!(store.spell_stats().await.unwrap(), stats);
+}
+
+/// SPEC §5.7: a 5 MB file and a 1 MB text, through the runner's offload, fit every store (a
+/// DynamoDB item holds 400 KB, a transaction 4 MB) and come back exact.
+async fn outputs_of_any_size_fit_the_store(store: Arc<dyn Store>) {
+    use spellcast_core::viewing::{FileAnswer, Viewer};
+    store
+        .grant(entry("u", LedgerKind::Grant, 10))
+        .await
+        .unwrap();
+    let app = app(store.clone());
+    let run = cast_ok(store.as_ref(), "u", 1, &["a"]).await;
+    let id = &run.run_id;
+    let now = Utc::now();
+    store
+        .advance_run(
+            id,
+            RunChange::Start {
+                at: now,
+                deadline: now + chrono::Duration::minutes(5),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    // Bytes that do not repeat in a short period (nothing in between compresses them).
+    let file: Vec<u8> = (0..5 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let text = "spellcast ".repeat(100 * 1024);
+    let outputs = vec![
+        NewOutput {
+            kind: OutputKind::File,
+            mime: "application/octet-stream".into(),
+            title: None,
+            value: None,
+            file: Some(FileBody::Inline(file.clone())),
+        },
+        NewOutput {
+            kind: OutputKind::Text,
+            mime: "text/plain; charset=utf-8".into(),
+            title: None,
+            value: Some(json!(text)),
+            file: None,
+        },
+    ];
+    let outputs = spellcast_core::runner::offload(app.blobs.as_ref(), id, outputs)
+        .await
+        .unwrap();
+    let (done, event) = store
+        .advance_run(id, step(0, StepStatus::Succeeded, outputs))
+        .await
+        .unwrap()
+        .expect("the step with its outputs is stored");
+    assert!(serde_json::to_string(&event).unwrap().len() < 4096);
+    assert!(done
+        .outputs
+        .iter()
+        .all(|o| o.value.is_none() && o.url.is_some()));
+    let viewer = Viewer::User("u".into());
+    for (n, expected) in [(0, file), (1, text.into_bytes())] {
+        match app.viewing().output(&viewer, id, n).await.unwrap() {
+            FileAnswer::Bytes { bytes, .. } => assert!(bytes == expected, "output {n} differs"),
+            FileAnswer::Elsewhere(url) => panic!("files on disk are served, not sent to {url}"),
+        }
+    }
 }
 
 // ---- a state-machine model of the money -------------------------------------------------------
