@@ -136,7 +136,10 @@ def test_a_stream_resumed_beyond_the_end_closes_with_its_run(start):
     run = server.run(user["token"], cast["runId"])
     assert run["status"] == "succeeded", run
     finished = datetime.datetime.fromisoformat(run["finishedAt"].replace("Z", "+00:00")).timestamp()
-    assert closed_at - finished < 1.5, f"closed {closed_at - finished:.2f}s after the run ended"
+    # Without the fix the stream stays open until its limit (an hour here, the 30 s guard above
+    # trips); with it, it closes with the run. The slack covers a loaded machine, where writing
+    # the final state and reading it back over moto took 2.3 s once.
+    assert closed_at - finished < 5, f"closed {closed_at - finished:.2f}s after the run ended"
     assert not [l for l in lines if l.startswith(("id:", "event:", "data:"))], "nothing after 999999"
     again = server.http.get(cast["streamUrl"], headers=headers)
     assert again.status_code == 204
