@@ -1,6 +1,7 @@
 """Issue 10, item 7: faults of the machine and of its dependencies. A dependency that times out
 answers 503 `unavailable` with Retry-After, and the client's retry of the same request is safe;
 slow clients cannot hold the server's connections."""
+import os
 import socket
 import threading
 import time
@@ -54,7 +55,6 @@ class StallingProxy:
 
 @pytest.mark.skipif(not ON_DYNAMODB, reason="the dependency that stalls is DynamoDB (moto): the dynamodb pass")
 def test_a_stalled_database_is_503_and_the_same_cast_retried_pays_once(start):
-    import os
     moto_port = int(os.environ["SPELLCAST_MOTO_ENDPOINT"].rsplit(":", 1)[1])
     proxy = StallingProxy(moto_port)
     try:

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use spellcast_core::ports::{Blobs, StoreError, StoreResult};
+
+use crate::sdk_error::store_error;
 
 /// One bucket, one object per key.
 #[derive(Clone)]
@@ -49,26 +51,8 @@ impl S3Blobs {
             {
                 Ok(())
             }
-            Err(e) => Err(s3_err(e)),
+            Err(e) => Err(store_error(e)),
         }
-    }
-}
-
-fn s3_err<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    e: SdkError<E, R>,
-) -> StoreError {
-    let transient = matches!(
-        e,
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
-    ) || matches!(
-        e.code(),
-        Some("SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout")
-    );
-    let message = format!("{}", DisplayErrorContext(&e));
-    if transient {
-        StoreError::unavailable(message)
-    } else {
-        StoreError::new(message)
     }
 }
 
@@ -83,7 +67,7 @@ impl Blobs for S3Blobs {
             .body(ByteStream::from(bytes))
             .send()
             .await
-            .map_err(s3_err)?;
+            .map_err(store_error)?;
         Ok(())
     }
 
@@ -98,7 +82,7 @@ impl Blobs for S3Blobs {
         let object = match sent {
             Ok(object) => object,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(s3_err(e)),
+            Err(e) => return Err(store_error(e)),
         };
         let bytes = object.body.collect().await.map_err(StoreError::from_err)?;
         Ok(Some(bytes.into_bytes().to_vec()))
@@ -113,7 +97,7 @@ impl Blobs for S3Blobs {
             .key(key)
             .presigned(presigning)
             .await
-            .map_err(s3_err)?;
+            .map_err(store_error)?;
         Ok(Some(request.uri().to_owned()))
     }
 }

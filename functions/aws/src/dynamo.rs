@@ -56,8 +56,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::sdk_error::{is_transient, store_error};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue as Av, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
@@ -99,37 +100,6 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::from_err(e)
 }
 
-/// An SDK error as a store error: a timeout, a throttle, a connection failure or a server-side
-/// error is "unavailable" (the client may retry), anything else a failure.
-fn sdk_err<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    e: SdkError<E, R>,
-) -> StoreError {
-    let message = format!("{}", DisplayErrorContext(&e));
-    if is_transient(&e) {
-        StoreError::unavailable(message)
-    } else {
-        StoreError::new(message)
-    }
-}
-
-/// Whether an error says nothing about the request, only about the service right now.
-fn is_transient<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
-    matches!(
-        e,
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
-    ) || matches!(
-        e.code(),
-        Some(
-            "ThrottlingException"
-                | "ProvisionedThroughputExceededException"
-                | "RequestLimitExceeded"
-                | "InternalServerError"
-                | "ServiceUnavailable"
-                | "TransactionInProgressException"
-        )
-    )
-}
-
 /// An update whose condition did not hold changed nothing, which is what the caller wanted.
 fn unless_condition_failed<T, R: std::fmt::Debug>(
     sent: Result<T, SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>>,
@@ -142,7 +112,7 @@ fn unless_condition_failed<T, R: std::fmt::Debug>(
         {
             Ok(())
         }
-        Err(e) => Err(sdk_err(e)),
+        Err(e) => Err(store_error(e)),
     }
 }
 
@@ -286,7 +256,7 @@ impl DynamoStore {
             {
                 return Ok(())
             }
-            Err(e) => return Err(sdk_err(e)),
+            Err(e) => return Err(store_error(e)),
         }
         self.client
             .update_time_to_live()
@@ -300,7 +270,7 @@ impl DynamoStore {
             )
             .send()
             .await
-            .map_err(sdk_err)?;
+            .map_err(store_error)?;
         Ok(())
     }
 
@@ -313,7 +283,7 @@ impl DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(sdk_err)?;
+            .map_err(store_error)?;
         Ok(out.item)
     }
 
@@ -336,7 +306,7 @@ impl DynamoStore {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(sdk_err)?;
+                .map_err(store_error)?;
             items.extend(out.items.unwrap_or_default());
             start = out.last_evaluated_key;
             if start.is_none() {
@@ -387,7 +357,7 @@ impl DynamoStore {
             // The SDK has retried already; a few more tries with the same token, then the
             // caller answers 503 and the client may retry.
             if !is_transient(&e) || attempt >= TRANSIENT_ATTEMPTS {
-                return Err(sdk_err(e));
+                return Err(store_error(e));
             }
             backoff(attempt).await;
         }
@@ -426,7 +396,7 @@ impl DynamoStore {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(sdk_err)?;
+                .map_err(store_error)?;
             for head in out.items.unwrap_or_default() {
                 runs.push(run_from_items(head, None)?);
             }
@@ -521,7 +491,7 @@ impl Store for DynamoStore {
                 .expression_attribute_values(":before", s(cursor.as_str())),
             None => query.key_condition_expression("pk = :pk"),
         };
-        let out = query.send().await.map_err(sdk_err)?;
+        let out = query.send().await.map_err(store_error)?;
         out.items
             .unwrap_or_default()
             .into_iter()
@@ -691,7 +661,7 @@ impl Store for DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(sdk_err)?;
+            .map_err(store_error)?;
         let (mut head, mut body) = (None, None);
         for item in out.items.unwrap_or_default() {
             match item
@@ -806,7 +776,7 @@ impl Store for DynamoStore {
             .limit(limit.clamp(1, 1000) as i32)
             .send()
             .await
-            .map_err(sdk_err)?;
+            .map_err(store_error)?;
         out.items
             .unwrap_or_default()
             .into_iter()
@@ -859,7 +829,7 @@ impl Store for DynamoStore {
             .expression_attribute_values(":tool", s(tool))
             .send()
             .await
-            .map_err(sdk_err)?;
+            .map_err(store_error)?;
         Ok(())
     }
 
@@ -879,7 +849,7 @@ impl Store for DynamoStore {
                 .set_item(Some(item(s, "STATS", s.slug.clone())?))
                 .send()
                 .await
-                .map_err(sdk_err)?;
+                .map_err(store_error)?;
         }
         Ok(())
     }
@@ -914,7 +884,7 @@ impl RateLimiter for DynamoStore {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
             .send()
             .await
-            .map_err(sdk_err)?;
+            .map_err(store_error)?;
         let hits = out
             .attributes
             .as_ref()

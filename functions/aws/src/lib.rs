@@ -7,6 +7,7 @@ mod blobs;
 mod config;
 mod dynamo;
 mod eventbridge;
+mod sdk_error;
 mod signal;
 
 pub use blobs::S3Blobs;

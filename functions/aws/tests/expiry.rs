@@ -3,35 +3,16 @@
 //! raw, over the wire, from moto and Amazon's DynamoDB Local. Also: rate counters count exactly
 //! and open-stream caps hold under concurrency (SPEC §2: limits hold across instances).
 
-use std::sync::Arc;
-
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_dynamodb::Client;
 use chrono::Utc;
-use spellcast_aws::DynamoStore;
-use spellcast_core::ids::{new_id, InvoiceId, Slug};
+use spellcast_core::ids::{InvoiceId, Slug};
 use spellcast_core::invoice::{InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_core::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
 use spellcast_core::ports::Store;
 
 mod common;
 
-const RETENTION_DAYS: i64 = 7;
-
-/// A new table on the engine at `$variable` (none without one): its raw client, its name, and
-/// the store on it.
-async fn fresh_table(variable: &str, prefix: &str) -> Option<(Client, String, Arc<DynamoStore>)> {
-    let config = common::engine(variable).await?;
-    let client = Client::new(&config);
-    let table = format!("{prefix}-{}", new_id("t").replace('_', "-"));
-    let store = Arc::new(DynamoStore::new(
-        client.clone(),
-        table.clone(),
-        chrono::Duration::days(RETENTION_DAYS),
-    ));
-    store.create_table().await.unwrap();
-    Some((client, table, store))
-}
+use common::fixtures::{fresh_table, RETENTION_DAYS};
 
 async fn invoices_expire_after_the_retention(variable: &str) {
     let Some((client, table, store)) = fresh_table(variable, "expiry").await else {

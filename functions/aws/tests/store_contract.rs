@@ -14,13 +14,12 @@ use serde_json::json;
 use spellcast_aws::DynamoStore;
 use spellcast_core::auth::TokenKeys;
 use spellcast_core::catalog::Catalog;
-use spellcast_core::ids::{new_id, CreditTxId, InvoiceId, RunId, Slug};
+use spellcast_core::ids::{new_id, RunId, Slug};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
-use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
-use spellcast_core::ports::{CastOutcome, NewCast, SpellStats, Store, SystemClock};
+use spellcast_core::ledger::{LedgerKind, PTS};
+use spellcast_core::ports::{CastOutcome, SpellStats, Store, SystemClock};
 use spellcast_core::run::{
-    EventBody, FileBody, NewOutput, OutputKind, Run, RunChange, RunError, RunStatus, StepState,
-    StepStatus,
+    EventBody, FileBody, NewOutput, OutputKind, RunChange, RunError, RunStatus, StepStatus,
 };
 use spellcast_core::runner::Execution;
 use spellcast_core::stats::PriceBook;
@@ -28,6 +27,8 @@ use spellcast_core::{App, Config};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
 
 mod common;
+
+use common::fixtures::{cast_ok, entry, invoice, new_cast};
 
 // ---- backends ---------------------------------------------------------------------------------
 
@@ -90,93 +91,6 @@ contract!(
 );
 
 // ---- helpers ----------------------------------------------------------------------------------
-
-fn entry(user: &str, kind: LedgerKind, pts: i64) -> LedgerEntry {
-    LedgerEntry {
-        tx_id: CreditTxId::new(),
-        user_id: user.into(),
-        kind,
-        asset: PTS.into(),
-        pts,
-        run_id: None,
-        invoice_id: None,
-        at: Utc::now(),
-    }
-}
-
-async fn invoice(store: &dyn Store, user: &str, cost: i64) -> InvoiceId {
-    let now = Utc::now();
-    let id = InvoiceId::new();
-    let record = InvoiceRecord {
-        invoice_id: id.clone(),
-        user_id: user.into(),
-        slug: Slug::parse("hello-sigil").unwrap(),
-        version: 3,
-        cost_pts: cost,
-        asset: PTS.into(),
-        issued_at: now,
-        expires_at: now + chrono::Duration::minutes(5),
-        state: InvoiceState::Open,
-    };
-    assert_eq!(
-        store.issue_invoice(record, None).await.unwrap(),
-        IssueOutcome::Issued
-    );
-    id
-}
-
-fn queued_run(user: &str, invoice_id: &InvoiceId, steps: &[&str]) -> Run {
-    Run {
-        run_id: RunId::new(),
-        credit_tx_id: CreditTxId::new(),
-        invoice_id: invoice_id.clone(),
-        user_id: user.into(),
-        slug: Slug::parse("hello-sigil").unwrap(),
-        spell_version: 3,
-        status: RunStatus::Queued,
-        steps: steps
-            .iter()
-            .map(|id| StepState {
-                id: (*id).into(),
-                title: id.to_uppercase(),
-                status: StepStatus::Pending,
-                progress: 0.0,
-                message: None,
-            })
-            .collect(),
-        outputs: vec![],
-        cost_pts: 0,
-        refunded_pts: 0,
-        context: json!({"name": "Ada", "nested": {"n": 1.5, "list": [1, "two", null]}}),
-        created_at: Utc::now(),
-        started_at: None,
-        finished_at: None,
-        deadline_at: None,
-        error: None,
-        last_seq: 0,
-    }
-}
-
-fn new_cast(user: &str, invoice_id: &InvoiceId, context_hash: &str, steps: &[&str]) -> NewCast {
-    let run = queued_run(user, invoice_id, steps);
-    let debit = run.debit_entry();
-    NewCast {
-        invoice_id: invoice_id.clone(),
-        user_id: user.into(),
-        context_hash: context_hash.into(),
-        now: Utc::now(),
-        run,
-        debit,
-    }
-}
-
-async fn cast_ok(store: &dyn Store, user: &str, cost: i64, steps: &[&str]) -> Run {
-    let inv = invoice(store, user, cost).await;
-    match store.cast(new_cast(user, &inv, "h", steps)).await.unwrap() {
-        CastOutcome::Created(run) => run,
-        other => panic!("cast: {other:?}"),
-    }
-}
 
 async fn ledger_sum(store: &dyn Store, user: &str) -> i64 {
     store

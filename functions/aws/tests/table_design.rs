@@ -4,115 +4,27 @@
 //! however large the inputs are; the sparse `unfinished` index spreads its writes over shards.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue as Av;
 use aws_sdk_dynamodb::Client;
 use chrono::Utc;
 use serde_json::json;
 use spellcast_aws::DynamoStore;
-use spellcast_core::ids::{new_id, CreditTxId, InvoiceId, RunId, Slug};
-use spellcast_core::invoice::{InvoiceRecord, InvoiceState, IssueOutcome};
-use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
-use spellcast_core::ports::{CastOutcome, NewCast, Store};
-use spellcast_core::run::{
-    NewOutput, OutputKind, Run, RunChange, RunStatus, StepState, StepStatus,
-};
+use spellcast_core::ids::RunId;
+use spellcast_core::ledger::LedgerKind;
+use spellcast_core::ports::Store;
+use spellcast_core::run::{NewOutput, OutputKind, Run, RunChange, StepStatus};
 
 mod common;
 
+use common::fixtures::{cast_with, entry, fresh_table};
+
 type Item = HashMap<String, Av>;
 
-async fn fresh_table(variable: &str) -> Option<(Client, String, Arc<DynamoStore>)> {
-    let config = common::engine(variable).await?;
-    let client = Client::new(&config);
-    let table = format!("design-{}", new_id("t").replace('_', "-"));
-    let store = Arc::new(DynamoStore::new(
-        client.clone(),
-        table.clone(),
-        chrono::Duration::days(7),
-    ));
-    store.create_table().await.unwrap();
-    Some((client, table, store))
-}
-
-/// A paid, queued run of user `u` whose inputs are `context`.
+/// A paid, queued run of user `u` with steps `a` and `b`, whose inputs are `context`.
 async fn cast(store: &DynamoStore, context: serde_json::Value) -> Run {
-    let now = Utc::now();
-    store
-        .grant(LedgerEntry {
-            tx_id: CreditTxId::new(),
-            user_id: "u".into(),
-            kind: LedgerKind::Grant,
-            asset: PTS.into(),
-            pts: 1,
-            run_id: None,
-            invoice_id: None,
-            at: now,
-        })
-        .await
-        .unwrap();
-    let invoice_id = InvoiceId::new();
-    let invoice = InvoiceRecord {
-        invoice_id: invoice_id.clone(),
-        user_id: "u".into(),
-        slug: Slug::parse("hello-sigil").unwrap(),
-        version: 1,
-        cost_pts: 1,
-        asset: PTS.into(),
-        issued_at: now,
-        expires_at: now + chrono::Duration::minutes(5),
-        state: InvoiceState::Open,
-    };
-    assert_eq!(
-        store.issue_invoice(invoice, None).await.unwrap(),
-        IssueOutcome::Issued
-    );
-    let run = Run {
-        run_id: RunId::new(),
-        credit_tx_id: CreditTxId::new(),
-        invoice_id: invoice_id.clone(),
-        user_id: "u".into(),
-        slug: Slug::parse("hello-sigil").unwrap(),
-        spell_version: 1,
-        status: RunStatus::Queued,
-        steps: ["a", "b"]
-            .iter()
-            .map(|id| StepState {
-                id: (*id).into(),
-                title: id.to_uppercase(),
-                status: StepStatus::Pending,
-                progress: 0.0,
-                message: None,
-            })
-            .collect(),
-        outputs: vec![],
-        cost_pts: 1,
-        refunded_pts: 0,
-        context,
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        deadline_at: None,
-        error: None,
-        last_seq: 0,
-    };
-    let debit = run.debit_entry();
-    let outcome = store
-        .cast(NewCast {
-            invoice_id,
-            user_id: "u".into(),
-            context_hash: "h".into(),
-            now,
-            run,
-            debit,
-        })
-        .await
-        .unwrap();
-    match outcome {
-        CastOutcome::Created(run) => run,
-        other => panic!("cast: {other:?}"),
-    }
+    store.grant(entry("u", LedgerKind::Grant, 1)).await.unwrap();
+    cast_with(store, "u", 1, &["a", "b"], Some(context)).await
 }
 
 async fn raw(client: &Client, table: &str, run_id: &RunId, sk: &str) -> Item {
@@ -173,7 +85,7 @@ fn tick(index: usize, progress: f64, outputs: Vec<NewOutput>) -> RunChange {
 }
 
 async fn progress_ticks_rewrite_only_the_small_head(variable: &str) {
-    let Some((client, table, store)) = fresh_table(variable).await else {
+    let Some((client, table, store)) = fresh_table(variable, "design").await else {
         return;
     };
     let prompt = "x".repeat(100 * 1024);
@@ -239,7 +151,7 @@ async fn progress_ticks_rewrite_only_the_small_head(variable: &str) {
 }
 
 async fn unfinished_runs_spread_over_shards(variable: &str) {
-    let Some((client, table, store)) = fresh_table(variable).await else {
+    let Some((client, table, store)) = fresh_table(variable, "design").await else {
         return;
     };
     let mut ids = HashSet::new();

@@ -58,16 +58,15 @@ pub fn router(
 /// What every route gets: the security headers, and a panic answered as a 500 rather than
 /// ending the connection (the server goes on; the panic's message is logged by the panic hook).
 pub fn harden(routes: Router) -> Router {
+    // The panic catcher inside, so its 500 gets the headers too.
     routes
-        .layer(axum::middleware::map_response(security_headers))
         .layer(CatchPanicLayer::custom(panicked))
+        .layer(axum::middleware::map_response(security_headers))
 }
 
 /// A handler's panic as a 500 `internal` problem.
 fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let mut response = to_axum(api::Problem::internal("a handler panicked").into_response());
-    api::add_security_headers(response.headers_mut());
-    response
+    to_axum(api::Problem::internal("a handler panicked").into_response())
 }
 
 /// The headers every response carries, static files included (API answers have them already).

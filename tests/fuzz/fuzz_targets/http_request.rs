@@ -45,7 +45,9 @@ fn world() -> &'static World {
         let session = keys.session(&"fuzz-user".into(), now, now + chrono::Duration::days(365));
         let (bus, executions) = LocalBus::new();
         // No runner: casts stay queued (what runs is the runner's business, not the requests').
-        std::mem::forget(executions);
+        // The start events then fail to publish, as with `--no-runner`; kept, they would pile
+        // up in the channel for the whole run.
+        drop(executions);
         let blobs = std::env::temp_dir().join(format!("spellcast-fuzz-{}", std::process::id()));
         let app = Arc::new(App {
             config,

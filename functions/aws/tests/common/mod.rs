@@ -1,5 +1,8 @@
 //! Shared by the AWS test suites: the `SdkConfig` for a test engine named by an environment
-//! variable (scripts/test starts moto and DynamoDB Local and sets them).
+//! variable (scripts/test starts moto and DynamoDB Local and sets them), and test data
+//! ([`fixtures`]).
+
+pub mod fixtures;
 
 use std::time::Duration;
 
