@@ -3,6 +3,7 @@ import hashlib
 import hmac
 import html.parser
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -11,6 +12,8 @@ import time
 import extruct
 import httpx
 import pytest
+
+from conftest import ROOT, binary
 
 
 def test_meta_is_cacheable_with_a_strong_etag(server):
@@ -57,6 +60,61 @@ def test_files_are_not_held_back_by_delayed_acks(server):
         for path in ("/spells/hello-sigil", "/static/css/spell.css"):
             ratio = elapsed(path) / json_answers
             assert ratio < 10, f"{path} took {ratio:.1f}x the JSON answers: Nagle?"
+
+
+def hashed_references(page):
+    return re.findall(r'(?:href|src)="(/static/[^"]+\.[0-9a-f]{10}\.[a-z]+)"', page)
+
+
+def test_assets_have_hashed_names_kept_forever_and_pages_revalidate(server):
+    """Issue 11: the pages name their assets by content hash; those are served from memory,
+    precompressed, with a year's immutable caching; the pages themselves revalidate (ETag)."""
+    page = server.http.get("/spells/hello-sigil", headers={"accept-encoding": "br"})
+    assert page.headers["content-encoding"] == "br" and page.headers["cache-control"] == "no-cache"
+    assets = hashed_references(page.text)
+    assert {a.split("/")[2] for a in assets} >= {"css", "js"}, assets
+    assert any(a.startswith("/static/favicon.") for a in assets), assets
+    for url in assets:
+        plain = re.sub(r"\.[0-9a-f]{10}(\.[a-z]+)$", r"\1", url)
+        expected = (ROOT / plain.lstrip("/")).read_bytes()
+        for coding in ("br", "gzip", "identity"):
+            r = server.http.get(url, headers={"accept-encoding": coding})
+            assert r.status_code == 200, url
+            assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+            assert r.content == expected, f"{url} as {coding}"
+            if url.endswith((".js", ".css")):
+                assert r.headers.get("content-encoding", "identity") == coding
+                assert "charset=utf-8" in r.headers["content-type"]
+        # The hash is the content's: a name that was never served is a 404.
+        assert server.http.get(url.replace(url.split(".")[-2], "0123456789")).status_code == 404
+    # The plain names still answer (an og:image saved by a chat app), briefly cached.
+    plain = server.http.get("/static/og/hello-sigil.png")
+    assert plain.status_code == 200 and plain.headers["cache-control"] == "public, max-age=300"
+    # Pages: a known ETag is a 304 without a body.
+    again = server.http.get("/spells/hello-sigil", headers={"if-none-match": page.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    home = server.http.get("/")
+    assert home.headers["cache-control"] == "no-cache" and hashed_references(home.text)
+    assert server.http.head("/static/js/spell-execute.js").status_code == 200
+
+
+def test_the_site_written_for_the_bucket_is_the_site_served(server, tmp_path):
+    """`--write-site` (scripts/upload-static's source) writes the names the server serves, one
+    folder per cache class."""
+    subprocess.run([binary(), "--static-dir", str(ROOT / "static"), "--write-site", str(tmp_path)],
+                   check=True, capture_output=True, timeout=60)
+    page = (tmp_path / "revalidate/static/spell.html").read_text()
+    assert page == server.http.get("/spells/hello-sigil").text
+    for url in hashed_references(page):
+        assert (tmp_path / "immutable" / url.lstrip("/")).read_bytes() == server.http.get(url).content
+    assert (tmp_path / "short/static/js/spell-execute.js").read_bytes() == (ROOT / "static/js/spell-execute.js").read_bytes()
+    # The upload gives each folder the caching the server gives it.
+    script = (ROOT / "scripts/upload-static").read_text()
+    for folder, url in (("immutable", hashed_references(page)[0]), ("short", "/static/css/spell.css"),
+                        ("revalidate", "/spells/hello-sigil")):
+        cache = server.http.get(url).headers["cache-control"]
+        assert f'"$out/{folder}/" "s3://$bucket/" --recursive' in script
+        assert re.search(rf'"\$out/{folder}/"[^\n]*\n?[^\n]*--cache-control "{re.escape(cache)}"', script), folder
 
 
 def test_every_response_is_nosniff_and_every_page_has_a_strict_csp(server):
@@ -235,7 +293,7 @@ def test_people_asking_for_a_spell_get_the_execution_page(server):
     chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
     r = server.http.get("/spells/slow-scroll", headers={"user-agent": chrome})
     assert r.status_code == 200
-    assert '<script type="module" src="/static/js/spell-execute.js">' in r.text
+    assert re.search(r'<script type="module" src="/static/js/spell-execute\.[0-9a-f]{10}\.js">', r.text)
     assert 'property="og:title"' not in r.text
 
 

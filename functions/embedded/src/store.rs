@@ -62,19 +62,18 @@ fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     serde_json::from_slice(bytes).map_err(StoreError::from_err)
 }
 
-/// The database's page cache.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
-
 impl RedbStore {
-    /// Opens (or creates) the database file `spellcast.redb` in `dir`.
-    pub fn open(dir: &Path) -> StoreResult<Self> {
+    /// Opens (or creates) the database file `spellcast.redb` in `dir`, keeping up to
+    /// `cache_bytes` of its pages in memory.
+    pub fn open(dir: &Path, cache_bytes: usize) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(StoreError::from_err)?;
         let file = dir.join("spellcast.redb");
-        // redb caches up to 1 GiB by default, so the process would grow with the data (measured
-        // by scripts/soak: ~13 KB a run); 64 MiB holds the recent runs every stream reads, and
-        // older pages come from the OS's page cache.
+        // redb caches up to 1 GiB by default, and the cache is the only part of the process that
+        // grows with the data (a heap profile of scripts/soak: ~11 KB a run until the cap); the
+        // recent runs that streams read fit in far less, and older pages come from the OS's page
+        // cache.
         let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
+            .set_cache_size(cache_bytes)
             .create(&file)
             .map_err(err)?;
         // The database holds balances and (without a configured one) the token secret: only

@@ -322,7 +322,8 @@ fn finish(mut response: Response, request_id: &str) -> Response {
     response
 }
 
-fn not_found(path: &str) -> Problem {
+/// The 404 problem for a path nothing answers.
+pub fn not_found(path: &str) -> Problem {
     Problem::new(
         StatusCode::NOT_FOUND,
         "not_found",

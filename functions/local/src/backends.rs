@@ -29,7 +29,7 @@ pub fn embedded(args: &Args, bus: LocalBus) -> Result<Backend, String> {
     let store = if args.memory {
         RedbStore::in_memory()
     } else {
-        RedbStore::open(&args.data_dir)
+        RedbStore::open(&args.data_dir, args.cache_mib << 20)
     }
     .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
     let token_secret = match args.token_secret.clone() {

@@ -45,12 +45,20 @@ pub struct Args {
     /// Keep everything in memory; nothing is persisted.
     #[arg(long)]
     pub memory: bool,
+    /// How much of the database file to keep in memory, in MiB: the bound on how far the
+    /// process grows with the data (with `--memory` the data itself is in memory).
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
+    pub cache_mib: usize,
     /// The spell catalog directory.
     #[arg(long, default_value = "infra/spells")]
     pub catalog: PathBuf,
     /// The static page directory.
     #[arg(long, default_value = "static")]
     pub static_dir: PathBuf,
+    /// Write the static site as served (content-hashed names, one folder per cache class) to
+    /// this directory and exit: what scripts/upload-static puts in the bucket.
+    #[arg(long, value_name = "DIR")]
+    pub write_site: Option<PathBuf>,
     /// The public origin used in share links (default: the listening address).
     #[arg(long, env = "SPELLCAST_PUBLIC_URL")]
     pub public_url: Option<String>,

@@ -1,57 +1,45 @@
-//! axum in front of the HTTP layer: API routes go to `spellcast_http::handle`, the page and its
-//! assets are served from `static/`.
+//! axum in front of the HTTP layer: API routes go to `spellcast_http::handle`, the pages and
+//! their assets come from the in-memory [`Site`].
 
 use std::convert::Infallible;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRef, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use futures::StreamExt;
 use spellcast_core::App;
 use spellcast_http::{self as api, MAX_BODY_BYTES};
-use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::compression::CompressionLayer;
-use tower_http::services::{ServeDir, ServeFile};
-use tower_http::set_header::SetResponseHeaderLayer;
 
-/// The router: static files, the execution page (or, for crawlers, the og page), and everything
-/// else through the core.
+use crate::site::Site;
+
+/// The router: static files, the pages (for crawlers, a spell's og page), and everything else
+/// through the core.
 pub fn router(
     app: Arc<App>,
-    static_dir: &Path,
+    site: Arc<Site>,
     endpoints: Vec<&'static api::Endpoint>,
     body_read_timeout: Duration,
 ) -> Router {
-    let site = Site {
+    let state = Served {
         api: Api {
             app,
             endpoints: endpoints.into(),
             body_read_timeout,
         },
-        page: ServeFile::new(static_dir.join("spell.html")),
+        site,
     };
-    // Static files are compressed and cached briefly (their names carry no version); API answers,
-    // and above all the event stream, are never compressed here.
-    let assets = ServiceBuilder::new()
-        .layer(CompressionLayer::new())
-        .layer(SetResponseHeaderLayer::if_not_present(
-            http::header::CACHE_CONTROL,
-            http::HeaderValue::from_static("public, max-age=3600, stale-while-revalidate=86400"),
-        ))
-        .service(ServeDir::new(static_dir));
     let routes = Router::new()
-        .nest_service("/static", assets)
+        .route("/static/{*path}", get(static_file).head(static_file))
         .route("/spells/{slug}", get(spell_page).head(spell_page))
-        .route_service("/", ServeFile::new(static_dir.join("index.html")))
+        .route("/", get(home_page).head(home_page))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(core_handler)
-        .with_state(site);
+        .with_state(state);
     harden(routes)
 }
 
@@ -77,9 +65,9 @@ async fn security_headers(mut response: Response) -> Response {
 
 /// What the handlers share.
 #[derive(Clone)]
-struct Site {
+struct Served {
     api: Api,
-    page: ServeFile,
+    site: Arc<Site>,
 }
 
 /// The app, the endpoints this server answers and how long a request body may take.
@@ -90,15 +78,31 @@ struct Api {
     body_read_timeout: Duration,
 }
 
-impl FromRef<Site> for Api {
-    fn from_ref(site: &Site) -> Self {
-        site.api.clone()
+impl FromRef<Served> for Api {
+    fn from_ref(served: &Served) -> Self {
+        served.api.clone()
     }
+}
+
+/// A file of the site by its path, or a 404 problem.
+fn site_file(site: &Site, path: &str, req: &Request) -> Response {
+    match site.serve(path, req.headers()) {
+        Some(response) => response.map(Body::from),
+        None => to_axum(api::not_found(req.uri().path()).into_response()),
+    }
+}
+
+async fn static_file(State(served): State<Served>, req: Request) -> Response {
+    site_file(&served.site, req.uri().path(), &req)
+}
+
+async fn home_page(State(served): State<Served>, req: Request) -> Response {
+    site_file(&served.site, "/static/index.html", &req)
 }
 
 /// `/spells/{slug}`: crawlers get the og page (as the CloudFront Function routes them in AWS),
 /// people the static execution page.
-async fn spell_page(State(site): State<Site>, req: Request) -> Response {
+async fn spell_page(State(served): State<Served>, req: Request) -> Response {
     let agent = req
         .headers()
         .get(http::header::USER_AGENT)
@@ -108,16 +112,9 @@ async fn spell_page(State(site): State<Site>, req: Request) -> Response {
         let (mut parts, body) = req.into_parts();
         let og = format!("{}/og", parts.uri.path().trim_end_matches('/'));
         parts.uri = og.parse().unwrap_or(parts.uri);
-        return core_handler(State(site.api), Request::from_parts(parts, body)).await;
+        return core_handler(State(served.api), Request::from_parts(parts, body)).await;
     }
-    let mut page = site.page;
-    match page.try_call(req).await {
-        Ok(r) => r.map(Body::new),
-        Err(e) => {
-            tracing::error!(error = %e, "the execution page cannot be read");
-            http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+    site_file(&served.site, "/static/spell.html", &req)
 }
 
 async fn core_handler(State(site): State<Api>, req: Request) -> Response {

@@ -6,6 +6,7 @@ mod backends;
 mod config;
 mod http_adapter;
 mod serve;
+mod site;
 mod workers;
 
 use std::sync::Arc;
@@ -43,6 +44,14 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    let site = site::Site::load(&args.static_dir)
+        .map_err(|e| format!("cannot read {}: {e}", args.static_dir.display()))?;
+    if let Some(out) = &args.write_site {
+        // For scripts/upload-static: the same names and bytes as served here.
+        return site
+            .write(out)
+            .map_err(|e| format!("cannot write the site to {}: {e}", out.display()));
+    }
     let http_tool = args.http_endpoints()?.map(|endpoints| {
         spellcast_tools::HttpTool::new(endpoints, args.http_timeout(), args.http_max_bytes)
     });
@@ -108,7 +117,7 @@ async fn run(args: Args) -> Result<(), String> {
         .collect();
     let router = http_adapter::router(
         app.clone(),
-        &args.static_dir,
+        Arc::new(site),
         endpoints,
         args.body_read_timeout(),
     );
