@@ -50,6 +50,11 @@ def test_slow_scroll_events_arrive_while_the_run_progresses(server):
     assert steps == {"unroll", "read", "copy", "seal", "record"}
     progress = [e[2]["progress"] for e in events if e[1] == "stepUpdate" and e[2]["stepId"] == "read"]
     assert any(0 < p < 1 for p in progress), "intermediate progress ticks are streamed"
+    # Each step update says when the step moved (the runner's clock), in order.
+    moved = [datetime.datetime.fromisoformat(e[2]["at"]) for e in events if e[1] == "stepUpdate"]
+    started = datetime.datetime.fromisoformat(events[0][2]["startedAt"])
+    assert moved == sorted(moved) and moved[0] >= started
+    assert (moved[-1] - moved[0]).total_seconds() > 2.0
     # Pushed live: the first event arrives seconds before the last, not all at the end.
     spread = events[-1][3] - events[0][3]
     assert spread > 2.0, f"events arrived within {spread:.2f}s: buffered?"

@@ -124,6 +124,7 @@ fn step(index: usize, status: StepStatus, outputs: Vec<NewOutput>) -> RunChange 
         },
         message: Some("tick".into()),
         outputs,
+        at: Utc::now(),
     }
 }
 

@@ -81,6 +81,7 @@ fn tick(index: usize, progress: f64, outputs: Vec<NewOutput>) -> RunChange {
         progress,
         message: Some(format!("{:.0} %", progress * 100.0)),
         outputs,
+        at: Utc::now(),
     }
 }
 

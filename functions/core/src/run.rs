@@ -230,6 +230,9 @@ pub enum EventBody {
         /// Outputs the step produced.
         #[serde(skip_serializing_if = "Option::is_none")]
         outputs: Option<Vec<Output>>,
+        /// When it moved, by the runner's clock (events stored before this was kept have none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
     },
     /// Every step succeeded.
     #[serde(rename = "executionFinished", rename_all = "camelCase")]
@@ -331,6 +334,8 @@ pub enum RunChange {
         message: Option<String>,
         /// Outputs it produced (with a success).
         outputs: Vec<NewOutput>,
+        /// Now.
+        at: DateTime<Utc>,
     },
     /// Every step succeeded.
     Finish {
@@ -498,6 +503,7 @@ impl Run {
                 status,
                 progress,
                 message,
+                at,
                 outputs,
             } => {
                 if self.status != RunStatus::Running {
@@ -546,6 +552,7 @@ impl Run {
                     progress,
                     message,
                     outputs: (!shown.is_empty()).then_some(shown),
+                    at: Some(at),
                 }
             }
             RunChange::Finish { at } => {
@@ -658,6 +665,7 @@ pub(crate) mod tests {
             progress: 1.0,
             message: None,
             outputs,
+            at: Utc::now(),
         }
     }
 

@@ -78,6 +78,7 @@ struct StepProgress<'a> {
     run_id: &'a RunId,
     index: usize,
     last: Mutex<f64>,
+    clock: &'a dyn Clock,
 }
 
 #[async_trait]
@@ -98,6 +99,7 @@ impl Progress for StepProgress<'_> {
             status: StepStatus::Running,
             progress: fraction,
             message,
+            at: self.clock.now(),
             outputs: vec![],
         };
         if let Err(e) = self.log.advance(self.run_id, change).await {
@@ -156,6 +158,7 @@ impl Runner<'_> {
                 progress: 0.0,
                 message: None,
                 outputs: vec![],
+                at: self.clock.now(),
             };
             if self.log.advance(run_id, started).await?.is_none() {
                 return Ok(Execution::Skipped);
@@ -174,6 +177,7 @@ impl Runner<'_> {
                 run_id,
                 index,
                 last: Mutex::new(0.0),
+                clock: self.clock,
             };
             let call = ToolCall {
                 params: &step.with,
@@ -194,6 +198,7 @@ impl Runner<'_> {
                         progress: 1.0,
                         message: None,
                         outputs: offload(self.blobs, run_id, result.outputs).await?,
+                        at: self.clock.now(),
                     }
                 }
                 Ok(Err(e)) => {

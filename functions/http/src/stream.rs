@@ -138,6 +138,7 @@ mod tests {
                 progress: 0.5,
                 message: Some("line one\nline two".into()),
                 outputs: None,
+                at: None,
             },
         };
         let text = String::from_utf8(frame(&event).to_vec()).unwrap();

@@ -120,7 +120,8 @@ impl Site {
                 site.routes
                     .insert(format!("/static/{path}"), (index, Caching::Short));
                 site.hashed.push((path, hashed));
-                site.hashed.sort_by_key(|(plain, _)| std::cmp::Reverse(plain.len()));
+                site.hashed
+                    .sort_by_key(|(plain, _)| std::cmp::Reverse(plain.len()));
             }
             site.assets.push(asset);
         }
