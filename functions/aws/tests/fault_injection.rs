@@ -222,6 +222,7 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
         clock: clock.clone(),
         keys: TokenKeys::hs256(&[1; 32], "test").unwrap(),
         prices: PriceBook::default(),
+        rendered: Default::default(),
         limiter: Arc::new(spellcast_embedded::MemoryLimiter::default()),
         metrics: None,
     };

@@ -597,6 +597,7 @@ fn app(store: Arc<dyn Store>) -> Arc<App> {
         clock: Arc::new(SystemClock),
         keys: TokenKeys::hs256(&[1; 32], "test").unwrap(),
         prices: PriceBook::default(),
+        rendered: Default::default(),
         limiter: Arc::new(spellcast_embedded::MemoryLimiter::default()),
         metrics: None,
     })

@@ -105,6 +105,8 @@ pub struct App {
     pub keys: TokenKeys,
     /// Cached spell prices.
     pub prices: PriceBook,
+    /// Rendered public answers (meta, og pages), kept while what they show is unchanged.
+    pub rendered: crate::memo::Memo,
     /// Rate limit counters and open-stream counts.
     pub limiter: Arc<dyn crate::limits::Limiter>,
     /// `/metrics`, where the entry point serves it.

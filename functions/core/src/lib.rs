@@ -14,6 +14,7 @@ pub mod ids;
 pub mod invoice;
 pub mod ledger;
 pub mod limits;
+pub mod memo;
 pub mod metrics;
 pub mod ports;
 pub mod quote;

@@ -487,12 +487,6 @@ pub(crate) fn not_modified(req: &http::request::Parts, etag: &str) -> bool {
         .any(|t| t == etag || t == "*")
 }
 
-/// A strong ETag for a body.
-pub(crate) fn etag(body: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("\"{}\"", hex::encode(&Sha256::digest(body)[..16]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
-use super::{etag, not_modified, respond, slug, Body, Handled, Problem, Response};
+use super::{not_modified, respond, slug, Body, Handled, Problem, Response};
+use spellcast_core::memo::Rendered;
 use spellcast_core::App;
 
 /// Metadata changes at most with each price recomputation (15 min): shared caches keep it 5 min.
@@ -20,25 +21,25 @@ fn cacheable(
     req: &http::request::Parts,
     content_type: &'static str,
     cache: &'static str,
-    body: String,
+    rendered: Rendered,
 ) -> Response {
-    let tag = etag(body.as_bytes());
-    let mut response = if not_modified(req, &tag) {
+    let mut response = if not_modified(req, &rendered.etag) {
         let mut r = http::Response::new(Body::Full(Bytes::new()));
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else if req.method == Method::HEAD {
         let mut r = respond(StatusCode::OK, content_type, Bytes::new());
-        if let Ok(len) = HeaderValue::from_str(&body.len().to_string()) {
-            r.headers_mut().insert(header::CONTENT_LENGTH, len);
-        }
+        r.headers_mut().insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from(rendered.body.len()),
+        );
         r
     } else {
-        respond(StatusCode::OK, content_type, body)
+        respond(StatusCode::OK, content_type, rendered.body)
     };
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    if let Ok(tag) = HeaderValue::from_str(&tag) {
+    if let Ok(tag) = HeaderValue::from_str(&rendered.etag) {
         headers.insert(header::ETAG, tag);
     }
     response
@@ -52,9 +53,16 @@ pub async fn meta(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) ->
         .get(&slug)
         .ok_or_else(|| Problem::spell_not_found(raw_slug))?;
     let price = app.prices.price(&spell, app.store.as_ref()).await?;
-    let def = &spell.def;
     let origin = super::public_origin(app, req);
-    let body = json!({
+    // Everything the document shows: the spell (fixed for the process), its price and when that
+    // was computed, and the origin of its links.
+    let key = format!(
+        "meta\n{slug}\n{origin}\n{}\n{:?}",
+        price.pts, price.updated_at
+    );
+    let rendered = app.rendered.get_or_render(key, || {
+        let def = &spell.def;
+        let body = json!({
         "slug": def.slug,
         "version": def.version,
         "title": def.title,
@@ -71,25 +79,28 @@ pub async fn meta(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) ->
             "image": crate::og::image_url(&origin, &spell),
             "url": crate::og::canonical_url(&origin, &spell),
         },
-    });
-    Ok(cacheable(
-        req,
-        "application/json",
-        META_CACHE,
-        body.to_string(),
-    ))
+        });
+        Ok::<_, Problem>(Rendered::new(body.to_string()))
+    })?;
+    Ok(cacheable(req, "application/json", META_CACHE, rendered))
 }
 
 /// `GET|HEAD /spells/{slug}/og`: a 404 is an HTML page too, since crawlers show what they get.
 pub fn og(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled {
     let spell = super::Slug::parse(raw_slug).and_then(|s| app.catalog.get(&s));
     Ok(match spell {
-        Some(spell) => cacheable(
-            req,
-            "text/html; charset=utf-8",
-            OG_CACHE,
-            crate::og::render(&app.config, &super::public_origin(app, req), &spell),
-        ),
+        Some(spell) => {
+            let origin = super::public_origin(app, req);
+            let key = format!("og\n{}\n{origin}", spell.def.slug);
+            let rendered = app.rendered.get_or_render(key, || {
+                Ok::<_, Problem>(Rendered::new(crate::og::render(
+                    &app.config,
+                    &origin,
+                    &spell,
+                )))
+            })?;
+            cacheable(req, "text/html; charset=utf-8", OG_CACHE, rendered)
+        }
         None => {
             let mut r = respond(
                 StatusCode::NOT_FOUND,

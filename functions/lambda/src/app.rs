@@ -125,6 +125,7 @@ impl Start {
             clock: Arc::new(SystemClock),
             keys: TokenKeys::hs256(&settings.token_secret, &settings.token_issuer)?,
             prices: PriceBook::default(),
+            rendered: Default::default(),
             metrics: None,
         }))
     }

@@ -89,6 +89,7 @@ async fn run(args: Args) -> Result<(), String> {
         clock: Arc::new(SystemClock),
         keys,
         prices: PriceBook::default(),
+        rendered: Default::default(),
         limiter: backend.limiter,
         metrics: Some(metrics),
     });

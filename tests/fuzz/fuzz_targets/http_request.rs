@@ -60,6 +60,7 @@ fn world() -> &'static World {
             clock: Arc::new(SystemClock),
             keys,
             prices: PriceBook::default(),
+            rendered: Default::default(),
             limiter: Arc::new(MemoryLimiter::default()),
             metrics: None,
         });
