@@ -1,13 +1,15 @@
 //! The in-process event bus (execution requests go to the runner through a channel) and the run
-//! signal (a broadcast of run ids that woken streams filter by their run).
+//! signal (a version counter per watched run that its streams wait on).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use spellcast_core::ids::RunId;
 use spellcast_core::ports::{BusError, EventBus, ExecutionStarted, RunSignal, RunWatcher};
 use spellcast_core::run::{Run, RunEvent};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{mpsc, watch};
 
 /// Sends `executionStarted` to the runner of this process.
 pub struct LocalBus {
@@ -38,52 +40,72 @@ impl EventBus for LocalBus {
     }
 }
 
-/// Wakes the streams of a run when it changes.
+/// Wakes the streams of a run when it changes: one version counter per watched run, so a change
+/// wakes that run's streams only, and a run's entry goes with its last watcher.
+#[derive(Default)]
 pub struct LocalSignal {
-    changes: broadcast::Sender<RunId>,
-}
-
-impl Default for LocalSignal {
-    fn default() -> Self {
-        let (changes, _) = broadcast::channel(1024);
-        LocalSignal { changes }
-    }
+    runs: Arc<Mutex<HashMap<RunId, watch::Sender<u64>>>>,
 }
 
 impl RunSignal for LocalSignal {
     fn watch(&self, run_id: &RunId) -> Box<dyn RunWatcher> {
+        let mut runs = lock(&self.runs);
+        let changes = runs
+            .entry(run_id.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
         Box::new(LocalWatcher {
             run_id: run_id.clone(),
-            changes: self.changes.subscribe(),
+            changes: Some(changes),
+            runs: self.runs.clone(),
         })
     }
 
     fn notify(&self, run_id: &RunId) {
-        // No receiver means no stream is open: nothing to wake.
-        let _ = self.changes.send(run_id.clone());
+        // No entry means no stream is open: nothing to wake.
+        if let Some(changes) = lock(&self.runs).get(run_id) {
+            changes.send_modify(|version| *version = version.wrapping_add(1));
+        }
     }
+}
+
+/// The map stays usable even if a holder panicked: it only ever holds whole entries.
+fn lock(
+    runs: &Mutex<HashMap<RunId, watch::Sender<u64>>>,
+) -> MutexGuard<'_, HashMap<RunId, watch::Sender<u64>>> {
+    runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct LocalWatcher {
     run_id: RunId,
-    changes: broadcast::Receiver<RunId>,
+    /// Taken out (and dropped) under the lock when the watcher goes, so the last one out sees
+    /// no receiver left and removes the run's entry.
+    changes: Option<watch::Receiver<u64>>,
+    runs: Arc<Mutex<HashMap<RunId, watch::Sender<u64>>>>,
+}
+
+impl Drop for LocalWatcher {
+    fn drop(&mut self) {
+        let mut runs = lock(&self.runs);
+        drop(self.changes.take());
+        if runs
+            .get(&self.run_id)
+            .is_some_and(|changes| changes.receiver_count() == 0)
+        {
+            runs.remove(&self.run_id);
+        }
+    }
 }
 
 #[async_trait]
 impl RunWatcher for LocalWatcher {
     async fn changed(&mut self, timeout: Duration) {
-        let wait = async {
-            loop {
-                match self.changes.recv().await {
-                    Ok(id) if id == self.run_id => return,
-                    Ok(_) => continue,
-                    // Lagged: some notification may have been ours; let the stream re-read.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-                }
-            }
+        let Some(changes) = self.changes.as_mut() else {
+            return;
         };
-        let _ = tokio::time::timeout(timeout, wait).await;
+        // The sender lives as long as any watcher of the run, so `changed` only ends with a
+        // new version.
+        let _ = tokio::time::timeout(timeout, changes.changed()).await;
     }
 }
 
@@ -110,6 +132,26 @@ mod tests {
             started.elapsed() < Duration::from_secs(1),
             "not woken by its run"
         );
+    }
+
+    #[tokio::test]
+    async fn a_change_while_busy_is_not_missed_and_entries_go_with_their_watchers() {
+        let signal = LocalSignal::default();
+        let mut first = signal.watch(&"a".into());
+        let second = signal.watch(&"a".into());
+        // Notified before it waits: the next wait returns at once.
+        signal.notify(&"a".into());
+        let started = Instant::now();
+        first.changed(Duration::from_secs(5)).await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(signal.runs.lock().unwrap().len(), 1);
+        drop(first);
+        assert_eq!(signal.runs.lock().unwrap().len(), 1, "one watcher is left");
+        drop(second);
+        assert!(signal.runs.lock().unwrap().is_empty(), "the run's entry stayed");
+        // Notifying a run nobody watches creates nothing.
+        signal.notify(&"b".into());
+        assert!(signal.runs.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
