@@ -2,11 +2,13 @@
 //! stream re-reads the store after each wait, polling fast while events flow and backing off,
 //! up to a bound, while the run is idle.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use spellcast_core::ids::RunId;
 use spellcast_core::ports::{RunSignal, RunWatcher};
+use spellcast_core::run::RunEvent;
 
 /// Polls every `fastest` while events arrive, doubling the wait while idle up to `slowest`.
 pub struct PollingSignal {
@@ -33,7 +35,7 @@ impl RunSignal for PollingSignal {
         })
     }
 
-    fn notify(&self, _run_id: &RunId) {
+    fn notify(&self, _run_id: &RunId, _event: &RunEvent) {
         // Writers and readers are different processes: readers poll, nothing to wake here.
     }
 }
@@ -55,9 +57,10 @@ impl PollingWatcher {
 
 #[async_trait]
 impl RunWatcher for PollingWatcher {
-    async fn changed(&mut self, timeout: Duration) {
+    async fn changed(&mut self, timeout: Duration) -> Option<Arc<RunEvent>> {
         let wait = self.step();
         tokio::time::sleep(wait.min(timeout)).await;
+        None
     }
 
     fn delivered(&mut self) {

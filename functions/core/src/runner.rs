@@ -48,7 +48,7 @@ impl RunLog<'_> {
         let Some((run, event)) = self.store.advance_run(run_id, change).await? else {
             return Ok(None);
         };
-        self.signal.notify(run_id);
+        self.signal.notify(run_id, &event);
         crate::metrics::record(&run.slug, &event.body, run.duration_ms());
         if let Err(e) = self.bus.run_event(&run, &event).await {
             // The store holds the truth and streams read it; the bus copy is for other consumers.

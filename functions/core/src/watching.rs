@@ -18,8 +18,9 @@ const PAGE: usize = 100;
 /// What a watcher receives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Watched {
-    /// The next event of the run.
-    Event(RunEvent),
+    /// The next event of the run (shared: every stream of the run sends the same one; and
+    /// small, since a stream's channel holds a block of these from the start).
+    Event(Arc<RunEvent>),
     /// Nothing happened for a heartbeat interval.
     Ping,
 }
@@ -50,14 +51,25 @@ impl Watching {
         let mut watcher = self.signal.watch(&run_id);
         let opened = Instant::now();
         let mut last_write = Instant::now();
+        // The event the signal handed over with the last wake-up, if any.
+        let mut announced: Option<Arc<RunEvent>> = None;
+        // After sending the event the signal handed over, the store holds nothing newer (a
+        // newer event wakes the watch again): the store is not read.
+        let mut caught_up = false;
         loop {
-            let events = match self.store.run_events(&run_id, after, PAGE).await {
-                Ok(events) => events,
-                Err(e) => {
-                    tracing::error!(error = %e, "watch read failed; closing so the client resumes");
-                    return;
-                }
+            let (events, handed_over): (Vec<Arc<RunEvent>>, bool) = match announced.take() {
+                Some(event) if event.seq == after + 1 => (vec![event], true),
+                Some(event) if event.seq <= after => (vec![], false),
+                _ if caught_up => (vec![], false),
+                _ => match self.store.run_events(&run_id, after, PAGE).await {
+                    Ok(events) => (events.into_iter().map(Arc::new).collect(), false),
+                    Err(e) => {
+                        tracing::error!(error = %e, "watch read failed; closing so the client resumes");
+                        return;
+                    }
+                },
             };
+            caught_up = false;
             if events.is_empty() {
                 if beyond_the_end && self.has_ended(&run_id).await {
                     return;
@@ -80,7 +92,7 @@ impl Watching {
                 // A watcher that left is noticed at once, not at the next write: its stream's
                 // slot and task are freed without waiting for a heartbeat.
                 tokio::select! {
-                    () = watcher.changed(wait) => {}
+                    event = watcher.changed(wait) => announced = event,
                     () = tx.closed() => return,
                 }
                 continue;
@@ -96,6 +108,7 @@ impl Watching {
                     return;
                 }
             }
+            caught_up = handed_over;
             last_write = Instant::now();
             watcher.delivered();
         }

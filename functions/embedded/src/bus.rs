@@ -1,5 +1,5 @@
 //! The in-process event bus (execution requests go to the runner through a channel) and the run
-//! signal (a version counter per watched run that its streams wait on).
+//! signal (per watched run, the newest event, which its streams wait on).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,19 +40,23 @@ impl EventBus for LocalBus {
     }
 }
 
-/// Wakes the streams of a run when it changes: one version counter per watched run, so a change
-/// wakes that run's streams only, and a run's entry goes with its last watcher.
+/// Wakes the streams of a run when it changes, handing them the new event: one channel per
+/// watched run, so a change wakes that run's streams only, and a run's entry goes with its last
+/// watcher.
 #[derive(Default)]
 pub struct LocalSignal {
-    runs: Arc<Mutex<HashMap<RunId, watch::Sender<u64>>>>,
+    runs: Arc<Mutex<Runs>>,
 }
+
+/// Each watched run's newest announced event.
+type Runs = HashMap<RunId, watch::Sender<Option<Arc<RunEvent>>>>;
 
 impl RunSignal for LocalSignal {
     fn watch(&self, run_id: &RunId) -> Box<dyn RunWatcher> {
         let mut runs = lock(&self.runs);
         let changes = runs
             .entry(run_id.clone())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(None).0)
             .subscribe();
         Box::new(LocalWatcher {
             run_id: run_id.clone(),
@@ -61,18 +65,16 @@ impl RunSignal for LocalSignal {
         })
     }
 
-    fn notify(&self, run_id: &RunId) {
+    fn notify(&self, run_id: &RunId, event: &RunEvent) {
         // No entry means no stream is open: nothing to wake.
         if let Some(changes) = lock(&self.runs).get(run_id) {
-            changes.send_modify(|version| *version = version.wrapping_add(1));
+            changes.send_replace(Some(Arc::new(event.clone())));
         }
     }
 }
 
 /// The map stays usable even if a holder panicked: it only ever holds whole entries.
-fn lock(
-    runs: &Mutex<HashMap<RunId, watch::Sender<u64>>>,
-) -> MutexGuard<'_, HashMap<RunId, watch::Sender<u64>>> {
+fn lock(runs: &Mutex<Runs>) -> MutexGuard<'_, Runs> {
     runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -80,8 +82,8 @@ struct LocalWatcher {
     run_id: RunId,
     /// Taken out (and dropped) under the lock when the watcher goes, so the last one out sees
     /// no receiver left and removes the run's entry.
-    changes: Option<watch::Receiver<u64>>,
-    runs: Arc<Mutex<HashMap<RunId, watch::Sender<u64>>>>,
+    changes: Option<watch::Receiver<Option<Arc<RunEvent>>>>,
+    runs: Arc<Mutex<Runs>>,
 }
 
 impl Drop for LocalWatcher {
@@ -99,35 +101,59 @@ impl Drop for LocalWatcher {
 
 #[async_trait]
 impl RunWatcher for LocalWatcher {
-    async fn changed(&mut self, timeout: Duration) {
-        let Some(changes) = self.changes.as_mut() else {
-            return;
-        };
+    async fn changed(&mut self, timeout: Duration) -> Option<Arc<RunEvent>> {
+        let changes = self.changes.as_mut()?;
         // The sender lives as long as any watcher of the run, so `changed` only ends with a
-        // new version.
-        let _ = tokio::time::timeout(timeout, changes.changed()).await;
+        // new event.
+        match tokio::time::timeout(timeout, changes.changed()).await {
+            Ok(Ok(())) => changes.borrow_and_update().clone(),
+            _ => None,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spellcast_core::run::{EventBody, StepStatus};
     use std::time::Instant;
+
+    fn event(seq: u64) -> RunEvent {
+        RunEvent {
+            seq,
+            body: EventBody::StepUpdate {
+                run_id: "a".into(),
+                step_id: "s".into(),
+                index: 0,
+                of: 1,
+                status: StepStatus::Running,
+                progress: 0.5,
+                message: None,
+                outputs: None,
+                at: None,
+            },
+        }
+    }
 
     #[tokio::test]
     async fn a_watcher_wakes_for_its_run_only() {
         let signal = LocalSignal::default();
         let mut watcher = signal.watch(&"a".into());
-        signal.notify(&"b".into());
+        signal.notify(&"b".into(), &event(1));
         let started = Instant::now();
         watcher.changed(Duration::from_millis(100)).await;
         assert!(
             started.elapsed() >= Duration::from_millis(100),
             "woken by another run"
         );
-        signal.notify(&"a".into());
+        signal.notify(&"a".into(), &event(1));
         let started = Instant::now();
-        watcher.changed(Duration::from_secs(5)).await;
+        let announced = watcher.changed(Duration::from_secs(5)).await;
+        assert_eq!(
+            announced.map(|e| e.seq),
+            Some(1),
+            "the event is handed over"
+        );
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "not woken by its run"
@@ -139,18 +165,23 @@ mod tests {
         let signal = LocalSignal::default();
         let mut first = signal.watch(&"a".into());
         let second = signal.watch(&"a".into());
-        // Notified before it waits: the next wait returns at once.
-        signal.notify(&"a".into());
+        // Notified before it waits: the next wait returns at once, with the newest event.
+        signal.notify(&"a".into(), &event(1));
+        signal.notify(&"a".into(), &event(2));
         let started = Instant::now();
-        first.changed(Duration::from_secs(5)).await;
+        let announced = first.changed(Duration::from_secs(5)).await;
+        assert_eq!(announced.map(|e| e.seq), Some(2));
         assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(signal.runs.lock().unwrap().len(), 1);
         drop(first);
         assert_eq!(signal.runs.lock().unwrap().len(), 1, "one watcher is left");
         drop(second);
-        assert!(signal.runs.lock().unwrap().is_empty(), "the run's entry stayed");
+        assert!(
+            signal.runs.lock().unwrap().is_empty(),
+            "the run's entry stayed"
+        );
         // Notifying a run nobody watches creates nothing.
-        signal.notify(&"b".into());
+        signal.notify(&"b".into(), &event(1));
         assert!(signal.runs.lock().unwrap().is_empty());
     }
 
