@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
             progress: 0.5,
             message: Some(text.to_owned()),
             outputs: None,
+            at: None,
         },
     };
     let frame = spellcast_http::sse_frame(&event);
