@@ -24,15 +24,34 @@ pub const SHORT: &str = "public, max-age=300";
 /// Bodies at least this much smaller compressed are served compressed.
 const WORTH_COMPRESSING: usize = 64;
 
-/// One file as served: its bytes in each encoding and the headers that go with them.
+/// One file as served: its bytes in each encoding and the headers that go with them, all made
+/// once at start.
 #[derive(Debug)]
 pub struct Asset {
     content_type: HeaderValue,
-    /// A strong validator of the content (each encoding adds a suffix).
+    /// The content's validator (each encoding's ETag adds a suffix to it).
     hash: String,
-    identity: Bytes,
-    gzip: Option<Bytes>,
-    br: Option<Bytes>,
+    identity: Variant,
+    gzip: Option<Variant>,
+    br: Option<Variant>,
+}
+
+/// The file in one content coding.
+#[derive(Debug)]
+struct Variant {
+    coding: Option<&'static str>,
+    body: Bytes,
+    etag: HeaderValue,
+}
+
+impl Variant {
+    fn new(hash: &str, coding: Option<&'static str>, body: Bytes) -> Variant {
+        let suffix = coding.map(|c| format!("-{c}")).unwrap_or_default();
+        // Hex digits and a coding name: always a valid header value.
+        let etag = HeaderValue::from_str(&format!("\"{hash}{suffix}\""))
+            .unwrap_or(HeaderValue::from_static("\"\""));
+        Variant { coding, body, etag }
+    }
 }
 
 /// Where a URL path leads, and how long it may be cached.
@@ -184,7 +203,7 @@ impl Site {
             if let Some(parent) = file.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::write(file, &self.assets[*index].identity)?;
+            std::fs::write(file, &self.assets[*index].identity.body)?;
         }
         Ok(())
     }
@@ -226,12 +245,13 @@ fn hashed_name(path: &str, hash: &str) -> String {
 
 impl Asset {
     fn new(content_type: &str, bytes: Vec<u8>) -> Asset {
-        let hash = hex::encode(Sha256::digest(&bytes));
-        let worth = |compressed: Vec<u8>| {
-            (compressed.len() + WORTH_COMPRESSING <= bytes.len()).then(|| Bytes::from(compressed))
+        let hash = hex::encode(&Sha256::digest(&bytes)[..10]);
+        let worth = |coding, compressed: Vec<u8>| {
+            (compressed.len() + WORTH_COMPRESSING <= bytes.len())
+                .then(|| Variant::new(&hash, Some(coding), Bytes::from(compressed)))
         };
         let (gzip, br) = if is_text(content_type) {
-            (worth(gzip(&bytes)), worth(brotli(&bytes)))
+            (worth("gzip", gzip(&bytes)), worth("br", brotli(&bytes)))
         } else {
             (None, None)
         };
@@ -246,8 +266,8 @@ impl Asset {
         Asset {
             content_type: HeaderValue::from_str(&content_type)
                 .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            identity: Variant::new(&hash, None, Bytes::from(bytes)),
             hash,
-            identity: Bytes::from(bytes),
             gzip,
             br,
         }
@@ -258,35 +278,32 @@ impl Asset {
             .get(header::ACCEPT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let (encoding, body) = match (&self.br, &self.gzip) {
-            (Some(br), _) if accepts(accepted, "br") => (Some("br"), br),
-            (_, Some(gz)) if accepts(accepted, "gzip") => (Some("gzip"), gz),
-            _ => (None, &self.identity),
+        let variant = match (&self.br, &self.gzip) {
+            (Some(br), _) if accepts(accepted, "br") => br,
+            (_, Some(gz)) if accepts(accepted, "gzip") => gz,
+            _ => &self.identity,
         };
-        let tag = format!(
-            "\"{}{}\"",
-            &self.hash[..20],
-            encoding.map(|e| format!("-{e}")).unwrap_or_default()
-        );
         let fresh = request
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| matches_etag(v, &self.hash[..20]));
-        let mut response = Response::new(if fresh { Bytes::new() } else { body.clone() });
+            .is_some_and(|v| matches_etag(v, &self.hash));
+        let mut response = Response::new(if fresh {
+            Bytes::new()
+        } else {
+            variant.body.clone()
+        });
         if fresh {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
         }
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, self.content_type.clone());
         headers.insert(header::CACHE_CONTROL, caching.header());
-        if let Ok(tag) = HeaderValue::from_str(&tag) {
-            headers.insert(header::ETAG, tag);
-        }
+        headers.insert(header::ETAG, variant.etag.clone());
         if self.gzip.is_some() || self.br.is_some() {
             headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         }
-        if let Some(encoding) = encoding {
-            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+        if let Some(coding) = variant.coding {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
         }
         response
     }
