@@ -1,6 +1,6 @@
 //! The HTTP layer: requests mapped to the core's use cases, outcomes mapped to responses and
 //! problem+json, as plain functions of `http::Request<Bytes>` to `http::Response<Body>`. The
-//! local server (axum) serves [`ALL`] endpoints; each Lambda (`lambda_http`) serves its own,
+//! local server (hyper) serves [`ALL`] endpoints; each Lambda (`lambda_http`) serves its own,
 //! named at compile time, so it links only their handlers. Also the og page and the crawler list.
 
 mod cast;
@@ -331,7 +331,8 @@ pub fn not_found(path: &str) -> Problem {
     )
 }
 
-fn method_not_allowed(methods: &str) -> Response {
+/// The 405 problem with its `Allow` header (`methods`, as in `GET, HEAD`).
+pub fn method_not_allowed(methods: &str) -> Response {
     let mut r = Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

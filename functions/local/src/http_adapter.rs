@@ -1,147 +1,159 @@
-//! axum in front of the HTTP layer: API routes go to `spellcast_http::handle`, the pages and
-//! their assets come from the in-memory [`Site`].
+//! hyper in front of the HTTP layer: the pages and their assets come from the in-memory
+//! [`Site`], everything else goes to `spellcast_http::handle`. Four routes need no router
+//! framework: a `match` on the path is all the dispatch there is, and each request costs one
+//! `Arc` clone (a framework's router, state extraction and boxed middleware cost a third of
+//! the requests a second a bare hyper server answers; `scripts/bench` measures it).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{FromRef, Request, State};
-use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
-use futures::StreamExt;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use http::{header, Method, Request};
+use http_body_util::{BodyExt, Either, Full, Limited, StreamBody};
+use hyper::body::{Body as _, Frame, Incoming};
 use spellcast_core::App;
 use spellcast_http::{self as api, MAX_BODY_BYTES};
-use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::site::Site;
 
-/// The router: static files, the pages (for crawlers, a spell's og page), and everything else
-/// through the core.
-pub fn router(
+/// A response body of the local server: whole, or streamed (SSE) with each chunk flushed.
+pub type LocalBody =
+    Either<Full<Bytes>, StreamBody<BoxStream<'static, Result<Frame<Bytes>, Infallible>>>>;
+/// A response of the local server.
+pub type Response = http::Response<LocalBody>;
+
+/// What every request is answered from: the app, the endpoints this server answers, how long a
+/// request body may take, and the site.
+pub struct Routes {
     app: Arc<App>,
-    site: Arc<Site>,
     endpoints: Vec<&'static api::Endpoint>,
     body_read_timeout: Duration,
-) -> Router {
-    let state = Served {
-        api: Api {
+    site: Site,
+}
+
+impl Routes {
+    /// The routes of the local server.
+    pub fn new(
+        app: Arc<App>,
+        site: Site,
+        endpoints: Vec<&'static api::Endpoint>,
+        body_read_timeout: Duration,
+    ) -> Arc<Routes> {
+        Arc::new(Routes {
             app,
-            endpoints: endpoints.into(),
+            endpoints,
             body_read_timeout,
-        },
-        site,
-    };
-    let routes = Router::new()
-        .route("/static/{*path}", get(static_file).head(static_file))
-        .route("/spells/{slug}", get(spell_page).head(spell_page))
-        .route("/", get(home_page).head(home_page))
-        .route("/healthz", get(|| async { "ok" }))
-        .fallback(core_handler)
-        .with_state(state);
-    harden(routes)
+            site,
+        })
+    }
+
+    /// Answers one request: static files, the pages (for crawlers, a spell's og page), and
+    /// everything else through the core; hardened (see [`harden`]).
+    pub async fn answer(self: Arc<Self>, req: Request<Incoming>) -> Response {
+        harden(self.route(req)).await
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Response {
+        let path = req.uri().path();
+        if path == "/" {
+            return self.site_file("/static/index.html", &req);
+        }
+        if path.starts_with("/static/") {
+            return self.site_file(path, &req);
+        }
+        if path == "/healthz" {
+            return full(http::Response::new(Bytes::from_static(b"ok")));
+        }
+        if let Some(slug) = path.strip_prefix("/spells/") {
+            if !slug.is_empty() && !slug.contains('/') {
+                return self.spell_page(req).await;
+            }
+        }
+        self.core(req).await
+    }
+
+    /// A file of the site by its path (GET or HEAD), or a problem.
+    fn site_file(&self, path: &str, req: &Request<Incoming>) -> Response {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return from_api(api::method_not_allowed("GET, HEAD"));
+        }
+        match self.site.serve(path, req.headers()) {
+            Some(response) => full(response),
+            None => from_api(api::not_found(req.uri().path()).into_response()),
+        }
+    }
+
+    /// `/spells/{slug}`: crawlers get the og page (as the CloudFront Function routes them in
+    /// AWS), people the static execution page.
+    async fn spell_page(&self, req: Request<Incoming>) -> Response {
+        let agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if spellcast_http::crawlers::is_crawler(agent) {
+            let (mut parts, body) = req.into_parts();
+            let og = format!("{}/og", parts.uri.path());
+            parts.uri = og.parse().unwrap_or(parts.uri);
+            return self.core(Request::from_parts(parts, body)).await;
+        }
+        self.site_file("/static/spell.html", &req)
+    }
+
+    /// The HTTP layer's answer, once the body is read (within the size and time limits).
+    async fn core(&self, req: Request<Incoming>) -> Response {
+        let (parts, body) = req.into_parts();
+        // Most requests (GET) have no body: no read, and no timer for it.
+        let bytes = if body.is_end_stream() {
+            Ok(Ok(Bytes::new()))
+        } else {
+            let read = Limited::new(body, MAX_BODY_BYTES + 1).collect();
+            tokio::time::timeout(self.body_read_timeout, read)
+                .await
+                .map(|read| read.map(|collected| collected.to_bytes()))
+        };
+        from_api(match bytes {
+            Ok(Ok(bytes)) => {
+                let req = http::Request::from_parts(parts, bytes);
+                api::handle(self.app.clone(), req, &self.endpoints).await
+            }
+            // Reading stops past the limit (or at a broken upload).
+            Ok(Err(_)) => api::payload_too_large(&parts),
+            // A body trickling in holds a task and a connection: not for longer than this.
+            Err(_) => api::request_timeout(&parts),
+        })
+    }
 }
 
-/// What every route gets: the security headers, and a panic answered as a 500 rather than
+/// What every answer gets: the security headers, and a panic answered as a 500 rather than
 /// ending the connection (the server goes on; the panic's message is logged by the panic hook).
-pub fn harden(routes: Router) -> Router {
-    // The panic catcher inside, so its 500 gets the headers too.
-    routes
-        .layer(CatchPanicLayer::custom(panicked))
-        .layer(axum::middleware::map_response(security_headers))
-}
-
-/// A handler's panic as a 500 `internal` problem.
-fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    to_axum(api::Problem::internal("a handler panicked").into_response())
-}
-
-/// The headers every response carries, static files included (API answers have them already).
-async fn security_headers(mut response: Response) -> Response {
+pub async fn harden(answer: impl Future<Output = Response>) -> Response {
+    let mut response = match AssertUnwindSafe(answer).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => from_api(api::Problem::internal("a handler panicked").into_response()),
+    };
     api::add_security_headers(response.headers_mut());
     response
 }
 
-/// What the handlers share.
-#[derive(Clone)]
-struct Served {
-    api: Api,
-    site: Arc<Site>,
+/// A whole response.
+pub fn full(response: http::Response<Bytes>) -> Response {
+    response.map(|body| Either::Left(Full::new(body)))
 }
 
-/// The app, the endpoints this server answers and how long a request body may take.
-#[derive(Clone)]
-struct Api {
-    app: Arc<App>,
-    endpoints: Arc<[&'static api::Endpoint]>,
-    body_read_timeout: Duration,
-}
-
-impl FromRef<Served> for Api {
-    fn from_ref(served: &Served) -> Self {
-        served.api.clone()
-    }
-}
-
-/// A file of the site by its path, or a 404 problem.
-fn site_file(site: &Site, path: &str, req: &Request) -> Response {
-    match site.serve(path, req.headers()) {
-        Some(response) => response.map(Body::from),
-        None => to_axum(api::not_found(req.uri().path()).into_response()),
-    }
-}
-
-async fn static_file(State(served): State<Served>, req: Request) -> Response {
-    site_file(&served.site, req.uri().path(), &req)
-}
-
-async fn home_page(State(served): State<Served>, req: Request) -> Response {
-    site_file(&served.site, "/static/index.html", &req)
-}
-
-/// `/spells/{slug}`: crawlers get the og page (as the CloudFront Function routes them in AWS),
-/// people the static execution page.
-async fn spell_page(State(served): State<Served>, req: Request) -> Response {
-    let agent = req
-        .headers()
-        .get(http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if spellcast_http::crawlers::is_crawler(agent) {
-        let (mut parts, body) = req.into_parts();
-        let og = format!("{}/og", parts.uri.path().trim_end_matches('/'));
-        parts.uri = og.parse().unwrap_or(parts.uri);
-        return core_handler(State(served.api), Request::from_parts(parts, body)).await;
-    }
-    site_file(&served.site, "/static/spell.html", &req)
-}
-
-async fn core_handler(State(site): State<Api>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let read = tokio::time::timeout(
-        site.body_read_timeout,
-        axum::body::to_bytes(body, MAX_BODY_BYTES + 1),
-    );
-    let response = match read.await {
-        Ok(Ok(bytes)) => {
-            let req = http::Request::from_parts(parts, bytes);
-            api::handle(site.app, req, &site.endpoints).await
-        }
-        // Reading stops past the limit (or at a broken upload).
-        Ok(Err(_)) => api::payload_too_large(&parts),
-        // A body trickling in holds a task and a connection: not for longer than this.
-        Err(_) => api::request_timeout(&parts),
-    };
-    to_axum(response)
-}
-
-/// The HTTP layer's response as axum's.
-fn to_axum(response: api::Response) -> Response {
+/// The HTTP layer's response as the local server's.
+fn from_api(response: api::Response) -> Response {
     let (parts, body) = response.into_parts();
     let body = match body {
-        api::Body::Full(bytes) => Body::from(bytes),
-        api::Body::Stream(stream) => Body::from_stream(stream.map(Ok::<_, Infallible>)),
+        api::Body::Full(bytes) => Either::Left(Full::new(bytes)),
+        api::Body::Stream(stream) => {
+            Either::Right(StreamBody::new(stream.map(|b| Ok(Frame::data(b))).boxed()))
+        }
     };
-    Response::from_parts(parts, body)
+    http::Response::from_parts(parts, body)
 }

@@ -26,8 +26,7 @@ async fn main() {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -116,15 +115,11 @@ async fn run(args: Args) -> Result<(), String> {
         .copied()
         .filter(|e| demo || e.path != spellcast_http::DEV_SESSION.path)
         .collect();
-    let router = http_adapter::router(
-        app.clone(),
-        Arc::new(site),
-        endpoints,
-        args.body_read_timeout(),
-    );
+    let routes = http_adapter::Routes::new(app.clone(), site, endpoints, args.body_read_timeout());
     println!("Spellcast is ready: open {public_url}/spells/hello-sigil");
     tracing::info!(addr = %bound, catalog = %args.catalog.display(), "listening");
-    let server = serve::serve(listener, router, args.connection_limits());
+    let handler = move |req| routes.clone().answer(req);
+    let server = serve::serve(listener, handler, args.connection_limits());
     tokio::select! {
         () = server => Ok(()),
         _ = workers::shutdown_signal() => {

@@ -1,21 +1,22 @@
-//! The local server's accept loop: the router on hyper's HTTP/1.1 connections, with what a server
-//! facing untrusted clients needs and `axum::serve` does not set — a cap on open connections, a
-//! deadline for a request's headers (an idle keep-alive connection counts: slowloris), and
-//! `TCP_NODELAY`.
+//! The local server's accept loop: a handler on hyper's HTTP/1.1 connections, with what a server
+//! facing untrusted clients needs — a cap on open connections, a deadline for a request's
+//! headers (an idle keep-alive connection counts: slowloris), and `TCP_NODELAY`.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use spellcast_http::ClientAddr;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
+
+use crate::http_adapter::Response;
 
 /// What one client may hold of the server.
 #[derive(Debug, Clone, Copy)]
@@ -26,8 +27,12 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
 }
 
-/// Serves `router` on `listener` until the future is dropped.
-pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimits) {
+/// Serves `handler` on `listener` until the future is dropped.
+pub async fn serve<H, F>(listener: TcpListener, handler: H, limits: ConnectionLimits)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -55,14 +60,13 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimi
         }
         // Every request of the connection carries its peer's address (for per-address limits).
         let client = ClientAddr(peer.ip());
-        let service = router
-            .clone()
-            .map_request(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(client);
-                req
-            });
-        let connection =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let handler = handler.clone();
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(client);
+            let answer = handler(req);
+            async move { Ok::<Response, Infallible>(answer.await) }
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -77,20 +81,24 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::TcpStream;
 
-    use axum::routing::get;
+    use bytes::Bytes;
 
     use super::*;
-    use crate::http_adapter::harden;
+    use crate::http_adapter::{full, harden};
 
-    async fn boom() -> &'static str {
-        panic!("a bug in a handler")
+    /// `/boom` panics, anything else is "fine".
+    async fn answer(req: Request<Incoming>) -> Response {
+        if req.uri().path() == "/boom" {
+            panic!("a bug in a handler")
+        }
+        full(http::Response::new(Bytes::from_static(b"fine")))
     }
 
-    /// Serves `router` with `limits` on a free loopback port.
-    async fn start(router: Router, limits: ConnectionLimits) -> std::net::SocketAddr {
+    /// Serves the hardened `answer` with `limits` on a free loopback port.
+    async fn start(limits: ConnectionLimits) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, router, limits));
+        tokio::spawn(serve(listener, |req| harden(answer(req)), limits));
         addr
     }
 
@@ -115,12 +123,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_handler_is_a_500_and_the_server_goes_on() {
-        let router = harden(
-            Router::new()
-                .route("/boom", get(boom))
-                .route("/ok", get(|| async { "fine" })),
-        );
-        let addr = start(router, LIMITS).await;
+        let addr = start(LIMITS).await;
         for _ in 0..3 {
             let answer = tokio::task::spawn_blocking(move || get_once(addr, "/boom"))
                 .await
