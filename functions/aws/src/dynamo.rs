@@ -697,12 +697,12 @@ impl Store for DynamoStore {
         &self,
         run_id: &RunId,
         change: RunChange,
-    ) -> StoreResult<Option<(Run, RunEvent)>> {
+    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
         for attempt in 1..=ATTEMPTS {
             let Some(mut run) = self.run(run_id).await? else {
                 return Ok(None);
             };
-            let previous = run.last_seq;
+            let (previous, previous_status) = (run.last_seq, run.status);
             let outputs_before = run.outputs.len();
             let applied = match run.apply(change.clone()) {
                 Ok(applied) => applied,
@@ -712,26 +712,28 @@ impl Store for DynamoStore {
                 }
             };
             let (head, body) = self.run_items(&run)?;
-            // Optimistic lock: the run must still be where we read it. The body is written only
-            // when outputs were added: a progress tick rewrites the small head alone.
+            // Optimistic lock: the run must still be where we read it — its last event and its
+            // status (a cancel marks a running run `canceling` without an event). The body is
+            // written only when outputs were added: a progress tick rewrites the small head alone.
             let locked = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(head))
-                .condition_expression("lastSeq = :previous")
+                .condition_expression("lastSeq = :previous AND #status = :status")
+                .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":previous", n(previous))
+                .expression_attribute_values(":status", s(previous_status.as_str()))
                 .build()
                 .map_err(err)?;
             let mut items = vec![TransactWriteItem::builder().put(locked).build()];
             if run.outputs.len() != outputs_before {
                 items.push(put(body, &self.table, None)?);
             }
-            let mut event = item(
-                &applied.event,
-                format!("EVENTS#{run_id}"),
-                format!("{:020}", applied.event.seq),
-            )?;
-            event.insert("ttl".into(), self.ttl(Utc::now()));
-            items.push(put(event, &self.table, Some("attribute_not_exists(pk)"))?);
+            if let Some(event) = &applied.event {
+                let mut event_item =
+                    item(event, format!("EVENTS#{run_id}"), format!("{:020}", event.seq))?;
+                event_item.insert("ttl".into(), self.ttl(Utc::now()));
+                items.push(put(event_item, &self.table, Some("attribute_not_exists(pk)"))?);
+            }
             for file in &applied.files {
                 let mut f = key(format!("FILE#{run_id}"), format!("{:06}", file.n));
                 f.insert("mime".into(), s(&file.mime));

@@ -184,6 +184,14 @@ impl App {
         }
     }
 
+    /// Canceling runs, with the ports it needs.
+    pub fn canceling(&self) -> crate::cancel::Canceling<'_> {
+        crate::cancel::Canceling {
+            log: self.run_log(),
+            clock: self.clock.as_ref(),
+        }
+    }
+
     /// Recovery, with the ports it needs.
     pub fn recovery(&self) -> crate::recovery::Recovery<'_> {
         crate::recovery::Recovery {

@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cancel;
 pub mod cast;
 pub mod catalog;
 pub mod ids;

@@ -9,6 +9,8 @@ pub const STARTED: &str = "spell_execution_started_total";
 pub const FINISHED: &str = "spell_execution_finished_total";
 /// Runs failed, by spell.
 pub const ERRORS: &str = "spell_execution_error_total";
+/// Runs canceled by their owners, by spell.
+pub const CANCELED: &str = "spell_execution_canceled_total";
 /// Run duration in seconds, by spell and outcome.
 pub const DURATION: &str = "spell_run_duration_seconds";
 /// The duration histogram's bucket bounds (seconds).
@@ -21,6 +23,7 @@ pub fn describe() {
     metrics::describe_counter!(STARTED, "Spell runs started");
     metrics::describe_counter!(FINISHED, "Spell runs that succeeded");
     metrics::describe_counter!(ERRORS, "Spell runs that failed and were refunded");
+    metrics::describe_counter!(CANCELED, "Spell runs canceled by their owners");
     metrics::describe_histogram!(DURATION, metrics::Unit::Seconds, "Spell run duration");
 }
 
@@ -40,6 +43,11 @@ pub fn record(slug: &crate::ids::Slug, event: &EventBody, duration_ms: Option<i6
         EventBody::SpellExecutionError { .. } => {
             metrics::counter!(ERRORS, "spell" => spell.clone()).increment(1);
             metrics::histogram!(DURATION, "spell" => spell, "outcome" => "failed").record(seconds);
+        }
+        EventBody::ExecutionCanceled { .. } => {
+            metrics::counter!(CANCELED, "spell" => spell.clone()).increment(1);
+            metrics::histogram!(DURATION, "spell" => spell, "outcome" => "canceled")
+                .record(seconds);
         }
         EventBody::StepUpdate { .. } => {}
     }

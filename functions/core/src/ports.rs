@@ -199,13 +199,14 @@ pub trait Store: Send + Sync {
     async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>>;
     /// A run by its debit's transaction id.
     async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>>;
-    /// Applies `change` with [`Run::apply`] and writes the run, its new event, any output files
-    /// and (for a failure) the refund, atomically. `None` when the run refused the change.
+    /// Applies `change` with [`Run::apply`] and writes the run, its new event (if the change
+    /// makes one), any output files and any refund, atomically: only over the run as it was read
+    /// (its `last_seq` and status). `None` when the run refused the change.
     async fn advance_run(
         &self,
         run_id: &RunId,
         change: RunChange,
-    ) -> StoreResult<Option<(Run, RunEvent)>>;
+    ) -> StoreResult<Option<(Run, Option<RunEvent>)>>;
     /// Events with seq greater than `after`, in order, at most `limit`.
     async fn run_events(
         &self,

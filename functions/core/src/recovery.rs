@@ -40,13 +40,27 @@ impl Recovery<'_> {
                 .map(|s| s.timeout())
                 .unwrap_or_else(|| chrono::Duration::minutes(15));
             let stuck = match run.status {
-                RunStatus::Running => run.deadline_at.is_some_and(|d| d < now),
+                RunStatus::Running | RunStatus::Canceling => {
+                    run.deadline_at.is_some_and(|d| d < now)
+                }
                 // A run that never started within a whole timeout after several republications is
                 // refunded rather than left waiting for ever.
                 RunStatus::Queued => run.created_at + timeout + self.republish_after < now,
                 _ => false,
             };
-            if stuck {
+            if stuck && run.status == RunStatus::Canceling {
+                // Its owner asked for a cancel and its runner died: it ends canceled, refunded
+                // by the cancel rule, as if the runner had stopped it.
+                if self
+                    .log
+                    .advance(&run.run_id, RunChange::Stop { at: now })
+                    .await?
+                    .is_some()
+                {
+                    tracing::warn!(run_id = %run.run_id, "stuck canceling run stopped");
+                    report.timed_out.push(run.run_id);
+                }
+            } else if stuck {
                 let change = RunChange::Fail {
                     at: now,
                     error: RunError {

@@ -19,12 +19,20 @@ pub enum RunStatus {
     Succeeded,
     /// A step failed or the run timed out; the debit was refunded.
     Failed,
+    /// Its owner canceled it while it ran: the runner stops at the next safe point.
+    Canceling,
+    /// Canceled by its owner; the share of the price for the steps that had not succeeded was
+    /// refunded (all of it for a run that never started).
+    Canceled,
 }
 
 impl RunStatus {
     /// Whether the run can no longer change.
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed)
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Canceled
+        )
     }
 
     /// The status as text, for logs and metric labels.
@@ -34,6 +42,8 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Canceling => "canceling",
+            RunStatus::Canceled => "canceled",
         }
     }
 }
@@ -263,6 +273,18 @@ pub enum EventBody {
         /// Points given back.
         refunded_pts: i64,
     },
+    /// The run was canceled by its owner and refunded by the cancel rule.
+    #[serde(rename = "executionCanceled", rename_all = "camelCase")]
+    ExecutionCanceled {
+        /// The run.
+        run_id: RunId,
+        /// How many steps had succeeded.
+        completed_steps: usize,
+        /// Points given back.
+        refunded_pts: i64,
+        /// When it ended.
+        canceled_at: DateTime<Utc>,
+    },
 }
 
 impl EventBody {
@@ -273,6 +295,7 @@ impl EventBody {
             EventBody::StepUpdate { .. } => "stepUpdate",
             EventBody::ExecutionFinished { .. } => "executionFinished",
             EventBody::SpellExecutionError { .. } => "spellExecutionError",
+            EventBody::ExecutionCanceled { .. } => "executionCanceled",
         }
     }
 
@@ -280,7 +303,9 @@ impl EventBody {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            EventBody::ExecutionFinished { .. } | EventBody::SpellExecutionError { .. }
+            EventBody::ExecutionFinished { .. }
+                | EventBody::SpellExecutionError { .. }
+                | EventBody::ExecutionCanceled { .. }
         )
     }
 
@@ -349,14 +374,37 @@ pub enum RunChange {
         /// The failure.
         error: RunError,
     },
+    /// Its owner cancels it: a queued run ends at once with a full refund; a running one is
+    /// marked `canceling` (no event) for the runner to stop at its next safe point.
+    Cancel {
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// The runner (or the sweeper) stops a `canceling` run: it ends `canceled`, refunded
+    /// [`cancel_refund`].
+    Stop {
+        /// Now.
+        at: DateTime<Utc>,
+    },
+}
+
+/// What a run canceled while running gives back: the share of its price for the steps that had
+/// not succeeded, rounded down (`floor(cost × notSucceeded / of)`, in integers).
+pub fn cancel_refund(cost_pts: i64, not_succeeded: usize, of: usize) -> i64 {
+    if of == 0 {
+        return cost_pts;
+    }
+    // i128: no overflow for any cost a ledger can hold.
+    (i128::from(cost_pts) * not_succeeded as i128 / of as i128) as i64
 }
 
 /// What applying a change produced, for the store to write in the same transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
-    /// The event to append (with the run's new `last_seq`).
-    pub event: RunEvent,
-    /// Points to give back (only with `Fail`).
+    /// The event to append (with the run's new `last_seq`); none when a running run is marked
+    /// `canceling` (its status changes, not its history).
+    pub event: Option<RunEvent>,
+    /// Points to give back (with `Fail`, a `Cancel` of a queued run, and `Stop`).
     pub refund_pts: i64,
     /// Output files to store.
     pub files: Vec<OutputFile>,
@@ -506,7 +554,8 @@ impl Run {
                 at,
                 outputs,
             } => {
-                if self.status != RunStatus::Running {
+                // A step that ends while its run is canceling counts: the runner stops after it.
+                if !matches!(self.status, RunStatus::Running | RunStatus::Canceling) {
                     return Err(self.refuse("steps move only while running"));
                 }
                 let of = self.steps.len();
@@ -556,7 +605,8 @@ impl Run {
                 }
             }
             RunChange::Finish { at } => {
-                if self.status != RunStatus::Running {
+                // Every step succeeded before the runner saw a cancel: the run is done and paid.
+                if !matches!(self.status, RunStatus::Running | RunStatus::Canceling) {
                     return Err(self.refuse("only a running run can finish"));
                 }
                 if self.steps.iter().any(|s| s.status != StepStatus::Succeeded) {
@@ -594,16 +644,68 @@ impl Run {
                     refunded_pts: self.refunded_pts,
                 }
             }
+            RunChange::Cancel { at } => match self.status {
+                RunStatus::Queued => {
+                    refund_pts = self.cost_pts - self.refunded_pts;
+                    self.end_canceled(at, refund_pts)
+                }
+                RunStatus::Running => {
+                    self.status = RunStatus::Canceling;
+                    return Ok(Applied {
+                        event: None,
+                        refund_pts: 0,
+                        files,
+                    });
+                }
+                RunStatus::Canceling => return Err(self.refuse("the run is already canceling")),
+                _ => return Err(self.refuse("the run already ended")),
+            },
+            RunChange::Stop { at } => {
+                if self.status != RunStatus::Canceling {
+                    return Err(self.refuse("only a canceling run stops"));
+                }
+                let of = self.steps.len();
+                let succeeded = self.succeeded_steps();
+                refund_pts = cancel_refund(self.cost_pts, of - succeeded, of)
+                    .min(self.cost_pts - self.refunded_pts);
+                // A step cut short did not happen.
+                for step in &mut self.steps {
+                    if step.status == StepStatus::Running {
+                        step.status = StepStatus::Pending;
+                    }
+                }
+                self.end_canceled(at, refund_pts)
+            }
         };
         self.last_seq += 1;
         Ok(Applied {
-            event: RunEvent {
+            event: Some(RunEvent {
                 seq: self.last_seq,
                 body,
-            },
+            }),
             refund_pts,
             files,
         })
+    }
+
+    fn succeeded_steps(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| s.status == StepStatus::Succeeded)
+            .count()
+    }
+
+    /// Ends the run `canceled` with `refund_pts` given back; its terminal event.
+    fn end_canceled(&mut self, at: DateTime<Utc>, refund_pts: i64) -> EventBody {
+        self.status = RunStatus::Canceled;
+        self.finished_at = Some(at);
+        self.refunded_pts += refund_pts;
+        EventBody::ExecutionCanceled {
+            run_id: self.run_id.clone(),
+            completed_steps: self.succeeded_steps(),
+            refunded_pts: self.refunded_pts,
+            canceled_at: at,
+        }
     }
 
     /// Milliseconds from start to finish, once finished.

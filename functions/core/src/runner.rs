@@ -3,6 +3,7 @@
 //! running executes anything.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -12,7 +13,9 @@ use tracing::Instrument;
 use crate::catalog::Catalog;
 use crate::ids::RunId;
 use crate::ports::{Blobs, Clock, EventBus, RunSignal, Store, StoreResult};
-use crate::run::{FileBody, NewOutput, OutputKind, Run, RunChange, RunError, RunEvent, StepStatus};
+use crate::run::{
+    FileBody, NewOutput, OutputKind, Run, RunChange, RunError, RunEvent, RunStatus, StepStatus,
+};
 use crate::stats::cost_key;
 use crate::tools::{Progress, ToolCall, Toolbox};
 
@@ -38,15 +41,18 @@ pub struct RunLog<'a> {
 }
 
 impl RunLog<'_> {
-    /// Applies a change through the store, then announces the event and records metrics. `None`
-    /// when the run refused the change (it moved on without us).
+    /// Applies a change through the store, then announces its event (if it made one) and records
+    /// metrics. `None` when the run refused the change (it moved on without us).
     pub async fn advance(
         &self,
         run_id: &RunId,
         change: RunChange,
-    ) -> StoreResult<Option<(Run, RunEvent)>> {
+    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
         let Some((run, event)) = self.store.advance_run(run_id, change).await? else {
             return Ok(None);
+        };
+        let Some(event) = event else {
+            return Ok(Some((run, None)));
         };
         self.signal.notify(run_id, &event);
         crate::metrics::record(&run.slug, &event.body, run.duration_ms());
@@ -54,9 +60,13 @@ impl RunLog<'_> {
             // The store holds the truth and streams read it; the bus copy is for other consumers.
             tracing::warn!(error = %e, seq = event.seq, "run event not announced");
         }
-        Ok(Some((run, event)))
+        Ok(Some((run, Some(event))))
     }
 }
+
+/// How often a step in progress looks whether its run was canceled (one strongly consistent
+/// read of the run each time): how long a cancel may wait for a tool that is waiting.
+pub const CANCEL_POLL: Duration = Duration::from_millis(500);
 
 /// What executing a run needs: the spells, the tools, where changes go, and the time.
 pub struct Runner<'a> {
@@ -151,7 +161,12 @@ impl Runner<'_> {
         };
         tracing::info!(slug = %run.slug, steps = run.steps.len(), "run started");
 
+        let mut status = run.status;
         for (index, step) in spell.def.steps.iter().enumerate() {
+            // Between steps: a safe point to stop at.
+            if status == RunStatus::Canceling {
+                return self.stop(run_id).await;
+            }
             let started = RunChange::Step {
                 index,
                 status: StepStatus::Running,
@@ -160,8 +175,12 @@ impl Runner<'_> {
                 outputs: vec![],
                 at: self.clock.now(),
             };
-            if self.log.advance(run_id, started).await?.is_none() {
-                return Ok(Execution::Skipped);
+            match self.log.advance(run_id, started).await? {
+                None => return Ok(Execution::Skipped),
+                Some((run, _)) if run.status == RunStatus::Canceling => {
+                    return self.stop(run_id).await
+                }
+                Some(_) => {}
             }
             let Some(tool) = self.tools.get(&step.tool) else {
                 let change = fail(
@@ -185,7 +204,12 @@ impl Runner<'_> {
                 run_id,
             };
             let left = (deadline - self.clock.now()).to_std().unwrap_or_default();
-            let result = tokio::time::timeout(left, tool.call(call, &progress)).await;
+            // Inside the step: a tool that waits (a delay, a slow HTTP call) is dropped when the
+            // run is canceled, and the step does not count as done.
+            let result = tokio::select! {
+                result = tokio::time::timeout(left, tool.call(call, &progress)) => result,
+                () = self.canceled(run_id) => return self.stop(run_id).await,
+            };
             let change = match result {
                 Ok(Ok(result)) => {
                     self.log
@@ -219,9 +243,10 @@ impl Runner<'_> {
             match self.log.advance(run_id, change).await? {
                 None => return Ok(Execution::Skipped),
                 Some((run, _)) if failed => return Ok(Execution::Ran(run.status)),
-                Some(_) => {}
+                Some((run, _)) => status = run.status,
             }
         }
+        // Every step succeeded: the run is done, even if a cancel came after its last step began.
         let finished = self
             .log
             .advance(
@@ -238,6 +263,34 @@ impl Runner<'_> {
             }
             None => Execution::Skipped,
         })
+    }
+
+    /// Ends a canceling run at a safe point, refunded by the cancel rule.
+    async fn stop(&self, run_id: &RunId) -> StoreResult<Execution> {
+        let stop = RunChange::Stop {
+            at: self.clock.now(),
+        };
+        Ok(match self.log.advance(run_id, stop).await? {
+            Some((run, _)) => {
+                tracing::info!(refunded_pts = run.refunded_pts, "run canceled");
+                Execution::Ran(run.status)
+            }
+            // The sweeper ended it first.
+            None => Execution::Skipped,
+        })
+    }
+
+    /// Returns once run `run_id` is canceling (looked at every [`CANCEL_POLL`]; a failed read
+    /// is looked at again next time).
+    async fn canceled(&self, run_id: &RunId) {
+        loop {
+            tokio::time::sleep(CANCEL_POLL).await;
+            match self.log.store.run(run_id).await {
+                Ok(Some(run)) if run.status == RunStatus::Canceling => return,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not look for a cancel"),
+            }
+        }
     }
 }
 

@@ -385,7 +385,7 @@ impl Store for RedbStore {
         &self,
         run_id: &RunId,
         change: RunChange,
-    ) -> StoreResult<Option<(Run, RunEvent)>> {
+    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
         let id = run_id.to_owned();
         self.write(move |tx| {
             let runs = tx.open_table(RUNS).map_err(err)?;
@@ -400,17 +400,19 @@ impl Store for RedbStore {
                 }
             };
             put_run(tx, &run)?;
-            let mut events = tx.open_table(EVENTS).map_err(err)?;
-            let key = (run.run_id.as_str(), applied.event.seq);
-            if events.get(key).map_err(err)?.is_some() {
-                return Err(StoreError::new(format!(
-                    "event {} of {} written twice",
-                    applied.event.seq, run.run_id
-                )));
+            if let Some(event) = &applied.event {
+                let mut events = tx.open_table(EVENTS).map_err(err)?;
+                let key = (run.run_id.as_str(), event.seq);
+                if events.get(key).map_err(err)?.is_some() {
+                    return Err(StoreError::new(format!(
+                        "event {} of {} written twice",
+                        event.seq, run.run_id
+                    )));
+                }
+                events
+                    .insert(key, to_json(event)?.as_slice())
+                    .map_err(err)?;
             }
-            events
-                .insert(key, to_json(&applied.event)?.as_slice())
-                .map_err(err)?;
             let mut files = tx.open_table(FILES).map_err(err)?;
             let mut blob_files = tx.open_table(BLOB_FILES).map_err(err)?;
             for file in &applied.files {

@@ -154,6 +154,12 @@ pub const RUN_OUTPUT: Endpoint = Endpoint {
     methods: GET,
     handler: |app, req, p, _| Box::pin(runs::output(app, req, p[0], p[1])),
 };
+/// `POST /api/v1/runs/{runId}/cancel`
+pub const RUN_CANCEL: Endpoint = Endpoint {
+    path: "/api/v1/runs/{}/cancel",
+    methods: POST,
+    handler: |app, req, p, _| Box::pin(runs::cancel(app, req, p[0])),
+};
 /// `GET /api/v1/me/balance`
 pub const BALANCE: Endpoint = Endpoint {
     path: "/api/v1/me/balance",
@@ -217,6 +223,7 @@ pub const ALL: &[&Endpoint] = &[
     &STREAM,
     &RUN_SNAPSHOT,
     &RUN_OUTPUT,
+    &RUN_CANCEL,
     &BALANCE,
     &LEDGER,
     &STATS_REFRESH,

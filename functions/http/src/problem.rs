@@ -6,6 +6,7 @@ use http::{header, StatusCode};
 use serde_json::json;
 
 use super::{Body, Response};
+use spellcast_core::cancel::CancelError;
 use spellcast_core::cast::CastError;
 use spellcast_core::catalog::FieldError;
 use spellcast_core::ports::StoreError;
@@ -256,6 +257,19 @@ impl From<ViewError> for Problem {
                 "This invoice no longer opens its run",
             ),
             ViewError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<CancelError> for Problem {
+    fn from(e: CancelError) -> Self {
+        match e {
+            CancelError::View(e) => e.into(),
+            CancelError::Finished(run) => Problem::new(
+                StatusCode::CONFLICT,
+                "run_finished",
+                format!("The run already ended ({})", run.status.as_str()),
+            ),
         }
     }
 }

@@ -65,6 +65,15 @@ pub async fn snapshot(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &s
     Ok(json(StatusCode::OK, &snapshot_json(&run)))
 }
 
+/// `POST /api/v1/runs/{runId}/cancel`: the owner's session only (an invoice token opens a run for
+/// watching, not for changing it). 202 with the run as it is now.
+pub async fn cancel(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &str) -> Handled {
+    let session = super::session(app, req)?;
+    let run_id = RunId::parse(raw_run_id).ok_or_else(Problem::run_not_found)?;
+    let run = app.canceling().cancel(&session.sub, &run_id).await?;
+    Ok(json(StatusCode::ACCEPTED, &snapshot_json(&run)))
+}
+
 /// `GET /api/v1/runs/{runId}/outputs/{n}`.
 pub async fn output(
     app: &Arc<App>,
