@@ -729,10 +729,17 @@ impl Store for DynamoStore {
                 items.push(put(body, &self.table, None)?);
             }
             if let Some(event) = &applied.event {
-                let mut event_item =
-                    item(event, format!("EVENTS#{run_id}"), format!("{:020}", event.seq))?;
+                let mut event_item = item(
+                    event,
+                    format!("EVENTS#{run_id}"),
+                    format!("{:020}", event.seq),
+                )?;
                 event_item.insert("ttl".into(), self.ttl(Utc::now()));
-                items.push(put(event_item, &self.table, Some("attribute_not_exists(pk)"))?);
+                items.push(put(
+                    event_item,
+                    &self.table,
+                    Some("attribute_not_exists(pk)"),
+                )?);
             }
             for file in &applied.files {
                 let mut f = key(format!("FILE#{run_id}"), format!("{:06}", file.n));

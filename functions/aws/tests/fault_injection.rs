@@ -107,7 +107,7 @@ impl Store for FaultyStore {
         &self,
         run_id: &RunId,
         change: RunChange,
-    ) -> StoreResult<Option<(Run, RunEvent)>> {
+    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
         self.call(self.inner.advance_run(run_id, change)).await
     }
     async fn run_events(

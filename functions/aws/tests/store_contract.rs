@@ -84,6 +84,8 @@ contract!(
     many_casts_of_one_invoice_spend_once,
     many_invoices_over_a_small_balance_never_go_below_zero,
     racing_failures_refund_exactly_once,
+    a_cancel_refunds_by_its_rule_once,
+    racing_cancels_settle_to_one_outcome,
     a_duplicate_delivery_executes_nothing_twice,
     costs_and_prices_are_kept,
     the_ledger_follows_its_model,
@@ -344,7 +346,10 @@ async fn runs_advance_through_their_state_machine(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((started.status, ev.seq), (RunStatus::Running, 1));
+    assert_eq!(
+        (started.status, ev.map(|e| e.seq)),
+        (RunStatus::Running, Some(1))
+    );
     assert!(store
         .advance_run(
             id,
@@ -391,7 +396,10 @@ async fn runs_advance_through_their_state_machine(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((done.status, last.seq), (RunStatus::Succeeded, 5));
+    assert_eq!(
+        (done.status, last.map(|e| e.seq)),
+        (RunStatus::Succeeded, Some(5))
+    );
     assert!(store.advance_run(id, fail("late")).await.unwrap().is_none());
     let events = store.run_events(id, 0, 100).await.unwrap();
     assert_eq!(
@@ -455,11 +463,11 @@ async fn a_failure_refunds_once(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!((failed.status, failed.refunded_pts), (RunStatus::Failed, 7));
     assert!(matches!(
-        event.body,
-        EventBody::SpellExecutionError {
+        event.map(|e| e.body),
+        Some(EventBody::SpellExecutionError {
             refunded_pts: 7,
             ..
-        }
+        })
     ));
     assert!(store
         .advance_run(&run.run_id, fail("again"))
@@ -539,6 +547,184 @@ async fn many_invoices_over_a_small_balance_never_go_below_zero(store: Arc<dyn S
     assert_eq!((created, refused), (7, 193));
     assert_eq!(store.balance(&"u".into()).await.unwrap(), 1);
     assert_eq!(ledger_sum(store.as_ref(), "u").await, 1);
+}
+
+async fn a_cancel_refunds_by_its_rule_once(store: Arc<dyn Store>) {
+    let user = new_id("canceler");
+    store
+        .grant(entry(&user, LedgerKind::Grant, 100))
+        .await
+        .unwrap();
+    // Queued: canceled at once, everything back.
+    let queued = cast_ok(store.as_ref(), &user, 10, &["a", "b"]).await;
+    let (canceled, event) = store
+        .advance_run(&queued.run_id, RunChange::Cancel { at: Utc::now() })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (canceled.status, canceled.refunded_pts),
+        (RunStatus::Canceled, 10)
+    );
+    assert_eq!(
+        event.map(|e| (e.seq, e.body.kind())),
+        Some((1, "executionCanceled"))
+    );
+    assert_eq!(store.balance(&user.as_str().into()).await.unwrap(), 100);
+
+    // Running, one of two steps done: canceling without an event, then stopped with
+    // floor(7 × 1 / 2) = 3 back.
+    let running = cast_ok(store.as_ref(), &user, 7, &["a", "b"]).await;
+    let id = &running.run_id;
+    let now = Utc::now();
+    for change in [
+        RunChange::Start {
+            at: now,
+            deadline: now + chrono::Duration::minutes(5),
+        },
+        step(0, StepStatus::Succeeded, vec![]),
+    ] {
+        store.advance_run(id, change).await.unwrap().unwrap();
+    }
+    let (asked, none) = store
+        .advance_run(id, RunChange::Cancel { at: now })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (asked.status, none, asked.last_seq),
+        (RunStatus::Canceling, None, 2)
+    );
+    assert_eq!(
+        store.run(id).await.unwrap().unwrap().status,
+        RunStatus::Canceling
+    );
+    assert!(store
+        .advance_run(id, RunChange::Cancel { at: now })
+        .await
+        .unwrap()
+        .is_none());
+    let (stopped, last) = store
+        .advance_run(id, RunChange::Stop { at: now })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stopped.status, stopped.refunded_pts),
+        (RunStatus::Canceled, 3)
+    );
+    assert!(matches!(
+        last.map(|e| (e.seq, e.body)),
+        Some((
+            3,
+            EventBody::ExecutionCanceled {
+                completed_steps: 1,
+                refunded_pts: 3,
+                ..
+            }
+        ))
+    ));
+    assert!(store
+        .advance_run(id, RunChange::Stop { at: now })
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.balance(&user.as_str().into()).await.unwrap(), 96);
+    assert_eq!(ledger_sum(store.as_ref(), &user).await, 96);
+    let events = store.run_events(id, 0, 100).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+}
+
+/// Cancels, stops, failures and the last step with its finish, all at once on one running run:
+/// one outcome, and the money moves once, by that outcome's rule.
+async fn racing_cancels_settle_to_one_outcome(store: Arc<dyn Store>) {
+    for round in 0..3 {
+        let user = new_id("racer");
+        store
+            .grant(entry(&user, LedgerKind::Grant, 100))
+            .await
+            .unwrap();
+        let run = cast_ok(store.as_ref(), &user, 10, &["a", "b", "c"]).await;
+        let id = run.run_id.clone();
+        let now = Utc::now();
+        for change in [
+            RunChange::Start {
+                at: now,
+                deadline: now + chrono::Duration::minutes(5),
+            },
+            step(0, StepStatus::Succeeded, vec![]),
+            step(1, StepStatus::Succeeded, vec![]),
+        ] {
+            store.advance_run(&id, change).await.unwrap().unwrap();
+        }
+        let racers = (0..40).map(|i| {
+            let store = store.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                // Each round favours another racer by where it starts in the mix.
+                match (i + round) % 4 {
+                    0 => {
+                        store
+                            .advance_run(&id, RunChange::Cancel { at: Utc::now() })
+                            .await
+                    }
+                    1 => {
+                        store
+                            .advance_run(&id, RunChange::Stop { at: Utc::now() })
+                            .await
+                    }
+                    2 => store.advance_run(&id, fail("step_failed")).await,
+                    _ => {
+                        store
+                            .advance_run(&id, step(2, StepStatus::Succeeded, vec![]))
+                            .await
+                            .unwrap();
+                        store
+                            .advance_run(&id, RunChange::Finish { at: Utc::now() })
+                            .await
+                    }
+                }
+                .unwrap()
+                .is_some()
+            })
+        });
+        futures::future::join_all(racers).await;
+        // A cancel that won without the stop that follows it: the runner's stop comes now.
+        store
+            .advance_run(&id, RunChange::Stop { at: Utc::now() })
+            .await
+            .unwrap();
+        let settled = store.run(&id).await.unwrap().unwrap();
+        let expected_refund = match settled.status {
+            RunStatus::Succeeded => 0,
+            RunStatus::Failed => 10,
+            // The last step either made it (nothing back) or not (a third back, rounded down).
+            RunStatus::Canceled if settled.steps[2].status == StepStatus::Succeeded => 0,
+            RunStatus::Canceled => 3,
+            other => panic!("round {round}: the run did not settle: {other:?}"),
+        };
+        assert_eq!(settled.refunded_pts, expected_refund, "round {round}");
+        let refunds: Vec<i64> = store
+            .ledger(&user.as_str().into(), 100, None)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == LedgerKind::Refund)
+            .map(|e| e.pts)
+            .collect();
+        assert!(refunds.len() <= 1, "round {round}: refunds {refunds:?}");
+        assert_eq!(refunds.iter().sum::<i64>(), expected_refund);
+        let balance = store.balance(&user.as_str().into()).await.unwrap();
+        assert_eq!(balance, 90 + expected_refund, "round {round}");
+        assert_eq!(ledger_sum(store.as_ref(), &user).await, balance);
+        let events = store.run_events(&id, 0, 100).await.unwrap();
+        let terminal = events.iter().filter(|e| e.body.is_terminal()).count();
+        assert_eq!(terminal, 1, "round {round}: one terminal event");
+        assert!(events.last().unwrap().body.is_terminal());
+    }
 }
 
 async fn racing_failures_refund_exactly_once(store: Arc<dyn Store>) {
@@ -770,6 +956,12 @@ enum Op {
     Fail {
         run: usize,
     },
+    Cancel {
+        run: usize,
+    },
+    Stop {
+        run: usize,
+    },
     /// The last change given to a run, delivered again (a runner retried, a sweeper raced it).
     Again {
         run: usize,
@@ -785,6 +977,8 @@ fn op() -> impl proptest::strategy::Strategy<Value = Op> {
         (0..8usize).prop_map(|run| Op::StepDone { run }),
         (0..8usize).prop_map(|run| Op::Finish { run }),
         (0..8usize).prop_map(|run| Op::Fail { run }),
+        (0..8usize).prop_map(|run| Op::Cancel { run }),
+        (0..8usize).prop_map(|run| Op::Stop { run }),
         (0..8usize).prop_map(|run| Op::Again { run }),
     ]
 }
@@ -801,8 +995,8 @@ struct ModelRun {
 
 /// Plays `ops` on `store` and on a model of balances and runs, and after every step compares:
 /// each balance equals the model's and the sum of its ledger, and is never negative; each run's
-/// status equals the model's. Money moves once per cast and once per failure, whatever is
-/// delivered twice.
+/// status equals the model's. Money moves once per cast and once per failure or cancel,
+/// whatever is delivered twice.
 async fn play(store: &dyn Store, ops: Vec<Op>) -> Result<(), String> {
     let users: Vec<String> = (0..3).map(|_| new_id("model")).collect();
     let mut balances = [0i64; 3];
@@ -846,6 +1040,8 @@ async fn play(store: &dyn Store, ops: Vec<Op>) -> Result<(), String> {
             | Op::StepDone { run }
             | Op::Finish { run }
             | Op::Fail { run }
+            | Op::Cancel { run }
+            | Op::Stop { run }
             | Op::Again { run } => {
                 let Some(r) = (!runs.is_empty())
                     .then(|| run % runs.len())
@@ -854,6 +1050,7 @@ async fn play(store: &dyn Store, ops: Vec<Op>) -> Result<(), String> {
                     continue;
                 };
                 let now = Utc::now();
+                let going = matches!(r.status, RunStatus::Running | RunStatus::Canceling);
                 let (change, expected) = match &op {
                     Op::Start { .. } => (
                         RunChange::Start {
@@ -864,17 +1061,27 @@ async fn play(store: &dyn Store, ops: Vec<Op>) -> Result<(), String> {
                     ),
                     Op::StepDone { .. } => (
                         step(0, StepStatus::Succeeded, vec![]),
-                        (r.status == RunStatus::Running && !r.step_done)
-                            .then_some(RunStatus::Running),
+                        (going && !r.step_done).then_some(r.status),
                     ),
                     Op::Finish { .. } => (
                         RunChange::Finish { at: now },
-                        (r.status == RunStatus::Running && r.step_done)
-                            .then_some(RunStatus::Succeeded),
+                        (going && r.step_done).then_some(RunStatus::Succeeded),
                     ),
                     Op::Fail { .. } => (
                         fail("model"),
                         (!r.status.is_terminal()).then_some(RunStatus::Failed),
+                    ),
+                    Op::Cancel { .. } => (
+                        RunChange::Cancel { at: now },
+                        match r.status {
+                            RunStatus::Queued => Some(RunStatus::Canceled),
+                            RunStatus::Running => Some(RunStatus::Canceling),
+                            _ => None,
+                        },
+                    ),
+                    Op::Stop { .. } => (
+                        RunChange::Stop { at: now },
+                        (r.status == RunStatus::Canceling).then_some(RunStatus::Canceled),
                     ),
                     _ => match r.last.clone() {
                         // Everything already applied is refused the second time.
@@ -894,9 +1101,13 @@ async fn play(store: &dyn Store, ops: Vec<Op>) -> Result<(), String> {
                         if matches!(op, Op::StepDone { .. }) {
                             r.step_done = true;
                         }
-                        if status == RunStatus::Failed {
-                            balances[r.user] += r.cost;
-                        }
+                        balances[r.user] += match status {
+                            RunStatus::Failed => r.cost,
+                            // One step: nothing back once it is done, all of it before.
+                            RunStatus::Canceled if r.step_done => 0,
+                            RunStatus::Canceled => r.cost,
+                            _ => 0,
+                        };
                         r.status = status;
                         r.last = Some(change);
                     }

@@ -781,8 +781,9 @@ pub(crate) mod tests {
                 deadline: now,
             })
             .unwrap();
-        assert_eq!(started.event.seq, 1);
-        assert_eq!(started.event.body.kind(), "executionStarted");
+        let event = started.event.unwrap();
+        assert_eq!(event.seq, 1);
+        assert_eq!(event.body.kind(), "executionStarted");
         let image = NewOutput {
             kind: OutputKind::Image,
             mime: "image/png".into(),
@@ -804,8 +805,9 @@ pub(crate) mod tests {
         );
         run.apply(step(1, StepStatus::Succeeded, vec![])).unwrap();
         let fin = run.apply(RunChange::Finish { at: now }).unwrap();
-        assert_eq!(fin.event.seq, 4);
-        assert!(fin.event.body.is_terminal());
+        let event = fin.event.unwrap();
+        assert_eq!(event.seq, 4);
+        assert!(event.body.is_terminal());
         assert_eq!(run.status, RunStatus::Succeeded);
     }
 
@@ -833,6 +835,124 @@ pub(crate) mod tests {
             .is_err());
         assert!(run.apply(RunChange::Finish { at: Utc::now() }).is_err());
         assert_eq!(run.last_seq, 1);
+    }
+
+    #[test]
+    fn a_queued_run_canceled_ends_at_once_with_a_full_refund() {
+        let mut run = queued_run();
+        let now = Utc::now();
+        let canceled = run.apply(RunChange::Cancel { at: now }).unwrap();
+        assert_eq!(canceled.refund_pts, 7);
+        let event = canceled.event.unwrap();
+        assert_eq!(event.seq, 1);
+        assert!(event.body.is_terminal());
+        assert_eq!(
+            event.body,
+            EventBody::ExecutionCanceled {
+                run_id: "run_1".into(),
+                completed_steps: 0,
+                refunded_pts: 7,
+                canceled_at: now,
+            }
+        );
+        assert_eq!(
+            (run.status, run.refunded_pts, run.finished_at),
+            (RunStatus::Canceled, 7, Some(now))
+        );
+        // Nothing moves it again: not a second cancel, a late start, a failure, a stop.
+        let fail = RunChange::Fail {
+            at: now,
+            error: RunError {
+                code: "timed_out".into(),
+                message: "late".into(),
+                step_id: None,
+            },
+        };
+        let start = RunChange::Start {
+            at: now,
+            deadline: now,
+        };
+        for change in [
+            RunChange::Cancel { at: now },
+            start,
+            fail,
+            RunChange::Stop { at: now },
+        ] {
+            assert!(run.apply(change.clone()).is_err(), "{change:?}");
+        }
+        assert_eq!((run.last_seq, run.refunded_pts), (1, 7));
+    }
+
+    #[test]
+    fn a_running_run_canceled_stops_later_refunding_the_steps_not_done() {
+        let mut run = queued_run();
+        let now = Utc::now();
+        run.apply(RunChange::Start {
+            at: now,
+            deadline: now,
+        })
+        .unwrap();
+        run.apply(step(0, StepStatus::Succeeded, vec![])).unwrap();
+        assert!(
+            run.apply(RunChange::Stop { at: now }).is_err(),
+            "no stop before a cancel"
+        );
+        let asked = run.apply(RunChange::Cancel { at: now }).unwrap();
+        assert_eq!((asked.event, asked.refund_pts), (None, 0));
+        assert_eq!((run.status, run.last_seq), (RunStatus::Canceling, 2));
+        assert!(run.apply(RunChange::Cancel { at: now }).is_err());
+        // The step in flight may still report before the runner reaches its safe point.
+        run.apply(step(1, StepStatus::Running, vec![])).unwrap();
+        let stopped = run.apply(RunChange::Stop { at: now }).unwrap();
+        // 7 pts for two steps, one not done: floor(7 × 1 / 2) = 3.
+        assert_eq!(stopped.refund_pts, 3);
+        assert_eq!(
+            stopped.event.unwrap().body,
+            EventBody::ExecutionCanceled {
+                run_id: "run_1".into(),
+                completed_steps: 1,
+                refunded_pts: 3,
+                canceled_at: now,
+            }
+        );
+        assert_eq!((run.status, run.refunded_pts), (RunStatus::Canceled, 3));
+        assert_eq!(run.steps[1].status, StepStatus::Pending, "cut short");
+        assert!(run.apply(RunChange::Stop { at: now }).is_err());
+        assert!(run.apply(RunChange::Finish { at: now }).is_err());
+    }
+
+    #[test]
+    fn a_cancel_that_loses_the_race_to_the_last_step_leaves_the_run_succeeded() {
+        let mut run = queued_run();
+        let now = Utc::now();
+        run.apply(RunChange::Start {
+            at: now,
+            deadline: now,
+        })
+        .unwrap();
+        run.apply(step(0, StepStatus::Succeeded, vec![])).unwrap();
+        run.apply(RunChange::Cancel { at: now }).unwrap();
+        run.apply(step(1, StepStatus::Succeeded, vec![])).unwrap();
+        let done = run.apply(RunChange::Finish { at: now }).unwrap();
+        assert_eq!(done.refund_pts, 0);
+        assert_eq!((run.status, run.refunded_pts), (RunStatus::Succeeded, 0));
+        assert!(run.apply(RunChange::Stop { at: now }).is_err());
+    }
+
+    #[test]
+    fn the_cancel_refund_is_the_share_not_done_rounded_down() {
+        assert_eq!(cancel_refund(7, 1, 2), 3);
+        assert_eq!(cancel_refund(10, 3, 3), 10);
+        assert_eq!(cancel_refund(10, 0, 3), 0);
+        assert_eq!(cancel_refund(1, 2, 3), 0);
+        assert_eq!(cancel_refund(100, 2, 3), 66);
+        assert_eq!(
+            cancel_refund(5, 0, 0),
+            5,
+            "a run without steps gives all back"
+        );
+        // No overflow on the way: 2 × (2⁶³ − 1) / 3, rounded down.
+        assert_eq!(cancel_refund(i64::MAX, 2, 3), 6_148_914_691_236_517_204);
     }
 
     #[test]
