@@ -310,6 +310,60 @@ def test_an_image_output_comes_back_byte_for_byte_through_the_runs_function(depl
     assert png.status_code == 200 and png.headers["content-type"] == "image/png", png.text
     assert png.content.startswith(b"\x89PNG\r\n\x1a\n") and len(png.content) > 100
 
+def test_cancel_through_the_cancel_function_stops_the_runner_function(deployment, aws):
+    """Issue 12 item 1 on AWS: a queued run canceled is refunded in full and its delivery then runs
+    nothing; a running one, canceled through the cancel function, is stopped by the runner
+    function at its next safe point and refunded by the rule."""
+    emulator, local = deployment["emulator"], deployment["local"]
+    _, token = funded_user(local, pts=1000)
+    auth = {"authorization": f"Bearer {token}"}
+    cancel_url = lambda run_id: emulator.url_of("cancel", f"/api/v1/runs/{run_id}/cancel")
+
+    queued_invoice, queued = quote_and_cast(emulator, auth, "hello-sigil", {"name": "Never"})
+    event = receive_execution(aws, deployment["queue"], queued["runId"])
+    r = emulator.http.post(cancel_url(queued["runId"]), headers=auth)
+    assert r.status_code == 202 and r.json()["status"] == "canceled", r.text
+    assert r.json()["refundedPts"] == queued_invoice["costPts"]
+    ran = emulator.invoke("runner", event)
+    assert ran.status_code == 200 and ran.json()["ran"] is False, ran.text
+    # (The emulator builds a function on its first call: the runs function is called once now,
+    # so that it answers at once while the runner runs.)
+    shown = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{queued['runId']}"), headers=auth)
+    assert shown.json()["status"] == "canceled", shown.text
+
+    invoice, cast = quote_and_cast(emulator, auth, "slow-scroll", {"topic": "stopping"})
+    event = receive_execution(aws, deployment["queue"], cast["runId"])
+    ran = {}
+    runner = threading.Thread(target=lambda: ran.update(r=emulator.invoke("runner", event)))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until the second step (a wait) is under way
+            snapshot = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{cast['runId']}"), headers=auth).json()
+            if snapshot["steps"][1]["status"] == "running":
+                break
+            assert time.monotonic() < deadline, snapshot
+            time.sleep(0.05)
+        r = emulator.http.post(cancel_url(cast["runId"]), headers=auth)
+        assert r.status_code == 202 and r.json()["status"] in ("canceling", "canceled"), r.text
+    finally:
+        runner.join(120)
+    assert ran["r"].status_code == 200 and ran["r"].json()["status"] == "canceled", ran["r"].text
+    snapshot = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{cast['runId']}"), headers=auth).json()
+    done = sum(1 for s in snapshot["steps"] if s["status"] == "succeeded")
+    assert done < 5, snapshot["steps"]
+    expected = invoice["costPts"] * (5 - done) // 5
+    assert (snapshot["status"], snapshot["refundedPts"]) == ("canceled", expected)
+    events = read_stream(emulator, cast, invoice["invoiceId"])
+    assert events[-1][1] == "executionCanceled" and events[-1][2]["refundedPts"] == expected
+    assert read_stream(emulator, cast, invoice["invoiceId"], last_event_id=events[-1][0]) is None
+    balance = emulator.http.get(emulator.url_of("balance", "/api/v1/me/balance"), headers=auth).json()
+    assert balance["balances"]["PTS"] == 1000 - invoice["costPts"] + expected
+    ledger = emulator.http.get(emulator.url_of("balance", "/api/v1/me/ledger"), headers=auth).json()["entries"]
+    assert sum(e["pts"] for e in ledger) == balance["balances"]["PTS"]
+    assert [e["kind"] for e in ledger].count("refund") == (2 if expected else 1)
+
+
 def test_a_lost_start_event_is_published_again_by_the_recovery_tick(deployment, aws):
     """SPEC 5.8 on AWS: the every-minute tick (the template's `EveryMinute` input) publishes a
     queued run's lost start event again, and the runner then executes it; nothing is refunded."""
