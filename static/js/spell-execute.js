@@ -6,7 +6,7 @@
 const slug = decodeURIComponent(location.pathname.split("/")[2] || "");
 const $ = (id) => document.getElementById(id);
 const runKey = `spellcast.run.${slug}`;
-const TERMINAL = ["succeeded", "failed"];
+const TERMINAL = ["succeeded", "failed", "canceled"];
 
 // Creates an element; `props` are DOM properties (textContent, htmlFor, ...) or, with a dash,
 // attributes (aria-*, data-*).
@@ -162,7 +162,7 @@ function showSteps(list) {
 function paintStep(i) {
   const s = steps[i];
   const li = $(`s${i}`);
-  const label = { pending: "waiting", running: `running, ${Math.round(s.progress * 100)}%`, succeeded: "done", failed: "failed" }[s.status];
+  const label = { pending: "waiting", running: `running, ${Math.round(s.progress * 100)}%`, succeeded: "done", failed: "failed", canceled: "canceled" }[s.status];
   li.querySelector(".st").textContent = `(${label}${s.message ? ` — ${s.message}` : ""})`;
   li.querySelector("progress").value = s.status === "succeeded" ? 1 : s.progress;
   li.dataset.status = s.status;
@@ -188,8 +188,16 @@ function gallery(outputs, token) {
 function finished(run, state) {
   localStorage.setItem(runKey, JSON.stringify({ ...state, done: true }));
   $("cast").disabled = false;
+  $("cancel").hidden = true;
   $("conn").textContent = "";
-  if (run.status === "succeeded") {
+  if (run.status === "canceled") {
+    steps.forEach((s, i) => {
+      if (s.status !== "succeeded") Object.assign(s, { status: "canceled", progress: 0, message: undefined });
+      paintStep(i);
+    });
+    $("outputs").replaceChildren(el("p", { className: "muted", textContent: "No outputs: the run was canceled." }));
+    alertBox(`The run was canceled. ${run.refundedPts} points were refunded to your balance.`, true);
+  } else if (run.status === "succeeded") {
     steps.forEach((s, i) => { s.status = "succeeded"; s.message = undefined; paintStep(i); });
     gallery(run.outputs, state.invoice);
     alertBox(`Done in ${(run.durationMs / 1000).toFixed(1)} s.`, true);
@@ -224,6 +232,10 @@ function stream(state) {
     source.close();
     finished({ status: "succeeded", outputs: d.outputs, durationMs: d.durationMs }, state);
   });
+  on("executionCanceled", (d) => {
+    source.close();
+    finished({ status: "canceled", refundedPts: d.refundedPts }, state);
+  });
   on("spellExecutionError", (d) => {
     source.close();
     finished({ status: "failed", refundedPts: d.refundedPts, error: { stepId: d.stepId, message: d.message } }, state);
@@ -244,11 +256,36 @@ async function restore(state) {
       if (!state.done) finished(run, state);
     } else {
       $("cast").disabled = true;
+      going(state, run.status === "canceling");
       stream(state);
     }
   } catch {
     localStorage.removeItem(runKey);
   }
+}
+
+// While a run goes, its owner may cancel it (after a confirmation): the runner stops at its next
+// safe point and the steps not done are refunded; the stream then brings `executionCanceled`.
+function going(state, canceling) {
+  const button = $("cancel");
+  button.hidden = false;
+  button.disabled = canceling;
+  button.textContent = canceling ? "Canceling…" : "Cancel the run";
+  button.onclick = async () => {
+    if (!confirm("Cancel this run? The steps not done yet are refunded.")) return;
+    button.disabled = true;
+    button.textContent = "Canceling…";
+    try {
+      await api(`/api/v1/runs/${state.runId}/cancel`, await session(), {});
+    } catch (err) {
+      // The run ended first (its terminal event is on its way), or the request failed.
+      if (err.code !== "run_finished") {
+        button.disabled = false;
+        button.textContent = "Cancel the run";
+        alertBox(err instanceof Problem ? err.message : "Could not reach Spellcast to cancel. Try again.");
+      }
+    }
+  };
 }
 
 async function cast(event) {
@@ -268,6 +305,7 @@ async function cast(event) {
     $("outputs").replaceChildren(el("p", { className: "muted", textContent: "The outputs appear here when the spell is done." }));
     showSteps(meta.steps);
     showBalance(token);
+    going(state, false);
     stream(state);
   } catch (err) {
     $("cast").disabled = false;

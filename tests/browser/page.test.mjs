@@ -114,6 +114,49 @@ test("a reload mid-run restores the steps done and finishes", { timeout: 60000 }
   assert.match(await page.textContent("#outputs"), /dragons/);
 });
 
+test("cancel from the keyboard: asked to confirm, stopped mid-step, the steps not done refunded", { timeout: 60000 }, async () => {
+  const page = await open("long-wait");
+  await page.waitForFunction(() => /Balance: \d+/.test(document.getElementById("balance").textContent));
+  const points = async (id) => Number((await page.textContent(id)).match(/(\d+) points?/)[1]);
+  const before = await points("#balance");
+  await page.click("#cast");
+  // Inside the second step, a 30 s wait.
+  await page.waitForFunction(() => document.querySelector("#s1")?.dataset.status === "running");
+  const cost = await points("#quote");
+  assert.equal(await page.isVisible("#cancel"), true);
+  await noAxeViolations(page, "running, cancelable");
+  for (let i = 0; i < 20 && (await page.evaluate(() => document.activeElement?.id)) !== "cancel"; i++) {
+    await page.keyboard.press("Tab");
+  }
+  assert.equal(await page.evaluate(() => document.activeElement.id), "cancel", "the cancel button is reachable by Tab");
+  // Declining the confirmation changes nothing.
+  page.once("dialog", (d) => d.dismiss());
+  await page.keyboard.press("Enter");
+  await page.waitForTimeout(300);
+  assert.equal(await page.textContent("#cancel"), "Cancel the run");
+  assert.equal((await progress(page)).steps[1], "running");
+  // Accepting it cancels the run.
+  page.once("dialog", (d) => {
+    assert.match(d.message(), /refunded/);
+    d.accept();
+  });
+  const asked = Date.now();
+  await page.keyboard.press("Enter");
+  await waitForEnd(page);
+  assert.ok(Date.now() - asked < 10000, "the wait was cut short");
+  const alert = await page.textContent("#alert");
+  assert.match(alert, /canceled/);
+  const refunded = Number(alert.match(/(\d+) points were refunded/)[1]);
+  assert.equal(refunded, Math.floor((cost * 2) / 3), "two of three steps not done");
+  assert.deepEqual((await progress(page)).steps, ["succeeded", "canceled", "canceled"]);
+  assert.equal(await page.isVisible("#cancel"), false);
+  await page.waitForFunction((b) => document.getElementById("balance").textContent === `Balance: ${b} points`,
+    before - cost + refunded);
+  await page.screenshot({ path: join(SHOTS, "long-wait-canceled.png"), fullPage: true });
+  await noAxeViolations(page, "canceled");
+  assert.deepEqual(page.errors, []);
+});
+
 test("keyboard only: fill and submit without the mouse", { timeout: 30000 }, async () => {
   const page = await open("hello-sigil");
   for (let i = 0; i < 10 && (await page.evaluate(() => document.activeElement?.id)) !== "f-name"; i++) {
