@@ -4,9 +4,12 @@
 //! hand; the map is bounded, since origins can come from a client's `Host`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::ids::Slug;
 
 /// At most this many answers are kept; past it the map starts over.
 const MAX_ENTRIES: usize = 256;
@@ -16,8 +19,22 @@ const MAX_ENTRIES: usize = 256;
 pub struct Rendered {
     /// The body.
     pub body: Bytes,
-    /// A strong ETag (quoted) of the body.
-    pub etag: Arc<str>,
+    /// A strong ETag (quoted, ASCII) of the body: bytes, so a response header can share them.
+    pub etag: Bytes,
+}
+
+/// What a kept answer depends on. Made of values, not formatted into text: building the key is
+/// on every request's path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// Which answer (`"meta"`, `"og"`).
+    pub answer: &'static str,
+    /// The spell.
+    pub slug: Slug,
+    /// The public origin of its links.
+    pub origin: String,
+    /// The price it shows (points) and when that was computed, if it shows one.
+    pub price: Option<(i64, Option<DateTime<Utc>>)>,
 }
 
 impl Rendered {
@@ -33,14 +50,14 @@ impl Rendered {
 /// Rendered answers by key.
 #[derive(Debug, Default)]
 pub struct Memo {
-    entries: RwLock<HashMap<String, Rendered>>,
+    entries: RwLock<HashMap<Key, Rendered>>,
 }
 
 impl Memo {
     /// The answer kept for `key`, else `render`'s, kept for next time.
     pub fn get_or_render<E>(
         &self,
-        key: String,
+        key: Key,
         render: impl FnOnce() -> Result<Rendered, E>,
     ) -> Result<Rendered, E> {
         if let Some(found) = self.entries.read().ok().and_then(|m| m.get(&key).cloned()) {
@@ -62,6 +79,15 @@ mod tests {
     use super::*;
     use std::cell::Cell;
 
+    fn key(origin: &str, price: Option<(i64, Option<DateTime<Utc>>)>) -> Key {
+        Key {
+            answer: "meta",
+            slug: Slug::parse("s").unwrap(),
+            origin: origin.into(),
+            price,
+        }
+    }
+
     #[test]
     fn renders_once_per_key_and_stays_bounded() {
         let memo = Memo::default();
@@ -70,26 +96,35 @@ mod tests {
             renders.set(renders.get() + 1);
             Ok::<_, ()>(Rendered::new(text))
         };
-        let a = memo.get_or_render("a".into(), || render("A")).unwrap();
-        let again = memo.get_or_render("a".into(), || render("other")).unwrap();
+        let a = memo.get_or_render(key("a", None), || render("A")).unwrap();
+        let again = memo
+            .get_or_render(key("a", None), || render("other"))
+            .unwrap();
         assert_eq!(
             (a.body.as_ref(), again.body.as_ref()),
             (&b"A"[..], &b"A"[..])
         );
         assert_eq!(renders.get(), 1);
-        let b = memo.get_or_render("b".into(), || render("B")).unwrap();
+        let b = memo.get_or_render(key("b", None), || render("B")).unwrap();
         assert_ne!(a.etag, b.etag);
         assert_eq!(renders.get(), 2);
+        // A new price is a new answer.
+        memo.get_or_render(key("a", Some((5, None))), || render("A at 5"))
+            .unwrap();
+        assert_eq!(renders.get(), 3);
         // An error is not kept.
         assert!(memo
-            .get_or_render("c".into(), || Err::<Rendered, _>(()))
+            .get_or_render(key("c", None), || Err::<Rendered, _>(()))
             .is_err());
         assert_eq!(
-            memo.get_or_render("c".into(), || render("C")).unwrap().body,
+            memo.get_or_render(key("c", None), || render("C"))
+                .unwrap()
+                .body,
             "C"
         );
         for i in 0..1000 {
-            memo.get_or_render(format!("k{i}"), || render("x")).unwrap();
+            memo.get_or_render(key(&format!("k{i}"), None), || render("x"))
+                .unwrap();
         }
         assert!(memo.entries.read().unwrap().len() <= MAX_ENTRIES);
     }

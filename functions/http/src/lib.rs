@@ -352,14 +352,26 @@ pub fn method_not_allowed(methods: &str) -> Response {
     r
 }
 
+/// Room for the headers of a cacheable answer (type, caching, validator, request id and the
+/// security headers): a header map made with less grows and rehashes on the way (measured: 7 %
+/// of the og page's time under load).
+pub const RESPONSE_HEADERS: usize = 12;
+
+/// An empty response with room for its headers.
+pub(crate) fn response(status: StatusCode, body: Body) -> Response {
+    let mut r = http::Response::new(body);
+    *r.status_mut() = status;
+    *r.headers_mut() = http::HeaderMap::with_capacity(RESPONSE_HEADERS);
+    r
+}
+
 /// A whole response with a content type.
 pub(crate) fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response {
-    let mut r = http::Response::new(Body::Full(body.into()));
-    *r.status_mut() = status;
+    let mut r = response(status, Body::Full(body.into()));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r

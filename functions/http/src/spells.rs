@@ -7,7 +7,7 @@ use http::{header, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
 use super::{not_modified, respond, slug, Body, Handled, Problem, Response};
-use spellcast_core::memo::Rendered;
+use spellcast_core::memo::{Key, Rendered};
 use spellcast_core::App;
 
 /// Metadata changes at most with each price recomputation (15 min): shared caches keep it 5 min.
@@ -23,10 +23,9 @@ fn cacheable(
     cache: &'static str,
     rendered: Rendered,
 ) -> Response {
-    let mut response = if not_modified(req, &rendered.etag) {
-        let mut r = http::Response::new(Body::Full(Bytes::new()));
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
+    let etag = std::str::from_utf8(&rendered.etag).unwrap_or_default();
+    let mut response = if not_modified(req, etag) {
+        super::response(StatusCode::NOT_MODIFIED, Body::Full(Bytes::new()))
     } else if req.method == Method::HEAD {
         let mut r = respond(StatusCode::OK, content_type, Bytes::new());
         r.headers_mut().insert(
@@ -39,7 +38,7 @@ fn cacheable(
     };
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    if let Ok(tag) = HeaderValue::from_str(&rendered.etag) {
+    if let Ok(tag) = HeaderValue::from_maybe_shared(rendered.etag.clone()) {
         headers.insert(header::ETAG, tag);
     }
     response
@@ -56,10 +55,12 @@ pub async fn meta(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) ->
     let origin = super::public_origin(app, req);
     // Everything the document shows: the spell (fixed for the process), its price and when that
     // was computed, and the origin of its links.
-    let key = format!(
-        "meta\n{slug}\n{origin}\n{}\n{:?}",
-        price.pts, price.updated_at
-    );
+    let key = Key {
+        answer: "meta",
+        slug: slug.clone(),
+        origin: origin.clone(),
+        price: Some((price.pts, price.updated_at)),
+    };
     let rendered = app.rendered.get_or_render(key, || {
         let def = &spell.def;
         let body = json!({
@@ -91,7 +92,12 @@ pub fn og(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled
     Ok(match spell {
         Some(spell) => {
             let origin = super::public_origin(app, req);
-            let key = format!("og\n{}\n{origin}", spell.def.slug);
+            let key = Key {
+                answer: "og",
+                slug: spell.slug.clone(),
+                origin: origin.clone(),
+                price: None,
+            };
             let rendered = app.rendered.get_or_render(key, || {
                 Ok::<_, Problem>(Rendered::new(crate::og::render(
                     &app.config,

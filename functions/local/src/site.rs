@@ -295,6 +295,7 @@ impl Asset {
         if fresh {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
         }
+        *response.headers_mut() = HeaderMap::with_capacity(spellcast_http::RESPONSE_HEADERS);
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, self.content_type.clone());
         headers.insert(header::CACHE_CONTROL, caching.header());
