@@ -181,7 +181,7 @@ pub const STATS_REFRESH: Endpoint = Endpoint {
 /// `POST /api/v1/payments/prepare-spell` (gone)
 pub const REMOVED_PREPARE: Endpoint = Endpoint {
     path: "/api/v1/payments/prepare-spell",
-    methods: &[],
+    methods: POST,
     handler: |_, _, _, _| Box::pin(async { Ok(payments::removed()) }),
 };
 /// `POST /api/v1/payments/confirm` (gone)
@@ -214,6 +214,26 @@ pub const METRICS: Endpoint = Endpoint {
     },
 };
 
+/// The OpenAPI 3.1 document of the endpoints (`functions/http/openapi.json`; a test keeps its
+/// paths and methods those of [`ALL`], and Schemathesis checks the answers against it).
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// `GET /api/v1/openapi.json`
+pub const OPENAPI: Endpoint = Endpoint {
+    path: "/api/v1/openapi.json",
+    methods: GET_OR_HEAD,
+    handler: |_, _, _, _| {
+        Box::pin(async {
+            let mut r = respond(StatusCode::OK, "application/json", OPENAPI_JSON);
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            );
+            Ok(r)
+        })
+    },
+};
+
 /// Every endpoint, for the local server.
 pub const ALL: &[&Endpoint] = &[
     &META,
@@ -232,6 +252,7 @@ pub const ALL: &[&Endpoint] = &[
     #[cfg(feature = "dev-session")]
     &DEV_SESSION,
     &METRICS,
+    &OPENAPI,
 ];
 
 /// Answers one request with the first of `endpoints` whose path it names, else 404.
@@ -547,6 +568,47 @@ mod tests {
         assert!(ALL
             .iter()
             .all(|e| e.matches("/static/js/spell-execute.js").is_none()));
+    }
+
+    /// The document names exactly the endpoints there are, with their methods: it cannot drift
+    /// from the routes (the bodies are checked by Schemathesis against the running server).
+    #[test]
+    fn the_openapi_document_names_every_endpoint_and_no_other() {
+        let doc: Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            // `{slug}` and `{runId}` are this crate's `{}`.
+            let pattern: String = path
+                .split('/')
+                .map(|s| if s.starts_with('{') { "{}" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            for method in item.as_object().unwrap().keys() {
+                documented.insert((pattern.clone(), method.to_uppercase()));
+            }
+        }
+        let mut served: std::collections::BTreeSet<(String, String)> = ALL
+            .iter()
+            .flat_map(|e| {
+                e.methods
+                    .iter()
+                    .filter(|m| **m != Method::HEAD)
+                    .map(move |m| (e.path.to_owned(), m.as_str().to_owned()))
+            })
+            .collect();
+        // The demo sessions are documented (as the local server's only) whether or not this
+        // build has them.
+        served.insert(("/api/v1/dev/session".into(), "POST".into()));
+        assert_eq!(documented, served);
+        // Every problem response points at the one Problem schema.
+        for (code, response) in doc["components"]["responses"].as_object().unwrap() {
+            assert_eq!(
+                response["content"]["application/problem+json"]["schema"]["$ref"],
+                "#/components/schemas/Problem",
+                "{code}"
+            );
+        }
     }
 
     #[test]

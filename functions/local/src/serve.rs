@@ -63,7 +63,10 @@ where
         let handler = handler.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(client);
-            let answer = handler(req);
+            // Boxed: hyper keeps room for a request's future beside every connection, idle or
+            // not, and the answer's whole state machine is kilobytes (measured: 23.8 KB an idle
+            // event stream unboxed, against 15 KB).
+            let answer = Box::pin(handler(req));
             async move { Ok::<Response, Infallible>(answer.await) }
         });
         let connection = http.serve_connection(TokioIo::new(stream), service);
