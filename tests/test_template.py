@@ -47,8 +47,8 @@ def crate_binaries():
     """{binary name: crate dir} of every Lambda crate under functions/ (a [[bin]] in its Cargo.toml)."""
     found = {}
     for manifest in (ROOT / "functions").glob("*/Cargo.toml"):
-        if manifest.parent.name == "local":
-            continue  # the local server, not a Lambda
+        if manifest.parent.name in ("local", "cli"):
+            continue  # the local server and the terminal client, not Lambdas
         m = re.search(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', manifest.read_text())
         if m:
             found[m.group(1)] = manifest.parent.name

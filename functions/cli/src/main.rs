@@ -1,0 +1,495 @@
+//! `spellcast`: the terminal client of a Spellcast server (SPEC §4). Quote and cast a spell with
+//! live progress (bars on a terminal, lines when piped), resume after a dropped connection
+//! without losing or repeating a step, save the outputs, cancel, and read the balance and the
+//! ledger. `--json` prints one JSON document for scripts.
+//!
+//! Exit codes: 0 done, 1 an error (unreachable server, refused request), 2 bad input (the
+//! server's 400/422), 3 the run failed (and was refunded), 4 the run was canceled.
+
+mod api;
+mod follow;
+mod show;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Map, Value};
+
+use api::{Api, ApiError};
+use follow::Ended;
+use show::Progress;
+
+#[derive(Parser)]
+#[command(
+    name = "spellcast",
+    version,
+    about = "Cast Spellcast spells from a terminal"
+)]
+struct Cli {
+    /// The server.
+    #[arg(
+        long,
+        env = "SPELLCAST_URL",
+        default_value = "http://127.0.0.1:3000",
+        global = true
+    )]
+    url: String,
+    /// A session token (else the one `spellcast login --dev` saved).
+    #[arg(long, env = "SPELLCAST_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Print one JSON document instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gets a session: `--dev` asks a local server for a demo one, and saves it.
+    Login {
+        /// A demo session from the local server (POST /api/v1/dev/session).
+        #[arg(long, required = true)]
+        dev: bool,
+        /// Demo points to grant.
+        #[arg(long, default_value_t = 1000)]
+        grant: i64,
+    },
+    /// A binding quote for a spell.
+    Quote {
+        /// The spell's slug.
+        slug: String,
+    },
+    /// Quotes, pays and runs a spell, showing every step; saves its outputs.
+    Cast {
+        /// The spell's slug.
+        slug: String,
+        /// An input, `name=value` (a value that reads as JSON is taken as JSON: 3, true).
+        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// Inputs from a JSON file (an object); `--input` adds to it.
+        #[arg(long, value_name = "FILE")]
+        input_json: Option<PathBuf>,
+        /// Where outputs go (a folder per run is made in it).
+        #[arg(long, default_value = "spellcast-outputs")]
+        out: PathBuf,
+    },
+    /// Cancels a run (the steps not done are refunded).
+    Cancel {
+        /// The run's id.
+        run_id: String,
+    },
+    /// The balance.
+    Balance,
+    /// The ledger, newest first.
+    Ledger {
+        /// Entries at most.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+/// Why the client stops with a non-zero status.
+enum Failure {
+    Api(ApiError),
+    BadInput(String),
+    Other(String),
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Api(e)
+    }
+}
+
+const EXIT_ERROR: u8 = 1;
+const EXIT_BAD_INPUT: u8 = 2;
+const EXIT_FAILED: u8 = 3;
+const EXIT_CANCELED: u8 = 4;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let api = Api::new(&cli.url);
+    match run(&cli, &api).await {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            let (code, message) = match failure {
+                Failure::Api(e) => {
+                    let bad_input = matches!(&e, ApiError::Problem { status, .. }
+                        if status.as_u16() == 400 || status.as_u16() == 422);
+                    (
+                        if bad_input {
+                            EXIT_BAD_INPUT
+                        } else {
+                            EXIT_ERROR
+                        },
+                        e.to_string(),
+                    )
+                }
+                Failure::BadInput(m) => (EXIT_BAD_INPUT, m),
+                Failure::Other(m) => (EXIT_ERROR, m),
+            };
+            if cli.json {
+                println!("{}", json!({"error": message}));
+            } else {
+                eprintln!("spellcast: {message}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: &Cli, api: &Api) -> Result<u8, Failure> {
+    match &cli.command {
+        Command::Login { grant, .. } => {
+            let s = api
+                .call(
+                    Method::POST,
+                    "/api/v1/dev/session",
+                    None,
+                    Some(&json!({"grantPts": grant})),
+                )
+                .await?;
+            let token = s["token"].as_str().unwrap_or_default();
+            let saved = save_token(token).map_err(Failure::Other)?;
+            say(cli, &s, || {
+                format!(
+                    "Signed in as {} with {} points (token saved to {}).",
+                    s["userId"].as_str().unwrap_or_default(),
+                    s["balancePts"],
+                    saved.display()
+                )
+            });
+            Ok(0)
+        }
+        Command::Quote { slug } => {
+            let token = token(cli)?;
+            let q = quote(api, &token, slug).await?;
+            say(cli, &q, || {
+                format!(
+                    "{slug}: {} points, payable until {}",
+                    q["costPts"],
+                    str_of(&q["expiry"])
+                )
+            });
+            Ok(0)
+        }
+        Command::Cast {
+            slug,
+            inputs,
+            input_json,
+            out,
+        } => {
+            let token = token(cli)?;
+            let context = context(inputs, input_json.as_deref())?;
+            cast(cli, api, &token, slug, context, out).await
+        }
+        Command::Cancel { run_id } => {
+            let token = token(cli)?;
+            let path = format!("/api/v1/runs/{}/cancel", encode(run_id));
+            let r = api
+                .call(Method::POST, &path, Some(&token), Some(&json!({})))
+                .await?;
+            say(cli, &r, || match str_of(&r["status"]) {
+                "canceled" => format!("Canceled; {} points refunded.", r["refundedPts"]),
+                status => format!("Canceling ({status}): the run stops at its next safe point."),
+            });
+            Ok(0)
+        }
+        Command::Balance => {
+            let token = token(cli)?;
+            let b = api
+                .call(Method::GET, "/api/v1/me/balance", Some(&token), None)
+                .await?;
+            say(cli, &b, || format!("{} points", b["balances"]["PTS"]));
+            Ok(0)
+        }
+        Command::Ledger { limit } => {
+            let token = token(cli)?;
+            let path = format!("/api/v1/me/ledger?limit={limit}");
+            let l = api.call(Method::GET, &path, Some(&token), None).await?;
+            say(cli, &l, || {
+                l["entries"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| {
+                        format!(
+                            "{}  {:<7} {:>8}  {}",
+                            str_of(&e["at"]),
+                            str_of(&e["kind"]),
+                            e["pts"],
+                            str_of(&e["runId"])
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(0)
+        }
+    }
+}
+
+async fn quote(api: &Api, token: &str, slug: &str) -> Result<Value, ApiError> {
+    let body = json!({"spellSlug": slug, "asset": "PTS"});
+    api.call(
+        Method::POST,
+        "/api/v1/payments/invoice",
+        Some(token),
+        Some(&body),
+    )
+    .await
+}
+
+/// Quotes, pays, follows the run to its end and saves its outputs.
+async fn cast(
+    cli: &Cli,
+    api: &Api,
+    token: &str,
+    slug: &str,
+    context: Value,
+    out: &Path,
+) -> Result<u8, Failure> {
+    let meta_path = format!("/api/v1/spells/{}/meta", encode(slug));
+    let meta = api.call(Method::GET, &meta_path, None, None).await?;
+    let q = quote(api, token, slug).await?;
+    let invoice = str_of(&q["invoiceId"]).to_owned();
+    let body = json!({"slug": slug, "invoiceId": invoice, "context": context});
+    let c = api
+        .call(
+            Method::POST,
+            "/api/v1/spells/cast",
+            Some(token),
+            Some(&body),
+        )
+        .await?;
+    let run_id = str_of(&c["runId"]).to_owned();
+    if !cli.json {
+        eprintln!("Casting {slug} for {} points: run {run_id}", q["costPts"]);
+    }
+    let titles = meta["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| str_of(&s["title"]).to_owned())
+        .collect();
+    let mut progress = Progress::new(titles, cli.json);
+    // Events seen, each once: with ids 1, 2, 3, ... this equals the last id when nothing was lost.
+    let mut events = 0u64;
+    let ended = {
+        let shown = &mut progress;
+        let dropped = |why: &str| eprintln!("connection lost ({why}); resuming");
+        follow::follow(
+            api,
+            str_of(&c["streamUrl"]),
+            &invoice,
+            |_, kind, data| {
+                events += 1;
+                if kind == "stepUpdate" {
+                    shown.step(
+                        data["index"].as_u64().unwrap_or(0) as usize,
+                        str_of(&data["status"]),
+                        data["progress"].as_f64().unwrap_or(0.0),
+                        data["message"].as_str(),
+                    );
+                }
+            },
+            dropped,
+        )
+        .await?
+    };
+    progress.finish();
+    // The snapshot says how it ended, whichever way the stream did.
+    let run_path = format!("/api/v1/runs/{}", encode(&run_id));
+    let run = api
+        .call(Method::GET, &run_path, Some(&invoice), None)
+        .await?;
+    if let Ended::Terminal(kind, data) = &ended {
+        if kind == "spellExecutionError" && !cli.json {
+            eprintln!("{}", str_of(&data["message"]));
+        }
+    }
+    let saved = match str_of(&run["status"]) {
+        "succeeded" => save_outputs(api, &invoice, &run, &out.join(&run_id)).await?,
+        _ => vec![],
+    };
+    let status = str_of(&run["status"]).to_owned();
+    let report = json!({
+        "runId": run_id, "status": status, "costPts": run["costPts"],
+        "refundedPts": run["refundedPts"], "outputs": saved, "events": events,
+        "lastEventId": run["lastEventId"],
+    });
+    say(cli, &report, || match status.as_str() {
+        "succeeded" => format!(
+            "Done: {} output(s) in {}",
+            saved.len(),
+            out.join(&run_id).display()
+        ),
+        "canceled" => format!("Canceled: {} points refunded.", run["refundedPts"]),
+        other => format!("The run {other}: {} points refunded.", run["refundedPts"]),
+    });
+    Ok(match status.as_str() {
+        "succeeded" => 0,
+        "canceled" => EXIT_CANCELED,
+        _ => EXIT_FAILED,
+    })
+}
+
+/// Writes every output of `run` into `dir`: files fetched with the invoice, values as text or
+/// JSON. Returns the paths written.
+async fn save_outputs(
+    api: &Api,
+    invoice: &str,
+    run: &Value,
+    dir: &Path,
+) -> Result<Vec<String>, Failure> {
+    std::fs::create_dir_all(dir).map_err(|e| Failure::Other(format!("{}: {e}", dir.display())))?;
+    let mut saved = Vec::new();
+    for (n, output) in run["outputs"].as_array().into_iter().flatten().enumerate() {
+        let mime = str_of(&output["mime"]);
+        let ext = match mime.split(';').next().unwrap_or_default() {
+            "image/png" => "png",
+            "image/svg+xml" => "svg",
+            "image/jpeg" => "jpg",
+            "text/plain" => "txt",
+            "application/json" => "json",
+            _ => "bin",
+        };
+        let bytes = match (output["url"].as_str(), &output["value"]) {
+            (Some(url), _) => {
+                let res = api
+                    .request(Method::GET, url, Some(invoice))
+                    .send()
+                    .await
+                    .map_err(ApiError::from)?;
+                if !res.status().is_success() {
+                    return Err(Failure::Other(format!(
+                        "output {n}: the server answered {}",
+                        res.status()
+                    )));
+                }
+                res.bytes().await.map_err(ApiError::from)?.to_vec()
+            }
+            (None, Value::String(text)) => text.clone().into_bytes(),
+            (None, value) => serde_json::to_vec_pretty(value).unwrap_or_default(),
+        };
+        let path = dir.join(format!("{n}.{ext}"));
+        std::fs::write(&path, bytes)
+            .map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
+        saved.push(path.display().to_string());
+    }
+    Ok(saved)
+}
+
+/// The cast's inputs: the JSON file's object, then each `name=value`.
+fn context(inputs: &[String], file: Option<&Path>) -> Result<Value, Failure> {
+    let mut context = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::BadInput(format!("{}: {e}", path.display())))?;
+            match serde_json::from_str(&text) {
+                Ok(Value::Object(map)) => map,
+                _ => {
+                    return Err(Failure::BadInput(format!(
+                        "{}: not a JSON object",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        None => Map::new(),
+    };
+    for input in inputs {
+        let Some((name, raw)) = input.split_once('=') else {
+            return Err(Failure::BadInput(format!(
+                "--input {input}: use name=value"
+            )));
+        };
+        if name.is_empty() {
+            return Err(Failure::BadInput(format!(
+                "--input {input}: the name is empty"
+            )));
+        }
+        let value = match serde_json::from_str::<Value>(raw) {
+            Ok(
+                v @ (Value::Number(_)
+                | Value::Bool(_)
+                | Value::Null
+                | Value::Array(_)
+                | Value::Object(_)),
+            ) => v,
+            _ => Value::String(raw.to_owned()),
+        };
+        context.insert(name.to_owned(), value);
+    }
+    Ok(Value::Object(context))
+}
+
+/// The session token: `--token`/`SPELLCAST_TOKEN`, else the saved one.
+fn token(cli: &Cli) -> Result<String, Failure> {
+    if let Some(t) = &cli.token {
+        return Ok(t.clone());
+    }
+    std::fs::read_to_string(token_file())
+        .map(|t| t.trim().to_owned())
+        .map_err(|_| {
+            Failure::Other("no session: set SPELLCAST_TOKEN or run `spellcast login --dev`".into())
+        })
+}
+
+fn token_file() -> PathBuf {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    config.join("spellcast").join("token")
+}
+
+/// Saves the token where only its owner can read it.
+fn save_token(token: &str) -> Result<PathBuf, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = token_file();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(token.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Prints `value` as JSON with `--json`, else the text.
+fn say(cli: &Cli, value: &Value, text: impl FnOnce() -> String) {
+    if cli.json {
+        println!("{value}");
+    } else {
+        println!("{}", text());
+    }
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+/// A path segment, percent-encoded.
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

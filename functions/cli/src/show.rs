@@ -1,0 +1,111 @@
+//! Showing a run as it goes: a bar per step and one overall on a terminal (indicatif), plain
+//! lines when the output is piped or logged, nothing with `--json` (only the final document).
+
+use std::io::IsTerminal;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How progress is shown.
+pub enum Progress {
+    /// Bars on a terminal.
+    Bars {
+        /// The overall bar, then one per step.
+        overall: ProgressBar,
+        /// One per step.
+        steps: Vec<ProgressBar>,
+    },
+    /// One line per change that matters (a status, or a quarter of progress).
+    Lines {
+        /// The step titles.
+        titles: Vec<String>,
+        /// What was last printed per step: (status, quarter).
+        printed: Vec<(String, u32)>,
+    },
+    /// Nothing (`--json`).
+    Quiet,
+}
+
+const PER_MILLE: u64 = 1000;
+
+impl Progress {
+    /// A display for `titles`: bars on a terminal, lines otherwise, nothing when `quiet`.
+    pub fn new(titles: Vec<String>, quiet: bool) -> Progress {
+        if quiet {
+            return Progress::Quiet;
+        }
+        if !std::io::stderr().is_terminal() {
+            let printed = vec![(String::new(), 0); titles.len()];
+            return Progress::Lines { titles, printed };
+        }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let style =
+            ProgressStyle::with_template("{prefix:>24.bold} [{bar:30}] {percent:>3}% {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+        let bar = |prefix: String| {
+            let b = multi.add(ProgressBar::new(PER_MILLE));
+            b.set_style(style.clone());
+            b.set_prefix(prefix);
+            b
+        };
+        let overall = bar("overall".to_owned());
+        let steps = titles.iter().map(|t| bar(short(t))).collect();
+        Progress::Bars { overall, steps }
+    }
+
+    /// Step `index` moved.
+    pub fn step(&mut self, index: usize, status: &str, progress: f64, message: Option<&str>) {
+        let done = if status == "succeeded" {
+            1.0
+        } else {
+            progress.clamp(0.0, 1.0)
+        };
+        match self {
+            Progress::Bars { overall, steps } => {
+                let Some(bar) = steps.get(index) else { return };
+                bar.set_position((done * PER_MILLE as f64) as u64);
+                bar.set_message(match (status, message) {
+                    ("running", Some(m)) => m.to_owned(),
+                    (s, _) => s.to_owned(),
+                });
+                let total: u64 = steps.iter().map(|b| b.position()).sum();
+                overall.set_position(total / steps.len().max(1) as u64);
+            }
+            Progress::Lines { titles, printed } => {
+                let Some(title) = titles.get(index) else {
+                    return;
+                };
+                let quarter = (done * 4.0) as u32;
+                let last = &mut printed[index];
+                if last.0 == status && last.1 == quarter {
+                    return;
+                }
+                *last = (status.to_owned(), quarter);
+                let of = titles.len();
+                let percent = (done * 100.0).round();
+                let message = message.map(|m| format!(" — {m}")).unwrap_or_default();
+                eprintln!("[{}/{of}] {title}: {status} {percent}%{message}", index + 1);
+            }
+            Progress::Quiet => {}
+        }
+    }
+
+    /// The run ended: bars stop where they are.
+    pub fn finish(&self) {
+        if let Progress::Bars { overall, steps } = self {
+            for bar in steps {
+                bar.abandon();
+            }
+            overall.abandon();
+        }
+    }
+}
+
+/// A title cut to fit the bar's label.
+fn short(title: &str) -> String {
+    if title.chars().count() <= 24 {
+        return title.to_owned();
+    }
+    let cut: String = title.chars().take(23).collect();
+    format!("{cut}…")
+}

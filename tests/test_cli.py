@@ -1,0 +1,192 @@
+"""Issue 12, item 4: the terminal client `spellcast` end to end against the real local server:
+login, quote, cast with outputs saved, plain progress lines when piped, exit codes for failure,
+bad input and cancel, cancel from another terminal, and resuming after the connection is cut
+mid-run without losing or repeating an event."""
+import json
+import os
+import pathlib
+import socket
+import stat
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import binary
+
+
+def cli_binary():
+    return pathlib.Path(binary()).parent / "spellcast"
+
+
+class Cli:
+    def __init__(self, url, home):
+        self.env = dict(os.environ, SPELLCAST_URL=url, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"))
+        self.env.pop("SPELLCAST_TOKEN", None)
+        self.home = home
+
+    def run(self, *args, timeout=60):
+        return subprocess.run([str(cli_binary()), *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout, cwd=self.home)
+
+    def start(self, *args):
+        return subprocess.Popen([str(cli_binary()), *args], env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=self.home)
+
+    def json(self, *args, code=0, timeout=60):
+        r = self.run("--json", *args, timeout=timeout)
+        assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+        return json.loads(r.stdout)
+
+
+@pytest.fixture
+def cli(server, tmp_path):
+    c = Cli(server.url, tmp_path)
+    session = c.json("login", "--dev", "--grant", "500")
+    assert session["balancePts"] == 500
+    return c
+
+
+def test_login_quote_cast_and_the_outputs_saved(cli, tmp_path):
+    token = tmp_path / ".config" / "spellcast" / "token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600, "the saved session is its owner's only"
+    quote = cli.json("quote", "hello-sigil")
+    assert quote["costPts"] > 0 and quote["invoiceId"]
+
+    run = cli.json("cast", "hello-sigil", "--input", "name=Ada", "--input", "mood=calm")
+    assert run["status"] == "succeeded" and run["refundedPts"] == 0
+    assert run["events"] == run["lastEventId"] > 2, "every event once"
+    files = [tmp_path / p for p in run["outputs"]]  # relative to where it ran
+    assert files and all(f.parent == tmp_path / "spellcast-outputs" / run["runId"] for f in files)
+    pngs = [f for f in files if f.suffix == ".png"]
+    assert pngs and pngs[0].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert any("Ada" in f.read_text(errors="replace") for f in files if f.suffix == ".txt")
+
+    balance = cli.json("balance")
+    assert balance["balances"]["PTS"] == 500 - run["costPts"]
+    ledger = cli.json("ledger")["entries"]
+    assert [e["kind"] for e in ledger][:2] == ["debit", "grant"]
+    assert sum(e["pts"] for e in ledger) == balance["balances"]["PTS"]
+
+
+def test_progress_is_plain_lines_when_piped(cli):
+    r = cli.run("cast", "slow-scroll", "-i", "topic=owls", "-i", "lines=2")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert not any("\x1b[" in line for line in lines), "no terminal escapes in a pipe"
+    for i, title in enumerate(["Unroll the scroll", "Read the runes", "Copy the lines", "Seal it with wax",
+                               "File the record"], start=1):
+        done = [line for line in lines if line.startswith(f"[{i}/5] {title}: succeeded")]
+        assert len(done) == 1, (title, lines)
+    assert any(line.startswith("[2/5] Read the runes: running") for line in lines), lines
+    assert "Done: 2 output(s)" in r.stdout
+
+
+def test_failure_bad_input_and_refusals_have_their_exit_codes(cli, tmp_path):
+    failed = cli.run("cast", "fizzle", "-i", "wish=gold")
+    assert failed.returncode == 3, failed
+    assert "refunded" in failed.stdout and "spark" in failed.stderr
+    missing = cli.run("cast", "slow-scroll")  # topic is required
+    assert missing.returncode == 2 and "/context/topic" in missing.stderr, missing
+    assert cli.run("cast", "slow-scroll", "--input", "topic").returncode == 2
+    (tmp_path / "inputs.json").write_text("[1, 2]")
+    assert cli.run("cast", "slow-scroll", "--input-json", "inputs.json").returncode == 2
+    unknown = cli.run("cast", "no-such-spell")
+    assert unknown.returncode == 1 and "spell_not_found" in unknown.stderr
+    balance = cli.json("balance")["balances"]["PTS"]
+    assert balance == 500, "nothing was spent by what failed or was refused"
+    anonymous = Cli(cli.env["SPELLCAST_URL"], tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").mkdir()
+    r = anonymous.run("balance")
+    assert r.returncode == 1 and "login" in r.stderr
+    assert Cli("http://127.0.0.1:9", tmp_path).run("balance", "--token", "x").returncode == 1
+
+
+def test_a_run_canceled_from_another_terminal_ends_the_cast_with_its_code(cli):
+    cast = cli.start("cast", "long-wait")
+    try:
+        first = cast.stderr.readline()
+        assert "run " in first, first
+        run_id = first.strip().rsplit(" ", 1)[1]
+        time.sleep(1.0)  # inside the 30 s wait
+        canceled = cli.json("cancel", run_id)
+        assert canceled["status"] in ("canceling", "canceled")
+        out, err = cast.communicate(timeout=30)
+    finally:
+        cast.kill()
+    assert cast.returncode == 4, (out, err)
+    assert "Canceled" in out
+    again = cli.run("cancel", run_id)
+    assert again.returncode == 0 and "Canceled" in again.stdout
+
+
+class CuttableProxy:
+    """A TCP forwarder to the server whose open connections can be cut at once."""
+
+    def __init__(self, target):
+        host, port = target.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.open = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            for s in self.open:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.open = []
+
+    def close(self):
+        self.listener.close()
+        self.cut()
+
+
+def test_a_cut_connection_is_resumed_without_losing_or_repeating_an_event(cli, server):
+    proxy = CuttableProxy(server.url)
+    cli.env["SPELLCAST_URL"] = proxy.url
+    cast = cli.start("--json", "cast", "slow-scroll", "-i", "topic=cuts")
+    try:
+        time.sleep(1.5)  # mid-run: a step or two done
+        proxy.cut()
+        time.sleep(1.0)
+        proxy.cut()  # and once more, after it resumed
+        out, err = cast.communicate(timeout=60)
+    finally:
+        cast.kill()
+        proxy.close()
+    assert cast.returncode == 0, (out, err)
+    run = json.loads(out)
+    assert run["status"] == "succeeded"
+    assert "connection lost" in err and "resuming" in err, err
+    assert run["events"] == run["lastEventId"], "each event once: none lost, none repeated"
