@@ -51,7 +51,10 @@ def cli(server, tmp_path):
 def test_login_quote_cast_and_the_outputs_saved(cli, tmp_path):
     token = tmp_path / ".config" / "spellcast" / "token"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600, "the saved session is its owner's only"
+    spells = {s["slug"]: s for s in cli.json("spells")["spells"]}
+    assert {"hello-sigil", "slow-scroll", "fizzle"} <= set(spells)
     quote = cli.json("quote", "hello-sigil")
+    assert quote["costPts"] == spells["hello-sigil"]["avgCostPtsCached"]
     assert quote["costPts"] > 0 and quote["invoiceId"]
 
     run = cli.json("cast", "hello-sigil", "--input", "name=Ada", "--input", "mood=calm")

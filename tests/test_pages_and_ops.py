@@ -36,6 +36,23 @@ def test_meta_is_cacheable_with_a_strong_etag(server):
     assert again.headers["etag"] == etag
 
 
+def test_the_catalog_lists_every_spell_at_the_price_its_meta_shows(server):
+    """SPEC §3.11a: GET /api/v1/spells, public and cacheable like meta."""
+    r = server.http.get("/api/v1/spells")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    spells = r.json()["spells"]
+    slugs = [s["slug"] for s in spells]
+    assert {"hello-sigil", "slow-scroll", "fizzle"} <= set(slugs) and slugs == sorted(slugs)
+    for spell in spells:
+        meta = server.http.get(f"/api/v1/spells/{spell['slug']}/meta").json()
+        assert spell["avgCostPtsCached"] == meta["avgCostPtsCached"]
+        assert (spell["title"], spell["summary"], spell["version"]) == (meta["title"], meta["summary"], meta["version"])
+        assert spell["og"]["image"] == meta["og"]["image"]
+    assert "public" in r.headers["cache-control"]
+    again = server.http.get("/api/v1/spells", headers={"if-none-match": r.headers["etag"]})
+    assert again.status_code == 304
+
+
 def test_request_ids_are_echoed_or_made(server):
     r = server.http.get("/api/v1/spells/hello-sigil/meta", headers={"x-request-id": "trace-123"})
     assert r.headers["x-request-id"] == "trace-123"

@@ -57,6 +57,8 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         grant: i64,
     },
+    /// The spells there are, with their average prices.
+    Spells,
     /// A binding quote for a spell.
     Quote {
         /// The spell's slug.
@@ -162,6 +164,26 @@ async fn run(cli: &Cli, api: &Api) -> Result<u8, Failure> {
                     s["balancePts"],
                     saved.display()
                 )
+            });
+            Ok(0)
+        }
+        Command::Spells => {
+            let c = api.call(Method::GET, "/api/v1/spells", None, None).await?;
+            say(cli, &c, || {
+                c["spells"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| {
+                        format!(
+                            "{:<20} {:>6} pts  {}",
+                            str_of(&s["slug"]),
+                            s["avgCostPtsCached"],
+                            str_of(&s["summary"])
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
             Ok(0)
         }

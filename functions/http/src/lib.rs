@@ -118,6 +118,12 @@ pub const META: Endpoint = Endpoint {
     methods: GET_OR_HEAD,
     handler: |app, req, p, _| Box::pin(spells::meta(app, req, p[0])),
 };
+/// `GET /api/v1/spells`
+pub const CATALOG: Endpoint = Endpoint {
+    path: "/api/v1/spells",
+    methods: GET_OR_HEAD,
+    handler: |app, req, _, _| Box::pin(spells::catalog(app, req)),
+};
 /// `GET /spells/{slug}/og`
 pub const OG: Endpoint = Endpoint {
     path: "/spells/{}/og",
@@ -236,6 +242,7 @@ pub const OPENAPI: Endpoint = Endpoint {
 
 /// Every endpoint, for the local server.
 pub const ALL: &[&Endpoint] = &[
+    &CATALOG,
     &META,
     &OG,
     &INVOICE,

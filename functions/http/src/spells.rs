@@ -86,6 +86,27 @@ pub async fn meta(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) ->
     Ok(cacheable(req, "application/json", META_CACHE, rendered))
 }
 
+/// `GET /api/v1/spells`: every spell of the catalog with its price, cacheable like meta (its
+/// ETag changes with any price).
+pub async fn catalog(app: &Arc<App>, req: &http::request::Parts) -> Handled {
+    let origin = super::public_origin(app, req);
+    let mut spells = Vec::new();
+    for spell in app.catalog.iter() {
+        let price = app.prices.price(spell, app.store.as_ref()).await?;
+        let def = &spell.def;
+        spells.push(json!({
+            "slug": def.slug,
+            "version": def.version,
+            "title": def.title,
+            "summary": def.summary,
+            "avgCostPtsCached": price.pts,
+            "og": {"image": crate::og::image_url(&origin, spell)},
+        }));
+    }
+    let rendered = Rendered::new(json!({ "spells": spells }).to_string());
+    Ok(cacheable(req, "application/json", META_CACHE, rendered))
+}
+
 /// `GET|HEAD /spells/{slug}/og`: a 404 is an HTML page too, since crawlers show what they get.
 pub fn og(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled {
     let spell = super::Slug::parse(raw_slug).and_then(|s| app.catalog.get(&s));

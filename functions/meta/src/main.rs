@@ -1,5 +1,5 @@
-//! The `meta` Lambda: GET /api/v1/spells/{slug}/meta (the public spell metadata and quote) and
-//! GET /api/v1/openapi.json.
+//! The `meta` Lambda: the public, read-only descriptions — GET /api/v1/spells (the catalog),
+//! /api/v1/spells/{slug}/meta (a spell and its price) and /api/v1/openapi.json.
 
 use std::sync::Arc;
 
@@ -10,5 +10,9 @@ async fn main() -> Result<(), Error> {
     let start = start().await?;
     let app = start.app(Arc::new(NoEvents), Arc::new(NoBlobs), Toolbox::default())?;
     // The API's own description is public and read-only like the spells' (and needs no table).
-    serve(app, &[&endpoints::META, &endpoints::OPENAPI]).await
+    serve(
+        app,
+        &[&endpoints::CATALOG, &endpoints::META, &endpoints::OPENAPI],
+    )
+    .await
 }
