@@ -5,6 +5,8 @@ mid-run without losing or repeating an event."""
 import json
 import os
 import pathlib
+import re
+import shlex
 import socket
 import stat
 import subprocess
@@ -193,3 +195,39 @@ def test_a_cut_connection_is_resumed_without_losing_or_repeating_an_event(cli, s
     assert run["status"] == "succeeded"
     assert "connection lost" in err and "resuming" in err, err
     assert run["events"] == run["lastEventId"], "each event once: none lost, none repeated"
+
+
+def test_a_terminal_shows_a_bar_per_step_and_one_overall(cli, tmp_path):
+    """On a terminal (tmux gives it one) the cast draws indicatif bars, redrawn in place."""
+    session = f"spellcast-{os.getpid()}"
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in cli.env.items()
+                   if k in ("SPELLCAST_URL", "HOME", "XDG_CONFIG_HOME"))
+    command = f"cd {shlex.quote(str(tmp_path))} && env {env} {shlex.quote(str(cli_binary()))} cast slow-scroll -i topic=tty; sleep 60"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30", command], check=True)
+    screens = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                                    text=True, check=True).stdout
+            screens.append(screen)
+            if "Done:" in screen:
+                break
+            time.sleep(0.2)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    out = pathlib.Path(os.environ.get("SPELLCAST_TEST_OUTPUT", "test-output"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cli-tmux-screens.txt").write_text("\n----\n".join(screens))
+    final = screens[-1]
+    assert "Done: 2 output(s)" in final, final
+    bar = re.compile(r"^\s*(.+?) \[([=> ]{30})\]\s+(\d+)%", re.M)
+    mid = [dict((m.group(1).strip(), int(m.group(3))) for m in bar.finditer(s)) for s in screens]
+    # Some screen showed the run part way: the overall bar between 0 and 100 % with its steps.
+    partial = [m for m in mid if "overall" in m and 0 < m["overall"] < 100]
+    assert partial, screens[:3]
+    assert {"Unroll the scroll", "Read the runes", "Copy the lines", "Seal it with wax", "File the record"} <= set(partial[-1])
+    done = mid[-1]
+    assert done.get("overall") == 100 and all(v == 100 for v in done.values()), final
+    # Redrawn in place: each bar is on the final screen once.
+    assert final.count("Read the runes") == 1, final
