@@ -68,6 +68,10 @@ def test_login_quote_cast_and_the_outputs_saved(cli, tmp_path):
     assert pngs and pngs[0].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert any("Ada" in f.read_text(errors="replace") for f in files if f.suffix == ".txt")
 
+    runs = cli.json("runs")["runs"]
+    assert [(r["runId"], r["status"]) for r in runs] == [(run["runId"], "succeeded")]
+    listed = cli.run("runs")
+    assert listed.returncode == 0 and run["runId"] in listed.stdout and "succeeded" in listed.stdout
     balance = cli.json("balance")
     assert balance["balances"]["PTS"] == 500 - run["costPts"]
     ledger = cli.json("ledger")["entries"]

@@ -53,6 +53,37 @@ def test_the_catalog_lists_every_spell_at_the_price_its_meta_shows(server):
     assert again.status_code == 304
 
 
+def test_my_runs_are_listed_newest_first_in_pages(server):
+    """SPEC §3.11a: GET /api/v1/me/runs, the signed-in user's runs and only theirs."""
+    user = server.session(grant=500)
+    auth = {"authorization": f"Bearer {user['token']}"}
+    cast = []
+    for slug, context in [("hello-sigil", {"name": "A"}), ("fizzle", {}), ("hello-sigil", {"name": "B"})]:
+        _, c = server.quote_and_cast(user["token"], slug, context)
+        server.wait_for_status(user["token"], c["runId"])
+        cast.append((slug, c))
+    stranger = server.session(grant=0)
+    assert server.http.get("/api/v1/me/runs", headers={"authorization": f"Bearer {stranger['token']}"}).json() == {"runs": []}
+
+    first = server.http.get("/api/v1/me/runs", params={"limit": 2}, headers=auth)
+    assert first.status_code == 200 and first.headers["cache-control"] == "no-store"
+    page = first.json()
+    assert [r["runId"] for r in page["runs"]] == [cast[2][1]["runId"], cast[1][1]["runId"]]
+    newest = page["runs"][0]
+    assert (newest["slug"], newest["title"], newest["status"]) == ("hello-sigil", "Hello, Sigil", "succeeded")
+    assert newest["creditTxId"] == cast[2][1]["creditTxId"] and newest["costPts"] > 0
+    assert newest["createdAt"].endswith("Z") and newest["finishedAt"].endswith("Z")
+    failed = page["runs"][1]
+    assert failed["status"] == "failed" and failed["refundedPts"] == failed["costPts"]
+    rest = server.http.get("/api/v1/me/runs", params={"limit": 2, "cursor": page["nextCursor"]}, headers=auth).json()
+    assert [r["runId"] for r in rest["runs"]] == [cast[0][1]["runId"]] and "nextCursor" not in rest
+
+    for params in ({"limit": 0}, {"limit": 101}, {"limit": "x"}, {"cursor": "has space"}):
+        r = server.http.get("/api/v1/me/runs", params=params, headers=auth)
+        assert r.status_code == 400 and r.json()["code"] == "bad_json", params
+    assert server.http.get("/api/v1/me/runs").status_code == 401
+
+
 def test_request_ids_are_echoed_or_made(server):
     r = server.http.get("/api/v1/spells/hello-sigil/meta", headers={"x-request-id": "trace-123"})
     assert r.headers["x-request-id"] == "trace-123"

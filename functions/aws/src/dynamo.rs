@@ -499,6 +499,39 @@ impl Store for DynamoStore {
             .collect()
     }
 
+    async fn user_runs(
+        &self,
+        user_id: &UserId,
+        limit: usize,
+        before: Option<&RunId>,
+    ) -> StoreResult<Vec<Run>> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_values(":pk", s(format!("USERRUNS#{user_id}")))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(limit.clamp(1, 1000) as i32);
+        query = match before {
+            Some(cursor) => query
+                .key_condition_expression("pk = :pk AND sk < :before")
+                .expression_attribute_values(":before", s(cursor.as_str())),
+            None => query.key_condition_expression("pk = :pk"),
+        };
+        let out = query.send().await.map_err(store_error)?;
+        let ids: Vec<RunId> = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| item.get("sk").and_then(|v| v.as_s().ok()))
+            .map(|id| RunId::from(id.as_str()))
+            .collect();
+        // One page is at most `limit` (an API page: 100) reads, made together.
+        let runs = futures::future::try_join_all(ids.iter().map(|id| self.run(id))).await?;
+        Ok(runs.into_iter().flatten().collect())
+    }
+
     async fn idempotency(
         &self,
         user_id: &UserId,
@@ -629,6 +662,10 @@ impl Store for DynamoStore {
             let mut link = key(format!("TX#{}", run.credit_tx_id), "TX");
             link.insert("runId".into(), s(run.run_id.as_str()));
             items.push(put(link, &self.table, Some("attribute_not_exists(pk)"))?);
+            // The user's runs, newest first by id (run ids sort by time): keys only, the run
+            // is read from its own item.
+            let listed = key(format!("USERRUNS#{}", run.user_id), run.run_id.as_str());
+            items.push(put(listed, &self.table, None)?);
 
             match self.transact(items).await? {
                 Ok(()) => return Ok(CastOutcome::Created(run)),

@@ -100,6 +100,15 @@ impl Store for FaultyStore {
     async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>> {
         self.call(self.inner.run(run_id)).await
     }
+    async fn user_runs(
+        &self,
+        user_id: &UserId,
+        limit: usize,
+        before: Option<&RunId>,
+    ) -> StoreResult<Vec<Run>> {
+        self.call(self.inner.user_runs(user_id, limit, before))
+            .await
+    }
     async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>> {
         self.call(self.inner.run_by_credit_tx(credit_tx_id)).await
     }

@@ -84,6 +84,7 @@ contract!(
     many_casts_of_one_invoice_spend_once,
     many_invoices_over_a_small_balance_never_go_below_zero,
     racing_failures_refund_exactly_once,
+    a_users_runs_are_listed_newest_first_in_pages,
     a_cancel_refunds_by_its_rule_once,
     racing_cancels_settle_to_one_outcome,
     a_duplicate_delivery_executes_nothing_twice,
@@ -725,6 +726,54 @@ async fn racing_cancels_settle_to_one_outcome(store: Arc<dyn Store>) {
         assert_eq!(terminal, 1, "round {round}: one terminal event");
         assert!(events.last().unwrap().body.is_terminal());
     }
+}
+
+async fn a_users_runs_are_listed_newest_first_in_pages(store: Arc<dyn Store>) {
+    let (user, other) = (new_id("lister"), new_id("other"));
+    for u in [&user, &other] {
+        store.grant(entry(u, LedgerKind::Grant, 100)).await.unwrap();
+    }
+    let mut cast = Vec::new();
+    for _ in 0..5 {
+        cast.push(cast_ok(store.as_ref(), &user, 1, &["a"]).await.run_id);
+    }
+    cast_ok(store.as_ref(), &other, 1, &["a"]).await;
+    store
+        .advance_run(&cast[4], fail("step_failed"))
+        .await
+        .unwrap()
+        .unwrap();
+    let newest_first: Vec<RunId> = cast.iter().rev().cloned().collect();
+    let uid = user.as_str().into();
+    let all = store.user_runs(&uid, 100, None).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>(),
+        newest_first
+    );
+    assert!(all.iter().all(|r| r.user_id.as_str() == user));
+    assert_eq!(
+        all[0].status,
+        RunStatus::Failed,
+        "a run is listed as it is now"
+    );
+    // Pages of two: each after the last run of the page before.
+    let mut paged = Vec::new();
+    let mut before: Option<RunId> = None;
+    loop {
+        let page = store.user_runs(&uid, 2, before.as_ref()).await.unwrap();
+        paged.extend(page.iter().map(|r| r.run_id.clone()));
+        match page.last() {
+            Some(last) if page.len() == 2 => before = Some(last.run_id.clone()),
+            _ => break,
+        }
+    }
+    assert_eq!(paged, newest_first);
+    let stranger = new_id("nobody");
+    assert!(store
+        .user_runs(&stranger.as_str().into(), 10, None)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn racing_failures_refund_exactly_once(store: Arc<dyn Store>) {

@@ -1,4 +1,5 @@
-//! The `balance` Lambda: GET /api/v1/me/balance and /api/v1/me/ledger.
+//! The `balance` Lambda: the signed-in user's account — GET /api/v1/me/balance,
+//! /api/v1/me/ledger and /api/v1/me/runs (their run history).
 
 use std::sync::Arc;
 
@@ -8,5 +9,9 @@ use spellcast_lambda::{endpoints, serve, start, Error, NoBlobs, NoEvents, Toolbo
 async fn main() -> Result<(), Error> {
     let start = start().await?;
     let app = start.app(Arc::new(NoEvents), Arc::new(NoBlobs), Toolbox::default())?;
-    serve(app, &[&endpoints::BALANCE, &endpoints::LEDGER]).await
+    serve(
+        app,
+        &[&endpoints::BALANCE, &endpoints::LEDGER, &endpoints::MY_RUNS],
+    )
+    .await
 }

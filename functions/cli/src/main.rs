@@ -78,6 +78,12 @@ enum Command {
         #[arg(long, default_value = "spellcast-outputs")]
         out: PathBuf,
     },
+    /// Your runs, newest first.
+    Runs {
+        /// Runs at most.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
     /// Cancels a run (the steps not done are refunded).
     Cancel {
         /// The run's id.
@@ -218,6 +224,30 @@ async fn run(cli: &Cli, api: &Api) -> Result<u8, Failure> {
             say(cli, &r, || match str_of(&r["status"]) {
                 "canceled" => format!("Canceled; {} points refunded.", r["refundedPts"]),
                 status => format!("Canceling ({status}): the run stops at its next safe point."),
+            });
+            Ok(0)
+        }
+        Command::Runs { limit } => {
+            let token = token(cli)?;
+            let path = format!("/api/v1/me/runs?limit={limit}");
+            let r = api.call(Method::GET, &path, Some(&token), None).await?;
+            say(cli, &r, || {
+                r["runs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|run| {
+                        format!(
+                            "{}  {:<10} {:<20} {:>6} pts  {}",
+                            str_of(&run["createdAt"]),
+                            str_of(&run["status"]),
+                            str_of(&run["slug"]),
+                            run["costPts"],
+                            str_of(&run["runId"])
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
             Ok(0)
         }

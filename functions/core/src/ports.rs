@@ -197,6 +197,13 @@ pub trait Store: Send + Sync {
     async fn cast(&self, cast: NewCast) -> StoreResult<CastOutcome>;
     /// A run by id.
     async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>>;
+    /// A user's runs, newest first, strictly older than `before` (a run id) when given.
+    async fn user_runs(
+        &self,
+        user_id: &UserId,
+        limit: usize,
+        before: Option<&RunId>,
+    ) -> StoreResult<Vec<Run>>;
     /// A run by its debit's transaction id.
     async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>>;
     /// Applies `change` with [`Run::apply`] and writes the run, its new event (if the change

@@ -83,6 +83,24 @@ pub struct Viewing<'a> {
 }
 
 impl Viewing<'_> {
+    /// A page of `user`'s own runs, newest first, after the run `before` when given; and the
+    /// cursor of the next page, if there is one.
+    pub async fn runs_of(
+        &self,
+        user: &crate::ids::UserId,
+        limit: usize,
+        before: Option<&RunId>,
+    ) -> Result<(Vec<Run>, Option<RunId>), StoreError> {
+        let mut runs = self.store.user_runs(user, limit + 1, before).await?;
+        let next = if runs.len() > limit {
+            runs.truncate(limit);
+            runs.last().map(|r| r.run_id.clone())
+        } else {
+            None
+        };
+        Ok((runs, next))
+    }
+
     /// Run `run_id`, if `viewer` may see it.
     pub async fn run(&self, viewer: &Viewer, run_id: &RunId) -> Result<Run, ViewError> {
         let run = self.store.run(run_id).await?.ok_or(ViewError::NotFound)?;

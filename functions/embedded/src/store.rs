@@ -15,7 +15,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use spellcast_core::ids::{CreditTxId, RunId, UserId};
@@ -32,6 +35,8 @@ const INVOICES: TableDefinition<&str, &[u8]> = TableDefinition::new("invoices");
 const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const RUNS_BY_TX: TableDefinition<&str, &str> = TableDefinition::new("runs_by_tx");
+/// A user's runs by (user, run id): run ids sort by time.
+const USER_RUNS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_runs");
 const UNFINISHED: TableDefinition<&str, ()> = TableDefinition::new("unfinished");
 const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
 const FILES: TableDefinition<(&str, u64), (&str, &[u8])> = TableDefinition::new("files");
@@ -106,6 +111,20 @@ impl RedbStore {
         tx.open_table(IDEMPOTENCY).map_err(err)?;
         tx.open_table(RUNS).map_err(err)?;
         tx.open_table(RUNS_BY_TX).map_err(err)?;
+        {
+            // A data dir from before this index: index the runs it has, once.
+            let mut by_user = tx.open_table(USER_RUNS).map_err(err)?;
+            if by_user.is_empty().map_err(err)? {
+                let runs = tx.open_table(RUNS).map_err(err)?;
+                for item in runs.iter().map_err(err)? {
+                    let (_, v) = item.map_err(err)?;
+                    let run: Run = from_json(v.value())?;
+                    by_user
+                        .insert((run.user_id.as_str(), run.run_id.as_str()), ())
+                        .map_err(err)?;
+                }
+            }
+        }
         tx.open_table(UNFINISHED).map_err(err)?;
         tx.open_table(EVENTS).map_err(err)?;
         tx.open_table(FILES).map_err(err)?;
@@ -264,6 +283,39 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn user_runs(
+        &self,
+        user_id: &UserId,
+        limit: usize,
+        before: Option<&RunId>,
+    ) -> StoreResult<Vec<Run>> {
+        let user = user_id.to_owned();
+        let before = before.cloned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let by_user = tx.open_table(USER_RUNS).map_err(err)?;
+            let runs = tx.open_table(RUNS).map_err(err)?;
+            let upper = before.as_ref().map_or(ID_MAX, RunId::as_str);
+            let mut found = Vec::new();
+            for item in by_user
+                .range((user.as_str(), "")..(user.as_str(), upper))
+                .map_err(err)?
+                .rev()
+            {
+                let (key, _) = item.map_err(err)?;
+                let (_, run_id) = key.value();
+                if let Some(run) = get_json::<&str, Run>(&runs, run_id)? {
+                    found.push(run);
+                }
+                if found.len() == limit {
+                    break;
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn idempotency(
         &self,
         user_id: &UserId,
@@ -349,6 +401,10 @@ impl Store for RedbStore {
             tx.open_table(RUNS_BY_TX)
                 .map_err(err)?
                 .insert(run.credit_tx_id.as_str(), run.run_id.as_str())
+                .map_err(err)?;
+            tx.open_table(USER_RUNS)
+                .map_err(err)?
+                .insert((run.user_id.as_str(), run.run_id.as_str()), ())
                 .map_err(err)?;
             Ok(CastOutcome::Created(run))
         })

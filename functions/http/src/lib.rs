@@ -172,6 +172,12 @@ pub const BALANCE: Endpoint = Endpoint {
     methods: GET,
     handler: |app, req, _, _| Box::pin(me::balance(app, req)),
 };
+/// `GET /api/v1/me/runs`
+pub const MY_RUNS: Endpoint = Endpoint {
+    path: "/api/v1/me/runs",
+    methods: GET,
+    handler: |app, req, _, _| Box::pin(me::runs(app, req)),
+};
 /// `GET /api/v1/me/ledger`
 pub const LEDGER: Endpoint = Endpoint {
     path: "/api/v1/me/ledger",
@@ -253,6 +259,7 @@ pub const ALL: &[&Endpoint] = &[
     &RUN_CANCEL,
     &BALANCE,
     &LEDGER,
+    &MY_RUNS,
     &STATS_REFRESH,
     &REMOVED_PREPARE,
     &REMOVED_CONFIRM,

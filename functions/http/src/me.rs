@@ -6,7 +6,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::{json, query, session, Handled, Problem};
-use spellcast_core::ids::CreditTxId;
+use spellcast_core::ids::{CreditTxId, RunId};
 use spellcast_core::App;
 
 /// `GET /api/v1/me/balance`.
@@ -22,13 +22,7 @@ pub async fn balance(app: &Arc<App>, req: &http::request::Parts) -> Handled {
 /// `GET /api/v1/me/ledger?limit=50&cursor=...`, newest first.
 pub async fn ledger(app: &Arc<App>, req: &http::request::Parts) -> Handled {
     let user = session(app, req)?;
-    let limit = match query(req, "limit") {
-        None => 50,
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=200).contains(&n) => n,
-            _ => return Err(Problem::bad_json("limit must be a number from 1 to 200")),
-        },
-    };
+    let limit = limit(req, 50, 200)?;
     let cursor =
         match query(req, "cursor") {
             None => None,
@@ -42,6 +36,61 @@ pub async fn ledger(app: &Arc<App>, req: &http::request::Parts) -> Handled {
         .await?;
     let mut body = json!({ "entries": page.entries });
     if let Some(next) = page.next {
+        body["nextCursor"] = json!(next);
+    }
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// A `limit` query parameter from 1 to `max`, `default` when absent.
+fn limit(req: &http::request::Parts, default: usize, max: usize) -> Result<usize, Problem> {
+    match query(req, "limit") {
+        None => Ok(default),
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(Problem::bad_json(format!(
+                "limit must be a number from 1 to {max}"
+            ))),
+        },
+    }
+}
+
+/// `GET /api/v1/me/runs?limit=20&cursor=...`: the caller's runs, newest first (SPEC §3.11a).
+pub async fn runs(app: &Arc<App>, req: &http::request::Parts) -> Handled {
+    let user = session(app, req)?;
+    let limit = limit(req, 20, 100)?;
+    let cursor =
+        match query(req, "cursor") {
+            None => None,
+            Some(raw) => Some(RunId::parse(&raw).ok_or_else(|| {
+                Problem::bad_json("cursor must be a nextCursor this API returned")
+            })?),
+        };
+    let (runs, next) = app
+        .viewing()
+        .runs_of(&user.sub, limit, cursor.as_ref())
+        .await?;
+    let runs: Vec<_> = runs
+        .iter()
+        .map(|run| {
+            let title = app
+                .catalog
+                .get(&run.slug)
+                .map_or_else(|| run.slug.to_string(), |s| s.def.title.clone());
+            json!({
+                "runId": run.run_id,
+                "creditTxId": run.credit_tx_id,
+                "slug": run.slug,
+                "title": title,
+                "status": run.status,
+                "costPts": run.cost_pts,
+                "refundedPts": run.refunded_pts,
+                "createdAt": run.created_at,
+                "finishedAt": run.finished_at,
+            })
+        })
+        .collect();
+    let mut body = json!({ "runs": runs });
+    if let Some(next) = next {
         body["nextCursor"] = json!(next);
     }
     Ok(json(StatusCode::OK, &body))
