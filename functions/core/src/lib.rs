@@ -26,5 +26,6 @@ pub mod stats;
 pub mod tools;
 pub mod viewing;
 pub mod watching;
+pub mod webhooks;
 
 pub use app::{App, Config};
