@@ -200,6 +200,47 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (first == 0 && ip.segments()[..6].iter().all(|s| *s == 0))) // IPv4-compatible
 }
 
+/// One delivery attempt as it goes out: where, and the signed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The receiver.
+    pub url: String,
+    /// `webhook-id`: the same on every attempt of one event.
+    pub id: String,
+    /// `webhook-timestamp`: Unix seconds of this attempt.
+    pub timestamp: i64,
+    /// `webhook-signature`.
+    pub signature: String,
+    /// The JSON body.
+    pub body: Vec<u8>,
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempted {
+    /// The receiver's status, if it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed (no answer, a refused address, a non-2xx status), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Attempted {
+    /// Whether the receiver took it (a 2xx).
+    pub fn delivered(&self) -> bool {
+        self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+/// Sends webhook deliveries (the outbound HTTP client).
+#[async_trait::async_trait]
+pub trait WebhookSender: Send + Sync {
+    /// Makes one attempt; never follows a redirect, and connects only where [`is_public`] allows.
+    async fn send(&self, outgoing: &Outgoing) -> Attempted;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
