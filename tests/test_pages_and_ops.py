@@ -84,6 +84,25 @@ def test_my_runs_are_listed_newest_first_in_pages(server):
     assert server.http.get("/api/v1/me/runs").status_code == 401
 
 
+def test_each_user_has_a_webhook_secret_to_read_and_rotate(server):
+    """SPEC §3.13: GET /api/v1/me/webhook-secret makes it once; POST rotates it."""
+    user = server.session(grant=0)
+    auth = {"authorization": f"Bearer {user['token']}"}
+    first = server.http.get("/api/v1/me/webhook-secret", headers=auth)
+    assert first.status_code == 200 and first.headers["cache-control"] == "no-store"
+    secret = first.json()["secret"]
+    assert secret.startswith("whsec_") and len(secret) > 20
+    assert server.http.get("/api/v1/me/webhook-secret", headers=auth).json()["secret"] == secret
+    rotated = server.http.post("/api/v1/me/webhook-secret", headers=auth).json()["secret"]
+    assert rotated.startswith("whsec_") and rotated != secret
+    assert server.http.get("/api/v1/me/webhook-secret", headers=auth).json()["secret"] == rotated
+    other = server.session(grant=0)
+    theirs = server.http.get("/api/v1/me/webhook-secret", headers={"authorization": f"Bearer {other['token']}"})
+    assert theirs.json()["secret"] not in (secret, rotated)
+    assert server.http.get("/api/v1/me/webhook-secret").status_code == 401
+    assert server.http.delete("/api/v1/me/webhook-secret", headers=auth).status_code == 405
+
+
 def test_request_ids_are_echoed_or_made(server):
     r = server.http.get("/api/v1/spells/hello-sigil/meta", headers={"x-request-id": "trace-123"})
     assert r.headers["x-request-id"] == "trace-123"

@@ -77,6 +77,7 @@ use spellcast_core::ports::{
     CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
 use spellcast_core::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
+use spellcast_core::webhooks::WebhookSecret;
 
 type Item = HashMap<String, Av>;
 
@@ -497,6 +498,46 @@ impl Store for DynamoStore {
             .into_iter()
             .map(from_item)
             .collect()
+    }
+
+    async fn webhook_secret(&self, user_id: &UserId) -> StoreResult<Option<WebhookSecret>> {
+        let item = self.get(format!("SECRET#{user_id}"), "WEBHOOK").await?;
+        Ok(item
+            .as_ref()
+            .and_then(|i| i.get("secret"))
+            .and_then(|v| v.as_s().ok())
+            .and_then(|raw| WebhookSecret::parse(raw)))
+    }
+
+    async fn put_webhook_secret(
+        &self,
+        user_id: &UserId,
+        secret: WebhookSecret,
+        replace: bool,
+    ) -> StoreResult<WebhookSecret> {
+        let mut item = key(format!("SECRET#{user_id}"), "WEBHOOK");
+        item.insert("secret".into(), s(secret.as_str()));
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        if !replace {
+            put = put.condition_expression("attribute_not_exists(pk)");
+        }
+        match put.send().await {
+            Ok(_) => Ok(secret),
+            // Another first read made one meanwhile: that one is the user's.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                self.webhook_secret(user_id)
+                    .await?
+                    .ok_or_else(|| StoreError::new("a webhook secret vanished while made"))
+            }
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     async fn user_runs(

@@ -22,6 +22,7 @@ use spellcast_core::ports::{
 };
 use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent, RunStatus};
 use spellcast_core::stats::PriceBook;
+use spellcast_core::webhooks::WebhookSecret;
 use spellcast_core::{App, Config};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
 
@@ -99,6 +100,18 @@ impl Store for FaultyStore {
     }
     async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>> {
         self.call(self.inner.run(run_id)).await
+    }
+    async fn webhook_secret(&self, user_id: &UserId) -> StoreResult<Option<WebhookSecret>> {
+        self.call(self.inner.webhook_secret(user_id)).await
+    }
+    async fn put_webhook_secret(
+        &self,
+        user_id: &UserId,
+        secret: WebhookSecret,
+        replace: bool,
+    ) -> StoreResult<WebhookSecret> {
+        self.call(self.inner.put_webhook_secret(user_id, secret, replace))
+            .await
     }
     async fn user_runs(
         &self,

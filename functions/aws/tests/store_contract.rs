@@ -23,6 +23,7 @@ use spellcast_core::run::{
 };
 use spellcast_core::runner::Execution;
 use spellcast_core::stats::PriceBook;
+use spellcast_core::webhooks::WebhookSecret;
 use spellcast_core::{App, Config};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
 
@@ -85,6 +86,7 @@ contract!(
     many_invoices_over_a_small_balance_never_go_below_zero,
     racing_failures_refund_exactly_once,
     a_users_runs_are_listed_newest_first_in_pages,
+    a_webhook_secret_is_kept_once_and_rotated,
     a_cancel_refunds_by_its_rule_once,
     racing_cancels_settle_to_one_outcome,
     a_duplicate_delivery_executes_nothing_twice,
@@ -774,6 +776,39 @@ async fn a_users_runs_are_listed_newest_first_in_pages(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn a_webhook_secret_is_kept_once_and_rotated(store: Arc<dyn Store>) {
+    let user: spellcast_core::ids::UserId = new_id("hooked").as_str().into();
+    assert_eq!(store.webhook_secret(&user).await.unwrap(), None);
+    // First reads racing: one secret wins and every one of them gets it.
+    let firsts = (0..8).map(|_| {
+        let (store, user) = (store.clone(), user.clone());
+        tokio::spawn(async move {
+            store
+                .put_webhook_secret(&user, WebhookSecret::generate(), false)
+                .await
+                .unwrap()
+        })
+    });
+    let got: Vec<WebhookSecret> = futures::future::join_all(firsts)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(got.windows(2).all(|w| w[0] == w[1]), "one secret");
+    assert_eq!(
+        store.webhook_secret(&user).await.unwrap(),
+        Some(got[0].clone())
+    );
+    let rotated = store
+        .put_webhook_secret(&user, WebhookSecret::generate(), true)
+        .await
+        .unwrap();
+    assert_ne!(rotated, got[0]);
+    assert_eq!(store.webhook_secret(&user).await.unwrap(), Some(rotated));
+    let other: spellcast_core::ids::UserId = new_id("other").as_str().into();
+    assert_eq!(store.webhook_secret(&other).await.unwrap(), None);
 }
 
 async fn racing_failures_refund_exactly_once(store: Arc<dyn Store>) {

@@ -1,5 +1,6 @@
 //! The `balance` Lambda: the signed-in user's account — GET /api/v1/me/balance,
-//! /api/v1/me/ledger and /api/v1/me/runs (their run history).
+//! /api/v1/me/ledger, /api/v1/me/runs (their run history) and their webhook signing secret
+//! (GET, and POST to rotate it: the one write it may make, see the template).
 
 use std::sync::Arc;
 
@@ -11,7 +12,12 @@ async fn main() -> Result<(), Error> {
     let app = start.app(Arc::new(NoEvents), Arc::new(NoBlobs), Toolbox::default())?;
     serve(
         app,
-        &[&endpoints::BALANCE, &endpoints::LEDGER, &endpoints::MY_RUNS],
+        &[
+            &endpoints::BALANCE,
+            &endpoints::LEDGER,
+            &endpoints::MY_RUNS,
+            &endpoints::WEBHOOK_SECRET,
+        ],
     )
     .await
 }

@@ -65,6 +65,29 @@ impl Accounts<'_> {
         self.store.balance(user).await
     }
 
+    /// The user's webhook signing secret, made on first use.
+    pub async fn webhook_secret(
+        &self,
+        user: &UserId,
+    ) -> crate::ports::StoreResult<crate::webhooks::WebhookSecret> {
+        match self.store.webhook_secret(user).await? {
+            Some(secret) => Ok(secret),
+            None => {
+                let fresh = crate::webhooks::WebhookSecret::generate();
+                self.store.put_webhook_secret(user, fresh, false).await
+            }
+        }
+    }
+
+    /// A new webhook signing secret for the user; the old one stops signing at once.
+    pub async fn rotate_webhook_secret(
+        &self,
+        user: &UserId,
+    ) -> crate::ports::StoreResult<crate::webhooks::WebhookSecret> {
+        let fresh = crate::webhooks::WebhookSecret::generate();
+        self.store.put_webhook_secret(user, fresh, true).await
+    }
+
     /// Up to `limit` entries strictly older than `before` (a page's `next`), newest first.
     pub async fn ledger_page(
         &self,

@@ -12,6 +12,7 @@ use crate::ids::{CreditTxId, InvoiceId, RunId, Slug, UserId};
 use crate::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
 use crate::ledger::LedgerEntry;
 use crate::run::{OutputFile, Run, RunChange, RunEvent};
+use crate::webhooks::WebhookSecret;
 
 /// A store failure that is not the client's fault (I/O, corruption, an unreachable service).
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +198,16 @@ pub trait Store: Send + Sync {
     async fn cast(&self, cast: NewCast) -> StoreResult<CastOutcome>;
     /// A run by id.
     async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>>;
+    /// The user's webhook signing secret, if one was made.
+    async fn webhook_secret(&self, user_id: &UserId) -> StoreResult<Option<WebhookSecret>>;
+    /// Stores `secret` as the user's: always when `replace` (a rotation), else only if the user
+    /// has none (two first reads racing keep one secret). Returns the secret stored.
+    async fn put_webhook_secret(
+        &self,
+        user_id: &UserId,
+        secret: WebhookSecret,
+        replace: bool,
+    ) -> StoreResult<WebhookSecret>;
     /// A user's runs, newest first, strictly older than `before` (a run id) when given.
     async fn user_runs(
         &self,

@@ -28,6 +28,7 @@ use spellcast_core::ports::{
     CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
 use spellcast_core::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
+use spellcast_core::webhooks::WebhookSecret;
 
 const BALANCES: TableDefinition<&str, i64> = TableDefinition::new("balances");
 const LEDGER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ledger");
@@ -35,6 +36,8 @@ const INVOICES: TableDefinition<&str, &[u8]> = TableDefinition::new("invoices");
 const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const RUNS_BY_TX: TableDefinition<&str, &str> = TableDefinition::new("runs_by_tx");
+/// Each user's webhook signing secret.
+const WEBHOOK_SECRETS: TableDefinition<&str, &str> = TableDefinition::new("webhook_secrets");
 /// A user's runs by (user, run id): run ids sort by time.
 const USER_RUNS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_runs");
 const UNFINISHED: TableDefinition<&str, ()> = TableDefinition::new("unfinished");
@@ -126,6 +129,7 @@ impl RedbStore {
             }
         }
         tx.open_table(UNFINISHED).map_err(err)?;
+        tx.open_table(WEBHOOK_SECRETS).map_err(err)?;
         tx.open_table(EVENTS).map_err(err)?;
         tx.open_table(FILES).map_err(err)?;
         tx.open_table(BLOB_FILES).map_err(err)?;
@@ -279,6 +283,36 @@ impl Store for RedbStore {
                 }
             }
             Ok(entries)
+        })
+        .await
+    }
+
+    async fn webhook_secret(&self, user_id: &UserId) -> StoreResult<Option<WebhookSecret>> {
+        self.read_now(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let table = tx.open_table(WEBHOOK_SECRETS).map_err(err)?;
+            let stored = table.get(user_id.as_str()).map_err(err)?;
+            Ok(stored.and_then(|v| WebhookSecret::parse(v.value())))
+        })
+    }
+
+    async fn put_webhook_secret(
+        &self,
+        user_id: &UserId,
+        secret: WebhookSecret,
+        replace: bool,
+    ) -> StoreResult<WebhookSecret> {
+        let user = user_id.to_owned();
+        self.write(move |tx| {
+            let mut table = tx.open_table(WEBHOOK_SECRETS).map_err(err)?;
+            if !replace {
+                let existing = table.get(user.as_str()).map_err(err)?;
+                if let Some(kept) = existing.and_then(|v| WebhookSecret::parse(v.value())) {
+                    return Ok(kept);
+                }
+            }
+            table.insert(user.as_str(), secret.as_str()).map_err(err)?;
+            Ok(secret)
         })
         .await
     }

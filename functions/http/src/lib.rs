@@ -178,6 +178,12 @@ pub const MY_RUNS: Endpoint = Endpoint {
     methods: GET,
     handler: |app, req, _, _| Box::pin(me::runs(app, req)),
 };
+/// `GET|POST /api/v1/me/webhook-secret`
+pub const WEBHOOK_SECRET: Endpoint = Endpoint {
+    path: "/api/v1/me/webhook-secret",
+    methods: &[Method::GET, Method::POST],
+    handler: |app, req, _, _| Box::pin(me::webhook_secret(app, req)),
+};
 /// `GET /api/v1/me/ledger`
 pub const LEDGER: Endpoint = Endpoint {
     path: "/api/v1/me/ledger",
@@ -260,6 +266,7 @@ pub const ALL: &[&Endpoint] = &[
     &BALANCE,
     &LEDGER,
     &MY_RUNS,
+    &WEBHOOK_SECRET,
     &STATS_REFRESH,
     &REMOVED_PREPARE,
     &REMOVED_CONFIRM,

@@ -96,6 +96,19 @@ pub async fn runs(app: &Arc<App>, req: &http::request::Parts) -> Handled {
     Ok(json(StatusCode::OK, &body))
 }
 
+/// `GET /api/v1/me/webhook-secret` (made on first use) and `POST` (a new one): the secret that
+/// signs the user's run webhooks (SPEC §3.13). Never cached.
+pub async fn webhook_secret(app: &Arc<App>, req: &http::request::Parts) -> Handled {
+    let user = session(app, req)?;
+    let accounts = app.accounts();
+    let secret = if req.method == http::Method::POST {
+        accounts.rotate_webhook_secret(&user.sub).await?
+    } else {
+        accounts.webhook_secret(&user.sub).await?
+    };
+    Ok(json(StatusCode::OK, &json!({ "secret": secret.as_str() })))
+}
+
 /// `POST /api/v1/dev/session`: a session for a demo user, with demo points. Local server only.
 #[cfg(feature = "dev-session")]
 pub async fn dev_session(
