@@ -275,6 +275,32 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// One page of the items under `pk`, highest sort key first, below `before` when given
+    /// (sort keys that are ids sort by time: newest first).
+    async fn page_down(
+        &self,
+        pk: String,
+        limit: usize,
+        before: Option<&str>,
+    ) -> StoreResult<Vec<Item>> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_values(":pk", s(pk))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(limit.clamp(1, 1000) as i32);
+        query = match before {
+            Some(cursor) => query
+                .key_condition_expression("pk = :pk AND sk < :before")
+                .expression_attribute_values(":before", s(cursor)),
+            None => query.key_condition_expression("pk = :pk"),
+        };
+        let out = query.send().await.map_err(store_error)?;
+        Ok(out.items.unwrap_or_default())
+    }
+
     async fn get(&self, pk: String, sk: &str) -> StoreResult<Option<Item>> {
         let out = self
             .client
@@ -478,23 +504,9 @@ impl Store for DynamoStore {
         limit: usize,
         before: Option<&CreditTxId>,
     ) -> StoreResult<Vec<LedgerEntry>> {
-        let mut query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .expression_attribute_values(":pk", s(format!("LEDGER#{user_id}")))
-            .scan_index_forward(false)
-            .consistent_read(true)
-            .limit(limit.clamp(1, 1000) as i32);
-        query = match before {
-            Some(cursor) => query
-                .key_condition_expression("pk = :pk AND sk < :before")
-                .expression_attribute_values(":before", s(cursor.as_str())),
-            None => query.key_condition_expression("pk = :pk"),
-        };
-        let out = query.send().await.map_err(store_error)?;
-        out.items
-            .unwrap_or_default()
+        let before = before.map(CreditTxId::as_str);
+        self.page_down(format!("LEDGER#{user_id}"), limit, before)
+            .await?
             .into_iter()
             .map(from_item)
             .collect()
@@ -546,24 +558,11 @@ impl Store for DynamoStore {
         limit: usize,
         before: Option<&RunId>,
     ) -> StoreResult<Vec<Run>> {
-        let mut query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .expression_attribute_values(":pk", s(format!("USERRUNS#{user_id}")))
-            .scan_index_forward(false)
-            .consistent_read(true)
-            .limit(limit.clamp(1, 1000) as i32);
-        query = match before {
-            Some(cursor) => query
-                .key_condition_expression("pk = :pk AND sk < :before")
-                .expression_attribute_values(":before", s(cursor.as_str())),
-            None => query.key_condition_expression("pk = :pk"),
-        };
-        let out = query.send().await.map_err(store_error)?;
-        let ids: Vec<RunId> = out
-            .items
-            .unwrap_or_default()
+        let before = before.map(RunId::as_str);
+        let listed = self
+            .page_down(format!("USERRUNS#{user_id}"), limit, before)
+            .await?;
+        let ids: Vec<RunId> = listed
             .iter()
             .filter_map(|item| item.get("sk").and_then(|v| v.as_s().ok()))
             .map(|id| RunId::from(id.as_str()))

@@ -176,20 +176,14 @@ async fn run(cli: &Cli, api: &Api) -> Result<u8, Failure> {
         Command::Spells => {
             let c = api.call(Method::GET, "/api/v1/spells", None, None).await?;
             say(cli, &c, || {
-                c["spells"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|s| {
-                        format!(
-                            "{:<20} {:>6} pts  {}",
-                            str_of(&s["slug"]),
-                            s["avgCostPtsCached"],
-                            str_of(&s["summary"])
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                rows(&c["spells"], |s| {
+                    format!(
+                        "{:<20} {:>6} pts  {}",
+                        str_of(&s["slug"]),
+                        s["avgCostPtsCached"],
+                        str_of(&s["summary"])
+                    )
+                })
             });
             Ok(0)
         }
@@ -232,22 +226,16 @@ async fn run(cli: &Cli, api: &Api) -> Result<u8, Failure> {
             let path = format!("/api/v1/me/runs?limit={limit}");
             let r = api.call(Method::GET, &path, Some(&token), None).await?;
             say(cli, &r, || {
-                r["runs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|run| {
-                        format!(
-                            "{}  {:<10} {:<20} {:>6} pts  {}",
-                            str_of(&run["createdAt"]),
-                            str_of(&run["status"]),
-                            str_of(&run["slug"]),
-                            run["costPts"],
-                            str_of(&run["runId"])
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                rows(&r["runs"], |run| {
+                    format!(
+                        "{}  {:<10} {:<20} {:>6} pts  {}",
+                        str_of(&run["createdAt"]),
+                        str_of(&run["status"]),
+                        str_of(&run["slug"]),
+                        run["costPts"],
+                        str_of(&run["runId"])
+                    )
+                })
             });
             Ok(0)
         }
@@ -264,21 +252,15 @@ async fn run(cli: &Cli, api: &Api) -> Result<u8, Failure> {
             let path = format!("/api/v1/me/ledger?limit={limit}");
             let l = api.call(Method::GET, &path, Some(&token), None).await?;
             say(cli, &l, || {
-                l["entries"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|e| {
-                        format!(
-                            "{}  {:<7} {:>8}  {}",
-                            str_of(&e["at"]),
-                            str_of(&e["kind"]),
-                            e["pts"],
-                            str_of(&e["runId"])
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                rows(&l["entries"], |e| {
+                    format!(
+                        "{}  {:<7} {:>8}  {}",
+                        str_of(&e["at"]),
+                        str_of(&e["kind"]),
+                        e["pts"],
+                        str_of(&e["runId"])
+                    )
+                })
             });
             Ok(0)
         }
@@ -527,6 +509,16 @@ fn say(cli: &Cli, value: &Value, text: impl FnOnce() -> String) {
     } else {
         println!("{}", text());
     }
+}
+
+/// One line per item of a JSON array.
+fn rows(list: &Value, row: impl Fn(&Value) -> String) -> String {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(row)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn str_of(v: &Value) -> &str {
