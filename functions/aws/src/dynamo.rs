@@ -567,9 +567,17 @@ impl Store for DynamoStore {
             .filter_map(|item| item.get("sk").and_then(|v| v.as_s().ok()))
             .map(|id| RunId::from(id.as_str()))
             .collect();
-        // One page is at most `limit` (an API page: 100) reads, made together.
-        let runs = futures::future::try_join_all(ids.iter().map(|id| self.run(id))).await?;
-        Ok(runs.into_iter().flatten().collect())
+        // One page is at most `limit` (an API page: 100) reads, made together; heads only — a
+        // listing shows no inputs or outputs, and a body can be hundreds of KB.
+        let heads = futures::future::try_join_all(
+            ids.iter().map(|id| self.get(format!("RUN#{id}"), "RUN")),
+        )
+        .await?;
+        heads
+            .into_iter()
+            .flatten()
+            .map(|head| run_from_items(head, None))
+            .collect()
     }
 
     async fn idempotency(

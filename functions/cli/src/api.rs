@@ -96,32 +96,36 @@ impl Api {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let res = req.send().await?;
-        let status = res.status();
-        let text = res.text().await?;
-        let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(json);
-        }
-        Err(match json.get("code").and_then(Value::as_str) {
-            Some(code) => ApiError::Problem {
-                status,
-                code: code.to_owned(),
-                detail: json["detail"].as_str().unwrap_or_default().to_owned(),
-                errors: json["errors"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|e| {
-                        format!(
-                            "{}: {}",
-                            e["pointer"].as_str().unwrap_or_default(),
-                            e["message"].as_str().unwrap_or_default()
-                        )
-                    })
-                    .collect(),
-            },
-            None => ApiError::Transport(format!("the server answered {status}: {text:.200}")),
-        })
+        answer(req.send().await?).await
     }
+}
+
+/// A response read as the API's: its JSON if it succeeded, else its problem.
+pub async fn answer(res: reqwest::Response) -> Result<Value, ApiError> {
+    let status = res.status();
+    let text = res.text().await?;
+    let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(json);
+    }
+    Err(match json.get("code").and_then(Value::as_str) {
+        Some(code) => ApiError::Problem {
+            status,
+            code: code.to_owned(),
+            detail: json["detail"].as_str().unwrap_or_default().to_owned(),
+            errors: json["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        e["pointer"].as_str().unwrap_or_default(),
+                        e["message"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect(),
+        },
+        None => ApiError::Transport(format!("the server answered {status}: {text:.200}")),
+    })
 }

@@ -83,11 +83,11 @@ pub async fn follow(
                 if res.status().is_client_error()
                     && res.status() != StatusCode::TOO_MANY_REQUESTS =>
             {
-                let path = stream_url.to_owned();
-                return api
-                    .call(Method::GET, &path, Some(invoice), None)
-                    .await
-                    .map(|_| Ended::AllDelivered);
+                // The problem is in the answer at hand: no second request for it.
+                return Err(match crate::api::answer(res).await {
+                    Err(problem) => problem,
+                    Ok(_) => ApiError::Transport("the stream was refused".into()),
+                });
             }
             Ok(res) => format!("the server answered {}", res.status()),
             Err(e) => format!("cannot reach Spellcast: {e}"),

@@ -208,7 +208,8 @@ pub trait Store: Send + Sync {
         secret: WebhookSecret,
         replace: bool,
     ) -> StoreResult<WebhookSecret>;
-    /// A user's runs, newest first, strictly older than `before` (a run id) when given.
+    /// A user's runs, newest first, strictly older than `before` (a run id) when given. For a
+    /// listing: a store may leave out their inputs and outputs (`context`, `outputs`).
     async fn user_runs(
         &self,
         user_id: &UserId,

@@ -73,7 +73,7 @@ pub type Handler = for<'a> fn(
 pub struct Endpoint {
     /// The path, with `{}` for each parameter (`/api/v1/spells/{}/meta`).
     pub path: &'static str,
-    /// The methods it takes; empty for every method.
+    /// The methods it takes.
     pub methods: &'static [Method],
     /// What answers it.
     pub handler: Handler,
@@ -96,7 +96,7 @@ impl Endpoint {
     }
 
     fn allows(&self, method: &Method) -> bool {
-        self.methods.is_empty() || self.methods.contains(method)
+        self.methods.contains(method)
     }
 
     fn allow_header(&self) -> String {
