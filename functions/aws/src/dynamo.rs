@@ -15,6 +15,7 @@
 //! | run body        | `RUN#{runId}`       | `BODY`               | `context`, `outputs`: written at the cast and when outputs arrive, never by a progress tick |
 //! | tx → run        | `TX#{creditTxId}`   | `TX`                 | `runId`; the stream finds the run by its debit  |
 //! | run event       | `EVENTS#{runId}`    | `{seq:020}`          | written only if absent; `ttl` after retention   |
+//! | webhook delivery | `HOOKS#{runId}`    | `{webhookId}`        | written with its event; `attemptCount` guards each attempt; `unfinished` shard `h00`..`h15` while pending |
 //! | output file     | `FILE#{runId}`      | `{n:06}`             | `mime`, and `bytes` (B, at most 256 KB) or `blob` (its S3 key) |
 //! | tool cost       | `TOOLCOST`          | `{slug/step/tool}`   | `calls`, `pts` counters (ADD)                   |
 //! | spell price     | `STATS`             | `{slug}`             | recomputed every 15 minutes                     |
@@ -24,7 +25,9 @@
 //! Global secondary index `unfinished` (pk `unfinished`, sk `createdAt`, projection ALL) is sparse:
 //! only the heads of queued and running runs carry `unfinished` — a shard `u00`..`u15` from a
 //! hash of the run id, so casts and finishes spread over 16 index partitions rather than one hot
-//! key — and recovery reads exactly those, one query per shard.
+//! key — and recovery reads exactly those, one query per shard. Pending webhook deliveries use the
+//! same index under their own shards (`h00`..`h15`), so the sweep finds the ones whose queue
+//! message was lost.
 //!
 //! # Capacity per operation (on-demand; transactional writes cost 2 WCU per KB of each item,
 //! strongly consistent reads 1 RCU per 4 KB)
@@ -77,7 +80,7 @@ use spellcast_core::ports::{
     CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
 use spellcast_core::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
-use spellcast_core::webhooks::WebhookSecret;
+use spellcast_core::webhooks::{Attempt, Delivery, WebhookSecret};
 
 type Item = HashMap<String, Av>;
 
@@ -408,9 +411,31 @@ impl DynamoStore {
         Ok((head, body))
     }
 
-    /// Queries the unfinished runs of one shard of the index (heads only).
-    async fn unfinished_in(&self, shard: String) -> StoreResult<Vec<Run>> {
-        let mut runs = Vec::new();
+    /// A delivery as its item: filed in the index while pending, kept a day past the retention
+    /// (its retries last 27 hours).
+    fn delivery_item(&self, delivery: &Delivery) -> StoreResult<Item> {
+        let mut it = item(
+            delivery,
+            format!("HOOKS#{}", delivery.run_id),
+            &delivery.webhook_id,
+        )?;
+        it.insert("attemptCount".into(), n(delivery.attempts.len()));
+        it.insert(
+            "ttl".into(),
+            self.ttl(delivery.created_at + chrono::Duration::hours(28)),
+        );
+        if delivery.is_pending() {
+            it.insert(
+                "unfinished".into(),
+                s(shard_of("h", delivery.run_id.as_str())),
+            );
+        }
+        Ok(it)
+    }
+
+    /// Every item of one shard of the `unfinished` index.
+    async fn index_shard(&self, shard: String) -> StoreResult<Vec<Item>> {
+        let mut items = Vec::new();
         let mut start = None;
         loop {
             let out = self
@@ -424,14 +449,21 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(store_error)?;
-            for head in out.items.unwrap_or_default() {
-                runs.push(run_from_items(head, None)?);
-            }
+            items.extend(out.items.unwrap_or_default());
             start = out.last_evaluated_key;
             if start.is_none() {
-                return Ok(runs);
+                return Ok(items);
             }
         }
+    }
+
+    /// Queries the unfinished runs of one shard of the index (heads only).
+    async fn unfinished_in(&self, shard: String) -> StoreResult<Vec<Run>> {
+        self.index_shard(shard)
+            .await?
+            .into_iter()
+            .map(|head| run_from_items(head, None))
+            .collect()
     }
 }
 
@@ -444,10 +476,23 @@ const UNFINISHED_SHARDS: u32 = 16;
 
 /// The index shard of a run: a stable hash of its id (FNV-1a), `u00`..`u15`.
 fn unfinished_shard(run_id: &RunId) -> String {
-    let hash = run_id.as_str().bytes().fold(0x811c_9dc5_u32, |h, b| {
+    shard_of("u", run_id.as_str())
+}
+
+/// Shard `{prefix}00`..`{prefix}15` of `id`, by a stable hash (FNV-1a).
+fn shard_of(prefix: &str, id: &str) -> String {
+    let hash = id.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
-    format!("u{:02}", hash % UNFINISHED_SHARDS)
+    format!("{prefix}{:02}", hash % UNFINISHED_SHARDS)
+}
+
+/// A delivery from its item.
+fn delivery_from_item(mut it: Item) -> StoreResult<Delivery> {
+    for extra in ["unfinished", "attemptCount", "ttl"] {
+        it.remove(extra);
+    }
+    from_item(it)
 }
 
 /// A run from its head and body items (a head alone, from the index, has no inputs or outputs).
@@ -842,6 +887,13 @@ impl Store for DynamoStore {
                 items.push(balance_add(&run.user_id, refund.pts, &self.table)?);
                 items.push(ledger_put(&refund, &self.table)?);
             }
+            if let Some(delivery) = &applied.delivery {
+                items.push(put(
+                    self.delivery_item(delivery)?,
+                    &self.table,
+                    Some("attribute_not_exists(pk)"),
+                )?);
+            }
             match self.transact(items).await? {
                 Ok(()) => return Ok(Some((run, applied.event))),
                 // Someone else changed the run (or a conflict): read again and re-decide.
@@ -851,6 +903,77 @@ impl Store for DynamoStore {
         Err(StoreError::new(format!(
             "advance_run {run_id}: too many conflicts"
         )))
+    }
+
+    async fn deliveries(&self, run_id: &RunId) -> StoreResult<Vec<Delivery>> {
+        let mut out = self
+            .query_all(&format!("HOOKS#{run_id}"))
+            .await?
+            .into_iter()
+            .map(delivery_from_item)
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.sort_by_key(|d| d.created_at);
+        Ok(out)
+    }
+
+    async fn delivery(&self, run_id: &RunId, webhook_id: &str) -> StoreResult<Option<Delivery>> {
+        self.get(format!("HOOKS#{run_id}"), webhook_id)
+            .await?
+            .map(delivery_from_item)
+            .transpose()
+    }
+
+    async fn record_attempt(
+        &self,
+        run_id: &RunId,
+        webhook_id: &str,
+        attempt: Attempt,
+    ) -> StoreResult<bool> {
+        let Some(mut delivery) = self.delivery(run_id, webhook_id).await? else {
+            return Ok(false);
+        };
+        let before = delivery.attempts.len();
+        if before as u32 + 1 != attempt.attempt || !delivery.is_pending() {
+            return Ok(false);
+        }
+        delivery.next_at = attempt.next_at;
+        delivery.attempts.push(attempt);
+        // Only over the delivery as it was read: one record per attempt number.
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.delivery_item(&delivery)?))
+            .condition_expression("attemptCount = :before")
+            .expression_attribute_values(":before", n(before))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn due_deliveries(&self, at: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Delivery>> {
+        // Pending deliveries are few (each is done within a day): read every shard, keep the due.
+        let mut due = Vec::new();
+        for i in 0..UNFINISHED_SHARDS {
+            for it in self.index_shard(format!("h{i:02}")).await? {
+                let delivery = delivery_from_item(it)?;
+                if delivery.next_at.is_some_and(|next| next <= at) {
+                    due.push(delivery);
+                }
+            }
+        }
+        due.sort_by_key(|d| d.next_at);
+        due.truncate(limit);
+        Ok(due)
     }
 
     async fn run_events(

@@ -8,11 +8,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_eventbridge::Client;
+use spellcast_core::ids::RunId;
 use spellcast_core::ports::{BusError, EventBus, ExecutionStarted};
 use spellcast_core::run::{Run, RunEvent};
 
 /// The `source` of every Spellcast event (rules match on it).
 pub const SOURCE: &str = "spellcast";
+/// The detail-type of "a webhook delivery is due" (the rule to the webhooks queue matches it).
+pub const WEBHOOK_DUE: &str = "webhookDue";
 /// Most entries one `PutEvents` call takes.
 const BATCH: usize = 10;
 /// Attempts per entry.
@@ -164,6 +167,16 @@ impl EventBus for EventBridgeBus {
         });
         self.put_all(vec![Entry {
             detail_type: kind.into(),
+            detail: detail.to_string(),
+        }])
+        .await
+    }
+
+    async fn webhook_due(&self, run_id: &RunId, webhook_id: &str) -> Result<(), BusError> {
+        // A rule sends these to the webhooks queue (infra/template.yaml, `WebhookDue`).
+        let detail = serde_json::json!({ "runId": run_id, "webhookId": webhook_id });
+        self.put_all(vec![Entry {
+            detail_type: WEBHOOK_DUE.into(),
             detail: detail.to_string(),
         }])
         .await

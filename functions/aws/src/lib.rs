@@ -1,5 +1,5 @@
 //! Spellcast on AWS services: [`DynamoStore`] (the store port on DynamoDB), [`EventBridgeBus`]
-//! (execution events on EventBridge), [`S3Blobs`] (large output files in S3), [`PollingSignal`] (streams in another process than the
+//! (execution events on EventBridge), [`S3Blobs`] (large output files in S3), [`WebhookQueue`] (webhook retries on SQS), [`PollingSignal`] (streams in another process than the
 //! runner learn of new events by reading the store), and the `SdkConfig` every client of a process
 //! shares: [`sdk_config_from_environment`] in Lambda functions, [`load_sdk_config`] elsewhere.
 
@@ -9,9 +9,11 @@ mod dynamo;
 mod eventbridge;
 mod sdk_error;
 mod signal;
+mod sqs;
 
 pub use blobs::S3Blobs;
 pub use config::{load_sdk_config, sdk_config_from_environment, sdk_defaults, Timeouts};
 pub use dynamo::DynamoStore;
 pub use eventbridge::{Entry, EventBridgeBus, PutEvents, SOURCE};
 pub use signal::PollingSignal;
+pub use sqs::{WebhookQueue, MAX_DELAY};

@@ -22,7 +22,7 @@ use spellcast_core::ports::{
 };
 use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent, RunStatus};
 use spellcast_core::stats::PriceBook;
-use spellcast_core::webhooks::WebhookSecret;
+use spellcast_core::webhooks::{Attempt, Delivery, WebhookSecret};
 use spellcast_core::{App, Config};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
 
@@ -131,6 +131,24 @@ impl Store for FaultyStore {
         change: RunChange,
     ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
         self.call(self.inner.advance_run(run_id, change)).await
+    }
+    async fn deliveries(&self, run_id: &RunId) -> StoreResult<Vec<Delivery>> {
+        self.call(self.inner.deliveries(run_id)).await
+    }
+    async fn delivery(&self, run_id: &RunId, webhook_id: &str) -> StoreResult<Option<Delivery>> {
+        self.call(self.inner.delivery(run_id, webhook_id)).await
+    }
+    async fn record_attempt(
+        &self,
+        run_id: &RunId,
+        webhook_id: &str,
+        attempt: Attempt,
+    ) -> StoreResult<bool> {
+        self.call(self.inner.record_attempt(run_id, webhook_id, attempt))
+            .await
+    }
+    async fn due_deliveries(&self, at: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.call(self.inner.due_deliveries(at, limit)).await
     }
     async fn run_events(
         &self,

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use spellcast_lambda::{endpoints, serve, start, Error, NoBlobs, NoEvents, Toolbox};
+use spellcast_lambda::{endpoints, serve, start, Error, NoBlobs, Toolbox};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let start = start().await?;
-    // A canceled run's terminal event reaches its streams through the table they watch; no
-    // execution event is published, and no output file is read.
-    let app = start.app(Arc::new(NoEvents), Arc::new(NoBlobs), Toolbox::default())?;
+    // A canceled run's terminal event reaches its streams through the table they watch; the bus
+    // announces its webhook delivery (and the run event), and no output file is read.
+    let bus = start.events();
+    let app = start.app(bus, Arc::new(NoBlobs), Toolbox::default())?;
     serve(app, &[&endpoints::RUN_CANCEL]).await
 }

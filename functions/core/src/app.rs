@@ -37,6 +37,12 @@ pub struct Config {
     pub streams_per_user: u32,
     /// Open streams one run may have.
     pub streams_per_run: u32,
+    /// Whether a run's webhook may be plain http to a loopback address (the local server's
+    /// `--unsafe-webhook-loopback`, for tests; never on AWS).
+    pub webhook_loopback: bool,
+    /// Divides the webhook retry delays (1: the real schedule; the local server's tests shorten
+    /// it).
+    pub webhook_retry_divisor: u32,
 }
 
 impl Config {
@@ -67,6 +73,8 @@ impl Config {
             limits: crate::limits::Limits::default(),
             streams_per_user: crate::limits::StreamCaps::PER_USER,
             streams_per_run: crate::limits::StreamCaps::PER_RUN,
+            webhook_loopback: false,
+            webhook_retry_divisor: 1,
         }
     }
 
@@ -189,6 +197,19 @@ impl App {
         crate::cancel::Canceling {
             log: self.run_log(),
             clock: self.clock.as_ref(),
+        }
+    }
+
+    /// Delivering webhooks through `sender`, with the ports it needs.
+    pub fn delivering<'a>(
+        &'a self,
+        sender: &'a dyn crate::webhooks::WebhookSender,
+    ) -> crate::delivering::Delivering<'a> {
+        crate::delivering::Delivering {
+            store: self.store.as_ref(),
+            sender,
+            clock: self.clock.as_ref(),
+            retry_divisor: self.config.webhook_retry_divisor,
         }
     }
 

@@ -35,6 +35,8 @@ pub struct CastRequest<'r> {
     pub invoice: &'r str,
     /// The inputs.
     pub context: Value,
+    /// Where to send its webhook deliveries, if anywhere (already checked).
+    pub webhook: Option<crate::webhooks::WebhookTarget>,
 }
 
 /// A cast that was paid for.
@@ -113,7 +115,7 @@ impl Casting<'_> {
 
         let now = self.clock.now();
         let context_hash = json_hash(&request.context);
-        let run = Run::queued(
+        let mut run = Run::queued(
             &spell,
             &claims.jti,
             &request.user,
@@ -121,6 +123,7 @@ impl Casting<'_> {
             request.context,
             now,
         );
+        run.webhook = request.webhook;
         let debit = run.debit_entry();
         let outcome = self
             .store

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cancel;
 pub mod cast;
 pub mod catalog;
+pub mod delivering;
 pub mod ids;
 pub mod invoice;
 pub mod ledger;

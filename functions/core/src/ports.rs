@@ -12,7 +12,7 @@ use crate::ids::{CreditTxId, InvoiceId, RunId, Slug, UserId};
 use crate::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
 use crate::ledger::LedgerEntry;
 use crate::run::{OutputFile, Run, RunChange, RunEvent};
-use crate::webhooks::WebhookSecret;
+use crate::webhooks::{Attempt, Delivery, WebhookSecret};
 
 /// A store failure that is not the client's fault (I/O, corruption, an unreachable service).
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +226,21 @@ pub trait Store: Send + Sync {
         run_id: &RunId,
         change: RunChange,
     ) -> StoreResult<Option<(Run, Option<RunEvent>)>>;
+    /// A run's webhook deliveries, oldest first (each with its attempts).
+    async fn deliveries(&self, run_id: &RunId) -> StoreResult<Vec<Delivery>>;
+    /// One webhook delivery of a run.
+    async fn delivery(&self, run_id: &RunId, webhook_id: &str) -> StoreResult<Option<Delivery>>;
+    /// Records an attempt of a delivery and when the next one is due (its `next_at`; `None`:
+    /// delivered or given up) — only if it is the delivery's next attempt (number
+    /// `attempts + 1`); `false` when another worker recorded that attempt first.
+    async fn record_attempt(
+        &self,
+        run_id: &RunId,
+        webhook_id: &str,
+        attempt: Attempt,
+    ) -> StoreResult<bool>;
+    /// Pending deliveries due at or before `at`, soonest first, at most `limit`.
+    async fn due_deliveries(&self, at: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Delivery>>;
     /// Events with seq greater than `after`, in order, at most `limit`.
     async fn run_events(
         &self,
@@ -269,6 +284,9 @@ pub trait EventBus: Send + Sync {
     async fn execution_started(&self, event: ExecutionStarted) -> Result<(), BusError>;
     /// Announces a run event to whoever listens (best effort: the store holds the truth).
     async fn run_event(&self, run: &Run, event: &RunEvent) -> Result<(), BusError>;
+    /// Asks for a stored webhook delivery to be attempted (best effort: a pending delivery
+    /// stays in the store, where the sweep finds it again).
+    async fn webhook_due(&self, run_id: &RunId, webhook_id: &str) -> Result<(), BusError>;
 }
 
 /// Where large output files live (S3 on AWS, files under the data dir locally), so that no store

@@ -26,7 +26,12 @@ pub struct Sweep {
     pub republished: Vec<RunId>,
     /// Runs failed and refunded for being stuck.
     pub timed_out: Vec<RunId>,
+    /// Webhook deliveries announced again (their `webhook-id`s).
+    pub redelivered: Vec<String>,
 }
+
+/// Most stale deliveries one sweep announces again (the rest wait for the next sweep).
+const STALE_DELIVERIES: usize = 500;
 
 impl Recovery<'_> {
     /// Looks at every unfinished run once.
@@ -90,6 +95,24 @@ impl Recovery<'_> {
                     }
                     Err(e) => tracing::warn!(run_id = %run.run_id, error = %e, "republish failed"),
                 }
+            }
+        }
+        // A delivery still pending well after it was due lost its announcement (or its queue
+        // message): announce it again. At least once — a receiver may see it twice.
+        let stale = now - self.republish_after;
+        for delivery in self
+            .log
+            .store
+            .due_deliveries(stale, STALE_DELIVERIES)
+            .await?
+        {
+            let (run_id, id) = (&delivery.run_id, &delivery.webhook_id);
+            match self.log.bus.webhook_due(run_id, id).await {
+                Ok(()) => {
+                    tracing::warn!(%run_id, webhook_id = id, "webhook delivery announced again");
+                    report.redelivered.push(delivery.webhook_id);
+                }
+                Err(e) => tracing::warn!(%run_id, error = %e, "webhook announcement failed"),
             }
         }
         Ok(report)

@@ -199,6 +199,9 @@ pub struct Run {
     pub error: Option<RunError>,
     /// The seq of its last event (events are numbered 1, 2, 3, ...).
     pub last_seq: u64,
+    /// Where its webhook deliveries go, if the cast named a receiver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<crate::webhooks::WebhookTarget>,
 }
 
 /// The data of a run event, tagged by its SSE event type.
@@ -408,6 +411,9 @@ pub struct Applied {
     pub refund_pts: i64,
     /// Output files to store.
     pub files: Vec<OutputFile>,
+    /// The webhook delivery the event calls for, to store with it (the outbox: a delivery is
+    /// pending exactly when its event happened).
+    pub delivery: Option<crate::webhooks::Delivery>,
 }
 
 /// Why a change was refused: it does not fit the run's state (a duplicate delivery, a race with
@@ -463,6 +469,7 @@ impl Run {
             deadline_at: None,
             error: None,
             last_seq: 0,
+            webhook: None,
         }
     }
 
@@ -655,6 +662,7 @@ impl Run {
                         event: None,
                         refund_pts: 0,
                         files,
+                        delivery: None,
                     });
                 }
                 RunStatus::Canceling => return Err(self.refuse("the run is already canceling")),
@@ -678,13 +686,35 @@ impl Run {
             }
         };
         self.last_seq += 1;
+        let event = RunEvent {
+            seq: self.last_seq,
+            body,
+        };
         Ok(Applied {
-            event: Some(RunEvent {
-                seq: self.last_seq,
-                body,
-            }),
+            delivery: crate::webhooks::Delivery::of(self, &event),
+            event: Some(event),
             refund_pts,
             files,
+        })
+    }
+
+    /// The run as the API shows it (`GET /api/v1/runs/{runId}`, and the `data` of a webhook).
+    pub fn snapshot(&self) -> Value {
+        serde_json::json!({
+            "runId": self.run_id,
+            "creditTxId": self.credit_tx_id,
+            "slug": self.slug,
+            "status": self.status,
+            "steps": self.steps,
+            "outputs": self.outputs,
+            "costPts": self.cost_pts,
+            "refundedPts": self.refunded_pts,
+            "createdAt": self.created_at,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "durationMs": self.duration_ms(),
+            "error": self.error,
+            "lastEventId": self.last_seq,
         })
     }
 
@@ -757,6 +787,7 @@ pub(crate) mod tests {
             deadline_at: None,
             error: None,
             last_seq: 0,
+            webhook: None,
         }
     }
 

@@ -60,6 +60,12 @@ impl RunLog<'_> {
             // The store holds the truth and streams read it; the bus copy is for other consumers.
             tracing::warn!(error = %e, seq = event.seq, "run event not announced");
         }
+        if let Some(webhook_id) = crate::webhooks::Delivery::id_of(&run, &event) {
+            // Stored with the event; a lost announcement is found again by the sweep.
+            if let Err(e) = self.bus.webhook_due(run_id, &webhook_id).await {
+                tracing::warn!(error = %e, webhook_id, "webhook delivery not announced");
+            }
+        }
         Ok(Some((run, Some(event))))
     }
 }

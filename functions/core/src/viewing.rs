@@ -108,6 +108,25 @@ impl Viewing<'_> {
         Ok(run)
     }
 
+    /// Every attempt at run `run_id`'s webhook deliveries, oldest first, if `viewer` may see it
+    /// (`GET /api/v1/runs/{runId}/webhooks`).
+    pub async fn webhook_attempts(
+        &self,
+        viewer: &Viewer,
+        run_id: &RunId,
+    ) -> Result<Vec<crate::webhooks::Attempt>, ViewError> {
+        self.run(viewer, run_id).await?;
+        let mut attempts: Vec<_> = self
+            .store
+            .deliveries(run_id)
+            .await?
+            .into_iter()
+            .flat_map(|d| d.attempts)
+            .collect();
+        attempts.sort_by(|a, b| (a.at, &a.webhook_id).cmp(&(b.at, &b.webhook_id)));
+        Ok(attempts)
+    }
+
     /// The run of spell `slug` paid by `credit_tx`, if `viewer` may see it.
     pub async fn run_by_credit_tx(
         &self,

@@ -7,6 +7,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
+use crate::ids::{RunId, UserId};
+use crate::run::{EventBody, Run, RunEvent};
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -198,6 +203,110 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
         || first == 0x0064 && ip.segments()[1] == 0xff9b // NAT64 (reaches IPv4 inside)
         || (first == 0 && ip.segments()[..6].iter().all(|s| *s == 0))) // IPv4-compatible
+}
+
+/// One event's delivery to a run's receiver: written with the event, in the same transaction
+/// (so a delivery is pending exactly when its event happened), tried until the receiver takes
+/// it or the retries run out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// `webhook-id`: the same on every attempt (`msg_{runId}_{seq}`).
+    pub webhook_id: String,
+    /// The run.
+    pub run_id: RunId,
+    /// Its owner, whose secret signs it.
+    pub user_id: UserId,
+    /// `run.started` or `run.completed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The receiver.
+    pub url: String,
+    /// The JSON body, fixed when the event happened: every attempt sends the same bytes.
+    pub body: String,
+    /// When the event happened.
+    pub created_at: DateTime<Utc>,
+    /// When the next attempt is due; `None` once delivered or given up.
+    pub next_at: Option<DateTime<Utc>>,
+    /// The attempts so far, oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+/// One attempt as `GET /api/v1/runs/{runId}/webhooks` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// The delivery's `webhook-id`.
+    pub webhook_id: String,
+    /// `run.started` or `run.completed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// 1 for the first.
+    pub attempt: u32,
+    /// The receiver's status, if it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it was made.
+    pub at: DateTime<Utc>,
+    /// When the next one is due, if one will be made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<DateTime<Utc>>,
+}
+
+impl Delivery {
+    /// The delivery `event` calls for, if the run has a receiver that wants it: `run.started`
+    /// for the start, `run.completed` for whichever end; `data` is the run as it is now.
+    pub fn of(run: &Run, event: &RunEvent) -> Option<Delivery> {
+        let (wanted, at) = Self::wanted(run, event)?;
+        let kind = wanted.delivery_type();
+        let body = serde_json::json!({
+            "type": kind,
+            "timestamp": at,
+            "data": run.snapshot(),
+        });
+        Some(Delivery {
+            webhook_id: Self::id(&run.run_id, event.seq),
+            run_id: run.run_id.clone(),
+            user_id: run.user_id.clone(),
+            kind: kind.to_owned(),
+            url: run.webhook.as_ref()?.url.clone(),
+            body: body.to_string(),
+            created_at: at,
+            next_at: Some(at),
+            attempts: Vec::new(),
+        })
+    }
+
+    /// The `webhook-id` of the delivery `event` calls for, if it calls for one.
+    pub fn id_of(run: &Run, event: &RunEvent) -> Option<String> {
+        Self::wanted(run, event).map(|_| Self::id(&run.run_id, event.seq))
+    }
+
+    fn id(run_id: &RunId, seq: u64) -> String {
+        format!("msg_{run_id}_{seq}")
+    }
+
+    /// Which delivery `event` calls for, and when it happened.
+    fn wanted(run: &Run, event: &RunEvent) -> Option<(WebhookEvent, DateTime<Utc>)> {
+        let target = run.webhook.as_ref()?;
+        let (wanted, at) = match &event.body {
+            EventBody::ExecutionStarted { started_at, .. } => (WebhookEvent::Start, *started_at),
+            body if body.is_terminal() => (
+                WebhookEvent::Completed,
+                run.finished_at.unwrap_or_else(Utc::now),
+            ),
+            _ => return None,
+        };
+        target.events.contains(&wanted).then_some((wanted, at))
+    }
+
+    /// Whether an attempt is still to be made.
+    pub fn is_pending(&self) -> bool {
+        self.next_at.is_some()
+    }
 }
 
 /// One delivery attempt as it goes out: where, and the signed request.

@@ -1,5 +1,5 @@
-//! The in-process event bus (execution requests go to the runner through a channel) and the run
-//! signal (per watched run, the newest event, which its streams wait on).
+//! The in-process event bus (execution requests go to the runner through a channel, due webhook
+//! deliveries wake the delivery worker) and the run signal (per watched run, the newest event, which its streams wait on).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,11 +9,12 @@ use async_trait::async_trait;
 use spellcast_core::ids::RunId;
 use spellcast_core::ports::{BusError, EventBus, ExecutionStarted, RunSignal, RunWatcher};
 use spellcast_core::run::{Run, RunEvent};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
-/// Sends `executionStarted` to the runner of this process.
+/// Sends `executionStarted` to the runner of this process, and wakes its webhook worker.
 pub struct LocalBus {
     runner: mpsc::UnboundedSender<ExecutionStarted>,
+    webhooks: Arc<Notify>,
 }
 
 impl LocalBus {
@@ -21,7 +22,13 @@ impl LocalBus {
     /// every publication fail, as a lost event would: recovery publishes it again later.
     pub fn new() -> (Self, mpsc::UnboundedReceiver<ExecutionStarted>) {
         let (runner, rx) = mpsc::unbounded_channel();
-        (LocalBus { runner }, rx)
+        let webhooks = Arc::new(Notify::new());
+        (LocalBus { runner, webhooks }, rx)
+    }
+
+    /// What the webhook worker waits on: notified when a delivery is due now.
+    pub fn webhooks_due(&self) -> Arc<Notify> {
+        self.webhooks.clone()
     }
 }
 
@@ -36,6 +43,12 @@ impl EventBus for LocalBus {
     async fn run_event(&self, _run: &Run, event: &RunEvent) -> Result<(), BusError> {
         // Streams read the store and are woken by the signal; nothing else listens locally.
         tracing::debug!(seq = event.seq, kind = event.body.kind(), "run event");
+        Ok(())
+    }
+
+    async fn webhook_due(&self, _run_id: &RunId, _webhook_id: &str) -> Result<(), BusError> {
+        // The worker reads what is due from the store; this only spares it a wait.
+        self.webhooks.notify_one();
         Ok(())
     }
 }

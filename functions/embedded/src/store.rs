@@ -9,12 +9,15 @@
 //! - `runs`: run id → run; `runs_by_tx`: credit tx id → run id; `unfinished`: run id → ()
 //! - `events`: (run id, seq) → event; `files`: (run id, n) → (mime, bytes)
 //! - `tool_costs`: cost key → (calls, points); `spell_stats`: slug → stats
+//! - `deliveries`: (run id, webhook id) → delivery; `due_deliveries`: (due µs, run id, webhook id)
+//!   → () for the pending ones
 
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
@@ -28,7 +31,7 @@ use spellcast_core::ports::{
     CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
 use spellcast_core::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
-use spellcast_core::webhooks::WebhookSecret;
+use spellcast_core::webhooks::{Attempt, Delivery, WebhookSecret};
 
 const BALANCES: TableDefinition<&str, i64> = TableDefinition::new("balances");
 const LEDGER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ledger");
@@ -41,6 +44,12 @@ const WEBHOOK_SECRETS: TableDefinition<&str, &str> = TableDefinition::new("webho
 /// A user's runs by (user, run id): run ids sort by time.
 const USER_RUNS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_runs");
 const UNFINISHED: TableDefinition<&str, ()> = TableDefinition::new("unfinished");
+/// Webhook deliveries by (run id, webhook id).
+const DELIVERIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("deliveries");
+/// Pending deliveries by (when due in Unix microseconds, run id, webhook id): the worker reads
+/// the front.
+const DUE_DELIVERIES: TableDefinition<(i64, &str, &str), ()> =
+    TableDefinition::new("due_deliveries");
 const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
 const FILES: TableDefinition<(&str, u64), (&str, &[u8])> = TableDefinition::new("files");
 /// Large files: their media type and their key in the blob store.
@@ -129,6 +138,8 @@ impl RedbStore {
             }
         }
         tx.open_table(UNFINISHED).map_err(err)?;
+        tx.open_table(DELIVERIES).map_err(err)?;
+        tx.open_table(DUE_DELIVERIES).map_err(err)?;
         tx.open_table(WEBHOOK_SECRETS).map_err(err)?;
         tx.open_table(EVENTS).map_err(err)?;
         tx.open_table(FILES).map_err(err)?;
@@ -225,6 +236,29 @@ fn put_run(tx: &WriteTransaction, run: &Run) -> StoreResult<()> {
         unfinished.remove(run.run_id.as_str()).map_err(err)?;
     } else {
         unfinished.insert(run.run_id.as_str(), ()).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Writes a delivery and files it under when it is due (if it is pending), in the caller's
+/// transaction; `was_due` is where it was filed before.
+fn put_delivery(
+    tx: &WriteTransaction,
+    delivery: &Delivery,
+    was_due: Option<DateTime<Utc>>,
+) -> StoreResult<()> {
+    let (run, id) = (delivery.run_id.as_str(), delivery.webhook_id.as_str());
+    let mut deliveries = tx.open_table(DELIVERIES).map_err(err)?;
+    deliveries
+        .insert((run, id), to_json(delivery)?.as_slice())
+        .map_err(err)?;
+    let mut due = tx.open_table(DUE_DELIVERIES).map_err(err)?;
+    if let Some(was) = was_due {
+        due.remove((was.timestamp_micros(), run, id)).map_err(err)?;
+    }
+    if let Some(next) = delivery.next_at {
+        due.insert((next.timestamp_micros(), run, id), ())
+            .map_err(err)?;
     }
     Ok(())
 }
@@ -523,7 +557,89 @@ impl Store for RedbStore {
             if applied.refund_pts > 0 {
                 post_entry(tx, &run.refund_entry(applied.refund_pts))?;
             }
+            if let Some(delivery) = &applied.delivery {
+                put_delivery(tx, delivery, None)?;
+            }
             Ok(Some((run, applied.event)))
+        })
+        .await
+    }
+
+    async fn deliveries(&self, run_id: &RunId) -> StoreResult<Vec<Delivery>> {
+        let id = run_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let table = tx.open_table(DELIVERIES).map_err(err)?;
+            let mut out: Vec<Delivery> = Vec::new();
+            for item in table
+                .range((id.as_str(), "")..=(id.as_str(), ID_MAX))
+                .map_err(err)?
+            {
+                let (_, v) = item.map_err(err)?;
+                out.push(from_json(v.value())?);
+            }
+            out.sort_by_key(|d| d.created_at);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delivery(&self, run_id: &RunId, webhook_id: &str) -> StoreResult<Option<Delivery>> {
+        let (run, id) = (run_id.to_owned(), webhook_id.to_owned());
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let table = tx.open_table(DELIVERIES).map_err(err)?;
+            get_json(&table, (run.as_str(), id.as_str()))
+        })
+        .await
+    }
+
+    async fn record_attempt(
+        &self,
+        run_id: &RunId,
+        webhook_id: &str,
+        attempt: Attempt,
+    ) -> StoreResult<bool> {
+        let (run, id) = (run_id.to_owned(), webhook_id.to_owned());
+        self.write(move |tx| {
+            let table = tx.open_table(DELIVERIES).map_err(err)?;
+            let found: Option<Delivery> = get_json(&table, (run.as_str(), id.as_str()))?;
+            drop(table);
+            let Some(mut delivery) = found else {
+                return Ok(false);
+            };
+            if delivery.attempts.len() as u32 + 1 != attempt.attempt || !delivery.is_pending() {
+                return Ok(false);
+            }
+            let was_due = delivery.next_at;
+            delivery.next_at = attempt.next_at;
+            delivery.attempts.push(attempt);
+            put_delivery(tx, &delivery, was_due)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn due_deliveries(&self, at: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let due = tx.open_table(DUE_DELIVERIES).map_err(err)?;
+            let deliveries = tx.open_table(DELIVERIES).map_err(err)?;
+            let mut out = Vec::new();
+            for item in due
+                .range((i64::MIN, "", "")..=(at.timestamp_micros(), ID_MAX, ID_MAX))
+                .map_err(err)?
+            {
+                let (key, _) = item.map_err(err)?;
+                let (_, run, id) = key.value();
+                if let Some(delivery) = get_json(&deliveries, (run, id))? {
+                    out.push(delivery);
+                }
+                if out.len() == limit {
+                    break;
+                }
+            }
+            Ok(out)
         })
         .await
     }

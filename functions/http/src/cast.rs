@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::{json, parse_object, rate_limit, session, slug, str_field, Handled, Problem};
 use spellcast_core::cast::{Cast, CastRequest};
 use spellcast_core::run::Run;
+use spellcast_core::webhooks::WebhookTarget;
 use spellcast_core::App;
 
 fn accepted(run: &Run, status: StatusCode) -> http::Response<super::Body> {
@@ -20,6 +21,35 @@ fn accepted(run: &Run, status: StatusCode) -> http::Response<super::Body> {
             "streamUrl": format!("/api/v1/spells/{}/stream?creditTxId={}", run.slug, run.credit_tx_id),
         }),
     )
+}
+
+/// The cast's `webhook` and `webhookEvents`, checked (422 `invalid_webhook`).
+fn webhook(
+    app: &App,
+    fields: &serde_json::Map<String, Value>,
+) -> Result<Option<WebhookTarget>, Problem> {
+    let invalid =
+        |detail: String| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_webhook", detail);
+    let events: Vec<String> = match fields.get("webhookEvents") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|e| e.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                invalid("webhookEvents must be a list of \"start\" and \"completed\"".into())
+            })?,
+        Some(_) => return Err(invalid("webhookEvents must be a list".into())),
+    };
+    let url = match fields.get("webhook") {
+        None | Some(Value::Null) if events.is_empty() => return Ok(None),
+        None | Some(Value::Null) => return Err(invalid("webhookEvents needs a webhook".into())),
+        Some(Value::String(url)) => url,
+        Some(_) => return Err(invalid("webhook must be an https URL".into())),
+    };
+    WebhookTarget::parse(url, &events, app.config.webhook_loopback)
+        .map(Some)
+        .map_err(|e| invalid(format!("webhook: {e}")))
 }
 
 /// `POST /api/v1/spells/cast`.
@@ -34,6 +64,7 @@ pub async fn cast(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> H
         Some(_) => return Err(Problem::bad_field("/context", "must be an object")),
         None => return Err(Problem::bad_field("/context", "is required")),
     };
+    let webhook = webhook(app, &fields)?;
     let slug = slug(raw_slug)?;
     let cast = app
         .casting()
@@ -42,6 +73,7 @@ pub async fn cast(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> H
             slug,
             invoice: token,
             context,
+            webhook,
         })
         .await?;
     Ok(match cast {

@@ -166,6 +166,12 @@ pub const RUN_CANCEL: Endpoint = Endpoint {
     methods: POST,
     handler: |app, req, p, _| Box::pin(runs::cancel(app, req, p[0])),
 };
+/// `GET /api/v1/runs/{runId}/webhooks`
+pub const RUN_WEBHOOKS: Endpoint = Endpoint {
+    path: "/api/v1/runs/{}/webhooks",
+    methods: GET,
+    handler: |app, req, p, _| Box::pin(runs::webhooks(app, req, p[0])),
+};
 /// `GET /api/v1/me/balance`
 pub const BALANCE: Endpoint = Endpoint {
     path: "/api/v1/me/balance",
@@ -263,6 +269,7 @@ pub const ALL: &[&Endpoint] = &[
     &RUN_SNAPSHOT,
     &RUN_OUTPUT,
     &RUN_CANCEL,
+    &RUN_WEBHOOKS,
     &BALANCE,
     &LEDGER,
     &MY_RUNS,

@@ -5,12 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
-use serde_json::json;
 
 use super::{bearer, json, Body, Handled, Problem};
 use spellcast_core::auth::TokenError;
 use spellcast_core::ids::RunId;
-use spellcast_core::run::Run;
 use spellcast_core::viewing::{FileAnswer, ViewError, Viewer};
 use spellcast_core::App;
 
@@ -37,32 +35,12 @@ pub(crate) fn viewer(
         })
 }
 
-/// The run snapshot as the API shows it.
-pub(crate) fn snapshot_json(run: &Run) -> serde_json::Value {
-    json!({
-        "runId": run.run_id,
-        "creditTxId": run.credit_tx_id,
-        "slug": run.slug,
-        "status": run.status,
-        "steps": run.steps,
-        "outputs": run.outputs,
-        "costPts": run.cost_pts,
-        "refundedPts": run.refunded_pts,
-        "createdAt": run.created_at,
-        "startedAt": run.started_at,
-        "finishedAt": run.finished_at,
-        "durationMs": run.duration_ms(),
-        "error": run.error,
-        "lastEventId": run.last_seq,
-    })
-}
-
 /// `GET /api/v1/runs/{runId}`.
 pub async fn snapshot(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &str) -> Handled {
     let viewer = viewer(app, req, "unauthorized")?;
     let run_id = RunId::parse(raw_run_id).ok_or_else(Problem::run_not_found)?;
     let run = app.viewing().run(&viewer, &run_id).await?;
-    Ok(json(StatusCode::OK, &snapshot_json(&run)))
+    Ok(json(StatusCode::OK, &run.snapshot()))
 }
 
 /// `POST /api/v1/runs/{runId}/cancel`: the owner's session only (an invoice token opens a run for
@@ -71,7 +49,16 @@ pub async fn cancel(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &str
     let session = super::session(app, req)?;
     let run_id = RunId::parse(raw_run_id).ok_or_else(Problem::run_not_found)?;
     let run = app.canceling().cancel(&session.sub, &run_id).await?;
-    Ok(json(StatusCode::ACCEPTED, &snapshot_json(&run)))
+    Ok(json(StatusCode::ACCEPTED, &run.snapshot()))
+}
+
+/// `GET /api/v1/runs/{runId}/webhooks`: every delivery attempt, oldest first (whoever may see
+/// the run).
+pub async fn webhooks(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &str) -> Handled {
+    let viewer = viewer(app, req, "unauthorized")?;
+    let run_id = RunId::parse(raw_run_id).ok_or_else(Problem::run_not_found)?;
+    let attempts = app.viewing().webhook_attempts(&viewer, &run_id).await?;
+    Ok(json(StatusCode::OK, &attempts))
 }
 
 /// `GET /api/v1/runs/{runId}/outputs/{n}`.

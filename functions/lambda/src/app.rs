@@ -10,9 +10,11 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use spellcast_aws::{
     sdk_config_from_environment, DynamoStore, EventBridgeBus, PollingSignal, S3Blobs, Timeouts,
+    WebhookQueue,
 };
 use spellcast_core::auth::TokenKeys;
 use spellcast_core::catalog::Catalog;
+use spellcast_core::ids::RunId;
 use spellcast_core::ports::{
     Blobs, BusError, EventBus, ExecutionStarted, StoreError, StoreResult, SystemClock,
 };
@@ -87,6 +89,16 @@ impl Start {
         Ok(Arc::new(S3Blobs::new(&self.sdk, bucket)))
     }
 
+    /// The webhooks queue, for the function that delivers webhooks.
+    pub fn webhook_queue(&self) -> Result<WebhookQueue, String> {
+        let url = self
+            .settings
+            .webhooks_queue_url
+            .as_deref()
+            .ok_or("SPELLCAST_WEBHOOKS_QUEUE_URL is not set")?;
+        Ok(WebhookQueue::new(aws_sdk_sqs::Client::new(&self.sdk), url))
+    }
+
     /// The app on DynamoDB, publishing to `bus`, keeping large files in `blobs` and executing
     /// with `tools` (which must cover every step of the catalog when there are any).
     pub fn app(
@@ -142,6 +154,10 @@ impl EventBus for NoEvents {
     }
 
     async fn run_event(&self, _run: &Run, _event: &RunEvent) -> Result<(), BusError> {
+        Err(BusError("this function publishes no events".into()))
+    }
+
+    async fn webhook_due(&self, _run_id: &RunId, _webhook_id: &str) -> Result<(), BusError> {
         Err(BusError("this function publishes no events".into()))
     }
 }

@@ -87,6 +87,7 @@ pub async fn recover(app: &App) -> Result<Value, Error> {
     Ok(json!({
         "republished": sweep.republished,
         "timedOut": sweep.timed_out,
+        "redelivered": sweep.redelivered,
     }))
 }
 

@@ -1,8 +1,8 @@
 //! What every Spellcast Lambda shares, so each function's `main` only wires: [`start`] reads
 //! the settings and loads one `SdkConfig` per execution environment, [`Start::app`] builds the
 //! app with only the ports the function uses (the event bus and the tools are for those that
-//! publish or execute), then one of [`serve`], [`serve_streaming`], [`serve_runner`] or
-//! [`serve_stats`] answers events until the runtime stops. Each HTTP function names its own
+//! publish or execute), then one of [`serve`], [`serve_streaming`], [`serve_runner`],
+//! [`serve_stats`] or [`serve_webhooks`] answers events until the runtime stops. Each HTTP function names its own
 //! endpoints (`spellcast_http::META`, ...), so it links only their handlers. There is no
 //! dev-session endpoint here: the HTTP layer's `dev-session` feature is off.
 
@@ -11,6 +11,7 @@ mod emf;
 mod events;
 mod http;
 mod settings;
+mod webhooks;
 
 pub use app::{catalog, start, NoBlobs, NoEvents, Start};
 pub use events::{run_delivery, scheduled, serve_runner, serve_stats};
@@ -19,3 +20,4 @@ pub use lambda_http::Error;
 pub use settings::Settings;
 pub use spellcast_core::tools::Toolbox;
 pub use spellcast_http as endpoints;
+pub use webhooks::{serve_webhooks, webhook_batch};

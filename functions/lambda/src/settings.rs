@@ -15,6 +15,8 @@ pub struct Settings {
     pub event_bus: String,
     /// The S3 bucket of large output files (`SPELLCAST_OUTPUTS_BUCKET`; the runner and `runs`).
     pub outputs_bucket: Option<String>,
+    /// The webhooks queue (`SPELLCAST_WEBHOOKS_QUEUE_URL`; the webhooks function).
+    pub webhooks_queue_url: Option<String>,
     /// The public origin, for absolute URLs (`SPELLCAST_PUBLIC_URL`; when empty, each request's
     /// forwarded host is used, as CloudFront's viewer function sets it).
     pub public_url: String,
@@ -70,6 +72,7 @@ impl Settings {
             table: required("SPELLCAST_TABLE")?,
             event_bus: required("SPELLCAST_EVENT_BUS")?,
             outputs_bucket: var("SPELLCAST_OUTPUTS_BUCKET"),
+            webhooks_queue_url: var("SPELLCAST_WEBHOOKS_QUEUE_URL"),
             public_url: var("SPELLCAST_PUBLIC_URL").unwrap_or_default(),
             token_secret,
             token_issuer: var("SPELLCAST_TOKEN_ISSUER").unwrap_or_else(|| "spellcast".into()),

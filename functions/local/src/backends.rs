@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use spellcast_aws::{load_sdk_config, DynamoStore, EventBridgeBus, S3Blobs, Timeouts};
+use spellcast_core::ids::RunId;
 use spellcast_core::limits::Limiter;
 use spellcast_core::ports::{Blobs, BusError, EventBus, ExecutionStarted, Store};
 use spellcast_core::run::{Run, RunEvent};
@@ -139,5 +140,11 @@ impl EventBus for Both {
 
     async fn run_event(&self, run: &Run, event: &RunEvent) -> Result<(), BusError> {
         self.remote.run_event(run, event).await
+    }
+
+    async fn webhook_due(&self, run_id: &RunId, webhook_id: &str) -> Result<(), BusError> {
+        // This process's worker delivers (as the webhooks function does on AWS).
+        self.remote.webhook_due(run_id, webhook_id).await?;
+        self.local.webhook_due(run_id, webhook_id).await
     }
 }

@@ -82,6 +82,14 @@ pub struct Args {
     /// loopback address with the embedded store. Never on a real deployment.
     #[arg(long)]
     pub unsafe_demo_sessions: bool,
+    /// Let runs send webhooks to loopback addresses, over plain http too (for tests of a
+    /// receiver on this machine). Without it, deliveries go to public https addresses only.
+    #[arg(long)]
+    pub unsafe_webhook_loopback: bool,
+    /// Divide the webhook retry delays by this (1: the real schedule of over a day; tests use
+    /// 1000 to see retries within seconds).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhook_retry_divisor: u32,
     /// Do not execute runs (they stay queued until a process with a runner picks them up).
     #[arg(long)]
     pub no_runner: bool,
@@ -158,6 +166,8 @@ impl Args {
         config.limits.sessions = Limit::per_minute("sessions", self.sessions_per_minute);
         config.streams_per_user = self.streams_per_user;
         config.streams_per_run = self.streams_per_run;
+        config.webhook_loopback = self.unsafe_webhook_loopback;
+        config.webhook_retry_divisor = self.webhook_retry_divisor;
         config
     }
 

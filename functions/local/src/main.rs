@@ -17,6 +17,7 @@ use spellcast_core::catalog::Catalog;
 use spellcast_core::ports::SystemClock;
 use spellcast_core::stats::PriceBook;
 use spellcast_core::App;
+use spellcast_deliveries::{Deliveries, Reach};
 use spellcast_embedded::{LocalBus, LocalSignal};
 
 use config::{Args, StoreKind};
@@ -59,6 +60,7 @@ async fn run(args: Args) -> Result<(), String> {
     tools.check(&catalog)?;
 
     let (local_bus, executions) = LocalBus::new();
+    let webhooks_due = local_bus.webhooks_due();
     let backend = match args.store {
         StoreKind::Embedded => backends::embedded(&args, local_bus)?,
         StoreKind::Dynamodb => backends::dynamodb(&args, local_bus).await?,
@@ -100,6 +102,17 @@ async fn run(args: Args) -> Result<(), String> {
     } else {
         tokio::spawn(workers::runner(app.clone(), executions));
     }
+    let reach = if args.unsafe_webhook_loopback {
+        tracing::warn!("webhooks may go to loopback addresses (--unsafe-webhook-loopback)");
+        Reach::AlsoLoopback
+    } else {
+        Reach::PublicOnly
+    };
+    tokio::spawn(workers::webhook_worker(
+        app.clone(),
+        Arc::new(Deliveries::new(reach)),
+        webhooks_due,
+    ));
     tokio::spawn(workers::sweeper(app.clone(), args.sweep_interval()));
     tokio::spawn(workers::stats_ticker(app.clone(), args.stats_interval()));
 

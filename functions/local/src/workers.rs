@@ -1,14 +1,17 @@
-//! The background work of the local process: the runner, the recovery sweeper, the stats ticker,
-//! and the Prometheus recorder behind `/metrics`.
+//! The background work of the local process: the runner, the webhook worker, the recovery
+//! sweeper, the stats ticker, and the Prometheus recorder behind `/metrics`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use spellcast_core::app::MetricsRender;
+use spellcast_core::delivering::Next;
 use spellcast_core::ports::ExecutionStarted;
+use spellcast_core::webhooks::WebhookSender;
 use spellcast_core::{metrics, App};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 /// How many runs execute at once in this process.
 const PARALLEL_RUNS: usize = 32;
@@ -37,6 +40,56 @@ pub async fn sweeper(app: Arc<App>, period: Duration) {
         tick.tick().await;
         if let Err(e) = app.recovery().sweep().await {
             tracing::error!(error = %e, "recovery sweep failed");
+        }
+    }
+}
+
+/// Most deliveries attempted at once.
+const PARALLEL_DELIVERIES: usize = 16;
+/// How often the webhook worker looks for due deliveries when nothing wakes it sooner.
+const DELIVERY_POLL: Duration = Duration::from_secs(2);
+
+/// Delivers run webhooks: what is due in the store, when a delivery is announced, when the
+/// soonest retry falls due, and every [`DELIVERY_POLL`] (so deliveries a restart left pending go
+/// out too).
+pub async fn webhook_worker(app: Arc<App>, sender: Arc<dyn WebhookSender>, announced: Arc<Notify>) {
+    loop {
+        let delivering = app.delivering(sender.as_ref());
+        let mut wait = DELIVERY_POLL;
+        match delivering.due(PARALLEL_DELIVERIES * 4).await {
+            Ok(due) => {
+                let full = due.len() == PARALLEL_DELIVERIES * 4;
+                let nexts: Vec<Next> = futures::stream::iter(due)
+                    .map(|d| {
+                        let delivering = &delivering;
+                        async move {
+                            delivering
+                                .attempt(&d.run_id, &d.webhook_id)
+                                .await
+                                .unwrap_or_else(|e| {
+                                    tracing::error!(webhook_id = d.webhook_id, error = %e, "delivery failed");
+                                    Next::Done
+                                })
+                        }
+                    })
+                    .buffer_unordered(PARALLEL_DELIVERIES)
+                    .collect()
+                    .await;
+                let now = app.clock.now();
+                for next in nexts {
+                    if let Next::At(at) = next {
+                        wait = wait.min((at - now).to_std().unwrap_or_default());
+                    }
+                }
+                if full {
+                    continue;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "due deliveries not read"),
+        }
+        tokio::select! {
+            () = announced.notified() => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }

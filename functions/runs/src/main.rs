@@ -1,4 +1,4 @@
-//! The `runs` Lambda: GET /api/v1/runs/{runId} and its outputs.
+//! The `runs` Lambda: GET /api/v1/runs/{runId}, its outputs and its webhook attempts.
 
 use std::sync::Arc;
 
@@ -9,5 +9,13 @@ async fn main() -> Result<(), Error> {
     let start = start().await?;
     let blobs = start.blobs()?;
     let app = start.app(Arc::new(NoEvents), blobs, Toolbox::default())?;
-    serve(app, &[&endpoints::RUN_SNAPSHOT, &endpoints::RUN_OUTPUT]).await
+    serve(
+        app,
+        &[
+            &endpoints::RUN_SNAPSHOT,
+            &endpoints::RUN_OUTPUT,
+            &endpoints::RUN_WEBHOOKS,
+        ],
+    )
+    .await
 }

@@ -102,6 +102,7 @@ pub fn queued_run(user: &str, invoice_id: &InvoiceId, steps: &[&str]) -> Run {
         deadline_at: None,
         error: None,
         last_seq: 0,
+        webhook: None,
     }
 }
 

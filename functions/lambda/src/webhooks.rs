@@ -1,0 +1,133 @@
+//! The webhooks function: the target of the webhooks queue (SQS, batches). Each message names a
+//! stored delivery (`{runId, webhookId}`, or a `webhookDue` EventBridge event carrying it); the
+//! delivery is attempted if it is due, and whatever comes next — a retry, or an attempt not due
+//! yet — goes back on the queue with a delay. A message that could not be handled (the store
+//! failed) is reported as a batch item failure: SQS gives it again, then to the dead-letter queue.
+
+use std::sync::Arc;
+
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use spellcast_aws::WebhookQueue;
+use spellcast_core::delivering::Next;
+use spellcast_core::ids::RunId;
+use spellcast_core::webhooks::WebhookSender;
+use spellcast_core::App;
+
+use crate::emf;
+
+/// An SQS batch as Lambda hands it over.
+#[derive(Debug, Deserialize)]
+struct Batch {
+    #[serde(rename = "Records", default)]
+    records: Vec<Message>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Message {
+    #[serde(rename = "messageId")]
+    message_id: String,
+    #[serde(default)]
+    body: String,
+}
+
+/// Which delivery a message names.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+struct Named {
+    run_id: RunId,
+    webhook_id: String,
+}
+
+/// The delivery a message body names: the queue's own message, or the EventBridge event the
+/// `WebhookDue` rule put on the queue (its `detail`).
+fn named(body: &str) -> Option<Named> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    let inner = value.get("detail").unwrap_or(&value);
+    Named::deserialize(inner).ok()
+}
+
+/// Handles one batch: the `batchItemFailures` answer of a function with
+/// `ReportBatchItemFailures`.
+pub async fn webhook_batch(
+    app: &App,
+    sender: &dyn WebhookSender,
+    queue: &WebhookQueue,
+    event: Value,
+) -> Result<Value, Error> {
+    let batch: Batch = serde_json::from_value(event)?;
+    let delivering = app.delivering(sender);
+    let mut failures = Vec::new();
+    for message in batch.records {
+        let Some(named) = named(&message.body) else {
+            // Nothing to do with it, ever: not worth a retry.
+            tracing::error!(
+                message_id = message.message_id,
+                "not a webhook message; dropped"
+            );
+            continue;
+        };
+        let handled = match delivering.attempt(&named.run_id, &named.webhook_id).await {
+            Ok(Next::Done) => Ok(()),
+            Ok(Next::At(at)) => {
+                let wait = (at - app.clock.now()).to_std().unwrap_or_default();
+                queue
+                    .send(&named.run_id, &named.webhook_id, wait)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = handled {
+            tracing::warn!(
+                message_id = message.message_id,
+                error,
+                "webhook message kept for a retry"
+            );
+            failures.push(json!({ "itemIdentifier": message.message_id }));
+        }
+    }
+    Ok(json!({ "batchItemFailures": failures }))
+}
+
+/// Serves the webhooks function until the runtime stops.
+pub async fn serve_webhooks(
+    app: Arc<App>,
+    sender: Arc<dyn WebhookSender>,
+    queue: WebhookQueue,
+) -> Result<(), Error> {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let (app, sender, queue) = (app.clone(), sender.clone(), queue.clone());
+        async move {
+            let result = webhook_batch(&app, sender.as_ref(), &queue, event.payload).await;
+            emf::flush();
+            result
+        }
+    }))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_names_its_delivery_itself_or_in_an_eventbridge_event() {
+        let own = r#"{"runId":"run_1","webhookId":"msg_run_1_1"}"#;
+        let wanted = Named {
+            run_id: "run_1".into(),
+            webhook_id: "msg_run_1_1".into(),
+        };
+        assert_eq!(named(own), Some(wanted));
+        let event = r#"{"version":"0","detail-type":"webhookDue","source":"spellcast",
+            "detail":{"runId":"run_2","webhookId":"msg_run_2_5"}}"#;
+        assert_eq!(
+            named(event).map(|n| n.webhook_id),
+            Some("msg_run_2_5".into())
+        );
+        for bad in ["", "{}", "[1]", r#"{"runId":"run_1"}"#, r#"{"detail":{}}"#] {
+            assert_eq!(named(bad), None, "{bad}");
+        }
+    }
+}
