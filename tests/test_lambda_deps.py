@@ -1,7 +1,7 @@
 """What each Lambda links, from `cargo tree` of its arm64 build: one TLS stack and one crypto
 provider (hyper 1 + rustls 0.23 on ring; never the SDK's legacy hyper 0.14 + rustls 0.21 client,
-aws-lc, or aws-config's SSO clients), HS256 only for tokens (no RSA/ECDSA/EdDSA code), and the tools' code (reqwest, png, minijinja) only in the
-function that executes runs."""
+aws-lc, or aws-config's SSO clients), HS256 only for tokens (no RSA/ECDSA/EdDSA code), the tools' code (png, minijinja) only in the
+function that executes runs, and an outbound HTTP client (reqwest) only there and in the one that sends webhooks."""
 import pathlib
 import re
 import subprocess
@@ -24,8 +24,11 @@ NEVER = [
     ("ed25519-dalek", None, "JWT algorithms other than HS256 (tokens are HS256 only)"),
     ("p256", None, "JWT algorithms other than HS256 (tokens are HS256 only)"),
 ]
-ONLY_WHERE_RUNS_EXECUTE = ["reqwest", "png", "minijinja", "spellcast-tools"]
-EXECUTES_RUNS = {"runner"}
+# crate: the only functions that may link it
+ONLY_IN = {
+    "png": {"runner"}, "minijinja": {"runner"}, "spellcast-tools": {"runner"},
+    "reqwest": {"runner", "webhooks"}, "spellcast-deliveries": {"webhooks"},
+}
 
 
 def package_of(crate_dir):
@@ -56,8 +59,8 @@ def test_each_lambda_links_one_tls_stack_and_only_what_it_serves(binary, crate_d
         for v in crates.get(name, ()):
             if version is None or v.startswith(version + "."):
                 found.append(f"{name} {v} ({why})")
-    if binary not in EXECUTES_RUNS:
-        found += [f"{name} (executes no runs)" for name in ONLY_WHERE_RUNS_EXECUTE if name in crates]
+    found += [f"{name} (only for {', '.join(sorted(allowed))})" for name, allowed in ONLY_IN.items()
+              if name in crates and binary not in allowed]
     assert not found, f"{binary} links " + ", ".join(found)
 
 

@@ -180,3 +180,28 @@ def test_every_setting_the_template_passes_is_one_the_functions_read(template):
     assert passed <= read, passed - read
     for required in ("SPELLCAST_TABLE", "SPELLCAST_EVENT_BUS", "SPELLCAST_TOKEN_SECRET"):
         assert required in passed
+
+
+def test_webhooks_are_fed_by_their_queue_with_dead_letters_and_the_rule(template):
+    """SPEC §3.13 on AWS: `webhookDue` events reach an SQS queue (the rule, allowed by the queue's
+    policy), whose target is the webhooks function; failed messages end in a dead-letter queue."""
+    resources = template["Resources"]
+    by_binary = {fn["Metadata"]["BuildProperties"]["Binary"]: fn for fn in functions(template).values()}
+    hooks = by_binary["webhooks"]["Properties"]
+    source = next(e["Properties"] for e in hooks["Events"].values() if e["Type"] == "SQS")
+    assert source["Queue"] == {"GetAtt": "WebhooksQueue.Arn"}
+    assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"], "one bad message must not retry a batch"
+    queue = resources["WebhooksQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"GetAtt": "WebhooksDeadLetterQueue.Arn"}
+    assert queue["VisibilityTimeout"] >= 6 * setting(template, by_binary["webhooks"], "Timeout")
+    assert hooks["Environment"]["Variables"]["SPELLCAST_WEBHOOKS_QUEUE_URL"] == {"Ref": "WebhooksQueue"}
+    rule = resources["WebhookDueRule"]["Properties"]
+    assert rule["EventPattern"] == {"source": ["spellcast"], "detail-type": ["webhookDue"]}
+    assert rule["Targets"][0]["Arn"] == {"GetAtt": "WebhooksQueue.Arn"}
+    eventbridge_rs = (ROOT / "functions" / "aws" / "src" / "eventbridge.rs").read_text()
+    assert 'pub const WEBHOOK_DUE: &str = "webhookDue";' in eventbridge_rs
+    # Every function that ends runs announces their deliveries.
+    for binary in ("runner", "cancel", "stats"):
+        actions = [a for p in by_binary[binary]["Properties"]["Policies"] for st in p["Statement"]
+                   for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])]
+        assert "events:PutEvents" in actions, binary

@@ -83,19 +83,45 @@ impl Deliveries {
         Deliveries::with_lookup(reach, system_lookup(), TIMEOUT)
     }
 
+    /// A client that also trusts the certificate authorities of `pem` (receivers whose
+    /// certificates a private CA signed: `SPELLCAST_WEBHOOK_CA_FILE`), besides the public ones.
+    pub fn trusting(reach: Reach, pem: &[u8]) -> Result<Deliveries, String> {
+        let roots = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+        if roots.is_empty() {
+            return Err("the PEM bundle holds no certificate".into());
+        }
+        Ok(Deliveries::build(reach, system_lookup(), TIMEOUT, roots))
+    }
+
     /// A client resolving names with `lookup` (tests give it names of their own), giving up
     /// after `timeout`.
     pub fn with_lookup(reach: Reach, lookup: Lookup, timeout: Duration) -> Deliveries {
-        let client = reqwest::Client::builder()
+        Deliveries::build(reach, lookup, timeout, Vec::new())
+    }
+
+    fn build(
+        reach: Reach,
+        lookup: Lookup,
+        timeout: Duration,
+        roots: Vec<reqwest::Certificate>,
+    ) -> Deliveries {
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .https_only(reach == Reach::PublicOnly)
+            // A proxy would resolve and connect in our place: the screen would check nothing.
+            .no_proxy()
             .dns_resolver(Arc::new(Screened { lookup, reach }))
-            .user_agent("Spellcast-Webhooks/1")
-            .build()
-            .unwrap_or_default();
-        Deliveries { client, reach }
+            .user_agent("Spellcast-Webhooks/1");
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
+        Deliveries {
+            client: builder.build().unwrap_or_default(),
+            reach,
+        }
     }
 
     fn refused(error: impl Into<String>) -> Attempted {

@@ -17,6 +17,9 @@ pub struct Settings {
     pub outputs_bucket: Option<String>,
     /// The webhooks queue (`SPELLCAST_WEBHOOKS_QUEUE_URL`; the webhooks function).
     pub webhooks_queue_url: Option<String>,
+    /// A PEM file of certificate authorities trusted for webhook receivers besides the public
+    /// ones (`SPELLCAST_WEBHOOK_CA_FILE`; the webhooks function).
+    pub webhook_ca_file: Option<String>,
     /// The public origin, for absolute URLs (`SPELLCAST_PUBLIC_URL`; when empty, each request's
     /// forwarded host is used, as CloudFront's viewer function sets it).
     pub public_url: String,
@@ -73,6 +76,7 @@ impl Settings {
             event_bus: required("SPELLCAST_EVENT_BUS")?,
             outputs_bucket: var("SPELLCAST_OUTPUTS_BUCKET"),
             webhooks_queue_url: var("SPELLCAST_WEBHOOKS_QUEUE_URL"),
+            webhook_ca_file: var("SPELLCAST_WEBHOOK_CA_FILE"),
             public_url: var("SPELLCAST_PUBLIC_URL").unwrap_or_default(),
             token_secret,
             token_issuer: var("SPELLCAST_TOKEN_ISSUER").unwrap_or_else(|| "spellcast".into()),

@@ -10,6 +10,13 @@ use spellcast_lambda::{serve_webhooks, start, Error, NoBlobs, NoEvents, Toolbox}
 async fn main() -> Result<(), Error> {
     let start = start().await?;
     let queue = start.webhook_queue()?;
+    let sender = match &start.settings.webhook_ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+            Deliveries::trusting(Reach::PublicOnly, &pem)?
+        }
+        None => Deliveries::new(Reach::PublicOnly),
+    };
     let app = start.app(Arc::new(NoEvents), Arc::new(NoBlobs), Toolbox::default())?;
-    serve_webhooks(app, Arc::new(Deliveries::new(Reach::PublicOnly)), queue).await
+    serve_webhooks(app, Arc::new(sender), queue).await
 }
