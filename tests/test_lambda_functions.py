@@ -7,11 +7,13 @@ snapshot, a duplicate delivery, the schedule, and the EMF metrics the runner wri
 Runs in the DynamoDB pass of the suite (moto is up there); the embedded pass has no AWS engine."""
 import hashlib
 import hmac
+import http.server
 import json
 import os
 import pathlib
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -20,7 +22,9 @@ import uuid
 import httpx
 import jwt
 import pytest
+import trustme
 from httpx_sse import connect_sse
+from standardwebhooks.webhooks import Webhook
 
 from conftest import OUT, ROOT, ON_DYNAMODB, SESSION, TOKEN_SECRET, WEBHOOK_SECRET, Server
 
@@ -95,7 +99,7 @@ def aws():
     import boto3
     return {name: boto3.client(name, endpoint_url=os.environ["SPELLCAST_MOTO_ENDPOINT"], region_name="us-east-1",
                                aws_access_key_id="test", aws_secret_access_key="test")
-            for name in ("events", "sqs")}
+            for name in ("events", "sqs", "dynamodb")}
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +112,8 @@ def deployment(aws, tmp_path_factory):
         shutil.copy(f, catalog)
     local = Server(["--catalog", str(catalog), "--store", "dynamodb", "--create-tables", "--table", name,
                     "--event-bus", name, "--outputs-bucket", name, "--aws-timeout-secs", "120", "--no-runner",
+                    # The webhooks function delivers (this process would race it on the shared table).
+                    "--no-webhooks",
                     # Demo sessions fund the test users on the shared table (the Lambdas have none).
                     "--unsafe-demo-sessions"], "lambda-setup")
     queue = aws["sqs"].create_queue(QueueName=name)["QueueUrl"]
@@ -116,15 +122,26 @@ def deployment(aws, tmp_path_factory):
     aws["events"].put_rule(Name=name, EventBusName=name,
                            EventPattern=json.dumps({"source": ["spellcast"], "detail-type": ["executionStarted"]}))
     aws["events"].put_targets(Rule=name, EventBusName=name, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    # The template's webhooks queue and its rule (`WebhookDueRule`); a CA the webhooks function
+    # trusts besides the public ones (SPELLCAST_WEBHOOK_CA_FILE), which signs the test receiver.
+    hooks = aws["sqs"].create_queue(QueueName=name + "-hooks")["QueueUrl"]
+    hooks_arn = aws["sqs"].get_queue_attributes(QueueUrl=hooks, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    aws["events"].put_rule(Name=name + "-hooks", EventBusName=name,
+                           EventPattern=json.dumps({"source": ["spellcast"], "detail-type": ["webhookDue"]}))
+    aws["events"].put_targets(Rule=name + "-hooks", EventBusName=name, Targets=[{"Id": "hooks", "Arn": hooks_arn}])
+    ca = trustme.CA()
+    ca_file = tmp_path_factory.mktemp("ca") / "receivers.pem"
+    ca_file.write_bytes(ca.cert_pem.bytes())
     env = dict(os.environ, SPELLCAST_TABLE=name, SPELLCAST_EVENT_BUS=name, SPELLCAST_OUTPUTS_BUCKET=name,
                SPELLCAST_PUBLIC_URL="https://spellcast.test",
                SPELLCAST_TOKEN_SECRET=TOKEN_SECRET, SPELLCAST_WEBHOOK_SECRET=WEBHOOK_SECRET,
                SPELLCAST_AWS_TIMEOUT_SECS="120", SPELLCAST_HEARTBEAT_MS="500",
                SPELLCAST_STREAM_LIMIT_SECS=str(STREAM_LIMIT_SECS),
-               SPELLCAST_REPUBLISH_AFTER_SECS=str(REPUBLISH_AFTER_SECS), RUST_LOG="info")
+               SPELLCAST_REPUBLISH_AFTER_SECS=str(REPUBLISH_AFTER_SECS), RUST_LOG="info",
+               SPELLCAST_WEBHOOKS_QUEUE_URL=hooks, SPELLCAST_WEBHOOK_CA_FILE=str(ca_file))
     emulator = Emulator(env)
     try:
-        yield {"local": local, "emulator": emulator, "queue": queue, "name": name}
+        yield {"local": local, "emulator": emulator, "queue": queue, "name": name, "hooks": hooks, "ca": ca}
     finally:
         emulator.stop()
         local.stop()
@@ -417,3 +434,115 @@ def test_the_schedule_and_the_signed_webhook_reach_the_stats_function(deployment
                                 headers={"x-spellcast-timestamp": ts, "x-spellcast-signature": sig})
     assert signed.status_code == 200, signed.text
     assert {s["slug"] for s in signed.json()["spells"]} >= {"hello-sigil", "slow-scroll", "fizzle"}
+
+
+# A public address (not loopback, private, link-local or documentation: the webhooks function
+# refuses those) given to this machine's loopback interface for one test, so the function's
+# real rules let it connect to a receiver here.
+PUBLIC_ADDRESS = "11.22.33.44"
+
+
+@pytest.fixture
+def public_receiver(deployment):
+    """An https receiver on PUBLIC_ADDRESS with a certificate of the deployment's test CA that
+    answers the n-th delivery with plan[n] (then 200), recording what it got."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("giving the loopback interface a public address needs root and iproute2 (CI has both)")
+    added = subprocess.run(["ip", "addr", "add", f"{PUBLIC_ADDRESS}/32", "dev", "lo"], capture_output=True, text=True)
+    assert added.returncode == 0 or "File exists" in added.stderr, added.stderr
+    got, plan = [], []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            status = plan.pop(0) if plan else 200
+            got.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body, "status": status})
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer((PUBLIC_ADDRESS, 0), Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    deployment["ca"].issue_cert(PUBLIC_ADDRESS).configure_cert(context)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield {"url": f"https://{PUBLIC_ADDRESS}:{httpd.server_address[1]}/hooks", "got": got, "plan": plan}
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        subprocess.run(["ip", "addr", "del", f"{PUBLIC_ADDRESS}/32", "dev", "lo"], capture_output=True)
+
+
+def sqs_event(*bodies):
+    """An SQS batch as Lambda's event source mapping hands it to a function."""
+    return {"Records": [{"messageId": str(uuid.uuid4()), "receiptHandle": "r", "body": body,
+                         "eventSource": "aws:sqs", "attributes": {}, "messageAttributes": {}} for body in bodies]}
+
+
+def pump_webhooks(emulator, aws, queue, until, timeout=30):
+    """Plays the queue's event source: hands each message on the webhooks queue to the webhooks
+    function (deleting it once handled) until `until()` holds."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "the webhooks queue did not bring what was expected"
+        got = aws["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for m in got.get("Messages", []):
+            r = emulator.invoke("webhooks", sqs_event(m["Body"]))
+            assert r.status_code == 200 and r.json() == {"batchItemFailures": []}, r.text
+            aws["sqs"].delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+
+
+def test_a_run_webhook_goes_through_the_rule_the_queue_and_the_webhooks_function(deployment, aws, public_receiver):
+    """Issue 12 item 2 on AWS: the runner function ends a run; its `webhookDue` event reaches the
+    webhooks queue by the rule; the webhooks function delivers it to an https receiver that
+    fails twice, queueing each retry with its delay; the third attempt is taken; the runs
+    function lists the attempts; the signatures verify with the user's secret."""
+    emulator, local, hooks = deployment["emulator"], deployment["local"], deployment["hooks"]
+    _, token = funded_user(local)
+    auth = {"authorization": f"Bearer {token}"}
+    public_receiver["plan"].extend([500, 503])
+    got = public_receiver["got"]
+    invoice = emulator.http.post(emulator.url_of("invoice", "/api/v1/payments/invoice"), headers=auth,
+                                 json={"spellSlug": "hello-sigil", "asset": "PTS"}).json()
+    r = emulator.http.post(emulator.url_of("cast", "/api/v1/spells/cast"), headers=auth,
+                           json={"slug": "hello-sigil", "invoiceId": invoice["invoiceId"], "context": {"name": "Ada"},
+                                 "webhook": public_receiver["url"]})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["runId"]
+    ran = emulator.invoke("runner", receive_execution(aws, deployment["queue"], run_id))
+    assert ran.status_code == 200 and ran.json()["status"] == "succeeded", ran.text
+
+    # The rule's message (an EventBridge event) brings attempt 1 (500); the function queues the
+    # retry 5 s later, which brings attempt 2 (503).
+    pump_webhooks(emulator, aws, hooks, lambda: len(got) >= 2)
+    assert [g["status"] for g in got] == [500, 503]
+    # The next retry is 5 minutes away (a chain of delayed messages on AWS). The test moves the
+    # delivery's due time to now instead of waiting, and hands the function the message the
+    # chain would bring.
+    webhook_id = got[0]["headers"]["webhook-id"]
+    aws["dynamodb"].update_item(
+        TableName=deployment["name"], Key={"pk": {"S": f"HOOKS#{run_id}"}, "sk": {"S": webhook_id}},
+        UpdateExpression="SET nextAt = :now",
+        ExpressionAttributeValues={":now": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
+    message = json.dumps({"runId": run_id, "webhookId": webhook_id})
+    r = emulator.invoke("webhooks", sqs_event(message))
+    assert r.status_code == 200 and r.json() == {"batchItemFailures": []}, r.text
+    assert [g["status"] for g in got] == [500, 503, 200]
+    # A duplicate message once it was taken sends nothing; a stray one is dropped, not retried.
+    r = emulator.invoke("webhooks", sqs_event(message, "not json"))
+    assert r.json() == {"batchItemFailures": []} and len(got) == 3
+
+    secret = emulator.http.get(emulator.url_of("balance", "/api/v1/me/webhook-secret"), headers=auth).json()["secret"]
+    for g in got:
+        payload = Webhook(secret).verify(g["body"], g["headers"])
+        assert (payload["type"], payload["data"]["runId"], payload["data"]["status"]) == \
+            ("run.completed", run_id, "succeeded")
+        assert g["headers"]["webhook-id"] == webhook_id
+    listed = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{run_id}/webhooks"), headers=auth)
+    assert listed.status_code == 200, listed.text
+    assert [(a["attempt"], a.get("status"), "nextAt" in a) for a in listed.json()] == \
+        [(1, 500, True), (2, 503, True), (3, 200, False)]

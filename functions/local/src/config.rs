@@ -93,6 +93,9 @@ pub struct Args {
     /// Do not execute runs (they stay queued until a process with a runner picks them up).
     #[arg(long)]
     pub no_runner: bool,
+    /// Do not deliver run webhooks (they stay pending in the store for a process that does).
+    #[arg(long)]
+    pub no_webhooks: bool,
     /// How often recovery looks for lost or stuck runs, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub sweep_interval_ms: u64,

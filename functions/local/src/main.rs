@@ -108,11 +108,15 @@ async fn run(args: Args) -> Result<(), String> {
     } else {
         Reach::PublicOnly
     };
-    tokio::spawn(workers::webhook_worker(
-        app.clone(),
-        Arc::new(Deliveries::new(reach)),
-        webhooks_due,
-    ));
+    if args.no_webhooks {
+        tracing::warn!("webhook deliveries disabled (--no-webhooks)");
+    } else {
+        tokio::spawn(workers::webhook_worker(
+            app.clone(),
+            Arc::new(Deliveries::new(reach)),
+            webhooks_due,
+        ));
+    }
     tokio::spawn(workers::sweeper(app.clone(), args.sweep_interval()));
     tokio::spawn(workers::stats_ticker(app.clone(), args.stats_interval()));
 
