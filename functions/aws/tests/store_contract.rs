@@ -23,7 +23,7 @@ use spellcast_core::run::{
 };
 use spellcast_core::runner::Execution;
 use spellcast_core::stats::PriceBook;
-use spellcast_core::webhooks::WebhookSecret;
+use spellcast_core::webhooks::{Attempt, WebhookSecret, WebhookTarget};
 use spellcast_core::{App, Config};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
 
@@ -87,6 +87,7 @@ contract!(
     racing_failures_refund_exactly_once,
     a_users_runs_are_listed_newest_first_in_pages,
     a_webhook_secret_is_kept_once_and_rotated,
+    deliveries_are_written_with_their_events_and_attempted_once_each,
     a_cancel_refunds_by_its_rule_once,
     racing_cancels_settle_to_one_outcome,
     a_duplicate_delivery_executes_nothing_twice,
@@ -809,6 +810,166 @@ async fn a_webhook_secret_is_kept_once_and_rotated(store: Arc<dyn Store>) {
     assert_eq!(store.webhook_secret(&user).await.unwrap(), Some(rotated));
     let other: spellcast_core::ids::UserId = new_id("other").as_str().into();
     assert_eq!(store.webhook_secret(&other).await.unwrap(), None);
+}
+
+async fn deliveries_are_written_with_their_events_and_attempted_once_each(store: Arc<dyn Store>) {
+    let user = new_id("integrator");
+    store
+        .grant(entry(&user, LedgerKind::Grant, 100))
+        .await
+        .unwrap();
+    let inv = invoice(store.as_ref(), &user, 5).await;
+    let mut cast = new_cast(&user, &inv, "h", &["a"]);
+    let events = ["start".to_owned(), "completed".to_owned()];
+    cast.run.webhook =
+        Some(WebhookTarget::parse("https://hooks.example/in", &events, false).unwrap());
+    let CastOutcome::Created(run) = store.cast(cast).await.unwrap() else {
+        panic!("cast refused")
+    };
+    let id = &run.run_id;
+    assert!(
+        store.deliveries(id).await.unwrap().is_empty(),
+        "none before an event"
+    );
+    let plain = cast_ok(store.as_ref(), &user, 0, &["a"]).await;
+
+    let at = Utc::now();
+    let start = RunChange::Start {
+        at,
+        deadline: at + chrono::Duration::minutes(5),
+    };
+    store.advance_run(id, start.clone()).await.unwrap().unwrap();
+    store
+        .advance_run(&plain.run_id, start.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    // A refused change (a duplicate start) and a step write no delivery.
+    assert!(store.advance_run(id, start).await.unwrap().is_none());
+    store
+        .advance_run(id, step(0, StepStatus::Running, vec![]))
+        .await
+        .unwrap()
+        .unwrap();
+    let written = store.deliveries(id).await.unwrap();
+    assert_eq!(written.len(), 1, "{written:?}");
+    let started = &written[0];
+    assert_eq!(
+        (started.kind.as_str(), started.url.as_str(), started.next_at),
+        ("run.started", "https://hooks.example/in", Some(at))
+    );
+    assert_eq!(started.webhook_id, format!("msg_{id}_1"));
+    let body: serde_json::Value = serde_json::from_str(&started.body).unwrap();
+    assert_eq!(body["data"]["status"], "running");
+    assert!(
+        store.deliveries(&plain.run_id).await.unwrap().is_empty(),
+        "no webhook, no delivery"
+    );
+    let due_ids = |due: Vec<spellcast_core::webhooks::Delivery>| -> Vec<String> {
+        due.into_iter()
+            .filter(|d| &d.run_id == id)
+            .map(|d| d.webhook_id)
+            .collect()
+    };
+    let soon = at + chrono::Duration::seconds(1);
+    assert_eq!(
+        due_ids(store.due_deliveries(soon, 1000).await.unwrap()),
+        vec![started.webhook_id.clone()]
+    );
+    let before = at - chrono::Duration::seconds(1);
+    assert!(due_ids(store.due_deliveries(before, 1000).await.unwrap()).is_empty());
+
+    // The end: a second delivery, with the run as it ended.
+    store
+        .advance_run(id, fail("step_failed"))
+        .await
+        .unwrap()
+        .unwrap();
+    let written = store.deliveries(id).await.unwrap();
+    assert_eq!(written.len(), 2);
+    let completed = written.iter().find(|d| d.kind == "run.completed").unwrap();
+    let body: serde_json::Value = serde_json::from_str(&completed.body).unwrap();
+    assert_eq!(
+        (
+            body["data"]["status"].as_str(),
+            body["data"]["refundedPts"].as_i64()
+        ),
+        (Some("failed"), Some(5))
+    );
+
+    // Eight workers record attempt 1 of one delivery at once: one record stands.
+    let retry_at = at + chrono::Duration::minutes(5);
+    let attempt = |n: u32, status: u16, next_at| Attempt {
+        webhook_id: started.webhook_id.clone(),
+        kind: started.kind.clone(),
+        attempt: n,
+        status: Some(status),
+        error: (status >= 300).then(|| format!("the receiver answered {status}")),
+        at,
+        next_at,
+    };
+    let racers = (0..8).map(|i| {
+        let (store, id, a) = (
+            store.clone(),
+            id.clone(),
+            attempt(1, 500 + i, Some(retry_at)),
+        );
+        let webhook_id = started.webhook_id.clone();
+        tokio::spawn(async move { store.record_attempt(&id, &webhook_id, a).await.unwrap() })
+    });
+    let won: Vec<bool> = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    let now_started = store
+        .delivery(id, &started.webhook_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now_started.attempts.len(), 1);
+    assert_eq!(now_started.next_at, Some(retry_at));
+    assert!(
+        !due_ids(store.due_deliveries(soon, 1000).await.unwrap()).contains(&started.webhook_id),
+        "not due until its retry"
+    );
+    assert!(
+        due_ids(store.due_deliveries(retry_at, 1000).await.unwrap()).contains(&started.webhook_id)
+    );
+    // Attempt 3 before 2 is refused; 2 delivers; nothing after.
+    assert!(!store
+        .record_attempt(id, &started.webhook_id, attempt(3, 200, None))
+        .await
+        .unwrap());
+    assert!(store
+        .record_attempt(id, &started.webhook_id, attempt(2, 200, None))
+        .await
+        .unwrap());
+    assert!(!store
+        .record_attempt(id, &started.webhook_id, attempt(3, 200, None))
+        .await
+        .unwrap());
+    let delivered = store
+        .delivery(id, &started.webhook_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!delivered.is_pending());
+    assert_eq!(
+        delivered
+            .attempts
+            .iter()
+            .map(|a| a.attempt)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    let far = at + chrono::Duration::days(2);
+    assert_eq!(
+        due_ids(store.due_deliveries(far, 1000).await.unwrap()),
+        vec![completed.webhook_id.clone()]
+    );
+    assert_eq!(store.delivery(id, "msg_nope").await.unwrap(), None);
 }
 
 async fn racing_failures_refund_exactly_once(store: Arc<dyn Store>) {
