@@ -103,6 +103,11 @@ def test_failure_bad_input_and_refusals_have_their_exit_codes(cli, tmp_path):
     assert cli.run("cast", "slow-scroll", "--input-json", "inputs.json").returncode == 2
     unknown = cli.run("cast", "no-such-spell")
     assert unknown.returncode == 1 and "spell_not_found" in unknown.stderr
+    hook = cli.run("cast", "hello-sigil", "-i", "name=Ada", "--webhook", "http://hooks.example/in")
+    assert hook.returncode == 2 and "invalid_webhook" in hook.stderr and "https" in hook.stderr, hook
+    events = cli.run("cast", "hello-sigil", "-i", "name=Ada", "--webhook", "https://hooks.example/in",
+                     "--webhook-event", "finished")
+    assert events.returncode == 2 and "finished" in events.stderr, events
     balance = cli.json("balance")["balances"]["PTS"]
     assert balance == 500, "nothing was spent by what failed or was refused"
     anonymous = Cli(cli.env["SPELLCAST_URL"], tmp_path / "elsewhere")
@@ -235,3 +240,19 @@ def test_a_terminal_shows_a_bar_per_step_and_one_overall(cli, tmp_path):
     assert done.get("overall") == 100 and all(v == 100 for v in done.values()), final
     # Redrawn in place: each bar is on the final screen once.
     assert final.count("Read the runes") == 1, final
+
+
+def test_a_cast_can_name_a_webhook_receiver(start, tmp_path):
+    from test_webhooks import FAST, Receiver
+    server = start(*FAST)
+    hook = Receiver()
+    try:
+        c = Cli(server.url, tmp_path)
+        c.json("login", "--dev", "--grant", "100")
+        run = c.json("cast", "hello-sigil", "-i", "name=Ada", "--webhook", hook.url,
+                     "--webhook-event", "start", "--webhook-event", "completed")
+        got = hook.wait_for(2)
+        assert [json.loads(g["body"])["type"] for g in got] == ["run.started", "run.completed"]
+        assert json.loads(got[1]["body"])["data"]["runId"] == run["runId"]
+    finally:
+        hook.close()

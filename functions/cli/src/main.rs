@@ -77,6 +77,12 @@ enum Command {
         /// Where outputs go (a folder per run is made in it).
         #[arg(long, default_value = "spellcast-outputs")]
         out: PathBuf,
+        /// An https URL that receives the run's signed webhook deliveries.
+        #[arg(long, value_name = "URL")]
+        webhook: Option<String>,
+        /// Which deliveries it wants: `start`, `completed` (default: `completed`); repeatable.
+        #[arg(long = "webhook-event", value_name = "EVENT", requires = "webhook")]
+        webhook_events: Vec<String>,
     },
     /// Your runs, newest first.
     Runs {
@@ -204,10 +210,19 @@ async fn run(cli: &Cli, api: &Api) -> Result<u8, Failure> {
             inputs,
             input_json,
             out,
+            webhook,
+            webhook_events,
         } => {
             let token = token(cli)?;
-            let context = context(inputs, input_json.as_deref())?;
-            cast(cli, api, &token, slug, context, out).await
+            let mut body =
+                json!({ "slug": slug, "context": context(inputs, input_json.as_deref())? });
+            if let Some(url) = webhook {
+                body["webhook"] = json!(url);
+                if !webhook_events.is_empty() {
+                    body["webhookEvents"] = json!(webhook_events);
+                }
+            }
+            cast(cli, api, &token, slug, body, out).await
         }
         Command::Cancel { run_id } => {
             let token = token(cli)?;
@@ -278,20 +293,21 @@ async fn quote(api: &Api, token: &str, slug: &str) -> Result<Value, ApiError> {
     .await
 }
 
-/// Quotes, pays, follows the run to its end and saves its outputs.
+/// Quotes, pays (`body`: the cast without its invoice), follows the run to its end and saves
+/// its outputs.
 async fn cast(
     cli: &Cli,
     api: &Api,
     token: &str,
     slug: &str,
-    context: Value,
+    mut body: Value,
     out: &Path,
 ) -> Result<u8, Failure> {
     let meta_path = format!("/api/v1/spells/{}/meta", encode(slug));
     let meta = api.call(Method::GET, &meta_path, None, None).await?;
     let q = quote(api, token, slug).await?;
     let invoice = str_of(&q["invoiceId"]).to_owned();
-    let body = json!({"slug": slug, "invoiceId": invoice, "context": context});
+    body["invoiceId"] = json!(invoice);
     let c = api
         .call(
             Method::POST,
