@@ -96,6 +96,9 @@ def test_failure_bad_input_and_refusals_have_their_exit_codes(cli, tmp_path):
     failed = cli.run("cast", "fizzle", "-i", "wish=gold")
     assert failed.returncode == 3, failed
     assert "refunded" in failed.stdout and "spark" in failed.stderr
+    assert "Failed at “Strike the spark”: The spark fizzled" in failed.stderr, failed.stderr
+    failure = [line for line in failed.stderr.splitlines() if line.startswith("Failed")]
+    assert len(failure) == 1 and failure[0].count("Strike the spark") == 1, "the step is named once"
     missing = cli.run("cast", "slow-scroll")  # topic is required
     assert missing.returncode == 2 and "/context/topic" in missing.stderr, missing
     assert cli.run("cast", "slow-scroll", "--input", "topic").returncode == 2

@@ -73,6 +73,8 @@ def test_fizzle_fails_and_refunds_in_full(server):
     error = events[-1]
     assert error[1] == "spellExecutionError"
     assert error[2]["code"] == "step_failed" and error[2]["stepId"] == "spark"
+    # The tool's reason; the step is named by stepId (a page names it once, with its title).
+    assert error[2]["message"] == "The spark fizzled: the powder was damp"
     assert error[2]["refundedPts"] == inv["costPts"]
     run = server.run(user["token"], cast["runId"])
     assert run["status"] == "failed" and run["refundedPts"] == inv["costPts"]

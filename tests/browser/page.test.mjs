@@ -92,8 +92,8 @@ test("fizzle shows the error, the refund and the balance back", { timeout: 30000
   await page.click("#cast");
   await waitForEnd(page);
   const alert = await page.textContent("#alert");
-  assert.match(alert, /failed at “Strike the spark”/);
-  assert.match(alert, /powder was damp/);
+  assert.match(alert, /failed at “Strike the spark”: The spark fizzled: the powder was damp\./);
+  assert.equal(alert.split("Strike the spark").length, 2, "the step is named once");
   assert.match(alert, /\d+ points were refunded/);
   await page.waitForFunction((b) => document.getElementById("balance").textContent === b, before);
   assert.equal((await progress(page)).steps[1], "failed");

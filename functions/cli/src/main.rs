@@ -359,7 +359,20 @@ async fn cast(
         .await?;
     if let Ended::Terminal(kind, data) = &ended {
         if kind == "spellExecutionError" && !cli.json {
-            eprintln!("{}", str_of(&data["message"]));
+            // The message is the step's reason; the step is named here, once.
+            let step = meta["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["id"] == data["stepId"]);
+            match step {
+                Some(step) => eprintln!(
+                    "Failed at “{}”: {}",
+                    str_of(&step["title"]),
+                    str_of(&data["message"])
+                ),
+                None => eprintln!("Failed: {}", str_of(&data["message"])),
+            }
         }
     }
     let saved = match str_of(&run["status"]) {

@@ -233,15 +233,13 @@ impl Runner<'_> {
                 }
                 Ok(Err(e)) => {
                     tracing::info!(step = %step.id, error = %e, "step failed");
-                    fail(
-                        "step_failed",
-                        format!("{}: {e}", step.title),
-                        Some(step.id.clone()),
-                    )
+                    // The error names its step by `stepId`: whoever shows it names the step
+                    // once (the page: "failed at “Strike the spark”: The spark fizzled…").
+                    fail("step_failed", e.to_string(), Some(step.id.clone()))
                 }
                 Err(_) => fail(
                     "timed_out",
-                    format!("{} did not finish before the run's deadline", step.title),
+                    "The step did not finish before the run's deadline".to_owned(),
                     Some(step.id.clone()),
                 ),
             };
