@@ -210,7 +210,7 @@ def test_unknown_routes_and_methods(server):
     r = server.http.delete("/api/v1/spells/cast")
     assert r.status_code == 405 and r.headers["allow"] == "POST"
     # Pages and files are read-only: a write is a 405 problem, not a page.
-    for path in ["/", "/spells/hello-sigil", "/static/js/spell-execute.js"]:
+    for path in ["/", "/spells/hello-sigil", "/static/js/spell-execute.js", "/me", "/runs/run_1"]:
         r = server.http.post(path, content=b"x")
         assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD", path
         assert r.headers["content-type"] == "application/problem+json", path

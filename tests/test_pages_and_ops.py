@@ -133,6 +133,12 @@ def hashed_references(page):
     return re.findall(r'(?:href|src)="(/static/[^"]+\.[0-9a-f]{10}\.[a-z]+)"', page)
 
 
+def unhashed(content):
+    """A served file with the hashed names it refers to (a module's imports) made plain again:
+    the file on disk."""
+    return re.sub(rb'(/static/[^"]+)\.[0-9a-f]{10}(\.[a-z]+)"', rb'\1\2"', content)
+
+
 def test_assets_have_hashed_names_kept_forever_and_pages_revalidate(server):
     """Issue 11: the pages name their assets by content hash; those are served from memory,
     precompressed, with a year's immutable caching; the pages themselves revalidate (ETag)."""
@@ -148,7 +154,8 @@ def test_assets_have_hashed_names_kept_forever_and_pages_revalidate(server):
             r = server.http.get(url, headers={"accept-encoding": coding})
             assert r.status_code == 200, url
             assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
-            assert r.content == expected, f"{url} as {coding}"
+            assert unhashed(r.content) == expected, f"{url} as {coding}"
+            assert unhashed(r.content) == r.content or url.endswith(".js"), "only modules name others"
             if url.endswith((".js", ".css")):
                 assert r.headers.get("content-encoding", "identity") == coding
                 assert "charset=utf-8" in r.headers["content-type"]
@@ -174,7 +181,12 @@ def test_the_site_written_for_the_bucket_is_the_site_served(server, tmp_path):
     assert page == server.http.get("/spells/hello-sigil").text
     for url in hashed_references(page):
         assert (tmp_path / "immutable" / url.lstrip("/")).read_bytes() == server.http.get(url).content
-    assert (tmp_path / "short/static/js/spell-execute.js").read_bytes() == (ROOT / "static/js/spell-execute.js").read_bytes()
+        if url.endswith(".js") and b"import " in server.http.get(url).content:
+            # A module names what it imports by hashed name too: those are in the bucket as well.
+            for imported in re.findall(r'from "(/static/[^"]+)"', server.http.get(url).text):
+                assert (tmp_path / "immutable" / imported.lstrip("/")).is_file(), imported
+    assert unhashed((tmp_path / "short/static/js/spell-execute.js").read_bytes()) == \
+        (ROOT / "static/js/spell-execute.js").read_bytes()
     # The upload gives each folder the caching the server gives it.
     script = (ROOT / "scripts/upload-static").read_text()
     for folder, url in (("immutable", hashed_references(page)[0]), ("short", "/static/css/spell.css"),
@@ -195,6 +207,8 @@ def test_every_response_is_nosniff_and_every_page_has_a_strict_csp(server):
     answers = {
         "page": server.http.get("/spells/hello-sigil"),
         "home": server.http.get("/"),
+        "me": server.http.get("/me"),
+        "run page": server.http.get(f"/runs/{cast['runId']}"),
         "og": server.http.get("/spells/hello-sigil/og"),
         "asset": server.http.get("/static/js/spell-execute.js"),
         "meta": server.http.get("/api/v1/spells/hello-sigil/meta"),
@@ -206,7 +220,7 @@ def test_every_response_is_nosniff_and_every_page_has_a_strict_csp(server):
     }
     for name, r in answers.items():
         assert r.headers.get("x-content-type-options") == "nosniff", name
-    for name in ("page", "home", "og"):
+    for name in ("page", "home", "me", "run page", "og"):
         r = answers[name]
         assert r.headers["content-type"].startswith("text/html"), name
         csp = {d.split()[0]: d.split()[1:] for d in r.headers["content-security-policy"].split(";") if d.strip()}
@@ -356,6 +370,22 @@ def test_crawlers_asking_for_a_spell_get_the_og_page(server, agent):
     assert struct.unpack(">II", image.content[16:24]) == (int(og["og:image:width"]), int(og["og:image:height"]))
 
 
+def test_a_runs_page_is_the_execution_page_and_me_the_account_page(server):
+    """The pages find what they show through the API with the user's session: the server serves
+    the same page for any run id (no run is read, no one told whether it exists), and a 404 for
+    what cannot be a run id."""
+    page = server.http.get("/spells/hello-sigil").text
+    for path in ("/runs/run_01m8da1d0vzgn5dg0m9e71f6nj", "/runs/run_x/", "/runs/anything-shaped-like-an-id"):
+        r = server.http.get(path)
+        assert r.status_code == 200 and r.text == page, path
+    me = server.http.get("/me")
+    assert me.status_code == 200 and re.search(r'src="/static/js/me\.[0-9a-f]{10}\.js"', me.text)
+    assert server.http.get("/me/").text == me.text
+    for path in ("/runs/", "/runs/a/b", "/runs/bad.id", "/me/x"):
+        r = server.http.get(path)
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", path
+
+
 def test_people_asking_for_a_spell_get_the_execution_page(server):
     chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
     r = server.http.get("/spells/slow-scroll", headers={"user-agent": chrome})
@@ -369,9 +399,11 @@ def test_page_weight_is_within_the_budget():
     itself names."""
     import gzip
     from conftest import ROOT
-    for page in ("spell.html", "index.html"):
+    for page in ("spell.html", "index.html", "me.html"):
         html = (ROOT / "static" / page).read_text()
         assets = re.findall(r'(?:src|href)="/static/((?:js|css)/[^"]+)"', html)
         assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets), page
-        total = sum(len(gzip.compress((ROOT / "static" / a).read_bytes(), 9)) for a in assets)
+        for script in [a for a in assets if a.endswith(".js")]:  # and the modules they import
+            assets += re.findall(r'from "/static/(js/[^"]+)"', (ROOT / "static" / script).read_text())
+        total = sum(len(gzip.compress((ROOT / "static" / a).read_bytes(), 9)) for a in set(assets))
         assert total <= 8 * 1024, f"{page}: {total} bytes gzipped"

@@ -5,13 +5,16 @@ import cf from "cloudfront";
 //   under its own host) build canonical URLs on the site's domain (a header of our own: API
 //   Gateway rewrites some X-Forwarded-* ones);
 // - on a spell page, crawlers get the pre-rendered og page from the og function (API origin),
-//   people get the static execution page from S3.
+//   people get the static execution page from S3;
+// - a run's page (/runs/{runId}) is the execution page too, and /me is the account page.
 // CRAWLERS is filled in from infra/edge/crawlers.json by infra/edge/render.mjs, which also writes
 // the rendered code into infra/template.yaml, so the edge and the local server route by one list.
 var CRAWLERS = []; // filled in from crawlers.json
 var SPELL_PAGE = /^\/spells\/[a-z0-9][a-z0-9-]{0,63}\/?$/;
 var API_ORIGIN = "api"; // the origin id of API Gateway in infra/template.yaml
 var EXECUTION_PAGE = "/static/spell.html";
+var RUN_PAGE = /^\/runs\/[A-Za-z0-9_-]{1,128}\/?$/;
+var ACCOUNT_PAGE = "/static/me.html";
 
 function isCrawler(agent) {
   for (var i = 0; i < CRAWLERS.length; i++) {
@@ -33,6 +36,10 @@ function handler(event) {
     } else {
       request.uri = EXECUTION_PAGE;
     }
+  } else if (RUN_PAGE.test(request.uri)) {
+    request.uri = EXECUTION_PAGE;
+  } else if (request.uri === "/me" || request.uri === "/me/") {
+    request.uri = ACCOUNT_PAGE;
   }
   return request;
 }

@@ -1,58 +1,17 @@
 // The spell execution page: renders the form from the spell's JSON Schema, quotes and casts,
-// streams the run live (EventSource resumes with Last-Event-ID by itself), restores a run after a
-// reload from its snapshot, and shows the outputs. Vanilla JS, no build step. Spell text and user
-// input only ever go into the page as text (textContent, value, attributes), never as HTML.
+// streams the run live (EventSource resumes with Last-Event-ID by itself), and shows the outputs.
+// A cast moves the address to the run's own page, /runs/{runId}, which the same page serves: it
+// finds the run on the server (its owner's session), so a reload, another tab or another device
+// shows it again, live while it goes. Vanilla JS, no build step. Spell text and user input only
+// ever go into the page as text (textContent, value, attributes), never as HTML.
 
-const slug = decodeURIComponent(location.pathname.split("/")[2] || "");
+import { Problem, api, el, session, showBalance } from "/static/js/common.js";
+
+const [, section, pathId] = location.pathname.split("/");
+const runPage = section === "runs"; // /runs/{runId}, else /spells/{slug}
+let slug = runPage ? "" : decodeURIComponent(pathId || "");
 const $ = (id) => document.getElementById(id);
-const runKey = `spellcast.run.${slug}`;
 const TERMINAL = ["succeeded", "failed", "canceled"];
-
-// Creates an element; `props` are DOM properties (textContent, htmlFor, ...) or, with a dash,
-// attributes (aria-*, data-*).
-function el(tag, props = {}, ...kids) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k.includes("-")) e.setAttribute(k, v);
-    else e[k] = v;
-  }
-  e.append(...kids.filter((k) => k !== undefined && k !== null && k !== false));
-  return e;
-}
-
-class Problem extends Error {
-  constructor(status, body) {
-    super(body.detail || `The server answered ${status}`);
-    Object.assign(this, { status, code: body.code, errors: body.errors || [] });
-  }
-}
-
-async function api(path, token, body) {
-  const headers = {};
-  if (body) headers["content-type"] = "application/json";
-  if (token) headers.authorization = `Bearer ${token}`;
-  const res = await fetch(path, { method: body ? "POST" : "GET", headers, body: body && JSON.stringify(body) });
-  const json = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Problem(res.status, json);
-  return json;
-}
-
-// The session: a host site plugs in its own with `window.spellcastSession = async () => token`;
-// locally a demo session from the dev endpoint is kept in localStorage.
-async function session() {
-  if (window.spellcastSession) return window.spellcastSession();
-  const kept = localStorage.getItem("spellcast.session");
-  if (kept && (await api("/api/v1/me/balance", kept).then(() => true, () => false))) return kept;
-  const fresh = await api("/api/v1/dev/session", null, {});
-  localStorage.setItem("spellcast.session", fresh.token);
-  return fresh.token;
-}
-
-async function showBalance(token) {
-  const b = await api("/api/v1/me/balance", token).catch(() => null);
-  if (b) $("balance").textContent = `Balance: ${b.balances.PTS} points`;
-}
 
 function alertBox(text, ok, action) {
   const box = $("alert");
@@ -186,7 +145,6 @@ function gallery(outputs, token) {
 }
 
 function finished(run, state) {
-  localStorage.setItem(runKey, JSON.stringify({ ...state, done: true }));
   $("cast").disabled = false;
   $("cancel").hidden = true;
   $("conn").textContent = "";
@@ -246,21 +204,22 @@ function stream(state) {
   };
 }
 
-// Shows a run from its snapshot, then follows it live if it is still going.
-async function restore(state) {
+// Shows a run from its snapshot (read now unless given), then follows it live if it is still
+// going.
+async function restore(state, snapshot) {
   try {
-    const run = await api(`/api/v1/runs/${state.runId}`, state.invoice);
+    const run = snapshot ?? (await api(`/api/v1/runs/${state.runId}`, state.invoice));
     showSteps(run.steps);
     lastSeq = run.lastEventId;
     if (TERMINAL.includes(run.status)) {
-      if (!state.done) finished(run, state);
+      finished(run, state);
     } else {
       $("cast").disabled = true;
       going(state, run.status === "canceling");
       stream(state);
     }
-  } catch {
-    localStorage.removeItem(runKey);
+  } catch (err) {
+    alertBox(err instanceof Problem ? err.message : "Could not reach Spellcast. Reload the page to try again.");
   }
 }
 
@@ -300,7 +259,8 @@ async function cast(event) {
     $("quote").textContent = ` · your quote: ${quote.costPts} points`;
     const run = await api("/api/v1/spells/cast", token, { slug, invoiceId: quote.invoiceId, context: ctx });
     const state = { runId: run.runId, streamUrl: run.streamUrl, invoice: quote.invoiceId };
-    localStorage.setItem(runKey, JSON.stringify(state));
+    // The run has its own page from now on: a reload or a shared tab finds it on the server.
+    history.pushState(null, "", `/runs/${encodeURIComponent(run.runId)}`);
     lastSeq = 0;
     $("outputs").replaceChildren(el("p", { className: "muted", textContent: "The outputs appear here when the spell is done." }));
     showSteps(meta.steps);
@@ -331,7 +291,11 @@ if (localStorage.getItem("spellcast.preview") && !localStorage.getItem("spellcas
   };
 }
 
-try {
+// Back from a run's page to the spell's (or forth): show what the address says.
+addEventListener("popstate", () => location.reload());
+
+/** The spell's title, texts and form (hidden on a run's page, which links to it instead). */
+async function showSpell() {
   meta = await api(`/api/v1/spells/${encodeURIComponent(slug)}/meta`);
   document.title = `${meta.title} · Spellcast`;
   $("title").textContent = meta.title;
@@ -340,13 +304,36 @@ try {
   $("avg").textContent = meta.avgCostPtsCached;
   const required = meta.inputs.required || [];
   $("fields").replaceChildren(...Object.entries(meta.inputs.properties || {}).map(([n, s]) => field(n, s, required.includes(n))));
-  // Form and gallery appear together, so nothing already shown moves (no layout shift).
-  $("form").hidden = $("gallery").hidden = false;
   $("form").addEventListener("submit", cast);
-  const kept = JSON.parse(localStorage.getItem(runKey) || "null");
-  if (kept && !kept.done) restore(kept);
-  if (!window.spellcastSession) session().then(showBalance, () => {});
+}
+
+/** /runs/{runId}: the run as the server has it, for its owner; live while it goes. */
+async function showRun(runId) {
+  const token = await session();
+  const run = await api(`/api/v1/runs/${encodeURIComponent(runId)}`, token);
+  slug = run.slug;
+  await showSpell();
+  document.title = `${meta.title} · your run · Spellcast`;
+  $("again").href = `/spells/${encodeURIComponent(slug)}`;
+  $("again").hidden = false;
+  $("gallery").hidden = false;
+  const streamUrl = `/api/v1/spells/${encodeURIComponent(slug)}/stream?creditTxId=${encodeURIComponent(run.creditTxId)}`;
+  await restore({ runId: run.runId, streamUrl, invoice: token }, run);
+  showBalance(token);
+}
+
+try {
+  if (runPage) {
+    await showRun(decodeURIComponent(pathId || ""));
+  } else {
+    await showSpell();
+    // Form and gallery appear together, so nothing already shown moves (no layout shift).
+    $("form").hidden = $("gallery").hidden = false;
+    if (!window.spellcastSession) session().then(showBalance, () => {});
+  }
 } catch (err) {
-  $("title").textContent = err.code === "spell_not_found" ? "Spell not found" : "The spell could not be loaded";
-  alertBox(err.message);
+  const what = runPage ? "run" : "spell";
+  const titles = { spell_not_found: "Spell not found", run_not_found: "Run not found", forbidden: "This run is someone else's" };
+  $("title").textContent = titles[err.code] ?? `The ${what} could not be loaded`;
+  alertBox(err instanceof Problem ? err.message : "Could not reach Spellcast. Reload the page to try again.");
 }

@@ -45,9 +45,18 @@ test("people get the static execution page from the default origin", () => {
   }
 });
 
+test("a run's page is the execution page, and /me the account page, for everyone", () => {
+  for (const agent of [CHROME, "Twitterbot/1.0", undefined]) {
+    assert.equal(route("/runs/run_01m8da1d0vzgn5dg0m9e71f6nj", agent).uri, "/static/spell.html");
+    assert.equal(route("/runs/run_1/", agent).uri, "/static/spell.html");
+    assert.equal(route("/me", agent).uri, "/static/me.html");
+    assert.equal(route("/me", agent).origin, undefined);
+  }
+});
+
 test("other paths are untouched, even for crawlers", () => {
   for (const uri of ["/", "/static/js/spell-execute.js", "/api/v1/spells/hello-sigil/meta", "/spells/hello-sigil/og",
-    "/spells/Bad_Slug", "/spells/a/b"]) {
+    "/spells/Bad_Slug", "/spells/a/b", "/runs/", "/runs/a/b", "/runs/bad.id", "/me/x", "/api/v1/me/balance"]) {
     const r = route(uri, "Twitterbot/1.0");
     assert.deepEqual([r.uri, r.origin], [uri, undefined]);
   }

@@ -74,6 +74,16 @@ impl Routes {
                 return self.spell_page(req).await;
             }
         }
+        // A run's page is the execution page, which finds the run from the address (as the
+        // CloudFront Function routes them on AWS: infra/edge/crawler-route.js).
+        if let Some(run_id) = path.strip_prefix("/runs/") {
+            if is_run_page_id(run_id.strip_suffix('/').unwrap_or(run_id)) {
+                return self.site_file("/static/spell.html", &req);
+            }
+        }
+        if path == "/me" || path == "/me/" {
+            return self.site_file("/static/me.html", &req);
+        }
         self.core(req).await
     }
 
@@ -156,4 +166,13 @@ fn from_api(response: api::Response) -> Response {
         }
     };
     http::Response::from_parts(parts, body)
+}
+
+/// What a run's page takes for a run id: the API's pattern for one (`[A-Za-z0-9_-]{1,128}`, as
+/// the CloudFront Function's `RUN_PAGE`).
+fn is_run_page_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }

@@ -1,0 +1,52 @@
+// What every page shares: making elements (text only, never HTML), calling the API with
+// problem+json errors, the session, and the balance in the header.
+
+// Creates an element; `props` are DOM properties (textContent, htmlFor, ...) or, with a dash,
+// attributes (aria-*, data-*).
+export function el(tag, props = {}, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.includes("-")) e.setAttribute(k, v);
+    else e[k] = v;
+  }
+  e.append(...kids.filter((k) => k !== undefined && k !== null && k !== false));
+  return e;
+}
+
+/** An error answer of the API (RFC 9457 problem details). */
+export class Problem extends Error {
+  constructor(status, body) {
+    super(body.detail || `The server answered ${status}`);
+    Object.assign(this, { status, code: body.code, errors: body.errors || [] });
+  }
+}
+
+/** Calls the API: GET, or `method` (POST when there is a body). */
+export async function api(path, token, body, method) {
+  const headers = {};
+  if (body) headers["content-type"] = "application/json";
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(path, { method: method ?? (body ? "POST" : "GET"), headers, body: body && JSON.stringify(body) });
+  const json = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Problem(res.status, json);
+  return json;
+}
+
+// The session: a host site plugs in its own with `window.spellcastSession = async () => token`;
+// locally a demo session from the dev endpoint is kept in localStorage.
+export async function session() {
+  if (window.spellcastSession) return window.spellcastSession();
+  const kept = localStorage.getItem("spellcast.session");
+  if (kept && (await api("/api/v1/me/balance", kept).then(() => true, () => false))) return kept;
+  const fresh = await api("/api/v1/dev/session", null, {});
+  localStorage.setItem("spellcast.session", fresh.token);
+  return fresh.token;
+}
+
+/** Shows the balance in the header's #balance; the balance, or null. */
+export async function showBalance(token) {
+  const b = await api("/api/v1/me/balance", token).catch(() => null);
+  if (b) document.getElementById("balance").textContent = `Balance: ${b.balances.PTS} points`;
+  return b?.balances.PTS ?? null;
+}
