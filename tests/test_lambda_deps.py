@@ -1,7 +1,8 @@
 """What each Lambda links, from `cargo tree` of its arm64 build: one TLS stack and one crypto
 provider (hyper 1 + rustls 0.23 on ring; never the SDK's legacy hyper 0.14 + rustls 0.21 client,
-aws-lc, or aws-config's SSO clients), HS256 only for tokens (no RSA/ECDSA/EdDSA code), the tools' code (png, minijinja) only in the
-function that executes runs, and an outbound HTTP client (reqwest) only there and in the one that sends webhooks."""
+aws-lc, or aws-config's SSO clients), HS256 only for tokens (no RSA/ECDSA/EdDSA code), the tools' code (minijinja) only in the
+function that executes runs, an outbound HTTP client (reqwest) only there and in the one that sends
+webhooks, and the card renderer (resvg, png) only in the og function (png also in the runner)."""
 import pathlib
 import re
 import subprocess
@@ -26,8 +27,9 @@ NEVER = [
 ]
 # crate: the only functions that may link it
 ONLY_IN = {
-    "png": {"runner"}, "minijinja": {"runner"}, "spellcast-tools": {"runner"},
+    "png": {"runner", "og"}, "minijinja": {"runner"}, "spellcast-tools": {"runner"},
     "reqwest": {"runner", "webhooks"}, "spellcast-deliveries": {"webhooks"},
+    "resvg": {"og"}, "spellcast-cards": {"og"},
 }
 
 

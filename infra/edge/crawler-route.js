@@ -6,7 +6,9 @@ import cf from "cloudfront";
 //   Gateway rewrites some X-Forwarded-* ones);
 // - on a spell page, crawlers get the pre-rendered og page from the og function (API origin),
 //   people get the static execution page from S3;
-// - a run's page (/runs/{runId}) is the execution page too, and /me is the account page.
+// - a run's page (/runs/{runId}) is the execution page too, and /me is the account page;
+// - a shared run (/r/{shareId}): crawlers get its og page from the og function, people its
+//   static public page.
 // CRAWLERS is filled in from infra/edge/crawlers.json by infra/edge/render.mjs, which also writes
 // the rendered code into infra/template.yaml, so the edge and the local server route by one list.
 var CRAWLERS = []; // filled in from crawlers.json
@@ -15,6 +17,8 @@ var API_ORIGIN = "api"; // the origin id of API Gateway in infra/template.yaml
 var EXECUTION_PAGE = "/static/spell.html";
 var RUN_PAGE = /^\/runs\/[A-Za-z0-9_-]{1,128}\/?$/;
 var ACCOUNT_PAGE = "/static/me.html";
+var SHARE_PAGE = /^\/r\/[A-Za-z0-9_-]{1,128}\/?$/;
+var SHARED_RUN_PAGE = "/static/share.html";
 
 function isCrawler(agent) {
   for (var i = 0; i < CRAWLERS.length; i++) {
@@ -27,14 +31,15 @@ function handler(event) {
   var request = event.request;
   var host = request.headers.host;
   if (host && host.value) request.headers["x-spellcast-host"] = { value: host.value };
-  if (SPELL_PAGE.test(request.uri)) {
+  var shared = SHARE_PAGE.test(request.uri);
+  if (SPELL_PAGE.test(request.uri) || shared) {
     var header = request.headers["user-agent"];
     var agent = header && header.value ? header.value.toLowerCase() : "";
     if (isCrawler(agent)) {
       request.uri = request.uri.replace(/\/$/, "") + "/og";
       cf.selectRequestOriginById(API_ORIGIN);
     } else {
-      request.uri = EXECUTION_PAGE;
+      request.uri = shared ? SHARED_RUN_PAGE : EXECUTION_PAGE;
     }
   } else if (RUN_PAGE.test(request.uri)) {
     request.uri = EXECUTION_PAGE;

@@ -144,7 +144,23 @@ function gallery(outputs, token) {
   }));
 }
 
+// A finished run's owner may share it: a public page at /r/{shareId}, until unshared.
+async function sharing(runId) {
+  const path = `/api/v1/runs/${encodeURIComponent(runId)}/share`;
+  const token = await session();
+  const show = (s) => {
+    $("share").hidden = !!s;
+    $("share-link").hidden = $("unshare").hidden = !s;
+    if (s) $("share-link").textContent = $("share-link").href = new URL(s.url, location.href).href;
+  };
+  show(await api(path, token).catch(() => null));
+  $("sharing").hidden = false;
+  $("share").onclick = async () => show(await api(path, token, {}));
+  $("unshare").onclick = async () => show(await api(path, token, null, "DELETE") && null);
+}
+
 function finished(run, state) {
+  sharing(state.runId).catch(() => {});
   $("cast").disabled = false;
   $("cancel").hidden = true;
   $("conn").textContent = "";

@@ -45,6 +45,16 @@ test("people get the static execution page from the default origin", () => {
   }
 });
 
+test("a shared run: crawlers get its og page from the API, people its public page", () => {
+  const id = "sh_5f2c0b7e9a1d4c3b8e6f0a2d1c4b7e9a";
+  assert.deepEqual(Object.values(route(`/r/${id}`, "Slackbot-LinkExpanding 1.0")).slice(0, 2), [`/r/${id}/og`, "api"]);
+  assert.deepEqual(Object.values(route(`/r/${id}/`, "facebookexternalhit/1.1")).slice(0, 2), [`/r/${id}/og`, "api"]);
+  assert.deepEqual(Object.values(route(`/r/${id}`, CHROME)).slice(0, 2), ["/static/share.html", undefined]);
+  for (const uri of [`/r/${id}/og`, `/r/${id}/og.png`, "/r/", "/r/a.b"]) {
+    assert.equal(route(uri, "Twitterbot/1.0").uri, uri);
+  }
+});
+
 test("a run's page is the execution page, and /me the account page, for everyone", () => {
   for (const agent of [CHROME, "Twitterbot/1.0", undefined]) {
     assert.equal(route("/runs/run_01m8da1d0vzgn5dg0m9e71f6nj", agent).uri, "/static/spell.html");

@@ -15,6 +15,8 @@
 //! | run body        | `RUN#{runId}`       | `BODY`               | `context`, `outputs`: written at the cast and when outputs arrive, never by a progress tick |
 //! | tx → run        | `TX#{creditTxId}`   | `TX`                 | `runId`; the stream finds the run by its debit  |
 //! | run event       | `EVENTS#{runId}`    | `{seq:020}`          | written only if absent; `ttl` after retention   |
+//! | shared run      | `SHARE#{shareId}`   | `SHARE`              | the share (run, owner, whether inputs show)     |
+//! | run → share     | `RUNSHARE#{runId}`  | `SHARE`              | `shareId`; written only if absent, with the share, in one transaction |
 //! | webhook delivery | `HOOKS#{runId}`    | `{webhookId}`        | written with its event; `attemptCount` guards each attempt; `unfinished` shard `h00`..`h15` while pending |
 //! | output file     | `FILE#{runId}`      | `{n:06}`             | `mime`, and `bytes` (B, at most 256 KB) or `blob` (its S3 key) |
 //! | tool cost       | `TOOLCOST`          | `{slug/step/tool}`   | `calls`, `pts` counters (ADD)                   |
@@ -64,15 +66,15 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue as Av, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification,
-    TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue as Av, BillingMode, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use spellcast_core::ids::{CreditTxId, RunId, UserId};
+use spellcast_core::ids::{CreditTxId, RunId, ShareId, UserId};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
 use spellcast_core::ledger::LedgerEntry;
 use spellcast_core::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
@@ -80,6 +82,7 @@ use spellcast_core::ports::{
     CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
 use spellcast_core::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
+use spellcast_core::sharing::Share;
 use spellcast_core::webhooks::{Attempt, Delivery, WebhookSecret};
 
 type Item = HashMap<String, Av>;
@@ -903,6 +906,87 @@ impl Store for DynamoStore {
         Err(StoreError::new(format!(
             "advance_run {run_id}: too many conflicts"
         )))
+    }
+
+    async fn share_run(&self, share: Share) -> StoreResult<Share> {
+        for attempt in 1..=ATTEMPTS {
+            if let Some(kept) = self.run_share(&share.run_id).await? {
+                // Shared already: the same id, with the inputs shown or not as asked now.
+                let updated = Share {
+                    include_inputs: share.include_inputs,
+                    ..kept
+                };
+                let it = item(&updated, format!("SHARE#{}", updated.share_id), "SHARE")?;
+                self.client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(it))
+                    .condition_expression("attribute_exists(pk)")
+                    .send()
+                    .await
+                    .map_err(store_error)?;
+                return Ok(updated);
+            }
+            let mut link = key(format!("RUNSHARE#{}", share.run_id), "SHARE");
+            link.insert("shareId".into(), s(share.share_id.as_str()));
+            let items = vec![
+                put(link, &self.table, Some("attribute_not_exists(pk)"))?,
+                put(
+                    item(&share, format!("SHARE#{}", share.share_id), "SHARE")?,
+                    &self.table,
+                    None,
+                )?,
+            ];
+            match self.transact(items).await? {
+                Ok(()) => return Ok(share),
+                // Shared meanwhile by another request: read that one.
+                Err(_) => backoff(attempt).await,
+            }
+        }
+        Err(StoreError::unavailable("share: too many conflicts"))
+    }
+
+    async fn unshare_run(&self, run_id: &RunId) -> StoreResult<bool> {
+        let link = self.get(format!("RUNSHARE#{run_id}"), "SHARE").await?;
+        let Some(share_id) = link
+            .as_ref()
+            .and_then(|l| l.get("shareId"))
+            .and_then(|v| v.as_s().ok())
+        else {
+            return Ok(false);
+        };
+        let delete = |pk: String| {
+            Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(pk, "SHARE")))
+                .build()
+                .map(|d| TransactWriteItem::builder().delete(d).build())
+                .map_err(err)
+        };
+        let items = vec![
+            delete(format!("RUNSHARE#{run_id}"))?,
+            delete(format!("SHARE#{share_id}"))?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(true),
+            Err(_) => Err(StoreError::unavailable("unshare: a conflict; try again")),
+        }
+    }
+
+    async fn share(&self, share_id: &ShareId) -> StoreResult<Option<Share>> {
+        self.get_as(format!("SHARE#{share_id}"), "SHARE").await
+    }
+
+    async fn run_share(&self, run_id: &RunId) -> StoreResult<Option<Share>> {
+        let link = self.get(format!("RUNSHARE#{run_id}"), "SHARE").await?;
+        match link
+            .as_ref()
+            .and_then(|l| l.get("shareId"))
+            .and_then(|v| v.as_s().ok())
+        {
+            Some(id) => self.share(&ShareId::from(id.as_str())).await,
+            None => Ok(None),
+        }
     }
 
     async fn deliveries(&self, run_id: &RunId) -> StoreResult<Vec<Delivery>> {

@@ -14,13 +14,14 @@ use serde_json::json;
 use spellcast_aws::DynamoStore;
 use spellcast_core::auth::TokenKeys;
 use spellcast_core::catalog::Catalog;
-use spellcast_core::ids::{new_id, CreditTxId, InvoiceId, RunId, Slug, UserId};
+use spellcast_core::ids::{new_id, CreditTxId, InvoiceId, RunId, ShareId, Slug, UserId};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
 use spellcast_core::ports::{
     CastOutcome, Clock, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
 use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent, RunStatus};
+use spellcast_core::sharing::Share;
 use spellcast_core::stats::PriceBook;
 use spellcast_core::webhooks::{Attempt, Delivery, WebhookSecret};
 use spellcast_core::{App, Config};
@@ -131,6 +132,18 @@ impl Store for FaultyStore {
         change: RunChange,
     ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
         self.call(self.inner.advance_run(run_id, change)).await
+    }
+    async fn share_run(&self, share: Share) -> StoreResult<Share> {
+        self.call(self.inner.share_run(share)).await
+    }
+    async fn unshare_run(&self, run_id: &RunId) -> StoreResult<bool> {
+        self.call(self.inner.unshare_run(run_id)).await
+    }
+    async fn share(&self, share_id: &ShareId) -> StoreResult<Option<Share>> {
+        self.call(self.inner.share(share_id)).await
+    }
+    async fn run_share(&self, run_id: &RunId) -> StoreResult<Option<Share>> {
+        self.call(self.inner.run_share(run_id)).await
     }
     async fn deliveries(&self, run_id: &RunId) -> StoreResult<Vec<Delivery>> {
         self.call(self.inner.deliveries(run_id)).await

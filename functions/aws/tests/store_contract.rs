@@ -88,6 +88,7 @@ contract!(
     a_users_runs_are_listed_newest_first_in_pages,
     a_webhook_secret_is_kept_once_and_rotated,
     deliveries_are_written_with_their_events_and_attempted_once_each,
+    a_run_is_shared_once_and_unshared,
     a_cancel_refunds_by_its_rule_once,
     racing_cancels_settle_to_one_outcome,
     a_duplicate_delivery_executes_nothing_twice,
@@ -970,6 +971,57 @@ async fn deliveries_are_written_with_their_events_and_attempted_once_each(store:
         vec![completed.webhook_id.clone()]
     );
     assert_eq!(store.delivery(id, "msg_nope").await.unwrap(), None);
+}
+
+async fn a_run_is_shared_once_and_unshared(store: Arc<dyn Store>) {
+    use spellcast_core::ids::ShareId;
+    use spellcast_core::sharing::Share;
+    let user = new_id("sharer");
+    store
+        .grant(entry(&user, LedgerKind::Grant, 10))
+        .await
+        .unwrap();
+    let run = cast_ok(store.as_ref(), &user, 1, &["a"]).await;
+    let id = &run.run_id;
+    assert_eq!(store.run_share(id).await.unwrap(), None);
+    assert!(
+        !store.unshare_run(id).await.unwrap(),
+        "nothing to take back"
+    );
+    let share = |include_inputs| Share {
+        share_id: ShareId::unguessable(),
+        run_id: id.clone(),
+        user_id: user.as_str().into(),
+        include_inputs,
+        created_at: Utc::now(),
+    };
+    // Eight requests share it at once: one id stands, and every one of them gets it.
+    let racers = (0..8).map(|i| {
+        let (store, s) = (store.clone(), share(i % 2 == 0));
+        tokio::spawn(async move { store.share_run(s).await.unwrap() })
+    });
+    let got: Vec<Share> = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let first = got[0].share_id.clone();
+    assert!(got.iter().all(|s| s.share_id == first), "{got:?}");
+    // Sharing again keeps the id and changes whether the inputs show.
+    let again = store.share_run(share(true)).await.unwrap();
+    assert_eq!(
+        (again.share_id.clone(), again.include_inputs),
+        (first.clone(), true)
+    );
+    assert_eq!(store.share(&first).await.unwrap(), Some(again.clone()));
+    assert_eq!(store.run_share(id).await.unwrap(), Some(again));
+    assert!(store.unshare_run(id).await.unwrap());
+    assert_eq!(store.share(&first).await.unwrap(), None, "the link is dead");
+    assert_eq!(store.run_share(id).await.unwrap(), None);
+    // Shared again after that: a new id (the old link stays dead).
+    let renewed = store.share_run(share(false)).await.unwrap();
+    assert_ne!(renewed.share_id, first);
+    assert_eq!(store.share(&first).await.unwrap(), None);
 }
 
 async fn racing_failures_refund_exactly_once(store: Arc<dyn Store>) {

@@ -200,6 +200,14 @@ impl App {
         }
     }
 
+    /// Sharing runs, with the ports it needs.
+    pub fn sharing(&self) -> crate::sharing::Sharing<'_> {
+        crate::sharing::Sharing {
+            store: self.store.as_ref(),
+            clock: self.clock.as_ref(),
+        }
+    }
+
     /// Delivering webhooks through `sender`, with the ports it needs.
     pub fn delivering<'a>(
         &'a self,

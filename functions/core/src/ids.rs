@@ -179,6 +179,20 @@ opaque_id!(
     "tx"
 );
 
+opaque_id!(
+    /// A shared run's public id (`sh_…`): made by [`ShareId::unguessable`], since whoever knows
+    /// it sees the run.
+    ShareId,
+    "sh"
+);
+
+impl ShareId {
+    /// A new share id of 128 random bits (not time-ordered: one share says nothing of another).
+    pub fn unguessable() -> ShareId {
+        ShareId(format!("sh_{:032x}", rand::random::<u128>()))
+    }
+}
+
 /// A new time-sortable id with a short prefix naming what it identifies (`run_`, `tx_`, ...).
 /// Ids made by one process are strictly increasing, even within one millisecond.
 pub fn new_id(prefix: &str) -> String {

@@ -23,6 +23,7 @@ pub mod quote;
 pub mod recovery;
 pub mod run;
 pub mod runner;
+pub mod sharing;
 pub mod stats;
 pub mod tools;
 pub mod viewing;

@@ -35,6 +35,9 @@ pub struct Key {
     pub origin: String,
     /// The price it shows (points) and when that was computed, if it shows one.
     pub price: Option<(i64, Option<DateTime<Utc>>)>,
+    /// The shared run it shows, if any (the share is looked up first on every request, so an
+    /// unshared run is never answered from here).
+    pub share: Option<crate::ids::ShareId>,
 }
 
 impl Rendered {
@@ -54,22 +57,32 @@ pub struct Memo {
 }
 
 impl Memo {
+    /// The answer kept for `key`, if there is one.
+    pub fn get(&self, key: &Key) -> Option<Rendered> {
+        self.entries.read().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    /// Keeps `rendered` as the answer for `key` (made elsewhere: asynchronously).
+    pub fn put(&self, key: Key, rendered: Rendered) {
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(key, rendered);
+        }
+    }
+
     /// The answer kept for `key`, else `render`'s, kept for next time.
     pub fn get_or_render<E>(
         &self,
         key: Key,
         render: impl FnOnce() -> Result<Rendered, E>,
     ) -> Result<Rendered, E> {
-        if let Some(found) = self.entries.read().ok().and_then(|m| m.get(&key).cloned()) {
+        if let Some(found) = self.get(&key) {
             return Ok(found);
         }
         let rendered = render()?;
-        if let Ok(mut entries) = self.entries.write() {
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
-            entries.insert(key, rendered.clone());
-        }
+        self.put(key, rendered.clone());
         Ok(rendered)
     }
 }
@@ -85,6 +98,7 @@ mod tests {
             slug: Slug::parse("s").unwrap(),
             origin: origin.into(),
             price,
+            share: None,
         }
     }
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{CreditTxId, InvoiceId, RunId, Slug, UserId};
+use crate::ids::{CreditTxId, InvoiceId, RunId, ShareId, Slug, UserId};
 use crate::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
 use crate::ledger::LedgerEntry;
 use crate::run::{OutputFile, Run, RunChange, RunEvent};
@@ -241,6 +241,15 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<bool>;
     /// Pending deliveries due at or before `at`, soonest first, at most `limit`.
     async fn due_deliveries(&self, at: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Delivery>>;
+    /// Makes a run public: stores `share` unless the run has one already, in which case that one
+    /// is kept (its id) with `include_inputs` as `share` says. Returns the share stored.
+    async fn share_run(&self, share: crate::sharing::Share) -> StoreResult<crate::sharing::Share>;
+    /// Takes a run back from the public: its share goes. Whether there was one.
+    async fn unshare_run(&self, run_id: &RunId) -> StoreResult<bool>;
+    /// A share by its id.
+    async fn share(&self, share_id: &ShareId) -> StoreResult<Option<crate::sharing::Share>>;
+    /// A run's share, if it is shared.
+    async fn run_share(&self, run_id: &RunId) -> StoreResult<Option<crate::sharing::Share>>;
     /// Events with seq greater than `after`, in order, at most `limit`.
     async fn run_events(
         &self,

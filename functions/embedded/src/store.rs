@@ -9,6 +9,7 @@
 //! - `runs`: run id → run; `runs_by_tx`: credit tx id → run id; `unfinished`: run id → ()
 //! - `events`: (run id, seq) → event; `files`: (run id, n) → (mime, bytes)
 //! - `tool_costs`: cost key → (calls, points); `spell_stats`: slug → stats
+//! - `shares`: share id → share; `run_shares`: run id → share id
 //! - `deliveries`: (run id, webhook id) → delivery; `due_deliveries`: (due µs, run id, webhook id)
 //!   → () for the pending ones
 
@@ -24,13 +25,14 @@ use redb::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use spellcast_core::ids::{CreditTxId, RunId, UserId};
+use spellcast_core::ids::{CreditTxId, RunId, ShareId, UserId};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_core::ledger::LedgerEntry;
 use spellcast_core::ports::{
     CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
 use spellcast_core::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
+use spellcast_core::sharing::Share;
 use spellcast_core::webhooks::{Attempt, Delivery, WebhookSecret};
 
 const BALANCES: TableDefinition<&str, i64> = TableDefinition::new("balances");
@@ -44,6 +46,9 @@ const WEBHOOK_SECRETS: TableDefinition<&str, &str> = TableDefinition::new("webho
 /// A user's runs by (user, run id): run ids sort by time.
 const USER_RUNS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_runs");
 const UNFINISHED: TableDefinition<&str, ()> = TableDefinition::new("unfinished");
+/// Shared runs by share id, and each shared run's share id.
+const SHARES: TableDefinition<&str, &[u8]> = TableDefinition::new("shares");
+const RUN_SHARES: TableDefinition<&str, &str> = TableDefinition::new("run_shares");
 /// Webhook deliveries by (run id, webhook id).
 const DELIVERIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("deliveries");
 /// Pending deliveries by (when due in Unix microseconds, run id, webhook id): the worker reads
@@ -139,6 +144,8 @@ impl RedbStore {
         }
         tx.open_table(UNFINISHED).map_err(err)?;
         tx.open_table(DELIVERIES).map_err(err)?;
+        tx.open_table(SHARES).map_err(err)?;
+        tx.open_table(RUN_SHARES).map_err(err)?;
         tx.open_table(DUE_DELIVERIES).map_err(err)?;
         tx.open_table(WEBHOOK_SECRETS).map_err(err)?;
         tx.open_table(EVENTS).map_err(err)?;
@@ -561,6 +568,83 @@ impl Store for RedbStore {
                 put_delivery(tx, delivery, None)?;
             }
             Ok(Some((run, applied.event)))
+        })
+        .await
+    }
+
+    async fn share_run(&self, share: Share) -> StoreResult<Share> {
+        self.write(move |tx| {
+            let mut by_run = tx.open_table(RUN_SHARES).map_err(err)?;
+            let mut shares = tx.open_table(SHARES).map_err(err)?;
+            let existing = by_run
+                .get(share.run_id.as_str())
+                .map_err(err)?
+                .map(|v| v.value().to_owned());
+            let stored = match existing {
+                Some(id) => match get_json::<&str, Share>(&shares, id.as_str())? {
+                    Some(kept) => Share {
+                        include_inputs: share.include_inputs,
+                        ..kept
+                    },
+                    None => share,
+                },
+                None => share,
+            };
+            shares
+                .insert(stored.share_id.as_str(), to_json(&stored)?.as_slice())
+                .map_err(err)?;
+            by_run
+                .insert(stored.run_id.as_str(), stored.share_id.as_str())
+                .map_err(err)?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn unshare_run(&self, run_id: &RunId) -> StoreResult<bool> {
+        let run = run_id.to_owned();
+        self.write(move |tx| {
+            let mut by_run = tx.open_table(RUN_SHARES).map_err(err)?;
+            let Some(id) = by_run
+                .remove(run.as_str())
+                .map_err(err)?
+                .map(|v| v.value().to_owned())
+            else {
+                return Ok(false);
+            };
+            tx.open_table(SHARES)
+                .map_err(err)?
+                .remove(id.as_str())
+                .map_err(err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn share(&self, share_id: &ShareId) -> StoreResult<Option<Share>> {
+        let id = share_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let shares = tx.open_table(SHARES).map_err(err)?;
+            get_json(&shares, id.as_str())
+        })
+        .await
+    }
+
+    async fn run_share(&self, run_id: &RunId) -> StoreResult<Option<Share>> {
+        let run = run_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let by_run = tx.open_table(RUN_SHARES).map_err(err)?;
+            let Some(id) = by_run
+                .get(run.as_str())
+                .map_err(err)?
+                .map(|v| v.value().to_owned())
+            else {
+                return Ok(None);
+            };
+            let shares = tx.open_table(SHARES).map_err(err)?;
+            get_json(&shares, id.as_str())
         })
         .await
     }

@@ -10,6 +10,7 @@ pub mod og;
 mod payments;
 pub mod problem;
 mod runs;
+pub mod shares;
 mod spells;
 mod stats;
 mod stream;
@@ -172,6 +173,39 @@ pub const RUN_WEBHOOKS: Endpoint = Endpoint {
     methods: GET,
     handler: |app, req, p, _| Box::pin(runs::webhooks(app, req, p[0])),
 };
+/// `GET|POST|DELETE /api/v1/runs/{runId}/share`
+pub const RUN_SHARE: Endpoint = Endpoint {
+    path: "/api/v1/runs/{}/share",
+    methods: &[Method::GET, Method::POST, Method::DELETE],
+    handler: |app, req, p, body| {
+        Box::pin(async move { shares::share(app, req, p[0], &body).await })
+    },
+};
+/// `GET /api/v1/shares/{shareId}`
+pub const SHARED_RUN: Endpoint = Endpoint {
+    path: "/api/v1/shares/{}",
+    methods: GET,
+    handler: |app, _, p, _| Box::pin(shares::shared(app, p[0])),
+};
+/// `GET /api/v1/shares/{shareId}/outputs/{n}`
+pub const SHARED_OUTPUT: Endpoint = Endpoint {
+    path: "/api/v1/shares/{}/outputs/{}",
+    methods: GET,
+    handler: |app, _, p, _| Box::pin(shares::shared_output(app, p[0], p[1])),
+};
+/// `GET|HEAD /r/{shareId}/og`: a shared run's og page (crawlers are sent here)
+pub const SHARE_OG: Endpoint = Endpoint {
+    path: "/r/{}/og",
+    methods: GET_OR_HEAD,
+    handler: |app, req, p, _| Box::pin(shares::og(app, req, p[0])),
+};
+/// `GET|HEAD /r/{shareId}/og.png`: a shared run's card
+#[cfg(feature = "cards")]
+pub const SHARE_CARD: Endpoint = Endpoint {
+    path: "/r/{}/og.png",
+    methods: GET_OR_HEAD,
+    handler: |app, req, p, _| Box::pin(shares::card(app, req, p[0])),
+};
 /// `GET /api/v1/me/balance`
 pub const BALANCE: Endpoint = Endpoint {
     path: "/api/v1/me/balance",
@@ -270,6 +304,12 @@ pub const ALL: &[&Endpoint] = &[
     &RUN_OUTPUT,
     &RUN_CANCEL,
     &RUN_WEBHOOKS,
+    &RUN_SHARE,
+    &SHARED_RUN,
+    &SHARED_OUTPUT,
+    &SHARE_OG,
+    #[cfg(feature = "cards")]
+    &SHARE_CARD,
     &BALANCE,
     &LEDGER,
     &MY_RUNS,
@@ -628,6 +668,8 @@ mod tests {
         // The demo sessions are documented (as the local server's only) whether or not this
         // build has them.
         served.insert(("/api/v1/dev/session".into(), "POST".into()));
+        // The share cards too (drawn where the `cards` feature is: the og function, locally).
+        served.insert(("/r/{}/og.png".into(), "GET".into()));
         assert_eq!(documented, served);
         // Every problem response points at the one Problem schema.
         for (code, response) in doc["components"]["responses"].as_object().unwrap() {

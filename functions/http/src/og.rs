@@ -17,6 +17,8 @@ struct OgPage<'a> {
     image_width: u32,
     image_height: u32,
     image_alt: &'a str,
+    cast_url: &'a str,
+    spell_title: &'a str,
 }
 
 #[derive(Template)]
@@ -25,6 +27,11 @@ struct NotFoundPage<'a> {
     site_name: &'a str,
     slug: &'a str,
 }
+
+/// A rendered card's size (`spellcast_cards::WIDTH` × `HEIGHT`; the og function draws them).
+pub const CARD_WIDTH: u32 = 1200;
+/// See [`CARD_WIDTH`].
+pub const CARD_HEIGHT: u32 = 630;
 
 /// The canonical URL of a spell's page on the site at `origin` (`https://host`).
 pub fn canonical_url(origin: &str, spell: &Spell) -> String {
@@ -54,6 +61,51 @@ pub fn render(config: &Config, origin: &str, spell: &Spell) -> String {
         image_width: spell.def.og.image_width,
         image_height: spell.def.og.image_height,
         image_alt: &spell.def.og.image_alt,
+        cast_url: &url,
+        spell_title: &spell.def.title,
+    };
+    page.render().unwrap_or_default()
+}
+
+/// The og page of a shared run (`/r/{shareId}`) on the site at `origin`: the spell's title, a
+/// description of the run, and its rendered card as the image.
+pub fn render_share(
+    config: &Config,
+    origin: &str,
+    share_path: &str,
+    spell: &Spell,
+    description: &str,
+) -> String {
+    let url = format!("{origin}{share_path}");
+    let image = format!("{url}/og.png");
+    let title = format!("{} — a run shared on {}", spell.def.title, config.site_name);
+    let alt = format!("A card of a run of {}", spell.def.title);
+    let cast_url = canonical_url(origin, spell);
+    let page = OgPage {
+        site_name: &config.site_name,
+        title: &title,
+        description,
+        url: &url,
+        image: &image,
+        image_width: CARD_WIDTH,
+        image_height: CARD_HEIGHT,
+        image_alt: &alt,
+        cast_url: &cast_url,
+        spell_title: &spell.def.title,
+    };
+    page.render().unwrap_or_default()
+}
+
+#[derive(Template)]
+#[template(path = "share_not_found.html")]
+struct ShareNotFoundPage<'a> {
+    site_name: &'a str,
+}
+
+/// The page for a shared run that does not exist (or no longer: unshared).
+pub fn render_share_not_found(config: &Config) -> String {
+    let page = ShareNotFoundPage {
+        site_name: &config.site_name,
     };
     page.render().unwrap_or_default()
 }

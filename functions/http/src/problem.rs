@@ -11,6 +11,7 @@ use spellcast_core::cast::CastError;
 use spellcast_core::catalog::FieldError;
 use spellcast_core::ports::StoreError;
 use spellcast_core::quote::QuoteError;
+use spellcast_core::sharing::ShareError;
 use spellcast_core::viewing::ViewError;
 
 /// An error answer: status, stable code, a readable detail and, for validation, field errors.
@@ -96,6 +97,15 @@ impl Problem {
     /// 404 `run_not_found`.
     pub fn run_not_found() -> Self {
         Problem::new(StatusCode::NOT_FOUND, "run_not_found", "No such run")
+    }
+
+    /// 404 `share_not_found`: never shared, or taken back.
+    pub fn share_not_found() -> Self {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "share_not_found",
+            "No such shared run (it may have been unshared)",
+        )
     }
 
     /// 413 `payload_too_large`.
@@ -270,6 +280,20 @@ impl From<CancelError> for Problem {
                 "run_finished",
                 format!("The run already ended ({})", run.status.as_str()),
             ),
+        }
+    }
+}
+
+impl From<ShareError> for Problem {
+    fn from(e: ShareError) -> Self {
+        match e {
+            ShareError::View(e) => e.into(),
+            ShareError::NotFinished => Problem::new(
+                StatusCode::CONFLICT,
+                "run_not_finished",
+                "Only a run that has ended can be shared",
+            ),
+            ShareError::NotFound => Problem::share_not_found(),
         }
     }
 }

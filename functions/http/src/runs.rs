@@ -79,6 +79,14 @@ pub async fn output(
             return Err(ViewError::NoSuchOutput.into());
         }
     };
+    // Outputs never change; only their owner may fetch them.
+    file_answer(file, "private, max-age=31536000, immutable")
+}
+
+/// An output file as the answer: its bytes with their media type, sandboxed if opened directly,
+/// cached as `cache_control` says; or, for a large file in the blob store, a 302 to a URL that
+/// works for a few minutes.
+pub(crate) fn file_answer(file: FileAnswer, cache_control: &'static str) -> Handled {
     let (mime, bytes) = match file {
         FileAnswer::Bytes { mime, bytes } => (mime, bytes),
         // A large file: from the blob store directly, by a URL that works for a few minutes.
@@ -98,10 +106,9 @@ pub async fn output(
     let mime = HeaderValue::from_str(&mime)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_TYPE, mime);
-    // Outputs never change; only their owner may fetch them.
     headers.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("private, max-age=31536000, immutable"),
+        HeaderValue::from_static(cache_control),
     );
     // A tool's file is content, never a page of this site: opened directly, it runs nothing.
     headers.insert(

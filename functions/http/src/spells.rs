@@ -17,7 +17,7 @@ const OG_CACHE: &str =
     "public, max-age=300, s-maxage=900, stale-while-revalidate=86400, stale-if-error=86400";
 
 /// A cacheable answer: 304 when the client has it, the body otherwise (none for HEAD).
-fn cacheable(
+pub(crate) fn cacheable(
     req: &http::request::Parts,
     content_type: &'static str,
     cache: &'static str,
@@ -60,6 +60,7 @@ pub async fn meta(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) ->
         slug: slug.clone(),
         origin: origin.clone(),
         price: Some((price.pts, price.updated_at)),
+        share: None,
     };
     let rendered = app.rendered.get_or_render(key, || {
         let def = &spell.def;
@@ -118,6 +119,7 @@ pub fn og(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled
                 slug: spell.slug.clone(),
                 origin: origin.clone(),
                 price: None,
+                share: None,
             };
             let rendered = app.rendered.get_or_render(key, || {
                 Ok::<_, Problem>(Rendered::new(crate::og::render(

@@ -81,6 +81,12 @@ impl Routes {
                 return self.site_file("/static/spell.html", &req);
             }
         }
+        // A shared run: crawlers get its og page (as for a spell), people the public page.
+        if let Some(share_id) = path.strip_prefix("/r/") {
+            if is_run_page_id(share_id.strip_suffix('/').unwrap_or(share_id)) {
+                return self.page_or_og(req, "/static/share.html").await;
+            }
+        }
         if path == "/me" || path == "/me/" {
             return self.site_file("/static/me.html", &req);
         }
@@ -101,6 +107,11 @@ impl Routes {
     /// `/spells/{slug}`: crawlers get the og page (as the CloudFront Function routes them in
     /// AWS), people the static execution page.
     async fn spell_page(&self, req: Request<Incoming>) -> Response {
+        self.page_or_og(req, "/static/spell.html").await
+    }
+
+    /// A page with an og page beside it (`{path}/og`): crawlers get that, people `page`.
+    async fn page_or_og(&self, req: Request<Incoming>, page: &str) -> Response {
         let agent = req
             .headers()
             .get(header::USER_AGENT)
@@ -108,11 +119,11 @@ impl Routes {
             .unwrap_or_default();
         if spellcast_http::crawlers::is_crawler(agent) {
             let (mut parts, body) = req.into_parts();
-            let og = format!("{}/og", parts.uri.path());
+            let og = format!("{}/og", parts.uri.path().trim_end_matches('/'));
             parts.uri = og.parse().unwrap_or(parts.uri);
             return self.core(Request::from_parts(parts, body)).await;
         }
-        self.site_file("/static/spell.html", &req)
+        self.site_file(page, &req)
     }
 
     /// The HTTP layer's answer, once the body is read (within the size and time limits).
@@ -168,8 +179,8 @@ fn from_api(response: api::Response) -> Response {
     http::Response::from_parts(parts, body)
 }
 
-/// What a run's page takes for a run id: the API's pattern for one (`[A-Za-z0-9_-]{1,128}`, as
-/// the CloudFront Function's `RUN_PAGE`).
+/// What a run's or a shared run's page takes for an id: the API's pattern for one
+/// (`[A-Za-z0-9_-]{1,128}`, as the CloudFront Function's `RUN_PAGE` and `SHARE_PAGE`).
 fn is_run_page_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id

@@ -1,4 +1,6 @@
-//! The `og` Lambda: GET /spells/{slug}/og, the pre-rendered OpenGraph page crawlers get (cached at the edge).
+//! The `og` Lambda: the pre-rendered OpenGraph pages crawlers get — a spell's
+//! (`/spells/{slug}/og`) and a shared run's (`/r/{shareId}/og`) — and a shared run's card
+//! (`/r/{shareId}/og.png`, drawn here), all cached at the edge.
 
 use std::sync::Arc;
 
@@ -8,5 +10,9 @@ use spellcast_lambda::{endpoints, serve, start, Error, NoBlobs, NoEvents, Toolbo
 async fn main() -> Result<(), Error> {
     let start = start().await?;
     let app = start.app(Arc::new(NoEvents), Arc::new(NoBlobs), Toolbox::default())?;
-    serve(app, &[&endpoints::OG]).await
+    serve(
+        app,
+        &[&endpoints::OG, &endpoints::SHARE_OG, &endpoints::SHARE_CARD],
+    )
+    .await
 }

@@ -1,4 +1,5 @@
-//! The `runs` Lambda: GET /api/v1/runs/{runId}, its outputs and its webhook attempts.
+//! The `runs` Lambda: GET /api/v1/runs/{runId}, its outputs and its webhook attempts, and the
+//! public reads of a shared run (/api/v1/shares/{shareId} and its outputs).
 
 use std::sync::Arc;
 
@@ -15,6 +16,8 @@ async fn main() -> Result<(), Error> {
             &endpoints::RUN_SNAPSHOT,
             &endpoints::RUN_OUTPUT,
             &endpoints::RUN_WEBHOOKS,
+            &endpoints::SHARED_RUN,
+            &endpoints::SHARED_OUTPUT,
         ],
     )
     .await
