@@ -112,3 +112,53 @@ test("a run's page follows a run live, and someone else's run is not shown", { t
   await stranger.waitForFunction(() => document.getElementById("title").textContent === "Run not found");
   await noAxeViolations(stranger, "a run not found");
 });
+
+test("the owner shares a run; anyone opens the link; a crawler gets its card; unshare ends it", { timeout: 90000 }, async () => {
+  const page = await (await browser()).newPage();
+  await page.goto(`${server.url}/`);
+  await page.click('#catalog a[href="/spells/hello-sigil"]');
+  await page.waitForSelector("#form:not([hidden])");
+  await page.fill("#f-name", "Grace");
+  await page.click("#cast");
+  await waitForEnd(page);
+  await page.waitForSelector("#share:not([hidden])");
+  await page.click("#share");
+  await page.waitForSelector("#share-link:not([hidden])");
+  const link = await page.textContent("#share-link");
+  assert.match(link, new RegExp(`^${server.url}/r/sh_[0-9a-f]{32}$`));
+  await noAxeViolations(page, "a shared run's owner page");
+
+  // Someone else, signed in nowhere, opens the link.
+  const visitor = await (await browser()).newPage();
+  await visitor.goto(link);
+  await visitor.waitForSelector("#gallery:not([hidden])");
+  assert.equal(await visitor.textContent("#title"), "Hello, Sigil");
+  assert.match(await visitor.textContent("#outputs"), /Grace/);
+  await visitor.waitForFunction(() => {
+    const img = document.querySelector("#outputs img");
+    return img && img.complete && img.naturalWidth > 0;
+  });
+  assert.equal(await visitor.getAttribute("#cast-link", "href"), "/spells/hello-sigil");
+  assert.equal(await visitor.isVisible("#inputs-box"), false, "inputs stay private");
+  await visitor.screenshot({ path: join(SHOTS, "shared-run.png"), fullPage: true });
+  await noAxeViolations(visitor, "a shared run's public page");
+
+  // A crawler fetching the link gets the og page; its image is the run's card.
+  const og = await fetch(link, { headers: { "user-agent": "Slackbot-LinkExpanding 1.0" } });
+  const html = await og.text();
+  const image = html.match(/<meta property="og:image" content="([^"]+)">/)[1];
+  assert.equal(image, `${link}/og.png`);
+  const card = Buffer.from(await (await fetch(image)).arrayBuffer());
+  assert.deepEqual([card.readUInt32BE(16), card.readUInt32BE(20)], [1200, 630]);
+  const shot = await visitor.context().newPage();
+  await shot.goto(image);
+  await shot.screenshot({ path: join(SHOTS, "shared-run-card.png") });
+
+  // Unshared: the link is dead.
+  await page.click("#unshare");
+  await page.waitForSelector("#share:not([hidden])");
+  await visitor.reload();
+  await visitor.waitForFunction(() => document.getElementById("title").textContent === "This shared run is gone");
+  assert.equal((await fetch(link, { headers: { "user-agent": "Slackbot-LinkExpanding 1.0" } })).status, 404);
+  assert.equal((await fetch(image)).status, 404);
+});

@@ -11,13 +11,25 @@ fn main() {
         .nth(1)
         .unwrap_or_else(|| "test-output".into());
     std::fs::create_dir_all(&out).expect("the output folder");
-    let sigil = render(&Card {
-        title: "",
-        excerpt: None,
-        image_png: None,
-        footer: "",
-    })
-    .expect("a blank card");
+    // A 256×256 picture, as the sigil tool makes them (RGB, rings of two colours).
+    let mut sigil = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut sigil, 256, 256);
+        encoder.set_color(png::ColorType::Rgb);
+        let mut writer = encoder.write_header().expect("a PNG header");
+        let pixels: Vec<u8> = (0..256 * 256)
+            .flat_map(|i| {
+                let (x, y) = (i % 256 - 128, i / 256 - 128);
+                let ring = ((x * x + y * y) as f32).sqrt() as i32 / 16 % 2 == 0;
+                if ring {
+                    [120, 220, 80]
+                } else {
+                    [10, 30, 20]
+                }
+            })
+            .collect();
+        writer.write_image_data(&pixels).expect("the pixels");
+    }
     let cards = [
         ("text", Card { title: "The Slow Scroll", excerpt: Some("1. Owls watch the night.\n2. The night watches back. Dragons hoard the quiet."), image_png: None, footer: "Spellcast · a shared run" }),
         ("image", Card { title: "Hello, Sigil", excerpt: Some("Hello, Ada! The sigils shine for you."), image_png: Some(&sigil), footer: "Spellcast · a shared run" }),

@@ -3,11 +3,11 @@
 //! font is assumed, on Lambda or anywhere). Text is data: escaped into the SVG, control
 //! characters dropped, wrapped by measuring each glyph, clipped to a few lines with an ellipsis;
 //! right-to-left lines are set from the right. An image output is drawn beside the text when
-//! there is one (PNG only: anything else is left out).
+//! there is one: a PNG, decoded here within a size limit (anything else is left out), so resvg
+//! needs none of its raster decoders.
 
 use std::sync::{Arc, OnceLock};
 
-use base64::Engine;
 use resvg::{tiny_skia, usvg};
 
 /// The card's size: what OpenGraph and X ask for.
@@ -19,6 +19,7 @@ const FONT: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
 const FAMILY: &str = "DejaVu Sans";
 const MARGIN: f32 = 80.0;
 const IMAGE_SIZE: f32 = 430.0;
+const IMAGE_TOP: f32 = 100.0;
 
 /// What a card shows.
 #[derive(Debug, Clone, Default)]
@@ -85,7 +86,65 @@ pub fn render(card: &Card) -> Result<Vec<u8>, CardError> {
     let mut pixmap =
         tiny_skia::Pixmap::new(WIDTH, HEIGHT).ok_or_else(|| CardError("no pixmap".into()))?;
     resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    if let Some(image) = card.image_png.and_then(decode) {
+        // Fitted into its square beside the text, centred.
+        let scale = IMAGE_SIZE / image.width().max(image.height()) as f32;
+        let x =
+            WIDTH as f32 - MARGIN - IMAGE_SIZE + (IMAGE_SIZE - image.width() as f32 * scale) / 2.0;
+        let y = IMAGE_TOP + (IMAGE_SIZE - image.height() as f32 * scale) / 2.0;
+        pixmap.draw_pixmap(
+            0,
+            0,
+            image.as_ref(),
+            &tiny_skia::PixmapPaint {
+                quality: tiny_skia::FilterQuality::Nearest,
+                ..Default::default()
+            },
+            tiny_skia::Transform::from_row(scale, 0.0, 0.0, scale, x, y),
+            None,
+        );
+    }
     encode(&pixmap)
+}
+
+/// Pictures larger than this on a side are left out (a card shows them at 430 px).
+const MAX_IMAGE_SIDE: u32 = 4096;
+
+/// A PNG as premultiplied RGBA pixels, if it is one of a sane size.
+fn decode(png_bytes: &[u8]) -> Option<tiny_skia::Pixmap> {
+    let limits = png::Limits { bytes: 64 << 20 };
+    let mut decoder = png::Decoder::new_with_limits(std::io::Cursor::new(png_bytes), limits);
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().ok()?;
+    let (w, h) = reader.info().size();
+    if w == 0 || h == 0 || w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+        return None;
+    }
+    let mut buf = vec![0; reader.output_buffer_size()?];
+    let info = reader.next_frame(&mut buf).ok()?;
+    let pixels = &buf[..info.buffer_size()];
+    let rgba: Vec<u8> = match info.color_type {
+        png::ColorType::Rgba => pixels.to_vec(),
+        png::ColorType::Rgb => pixels
+            .chunks_exact(3)
+            .flat_map(|p| [p[0], p[1], p[2], 255])
+            .collect(),
+        png::ColorType::GrayscaleAlpha => pixels
+            .chunks_exact(2)
+            .flat_map(|p| [p[0], p[0], p[0], p[1]])
+            .collect(),
+        png::ColorType::Grayscale => pixels.iter().flat_map(|g| [*g, *g, *g, 255]).collect(),
+        png::ColorType::Indexed => return None, // expanded by the transformation above
+    };
+    let premultiplied: Vec<u8> = rgba
+        .chunks_exact(4)
+        .flat_map(|p| {
+            let a = u16::from(p[3]);
+            let m = |c: u8| ((u16::from(c) * a + 127) / 255) as u8;
+            [m(p[0]), m(p[1]), m(p[2]), p[3]]
+        })
+        .collect();
+    tiny_skia::Pixmap::from_vec(premultiplied, tiny_skia::IntSize::from_wh(w, h)?)
 }
 
 /// The pixels as an RGB PNG (a fifth of tiny-skia's RGBA default, measured): the card is opaque (its alpha is all 255, so the
@@ -145,13 +204,6 @@ fn svg(card: &Card) -> String {
         28.0,
         "#b9a6ff",
     ));
-    if let Some(png) = image {
-        let x = WIDTH as f32 - MARGIN - IMAGE_SIZE;
-        let data = base64::engine::general_purpose::STANDARD.encode(png);
-        out.push_str(&format!(
-            r#"<image x="{x}" y="100" width="{IMAGE_SIZE}" height="{IMAGE_SIZE}" preserveAspectRatio="xMidYMid meet" href="data:image/png;base64,{data}"/>"#
-        ));
-    }
     out.push_str("</svg>");
     out
 }
@@ -250,6 +302,9 @@ fn wrap(text: &str, size: f32, max: f32, lines: usize) -> Vec<String> {
         for c in word.chars() {
             if !piece.is_empty() && width(&format!("{piece}{c}"), size) > max {
                 out.push(std::mem::take(&mut piece));
+                if out.len() > lines {
+                    break; // the rest would be cut anyway
+                }
             }
             piece.push(c);
         }
@@ -317,7 +372,6 @@ mod tests {
                 footer: "Spellcast",
             });
             assert!(!svg.contains("<script"), "escaped");
-            assert!(!svg.contains("<image"), "only a PNG is drawn");
             let png = render(&Card {
                 title,
                 excerpt: Some(title),
@@ -342,25 +396,60 @@ mod tests {
         );
     }
 
+    /// The colour of the card's pixel at (`x`, `y`).
+    fn pixel(png_bytes: &[u8], x: u32, y: u32) -> [u8; 3] {
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut buf).unwrap();
+        let at = ((y * WIDTH + x) * 3) as usize;
+        [buf[at], buf[at + 1], buf[at + 2]]
+    }
+
     #[test]
     fn short_text_is_kept_whole_and_an_image_is_drawn_beside_it() {
         assert_eq!(wrap("Hello, Sigil", 60.0, 1040.0, 3), vec!["Hello, Sigil"]);
         assert!(wrap("   ", 60.0, 1040.0, 3).is_empty());
         let mut image = Vec::new();
         {
-            // A 2×2 PNG made by the renderer's own encoder.
-            let mut pixmap = tiny_skia::Pixmap::new(2, 2).unwrap();
-            pixmap.fill(tiny_skia::Color::from_rgba8(0, 200, 80, 255));
-            image.extend(pixmap.encode_png().unwrap());
+            // A green 2×2 PNG, RGB as the sigil tool writes them.
+            let mut encoder = png::Encoder::new(&mut image, 2, 2);
+            encoder.set_color(png::ColorType::Rgb);
+            let mut writer = encoder.write_header().unwrap();
+            writer.write_image_data(&[0, 200, 80].repeat(4)).unwrap();
         }
-        let card = Card {
+        let centre = (
+            WIDTH - MARGIN as u32 - IMAGE_SIZE as u32 / 2,
+            IMAGE_TOP as u32 + IMAGE_SIZE as u32 / 2,
+        );
+        let with = render(&Card {
             title: "The Slow Scroll",
             excerpt: None,
             image_png: Some(&image),
             footer: "Spellcast",
-        };
-        assert!(svg(&card).contains("<image"));
-        let png = render(&card).unwrap();
-        assert_eq!(png_size(&png), (WIDTH, HEIGHT));
+        })
+        .unwrap();
+        assert_eq!(png_size(&with), (WIDTH, HEIGHT));
+        assert_eq!(
+            pixel(&with, centre.0, centre.1),
+            [0, 200, 80],
+            "the image, beside the text"
+        );
+        // Not a PNG, or an absurd one: left out, the card still drawn.
+        for bad in [&b"not a png"[..], &image[..20]] {
+            let without = render(&Card {
+                title: "The Slow Scroll",
+                excerpt: None,
+                image_png: Some(bad),
+                footer: "Spellcast",
+            })
+            .unwrap();
+            assert_eq!(
+                pixel(&without, centre.0, centre.1),
+                [0x1d, 0x15, 0x32],
+                "the background"
+            );
+        }
     }
 }

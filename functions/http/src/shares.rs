@@ -16,8 +16,9 @@ use spellcast_core::sharing::Share;
 use spellcast_core::viewing::{ViewError, Viewer};
 use spellcast_core::App;
 
-/// How long a shared run's public answers may be kept: an unshare takes effect within this.
-pub const SHARED_CACHE: &str = "public, max-age=60, s-maxage=60";
+/// How long a shared run's public answers may be kept: a minute at the CDN (an unshare takes
+/// effect within it), not at all in browsers (they ask again, a 304 when nothing changed).
+pub const SHARED_CACHE: &str = "public, max-age=0, s-maxage=60";
 
 fn share_json(share: &Share) -> Value {
     json!({
