@@ -549,3 +549,39 @@ def test_a_run_webhook_goes_through_the_rule_the_queue_and_the_webhooks_function
     assert listed.status_code == 200, listed.text
     assert [(a["attempt"], a.get("status"), "nextAt" in a) for a in listed.json()] == \
         [(1, 500, True), (2, 503, True), (3, 200, False)]
+
+
+def test_a_run_shared_through_the_cancel_function_unfurls_through_the_og_function(deployment, aws):
+    """Issue 13 on AWS: the owner shares a finished run through the cancel function (the owner's
+    changes to a run); the runs function serves it to anyone; the og function serves its og page
+    and draws its card (a 1200×630 PNG with the run's image); unsharing makes all of it 404."""
+    emulator, local = deployment["emulator"], deployment["local"]
+    _, token = funded_user(local)
+    auth = {"authorization": f"Bearer {token}"}
+    _, cast = quote_and_cast(emulator, auth, "hello-sigil", {"name": "Ada"})
+    ran = emulator.invoke("runner", receive_execution(aws, deployment["queue"], cast["runId"]))
+    assert ran.status_code == 200 and ran.json()["status"] == "succeeded", ran.text
+    share_url = emulator.url_of("cancel", f"/api/v1/runs/{cast['runId']}/share")
+    shared = emulator.http.post(share_url, headers=auth)
+    assert shared.status_code == 200, shared.text
+    share = shared.json()
+
+    public = emulator.http.get(emulator.url_of("runs", f"/api/v1/shares/{share['shareId']}"))
+    assert public.status_code == 200 and public.json()["title"] == "Hello, Sigil", public.text
+    image = [o for o in public.json()["outputs"] if o["kind"] == "image"][0]
+    picture = emulator.http.get(emulator.url_of("runs", image["url"]))
+    assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
+
+    og = emulator.http.get(emulator.url_of("og", f"{share['url']}/og"))
+    assert og.status_code == 200, og.text
+    assert f'content="https://spellcast.test{share["url"]}/og.png"' in og.text
+    card = emulator.http.get(emulator.url_of("og", f"{share['url']}/og.png"))
+    assert card.status_code == 200 and card.headers["content-type"] == "image/png", card.text[:200]
+    assert card.content.startswith(b"\x89PNG") and len(card.content) < 300 * 1024
+    assert (int.from_bytes(card.content[16:20], "big"), int.from_bytes(card.content[20:24], "big")) == (1200, 630)
+
+    gone = emulator.http.delete(share_url, headers=auth)
+    assert gone.status_code == 204, gone.text
+    assert emulator.http.get(emulator.url_of("runs", f"/api/v1/shares/{share['shareId']}")).status_code == 404
+    assert emulator.http.get(emulator.url_of("og", f"{share['url']}/og")).status_code == 404
+    assert emulator.http.get(emulator.url_of("og", f"{share['url']}/og.png")).status_code == 404
