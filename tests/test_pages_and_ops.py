@@ -162,7 +162,7 @@ def test_assets_have_hashed_names_kept_forever_and_pages_revalidate(server):
         # The hash is the content's: a name that was never served is a 404.
         assert server.http.get(url.replace(url.split(".")[-2], "0123456789")).status_code == 404
     # The plain names still answer (an og:image saved by a chat app), briefly cached.
-    plain = server.http.get("/static/og/hello-sigil.png")
+    plain = server.http.get("/static/favicon.svg")
     assert plain.status_code == 200 and plain.headers["cache-control"] == "public, max-age=300"
     # Pages: a known ETag is a 304 without a body.
     again = server.http.get("/spells/hello-sigil", headers={"if-none-match": page.headers["etag"]})
@@ -265,7 +265,7 @@ def test_og_page_carries_every_tag(server):
     assert og["og:url"] == f"{server.url}/spells/hello-sigil"
     assert og["og:description"].startswith("Greets you by name")
     assert og["og:site_name"] == "Spellcast"
-    assert og["og:image"] == f"{server.url}/static/og/hello-sigil.png"
+    assert og["og:image"] == f"{server.url}/spells/hello-sigil/og.png"
     assert og["og:image:width"] == "1200" and og["og:image:height"] == "630"
     assert og["og:image:alt"]
     parser = Tags()

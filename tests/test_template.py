@@ -122,10 +122,11 @@ def test_cloudfront_caches_what_it_should_and_nothing_else(template):
     assert stream["CachePolicyId"] == CACHING_DISABLED
     assert behaviours["/api/*"]["CachePolicyId"] == CACHING_DISABLED
     assert "POST" in behaviours["/api/*"]["AllowedMethods"]
-    assert behaviours["/spells/*/og"]["CachePolicyId"] != CACHING_DISABLED
+    assert behaviours["/spells/*/og*"]["CachePolicyId"] != CACHING_DISABLED
     order = list(behaviours)
     assert order.index("/api/v1/spells/*/stream") < order.index("/api/*"), "the first matching pattern wins"
-    assert order.index("/spells/*/og") < order.index("/spells/*")
+    assert order.index("/spells/*/og*") < order.index("/spells/*")
+    assert order.index("/r/*/og*") < order.index("/r/*")
     origins = {o["Id"] for o in dist["Properties"]["DistributionConfig"]["Origins"]}
     assert {"static", "api", "stream"} <= origins
     assert "api" in (ROOT / "infra" / "edge" / "crawler-route.js").read_text(), "the viewer function names the API origin"

@@ -30,7 +30,7 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
-/// How a spell looks when its link is shared.
+/// A picture of its own for a spell's shared link (without one, the server draws a card).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OgSpec {
@@ -65,8 +65,9 @@ pub struct SpellDef {
     /// How long a run may take before it is presumed stuck.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
-    /// Share card.
-    pub og: OgSpec,
+    /// Its own share picture; without one the server draws a card (`/spells/{slug}/og.png`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub og: Option<OgSpec>,
 }
 
 fn default_timeout() -> u64 {

@@ -131,6 +131,13 @@ pub const OG: Endpoint = Endpoint {
     methods: GET_OR_HEAD,
     handler: |app, req, p, _| Box::pin(async move { spells::og(app, req, p[0]) }),
 };
+/// `GET|HEAD /spells/{slug}/og.png`: the card of a spell without a picture of its own
+#[cfg(feature = "cards")]
+pub const SPELL_CARD: Endpoint = Endpoint {
+    path: "/spells/{}/og.png",
+    methods: GET_OR_HEAD,
+    handler: |app, req, p, _| Box::pin(spells::card(app, req, p[0])),
+};
 /// `POST /api/v1/payments/invoice`
 pub const INVOICE: Endpoint = Endpoint {
     path: "/api/v1/payments/invoice",
@@ -297,6 +304,8 @@ pub const ALL: &[&Endpoint] = &[
     &CATALOG,
     &META,
     &OG,
+    #[cfg(feature = "cards")]
+    &SPELL_CARD,
     &INVOICE,
     &CAST,
     &STREAM,
@@ -670,6 +679,7 @@ mod tests {
         served.insert(("/api/v1/dev/session".into(), "POST".into()));
         // The share cards too (drawn where the `cards` feature is: the og function, locally).
         served.insert(("/r/{}/og.png".into(), "GET".into()));
+        served.insert(("/spells/{}/og.png".into(), "GET".into()));
         assert_eq!(documented, served);
         // Every problem response points at the one Problem schema.
         for (code, response) in doc["components"]["responses"].as_object().unwrap() {

@@ -38,13 +38,13 @@ pub fn canonical_url(origin: &str, spell: &Spell) -> String {
     format!("{origin}/spells/{}", spell.slug)
 }
 
-/// The absolute URL of a spell's share image on the site at `origin`.
+/// The absolute URL of a spell's share image on the site at `origin`: its own picture, else the
+/// card the server draws for it.
 pub fn image_url(origin: &str, spell: &Spell) -> String {
-    let image = &spell.def.og.image;
-    if image.starts_with('/') {
-        format!("{origin}{image}")
-    } else {
-        image.clone()
+    match &spell.def.og {
+        Some(og) if og.image.starts_with('/') => format!("{origin}{}", og.image),
+        Some(og) => og.image.clone(),
+        None => format!("{origin}/spells/{}/og.png", spell.slug),
     }
 }
 
@@ -52,15 +52,23 @@ pub fn image_url(origin: &str, spell: &Spell) -> String {
 pub fn render(config: &Config, origin: &str, spell: &Spell) -> String {
     let url = canonical_url(origin, spell);
     let image = image_url(origin, spell);
+    let alt = match &spell.def.og {
+        Some(og) => og.image_alt.clone(),
+        None => format!("A card with the spell's title, {}", spell.def.title),
+    };
     let page = OgPage {
         site_name: &config.site_name,
         title: &spell.def.title,
         description: &spell.def.summary,
         url: &url,
         image: &image,
-        image_width: spell.def.og.image_width,
-        image_height: spell.def.og.image_height,
-        image_alt: &spell.def.og.image_alt,
+        image_width: spell.def.og.as_ref().map_or(CARD_WIDTH, |o| o.image_width),
+        image_height: spell
+            .def
+            .og
+            .as_ref()
+            .map_or(CARD_HEIGHT, |o| o.image_height),
+        image_alt: &alt,
         cast_url: &url,
         spell_title: &spell.def.title,
     };

@@ -144,3 +144,41 @@ pub fn og(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled
         }
     })
 }
+
+/// `GET|HEAD /spells/{slug}/og.png`: the card drawn for a spell that has no picture of its own
+/// (its title and summary), once per process, cacheable like the og page.
+#[cfg(feature = "cards")]
+pub async fn card(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled {
+    let spell = super::Slug::parse(raw_slug)
+        .and_then(|s| app.catalog.get(&s))
+        .ok_or_else(|| Problem::spell_not_found(raw_slug))?;
+    let key = Key {
+        answer: "spell-card",
+        slug: spell.slug.clone(),
+        origin: String::new(),
+        price: None,
+        share: None,
+    };
+    let rendered = match app.rendered.get(&key) {
+        Some(kept) => kept,
+        None => {
+            let (title, summary) = (spell.def.title.clone(), spell.def.summary.clone());
+            let footer = app.config.site_name.clone();
+            let png = tokio::task::spawn_blocking(move || {
+                spellcast_cards::render(&spellcast_cards::Card {
+                    title: &title,
+                    excerpt: Some(&summary),
+                    image_png: None,
+                    footer: &footer,
+                })
+            })
+            .await
+            .map_err(Problem::internal)?
+            .map_err(Problem::internal)?;
+            let rendered = Rendered::new(png);
+            app.rendered.put(key, rendered.clone());
+            rendered
+        }
+    };
+    Ok(cacheable(req, "image/png", OG_CACHE, rendered))
+}
