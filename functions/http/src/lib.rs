@@ -3,6 +3,8 @@
 //! local server (hyper) serves [`ALL`] endpoints; each Lambda (`lambda_http`) serves its own,
 //! named at compile time, so it links only their handlers. Also the og page and the crawler list.
 
+#[cfg(feature = "cards")]
+mod cards;
 mod cast;
 pub mod crawlers;
 mod me;

@@ -25,7 +25,8 @@ struct OgPage<'a> {
 #[template(path = "not_found.html")]
 struct NotFoundPage<'a> {
     site_name: &'a str,
-    slug: &'a str,
+    heading: &'a str,
+    message: &'a str,
 }
 
 /// A rendered card's size (`spellcast_cards::WIDTH` × `HEIGHT`; the og function draws them).
@@ -104,25 +105,23 @@ pub fn render_share(
     page.render().unwrap_or_default()
 }
 
-#[derive(Template)]
-#[template(path = "share_not_found.html")]
-struct ShareNotFoundPage<'a> {
-    site_name: &'a str,
-}
-
 /// The page for a shared run that does not exist (or no longer: unshared).
 pub fn render_share_not_found(config: &Config) -> String {
-    let page = ShareNotFoundPage {
+    let page = NotFoundPage {
         site_name: &config.site_name,
+        heading: "Shared run not found",
+        message: "This link does not lead to a shared run: it may have been unshared.",
     };
     page.render().unwrap_or_default()
 }
 
 /// The page for a spell that does not exist.
 pub fn render_not_found(config: &Config, slug: &str) -> String {
+    let message = format!("There is no spell called “{slug}”.");
     let page = NotFoundPage {
         site_name: &config.site_name,
-        slug,
+        heading: "Spell not found",
+        message: &message,
     };
     page.render().unwrap_or_default()
 }

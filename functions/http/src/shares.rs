@@ -207,45 +207,26 @@ pub async fn card(app: &Arc<App>, req: &http::request::Parts, raw_share_id: &str
         price: None,
         share: Some(share.share_id.clone()),
     };
-    let rendered = match app.rendered.get(&key) {
-        Some(kept) => kept,
-        None => {
-            // The first image output, when its bytes are beside the run (a large one in the
-            // blob store is left out: the card shows the text instead).
-            let mut image = None;
-            if let Some(n) = run.outputs.iter().position(|o| o.kind == OutputKind::Image) {
-                if let Some(file) = app.store.output_file(&run.run_id, n).await? {
-                    if let FileBody::Inline(bytes) = file.body {
-                        image = Some(bytes);
-                    }
+    super::cards::card_answer(app, req, key, SHARED_CACHE, || async {
+        // The first image output, when its bytes are beside the run (a large one in the blob
+        // store is left out: the card shows the text instead).
+        let mut image_png = None;
+        if let Some(n) = run.outputs.iter().position(|o| o.kind == OutputKind::Image) {
+            if let Some(file) = app.store.output_file(&run.run_id, n).await? {
+                if let FileBody::Inline(bytes) = file.body {
+                    image_png = Some(bytes);
                 }
             }
-            let title = app
+        }
+        Ok(super::cards::CardText {
+            title: app
                 .catalog
                 .get(&run.slug)
-                .map_or(run.slug.to_string(), |s| s.def.title.clone());
-            let excerpt = excerpt(app, &run);
-            let footer = format!("{} · a shared run", app.config.site_name);
-            let png = tokio::task::spawn_blocking(move || {
-                spellcast_cards::render(&spellcast_cards::Card {
-                    title: &title,
-                    excerpt: (!excerpt.is_empty()).then_some(excerpt.as_str()),
-                    image_png: image.as_deref(),
-                    footer: &footer,
-                })
-            })
-            .await
-            .map_err(Problem::internal)?
-            .map_err(Problem::internal)?;
-            let rendered = spellcast_core::memo::Rendered::new(png);
-            app.rendered.put(key, rendered.clone());
-            rendered
-        }
-    };
-    Ok(super::spells::cacheable(
-        req,
-        "image/png",
-        SHARED_CACHE,
-        rendered,
-    ))
+                .map_or(run.slug.to_string(), |s| s.def.title.clone()),
+            excerpt: Some(excerpt(app, &run)),
+            image_png,
+            footer: format!("{} · a shared run", app.config.site_name),
+        })
+    })
+    .await
 }

@@ -159,26 +159,13 @@ pub async fn card(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) ->
         price: None,
         share: None,
     };
-    let rendered = match app.rendered.get(&key) {
-        Some(kept) => kept,
-        None => {
-            let (title, summary) = (spell.def.title.clone(), spell.def.summary.clone());
-            let footer = app.config.site_name.clone();
-            let png = tokio::task::spawn_blocking(move || {
-                spellcast_cards::render(&spellcast_cards::Card {
-                    title: &title,
-                    excerpt: Some(&summary),
-                    image_png: None,
-                    footer: &footer,
-                })
-            })
-            .await
-            .map_err(Problem::internal)?
-            .map_err(Problem::internal)?;
-            let rendered = Rendered::new(png);
-            app.rendered.put(key, rendered.clone());
-            rendered
-        }
-    };
-    Ok(cacheable(req, "image/png", OG_CACHE, rendered))
+    super::cards::card_answer(app, req, key, OG_CACHE, || async {
+        Ok(super::cards::CardText {
+            title: spell.def.title.clone(),
+            excerpt: Some(spell.def.summary.clone()),
+            image_png: None,
+            footer: app.config.site_name.clone(),
+        })
+    })
+    .await
 }
