@@ -27,7 +27,8 @@ def test_hello_sigil_end_to_end(server):
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
     assert image.content[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", image.content[16:24])
-    assert (width, height) == (256, 256)
+    # Twice the size it is shown at (256 CSS px): sharp on a phone's screen.
+    assert (width, height) == (512, 512)
     # The snapshot agrees with the stream; the balance and ledger agree with each other.
     run = server.run(user["token"], cast["runId"])
     assert run["status"] == "succeeded" and run["outputs"] == finished[2]["outputs"]

@@ -80,7 +80,7 @@ test("hello-sigil shows the decoded image and the text", { timeout: 30000 }, asy
     const i = document.querySelector("#outputs img");
     return { w: i.naturalWidth, h: i.naturalHeight, alt: i.alt };
   });
-  assert.deepEqual(img, { w: 256, h: 256, alt: "The sigil of Grace" });
+  assert.deepEqual(img, { w: 512, h: 512, alt: "The sigil of Grace" }, "twice the size it is shown at");
   assert.match(await page.textContent("#outputs"), /Hello, Grace!/);
   assert.equal(await page.getAttribute("#outputs a", "target"), "_blank");
 });
