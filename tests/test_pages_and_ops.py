@@ -399,7 +399,7 @@ def test_page_weight_is_within_the_budget():
     itself names."""
     import gzip
     from conftest import ROOT
-    for page in ("spell.html", "index.html", "me.html"):
+    for page in ("spell.html", "index.html", "me.html", "share.html"):
         html = (ROOT / "static" / page).read_text()
         assets = re.findall(r'(?:src|href)="/static/((?:js|css)/[^"]+)"', html)
         assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets), page
