@@ -156,7 +156,10 @@ async function sharing(runId) {
   show(await api(path, token).catch(() => null));
   $("sharing").hidden = false;
   $("share").onclick = async () => show(await api(path, token, {}));
-  $("unshare").onclick = async () => show(await api(path, token, null, "DELETE") && null);
+  $("unshare").onclick = async () => {
+    await api(path, token, null, "DELETE");
+    show(null);
+  };
 }
 
 function finished(run, state) {

@@ -324,6 +324,16 @@ impl DynamoStore {
         self.get(pk, sk).await?.map(from_item).transpose()
     }
 
+    /// What a link item points at: its string attribute `field` (a debit's run, a run's share).
+    async fn link(&self, pk: String, sk: &str, field: &str) -> StoreResult<Option<String>> {
+        let item = self.get(pk, sk).await?;
+        Ok(item
+            .as_ref()
+            .and_then(|l| l.get(field))
+            .and_then(|v| v.as_s().ok())
+            .cloned())
+    }
+
     /// Every item under `pk` (sorted by `sk`), strongly consistent.
     async fn query_all(&self, pk: &str) -> StoreResult<Vec<Item>> {
         let mut items = Vec::new();
@@ -815,11 +825,9 @@ impl Store for DynamoStore {
     }
 
     async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>> {
-        let link = self.get(format!("TX#{credit_tx_id}"), "TX").await?;
-        match link
-            .as_ref()
-            .and_then(|l| l.get("runId"))
-            .and_then(|v| v.as_s().ok())
+        match self
+            .link(format!("TX#{credit_tx_id}"), "TX", "runId")
+            .await?
         {
             Some(run_id) => self.run(&RunId::from(run_id.as_str())).await,
             None => Ok(None),
@@ -947,11 +955,9 @@ impl Store for DynamoStore {
     }
 
     async fn unshare_run(&self, run_id: &RunId) -> StoreResult<bool> {
-        let link = self.get(format!("RUNSHARE#{run_id}"), "SHARE").await?;
-        let Some(share_id) = link
-            .as_ref()
-            .and_then(|l| l.get("shareId"))
-            .and_then(|v| v.as_s().ok())
+        let Some(share_id) = self
+            .link(format!("RUNSHARE#{run_id}"), "SHARE", "shareId")
+            .await?
         else {
             return Ok(false);
         };
@@ -978,11 +984,9 @@ impl Store for DynamoStore {
     }
 
     async fn run_share(&self, run_id: &RunId) -> StoreResult<Option<Share>> {
-        let link = self.get(format!("RUNSHARE#{run_id}"), "SHARE").await?;
-        match link
-            .as_ref()
-            .and_then(|l| l.get("shareId"))
-            .and_then(|v| v.as_s().ok())
+        match self
+            .link(format!("RUNSHARE#{run_id}"), "SHARE", "shareId")
+            .await?
         {
             Some(id) => self.share(&ShareId::from(id.as_str())).await,
             None => Ok(None),

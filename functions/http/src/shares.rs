@@ -136,11 +136,12 @@ pub async fn shared_output(app: &Arc<App>, raw_share_id: &str, n: &str) -> Handl
     super::runs::file_answer(file, SHARED_CACHE)
 }
 
-/// What a shared run's card and og page say under the title: its first text output (or JSON),
-/// else the spell's summary.
+/// What a shared run's card and og page say under the title: its first non-blank text output
+/// (or JSON), else the spell's summary.
 fn excerpt(app: &App, run: &Run) -> String {
     let text = run.outputs.iter().find_map(|o| match &o.value {
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        Some(Value::String(_)) => None,
         Some(v) if o.url.is_none() => Some(v.to_string()),
         _ => None,
     });
@@ -176,10 +177,7 @@ pub async fn og(app: &Arc<App>, req: &http::request::Parts, raw_share_id: &str) 
     };
     let origin = super::public_origin(app, req);
     let share_path = format!("/r/{raw_share_id}");
-    let mut description: String = excerpt(app, run).chars().take(200).collect();
-    if description.is_empty() {
-        description = spell.def.summary.clone();
-    }
+    let description: String = excerpt(app, run).chars().take(200).collect();
     let page = crate::og::render_share(&app.config, &origin, &share_path, &spell, &description);
     let rendered = spellcast_core::memo::Rendered::new(page);
     Ok(super::spells::cacheable(

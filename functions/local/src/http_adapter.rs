@@ -77,13 +77,13 @@ impl Routes {
         // A run's page is the execution page, which finds the run from the address (as the
         // CloudFront Function routes them on AWS: infra/edge/crawler-route.js).
         if let Some(run_id) = path.strip_prefix("/runs/") {
-            if is_run_page_id(run_id.strip_suffix('/').unwrap_or(run_id)) {
+            if is_page_id(run_id.strip_suffix('/').unwrap_or(run_id)) {
                 return self.site_file("/static/spell.html", &req);
             }
         }
         // A shared run: crawlers get its og page (as for a spell), people the public page.
         if let Some(share_id) = path.strip_prefix("/r/") {
-            if is_run_page_id(share_id.strip_suffix('/').unwrap_or(share_id)) {
+            if is_page_id(share_id.strip_suffix('/').unwrap_or(share_id)) {
                 return self.page_or_og(req, "/static/share.html").await;
             }
         }
@@ -181,7 +181,7 @@ fn from_api(response: api::Response) -> Response {
 
 /// What a run's or a shared run's page takes for an id: the API's pattern for one
 /// (`[A-Za-z0-9_-]{1,128}`, as the CloudFront Function's `RUN_PAGE` and `SHARE_PAGE`).
-fn is_run_page_id(id: &str) -> bool {
+fn is_page_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id
             .bytes()
