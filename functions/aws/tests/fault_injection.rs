@@ -252,7 +252,7 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
     inner.issue_invoice(invoice, None).await.unwrap();
 
     let faulty = Arc::new(FaultyStore::new(inner.clone(), fail_at, after));
-    let tools = spellcast_tools::builtin(None);
+    let tools = spellcast_tools::builtin();
     let catalog =
         Catalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/spells")).unwrap();
     let spell = catalog.get(&Slug::parse(slug).unwrap()).unwrap();

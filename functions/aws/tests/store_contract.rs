@@ -132,6 +132,8 @@ fn step(index: usize, status: StepStatus, outputs: Vec<NewOutput>) -> RunChange 
         message: Some("tick".into()),
         outputs,
         at: Utc::now(),
+        metered: None,
+        attempt: None,
     }
 }
 
@@ -1060,7 +1062,7 @@ async fn racing_failures_refund_exactly_once(store: Arc<dyn Store>) {
 }
 
 fn app(store: Arc<dyn Store>) -> Arc<App> {
-    let tools = spellcast_tools::builtin(None);
+    let tools = spellcast_tools::builtin();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/spells");
     let (bus, _) = LocalBus::new();
     Arc::new(App {

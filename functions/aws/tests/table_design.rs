@@ -82,6 +82,8 @@ fn tick(index: usize, progress: f64, outputs: Vec<NewOutput>) -> RunChange {
         message: Some(format!("{:.0} %", progress * 100.0)),
         outputs,
         at: Utc::now(),
+        metered: None,
+        attempt: None,
     }
 }
 

@@ -21,9 +21,47 @@ pub struct StepDef {
     pub title: String,
     /// The tool's name.
     pub tool: String,
-    /// The tool's parameters; strings may be templates over the inputs.
+    /// The tool's parameters; strings may be templates over the inputs and the results of
+    /// earlier steps (`{{ steps.answer.text }}`, SPEC §7.1).
     #[serde(default = "empty_object")]
     pub with: Value,
+    /// How often a transient failure is tried again (SPEC §8.3); the tool's default otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryDef>,
+    /// The JSON Schema of an `http` step's JSON output: only then can later steps reference
+    /// its fields (`steps.<id>.json.label`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Value>,
+}
+
+/// A step's retry policy: `{"attempts": 3, "backoffSecs": 2}`, waits doubling and jittered.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryDef {
+    /// Attempts in all, the first included (1..=10).
+    pub attempts: u32,
+    /// The first wait, in seconds (0..=60); each next one doubles.
+    #[serde(default = "default_backoff")]
+    pub backoff_secs: f64,
+}
+
+fn default_backoff() -> f64 {
+    1.0
+}
+
+impl StepDef {
+    /// The tool it names (checked when the catalog loads).
+    pub fn kind(&self) -> Option<ToolKind> {
+        ToolKind::parse(&self.tool)
+    }
+
+    /// Its retry policy: as written, or the tool's default.
+    pub fn retry(&self) -> RetryDef {
+        self.retry.unwrap_or_else(|| RetryDef {
+            attempts: self.kind().map_or(1, ToolKind::default_attempts),
+            backoff_secs: default_backoff(),
+        })
+    }
 }
 
 fn empty_object() -> Value {
@@ -81,6 +119,8 @@ pub struct Spell {
     pub def: SpellDef,
     /// Its slug.
     pub slug: Slug,
+    /// The file it was read from (or compiled in from), for errors that name it.
+    pub file: PathBuf,
     validator: OnceLock<Result<jsonschema::Validator, String>>,
 }
 
@@ -119,13 +159,49 @@ impl Spell {
                 .ok_or_else(|| format!("step `{}`: unknown tool `{}`", step.id, step.tool))?;
             kind.check(&step.with)
                 .map_err(|e| format!("step `{}` ({}): {e}", step.id, step.tool))?;
+            if let Some(retry) = step.retry {
+                if !(1..=10).contains(&retry.attempts)
+                    || !(0.0..=60.0).contains(&retry.backoff_secs)
+                {
+                    return Err(format!(
+                        "step `{}`: `retry` takes 1 to 10 attempts and a backoff of 0 to 60 s",
+                        step.id
+                    ));
+                }
+            }
+            if step.output_schema.is_some() && kind != ToolKind::Http {
+                return Err(format!(
+                    "step `{}`: only an http step declares an `outputSchema` ({} says what it makes)",
+                    step.id, step.tool
+                ));
+            }
+            if let Some(schema) = &step.output_schema {
+                jsonschema::draft202012::meta::validate(schema).map_err(|e| {
+                    format!(
+                        "step `{}`: `outputSchema` is not a JSON Schema: {e}",
+                        step.id
+                    )
+                })?;
+            }
         }
         if def.inputs.get("type").and_then(Value::as_str) != Some("object") {
             return Err("`inputs` must be a JSON Schema of `type: object`".into());
         }
+        if def
+            .inputs
+            .get("properties")
+            .and_then(|p| p.get(crate::references::STEPS))
+            .is_some()
+        {
+            return Err(
+                "an input cannot be named `steps`: templates read earlier steps' results there"
+                    .into(),
+            );
+        }
         Ok(Spell {
-            def,
             slug,
+            file: PathBuf::from(format!("{}.json", def.slug)),
+            def,
             validator: OnceLock::new(),
         })
     }
@@ -262,7 +338,8 @@ impl Catalog {
                     format!("slug `{}` does not match the file name", def.slug),
                 ));
             }
-            let spell = Spell::check(def).map_err(|e| fail(file, e))?;
+            let mut spell = Spell::check(def).map_err(|e| fail(file, e))?;
+            spell.file = file.to_owned();
             catalog.insert(spell);
         }
         Ok(catalog)
@@ -271,6 +348,12 @@ impl Catalog {
     /// Adds (or replaces) a checked spell.
     pub fn insert(&mut self, spell: Spell) {
         self.spells.insert(spell.slug.to_string(), Arc::new(spell));
+    }
+
+    /// The catalog of the spells `keep` says yes to.
+    pub fn retain(mut self, mut keep: impl FnMut(&Spell) -> bool) -> Catalog {
+        self.spells.retain(|_, spell| keep(spell));
+        self
     }
 
     /// A spell by slug.

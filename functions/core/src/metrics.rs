@@ -49,6 +49,6 @@ pub fn record(slug: &crate::ids::Slug, event: &EventBody, duration_ms: Option<i6
             metrics::histogram!(DURATION, "spell" => spell, "outcome" => "canceled")
                 .record(seconds);
         }
-        EventBody::StepUpdate { .. } => {}
+        EventBody::StepUpdate { .. } | EventBody::StepDelta { .. } => {}
     }
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{CreditTxId, InvoiceId, RunId, Slug, UserId};
+pub use crate::tools::Usage;
 
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +78,59 @@ pub struct StepState {
     /// The last progress message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The answer so far, while a streaming step runs (SPEC §7.2); gone once it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
+    /// Which attempt is running or ran last (SPEC §8.3), once the step started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// What it actually cost, every attempt included, once it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_pts: Option<i64>,
+    /// The tokens a model read and wrote, for a step that calls one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// The usage was counted from the text (the stream ended without a usage chunk).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage_estimated: bool,
+    /// Which of the run's outputs this step made (indexes into `outputs`): what later steps
+    /// read by reference.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        rename = "outputIndexes"
+    )]
+    pub outputs: Vec<usize>,
+}
+
+impl StepState {
+    /// A step not started yet.
+    pub fn pending(id: &str, title: &str) -> StepState {
+        StepState {
+            id: id.to_owned(),
+            title: title.to_owned(),
+            status: StepStatus::Pending,
+            progress: 0.0,
+            message: None,
+            partial: None,
+            attempt: None,
+            cost_pts: None,
+            usage: None,
+            usage_estimated: false,
+            outputs: vec![],
+        }
+    }
+}
+
+/// What a step's tool used, recorded with its success.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Metered {
+    /// Points, every attempt included.
+    pub cost_pts: i64,
+    /// A model's tokens.
+    pub usage: Option<Usage>,
+    /// Counted from the text rather than reported.
+    pub usage_estimated: bool,
 }
 
 /// What an output is.
@@ -246,6 +300,21 @@ pub enum EventBody {
         /// When it moved, by the runner's clock (events stored before this was kept have none).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<DateTime<Utc>>,
+        /// Which attempt this is, for a step that is tried again (SPEC §8.3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+    },
+    /// Text a running step appended to its answer (SPEC §7.2).
+    #[serde(rename = "stepDelta", rename_all = "camelCase")]
+    StepDelta {
+        /// The run.
+        run_id: RunId,
+        /// The step.
+        step_id: String,
+        /// Its index, from 0.
+        index: usize,
+        /// The text appended since the previous delta.
+        text: String,
     },
     /// Every step succeeded.
     #[serde(rename = "executionFinished", rename_all = "camelCase")]
@@ -296,6 +365,7 @@ impl EventBody {
         match self {
             EventBody::ExecutionStarted { .. } => "executionStarted",
             EventBody::StepUpdate { .. } => "stepUpdate",
+            EventBody::StepDelta { .. } => "stepDelta",
             EventBody::ExecutionFinished { .. } => "executionFinished",
             EventBody::SpellExecutionError { .. } => "spellExecutionError",
             EventBody::ExecutionCanceled { .. } => "executionCanceled",
@@ -364,6 +434,17 @@ pub enum RunChange {
         outputs: Vec<NewOutput>,
         /// Now.
         at: DateTime<Utc>,
+        /// What it used (with a success).
+        metered: Option<Metered>,
+        /// Which attempt (a new attempt starts the answer so far afresh).
+        attempt: Option<u32>,
+    },
+    /// A running step appended text to its answer.
+    Delta {
+        /// Which step.
+        index: usize,
+        /// The text appended.
+        text: String,
     },
     /// Every step succeeded.
     Finish {
@@ -451,13 +532,7 @@ impl Run {
                 .def
                 .steps
                 .iter()
-                .map(|s| StepState {
-                    id: s.id.clone(),
-                    title: s.title.clone(),
-                    status: StepStatus::Pending,
-                    progress: 0.0,
-                    message: None,
-                })
+                .map(|s| StepState::pending(&s.id, &s.title))
                 .collect(),
             outputs: vec![],
             cost_pts,
@@ -560,6 +635,8 @@ impl Run {
                 message,
                 at,
                 outputs,
+                metered,
+                attempt,
             } => {
                 // A step that ends while its run is canceling counts: the runner stops after it.
                 if !matches!(self.status, RunStatus::Running | RunStatus::Canceling) {
@@ -574,8 +651,10 @@ impl Run {
                 }
                 let step_id = step.id.clone();
                 let mut shown = Vec::new();
+                let mut made = Vec::new();
                 for out in outputs {
                     let n = self.outputs.len();
+                    made.push(n);
                     let url = out.file.as_ref().map(|_| Run::output_url(&self.run_id, n));
                     if let Some(body) = out.file {
                         files.push(OutputFile {
@@ -599,6 +678,20 @@ impl Run {
                 step.status = status;
                 step.progress = progress;
                 step.message = message.clone();
+                step.outputs.extend(made);
+                if attempt.is_some() && attempt != step.attempt {
+                    // Another attempt answers afresh.
+                    step.attempt = attempt;
+                    step.partial = None;
+                }
+                if status != StepStatus::Running {
+                    step.partial = None;
+                }
+                if let Some(metered) = metered {
+                    step.cost_pts = Some(metered.cost_pts);
+                    step.usage = metered.usage;
+                    step.usage_estimated = metered.usage_estimated;
+                }
                 EventBody::StepUpdate {
                     run_id: self.run_id.clone(),
                     step_id,
@@ -609,6 +702,25 @@ impl Run {
                     message,
                     outputs: (!shown.is_empty()).then_some(shown),
                     at: Some(at),
+                    attempt,
+                }
+            }
+            RunChange::Delta { index, text } => {
+                if !matches!(self.status, RunStatus::Running | RunStatus::Canceling) {
+                    return Err(self.refuse("steps move only while running"));
+                }
+                let Some(step) = self.steps.get_mut(index) else {
+                    return Err(self.refuse("no such step"));
+                };
+                if step.status != StepStatus::Running {
+                    return Err(self.refuse("only a running step appends text"));
+                }
+                step.partial.get_or_insert_with(String::new).push_str(&text);
+                EventBody::StepDelta {
+                    run_id: self.run_id.clone(),
+                    step_id: step.id.clone(),
+                    index,
+                    text,
                 }
             }
             RunChange::Finish { at } => {
@@ -761,22 +873,7 @@ pub(crate) mod tests {
             slug: Slug::parse("s").unwrap(),
             spell_version: 1,
             status: RunStatus::Queued,
-            steps: vec![
-                StepState {
-                    id: "a".into(),
-                    title: "A".into(),
-                    status: StepStatus::Pending,
-                    progress: 0.0,
-                    message: None,
-                },
-                StepState {
-                    id: "b".into(),
-                    title: "B".into(),
-                    status: StepStatus::Pending,
-                    progress: 0.0,
-                    message: None,
-                },
-            ],
+            steps: vec![StepState::pending("a", "A"), StepState::pending("b", "B")],
             outputs: vec![],
             cost_pts: 7,
             refunded_pts: 0,
@@ -799,6 +896,8 @@ pub(crate) mod tests {
             message: None,
             outputs,
             at: Utc::now(),
+            metered: None,
+            attempt: None,
         }
     }
 

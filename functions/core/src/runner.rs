@@ -14,7 +14,8 @@ use crate::catalog::Catalog;
 use crate::ids::RunId;
 use crate::ports::{Blobs, Clock, EventBus, RunSignal, Store, StoreResult};
 use crate::run::{
-    FileBody, NewOutput, OutputKind, Run, RunChange, RunError, RunEvent, RunStatus, StepStatus,
+    FileBody, Metered, NewOutput, OutputKind, Run, RunChange, RunError, RunEvent, RunStatus,
+    StepStatus,
 };
 use crate::stats::cost_key;
 use crate::tools::{Progress, ToolCall, Toolbox};
@@ -117,11 +118,31 @@ impl Progress for StepProgress<'_> {
             message,
             at: self.clock.now(),
             outputs: vec![],
+            metered: None,
+            attempt: None,
         };
         if let Err(e) = self.log.advance(self.run_id, change).await {
             tracing::warn!(error = %e, "progress not recorded");
         }
     }
+
+    async fn append(&self, text: String) {
+        let change = RunChange::Delta {
+            index: self.index,
+            text,
+        };
+        if let Err(e) = self.log.advance(self.run_id, change).await {
+            tracing::warn!(error = %e, "answer text not recorded");
+        }
+    }
+}
+
+/// The wait before attempt `attempt + 1`: `first` seconds doubled per attempt, with jitter
+/// (between half and all of it), so retries of many runs do not arrive together.
+fn backoff(first: f64, attempt: u32) -> Duration {
+    let full = first * f64::from(1u32 << attempt.saturating_sub(1).min(16));
+    let jitter = 0.5 + rand::random::<f64>() * 0.5;
+    Duration::from_secs_f64((full * jitter).min(3600.0))
 }
 
 impl Runner<'_> {
@@ -173,21 +194,6 @@ impl Runner<'_> {
             if status == RunStatus::Canceling {
                 return self.stop(run_id).await;
             }
-            let started = RunChange::Step {
-                index,
-                status: StepStatus::Running,
-                progress: 0.0,
-                message: None,
-                outputs: vec![],
-                at: self.clock.now(),
-            };
-            match self.log.advance(run_id, started).await? {
-                None => return Ok(Execution::Skipped),
-                Some((run, _)) if run.status == RunStatus::Canceling => {
-                    return self.stop(run_id).await
-                }
-                Some(_) => {}
-            }
             let Some(tool) = self.tools.get(&step.tool) else {
                 let change = fail(
                     "internal",
@@ -197,30 +203,88 @@ impl Runner<'_> {
                 self.log.advance(run_id, change).await?;
                 return Ok(Execution::Ran(crate::run::RunStatus::Failed));
             };
-            let progress = StepProgress {
-                log: self.log,
-                run_id,
-                index,
-                last: Mutex::new(0.0),
-                clock: self.clock,
+            let retry = step.retry();
+            // Points consumed by attempts that failed on the way (a cut stream's tokens).
+            let mut spent = 0i64;
+            let mut attempt = 1u32;
+            let outcome = loop {
+                let started = RunChange::Step {
+                    index,
+                    status: StepStatus::Running,
+                    progress: 0.0,
+                    message: None,
+                    outputs: vec![],
+                    at: self.clock.now(),
+                    metered: None,
+                    attempt: Some(attempt),
+                };
+                let run = match self.log.advance(run_id, started).await? {
+                    None => return Ok(Execution::Skipped),
+                    Some((run, _)) if run.status == RunStatus::Canceling => {
+                        return self.stop(run_id).await
+                    }
+                    Some((run, _)) => run,
+                };
+                let progress = StepProgress {
+                    log: self.log,
+                    run_id,
+                    index,
+                    last: Mutex::new(0.0),
+                    clock: self.clock,
+                };
+                // The references are read from the run as stored (SPEC §7.1).
+                let context = crate::references::scope(&run, index);
+                let call = ToolCall {
+                    params: &step.with,
+                    context: &context,
+                    run_id,
+                };
+                let left = (deadline - self.clock.now()).to_std().unwrap_or_default();
+                // Inside the step: a tool that waits (a delay, a slow HTTP call, a model's
+                // stream) is dropped when the run is canceled, and the step does not count as
+                // done.
+                let result = tokio::select! {
+                    result = tokio::time::timeout(left, tool.call(call, &progress)) => result,
+                    () = self.canceled(run_id) => return self.stop(run_id).await,
+                };
+                match result {
+                    Ok(Ok(result)) => break Ok(result),
+                    Ok(Err(e)) if e.is_transient() && attempt < retry.attempts => {
+                        spent += e.cost_pts();
+                        let wait = backoff(retry.backoff_secs, attempt);
+                        let due =
+                            self.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                        if due >= deadline {
+                            break Err(e);
+                        }
+                        tracing::info!(step = %step.id, attempt, error = %e, ?wait, "attempt failed; trying again");
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = self.canceled(run_id) => return self.stop(run_id).await,
+                        }
+                        attempt += 1;
+                    }
+                    Ok(Err(e)) => {
+                        spent += e.cost_pts();
+                        break Err(e);
+                    }
+                    Err(_) => {
+                        let change = fail(
+                            "timed_out",
+                            "The step did not finish before the run's deadline".to_owned(),
+                            Some(step.id.clone()),
+                        );
+                        self.log.advance(run_id, change).await?;
+                        return Ok(Execution::Ran(RunStatus::Failed));
+                    }
+                }
             };
-            let call = ToolCall {
-                params: &step.with,
-                context: &run.context,
-                run_id,
-            };
-            let left = (deadline - self.clock.now()).to_std().unwrap_or_default();
-            // Inside the step: a tool that waits (a delay, a slow HTTP call) is dropped when the
-            // run is canceled, and the step does not count as done.
-            let result = tokio::select! {
-                result = tokio::time::timeout(left, tool.call(call, &progress)) => result,
-                () = self.canceled(run_id) => return self.stop(run_id).await,
-            };
-            let change = match result {
-                Ok(Ok(result)) => {
+            let change = match outcome {
+                Ok(result) => {
+                    let cost_pts = spent.saturating_add(result.cost_pts);
                     self.log
                         .store
-                        .record_tool_cost(&cost_key(&spell, step), result.cost_pts)
+                        .record_tool_cost(&cost_key(&spell, step), cost_pts)
                         .await?;
                     RunChange::Step {
                         index,
@@ -229,19 +293,20 @@ impl Runner<'_> {
                         message: None,
                         outputs: offload(self.blobs, run_id, result.outputs).await?,
                         at: self.clock.now(),
+                        metered: Some(Metered {
+                            cost_pts,
+                            usage_estimated: result.usage.is_some_and(|u| u.estimated),
+                            usage: result.usage,
+                        }),
+                        attempt: None,
                     }
                 }
-                Ok(Err(e)) => {
-                    tracing::info!(step = %step.id, error = %e, "step failed");
+                Err(e) => {
+                    tracing::info!(step = %step.id, error = %e, attempt, "step failed");
                     // The error names its step by `stepId`: whoever shows it names the step
                     // once (the page: "failed at “Strike the spark”: The spark fizzled…").
                     fail("step_failed", e.to_string(), Some(step.id.clone()))
                 }
-                Err(_) => fail(
-                    "timed_out",
-                    "The step did not finish before the run's deadline".to_owned(),
-                    Some(step.id.clone()),
-                ),
             };
             let failed = matches!(change, RunChange::Fail { .. });
             match self.log.advance(run_id, change).await? {

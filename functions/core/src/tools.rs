@@ -26,17 +26,20 @@ pub enum ToolKind {
     Fail,
     /// `http`: POSTs to a deployer-configured, allow-listed HTTPS endpoint.
     Http,
+    /// `llm.chat`: asks a configured OpenAI-compatible chat model, streaming its answer.
+    LlmChat,
 }
 
 impl ToolKind {
     /// Every kind.
-    pub const ALL: [ToolKind; 6] = [
+    pub const ALL: [ToolKind; 7] = [
         ToolKind::TextRender,
         ToolKind::JsonRender,
         ToolKind::ImageSigil,
         ToolKind::TimeDelay,
         ToolKind::Fail,
         ToolKind::Http,
+        ToolKind::LlmChat,
     ];
 
     /// The name a spell's step uses.
@@ -48,6 +51,7 @@ impl ToolKind {
             ToolKind::TimeDelay => "time.delay",
             ToolKind::Fail => "fail",
             ToolKind::Http => "http",
+            ToolKind::LlmChat => "llm.chat",
         }
     }
 
@@ -76,12 +80,86 @@ impl ToolKind {
             ToolKind::Fail => Ok(()),
             ToolKind::Http => {
                 require_str(params, "endpoint")?;
+                if params.get("repeatable").is_some_and(|r| !r.is_boolean()) {
+                    return Err("`repeatable` must be true or false".into());
+                }
                 match params.get("costPts") {
                     None => Ok(()),
                     Some(v) if v.as_i64().is_some_and(|n| n >= 0) => Ok(()),
                     Some(_) => Err("`costPts` must be a whole number of points, 0 or more".into()),
                 }
             }
+            ToolKind::LlmChat => {
+                require_str(params, "endpoint")?;
+                require_str(params, "prompt")?;
+                if params.get("system").is_some_and(|s| !s.is_string()) {
+                    return Err("`system` must be a string".into());
+                }
+                if params
+                    .get("maxTokens")
+                    .is_some_and(|v| !v.as_u64().is_some_and(|n| (1..=MAX_TOKENS).contains(&n)))
+                {
+                    return Err(format!(
+                        "`maxTokens` must be a whole number from 1 to {MAX_TOKENS}"
+                    ));
+                }
+                number_in(params, "temperature", 0.0, 2.0)
+            }
+        }
+    }
+
+    /// What a step of this tool produces, for references to it (SPEC §7.1).
+    pub fn produces(self, step: &crate::catalog::StepDef) -> Produces {
+        let nothing = Produces::default();
+        match self {
+            ToolKind::TextRender => Produces {
+                text: true,
+                outputs: 1,
+                ..nothing
+            },
+            ToolKind::JsonRender => Produces {
+                json: Some(JsonShape::Literal(
+                    step.with.get("value").cloned().unwrap_or(Value::Null),
+                )),
+                outputs: 1,
+                ..nothing
+            },
+            ToolKind::ImageSigil => Produces {
+                outputs: 1,
+                ..nothing
+            },
+            ToolKind::TimeDelay | ToolKind::Fail => nothing,
+            ToolKind::Http => Produces {
+                json: Some(match &step.output_schema {
+                    Some(schema) => JsonShape::Schema(schema.clone()),
+                    None => JsonShape::Opaque,
+                }),
+                outputs: 1,
+                ..nothing
+            },
+            ToolKind::LlmChat => Produces {
+                text: true,
+                usage: true,
+                outputs: 1,
+                ..nothing
+            },
+        }
+    }
+
+    /// Whether a call that was in flight when its runner died may simply be made again.
+    pub fn repeatable(self, params: &Value) -> bool {
+        match self {
+            ToolKind::Http => params.get("repeatable").and_then(Value::as_bool) == Some(true),
+            _ => true,
+        }
+    }
+
+    /// How many attempts a step of this tool gets unless it says otherwise (SPEC §8.3).
+    pub fn default_attempts(self) -> u32 {
+        match self {
+            // Only a step that says it is safe to repeat is sent twice.
+            ToolKind::Http => 1,
+            _ => 3,
         }
     }
 
@@ -97,6 +175,69 @@ impl ToolKind {
                 .and_then(Value::as_i64)
                 .unwrap_or(10)
                 .max(0),
+            // A guess until the first answers are metered: a point per started 100 tokens
+            // the step may generate.
+            ToolKind::LlmChat => max_tokens(params).div_ceil(100) as i64,
+        }
+    }
+}
+
+/// The most tokens an `llm.chat` step may ask for.
+pub const MAX_TOKENS: u64 = 8192;
+
+/// How many tokens an `llm.chat` step may generate (`maxTokens`, 256 unless it says otherwise):
+/// always sent, so a step's cost is bounded.
+pub fn max_tokens(params: &Value) -> u64 {
+    params
+        .get("maxTokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(256)
+        .clamp(1, MAX_TOKENS)
+}
+
+/// What a step produces that later steps may reference.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Produces {
+    /// A text output (`steps.<id>.text`).
+    pub text: bool,
+    /// A JSON output (`steps.<id>.json`), with what is known of its fields.
+    pub json: Option<JsonShape>,
+    /// Token usage (`steps.<id>.usage.promptTokens`, `.completionTokens`).
+    pub usage: bool,
+    /// How many outputs it makes (`steps.<id>.outputs[n]`).
+    pub outputs: usize,
+}
+
+/// What is known, before a run, of a step's JSON output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonShape {
+    /// The value as written in the spell (`json.render`): its object keys are its fields.
+    Literal(Value),
+    /// A JSON Schema the output follows (an `http` step's `outputSchema`).
+    Schema(Value),
+    /// Nothing: no field can be referenced.
+    Opaque,
+}
+
+impl JsonShape {
+    /// Whether `path` (object keys, one per segment) names a field this output has.
+    pub fn has_path(&self, path: &[&str]) -> bool {
+        let Some((first, rest)) = path.split_first() else {
+            return true;
+        };
+        match self {
+            JsonShape::Opaque => false,
+            JsonShape::Literal(value) => match value.get(*first) {
+                Some(inner @ Value::Object(_)) => JsonShape::Literal(inner.clone()).has_path(rest),
+                Some(_) => rest.is_empty(),
+                None => false,
+            },
+            JsonShape::Schema(schema) => match schema.get("properties").and_then(|p| p.get(*first))
+            {
+                Some(inner) if rest.is_empty() => inner.is_object() || inner.is_boolean(),
+                Some(inner) => JsonShape::Schema(inner.clone()).has_path(rest),
+                None => false,
+            },
         }
     }
 }
@@ -110,10 +251,25 @@ pub fn delay_seconds(params: &Value) -> f64 {
 pub struct ToolCall<'a> {
     /// The step's `with` parameters, as written in the spell.
     pub params: &'a Value,
-    /// The run's inputs.
+    /// What its templates read: the run's inputs, and `steps` with the results of the steps
+    /// before it as stored (SPEC §7.1).
     pub context: &'a Value,
     /// The run, for logs.
     pub run_id: &'a crate::ids::RunId,
+}
+
+/// Tokens a model read and wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Tokens of the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens of the answer.
+    pub completion_tokens: u64,
+    /// Counted from the streamed text, the stream having ended without a usage chunk (kept on
+    /// the step as `usageEstimated`).
+    #[serde(skip)]
+    pub estimated: bool,
 }
 
 /// What a successful call produced.
@@ -123,14 +279,59 @@ pub struct ToolResult {
     pub outputs: Vec<NewOutput>,
     /// What it actually cost.
     pub cost_pts: i64,
+    /// What a model used, for a tool that calls one.
+    pub usage: Option<Usage>,
 }
 
-/// Why a call failed; the run fails with it.
+impl ToolResult {
+    /// A result without model usage.
+    pub fn new(outputs: Vec<NewOutput>, cost_pts: i64) -> Self {
+        ToolResult {
+            outputs,
+            cost_pts,
+            usage: None,
+        }
+    }
+}
+
+/// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
-    /// The tool did its job and the job failed.
+    /// The tool did its job and the job failed: the step fails at once.
     #[error("{0}")]
     Failed(String),
+    /// Something on the way failed (a connection, a timeout, a 429 or 5xx): the step may be
+    /// tried again (SPEC §8.3). What the failed attempt consumed is still paid for.
+    #[error("{message}")]
+    Transient {
+        /// Why, without keys or URLs.
+        message: String,
+        /// Points the attempt consumed (tokens a cut stream had already generated).
+        cost_pts: i64,
+    },
+}
+
+impl ToolError {
+    /// A transient failure that consumed nothing.
+    pub fn transient(message: impl Into<String>) -> Self {
+        ToolError::Transient {
+            message: message.into(),
+            cost_pts: 0,
+        }
+    }
+
+    /// Whether another attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ToolError::Transient { .. })
+    }
+
+    /// What the failed attempt consumed.
+    pub fn cost_pts(&self) -> i64 {
+        match self {
+            ToolError::Failed(_) => 0,
+            ToolError::Transient { cost_pts, .. } => *cost_pts,
+        }
+    }
 }
 
 /// Where a tool reports progress.
@@ -138,6 +339,9 @@ pub enum ToolError {
 pub trait Progress: Send + Sync {
     /// Reports progress (0..=1) with an optional message.
     async fn report(&self, fraction: f64, message: Option<String>);
+    /// Appends text to the step's answer so far (a `stepDelta` event). Tools call it already
+    /// coalesced ([`crate::deltas::Coalescer`]).
+    async fn append(&self, _text: String) {}
 }
 
 /// The port to a tool's implementation.
@@ -156,13 +360,24 @@ pub trait Tool: Send + Sync {
     ) -> Result<ToolResult, ToolError>;
 }
 
+/// A template engine's static analysis: the variables a template reads, as dotted paths.
+pub type TemplateVariables = fn(&str) -> Result<std::collections::BTreeSet<String>, String>;
+
 /// The tools a process can execute, by kind. Processes that execute no runs have none.
 #[derive(Clone, Default)]
 pub struct Toolbox {
     tools: BTreeMap<ToolKind, Arc<dyn Tool>>,
+    variables: Option<TemplateVariables>,
 }
 
 impl Toolbox {
+    /// Sets the template engine's static analysis: the variables a template reads, as dotted
+    /// paths. With it, [`Toolbox::check`] checks step references (SPEC §7.1).
+    pub fn reading_templates_with(mut self, variables: TemplateVariables) -> Self {
+        self.variables = Some(variables);
+        self
+    }
+
     /// Adds (or replaces) the implementation of `kind`.
     pub fn with(mut self, kind: ToolKind, tool: Arc<dyn Tool>) -> Self {
         self.tools.insert(kind, tool);
@@ -180,23 +395,39 @@ impl Toolbox {
     }
 
     /// Checks that every step of `catalog` can be executed here: its tool is present and accepts
-    /// the step's parameters. A process that executes runs calls this at start.
+    /// the step's parameters, and its references to earlier steps hold. A process that executes
+    /// runs calls this at start; errors name the spell's file.
     pub fn check(&self, catalog: &crate::catalog::Catalog) -> Result<(), String> {
         for spell in catalog.iter() {
+            let file = spell.file.display();
             for step in &spell.def.steps {
                 let tool = self.get(&step.tool).ok_or_else(|| {
                     format!(
-                        "spell `{}`, step `{}`: the tool `{}` is not available here",
-                        spell.slug, step.id, step.tool
+                        "spell catalog: {file}: step `{}`: the tool `{}` is not available here",
+                        step.id, step.tool
                     )
                 })?;
                 tool.check(&step.with).map_err(|e| {
                     format!(
-                        "spell `{}`, step `{}` ({}): {e}",
-                        spell.slug, step.id, step.tool
+                        "spell catalog: {file}: step `{}` ({}): {e}",
+                        step.id, step.tool
                     )
                 })?;
             }
+        }
+        self.check_references(catalog)
+    }
+
+    /// Checks the step references of every spell of `catalog` (SPEC §7.1), naming the file,
+    /// the step and the reference; nothing to check without a template engine.
+    pub fn check_references(&self, catalog: &crate::catalog::Catalog) -> Result<(), String> {
+        let Some(variables) = self.variables else {
+            return Ok(());
+        };
+        for spell in catalog.iter() {
+            spell
+                .check_references(&variables)
+                .map_err(|e| format!("spell catalog: {}: {e}", spell.file.display()))?;
         }
         Ok(())
     }

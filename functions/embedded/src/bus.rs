@@ -144,6 +144,7 @@ mod tests {
                 message: None,
                 outputs: None,
                 at: None,
+                attempt: None,
             },
         }
     }

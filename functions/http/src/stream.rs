@@ -139,6 +139,7 @@ mod tests {
                 message: Some("line one\nline two".into()),
                 outputs: None,
                 at: None,
+                attempt: None,
             },
         };
         let text = String::from_utf8(frame(&event).to_vec()).unwrap();

@@ -108,7 +108,10 @@ impl Start {
         tools: Toolbox,
     ) -> Result<Arc<App>, String> {
         let settings = self.settings;
-        let catalog = catalog()?;
+        let (catalog, left_out) = settings.tools.available(catalog()?);
+        for warning in &left_out {
+            tracing::warn!("{warning}");
+        }
         if !tools.is_empty() {
             tools.check(&catalog)?;
         }

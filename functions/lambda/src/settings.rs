@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use spellcast_core::limits::{Limits, StreamCaps};
+use spellcast_core::tool_config::ToolsConfig;
 use spellcast_core::Config;
 
 /// Everything a function reads from its environment.
@@ -41,9 +42,10 @@ pub struct Settings {
     pub republish_after: chrono::Duration,
     /// Generous SDK timeouts for a slow local engine (`SPELLCAST_AWS_TIMEOUT_SECS`; unset on AWS).
     pub aws_timeout: Option<Duration>,
-    /// The `http` tool's allow-list, `name=https://...,...` (`SPELLCAST_HTTP_ENDPOINTS`; read
-    /// by the runner, the one function that executes tools).
-    pub http_endpoints: Option<String>,
+    /// The tool configuration (SPEC §7.4): the JSON document `SPELLCAST_TOOLS`, with the `http`
+    /// shorthand `SPELLCAST_HTTP_ENDPOINTS` (`name=https://...,...`) added. Every function reads
+    /// it, so all leave out the same spells; only the runner calls the endpoints.
+    pub tools: ToolsConfig,
     /// Rate limits per user.
     pub limits: Limits,
     /// Open streams per user and per run.
@@ -96,7 +98,10 @@ impl Settings {
                 .map(|v| v.parse::<u64>().map(Duration::from_secs))
                 .transpose()
                 .map_err(|_| "SPELLCAST_AWS_TIMEOUT_SECS must be a whole number".to_owned())?,
-            http_endpoints: var("SPELLCAST_HTTP_ENDPOINTS"),
+            tools: ToolsConfig::from_parts(
+                var("SPELLCAST_TOOLS").as_deref(),
+                var("SPELLCAST_HTTP_ENDPOINTS").as_deref(),
+            )?,
             limits: Limits::per_minute(
                 number(
                     "SPELLCAST_INVOICES_PER_MINUTE",

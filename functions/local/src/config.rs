@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use spellcast_core::limits::{Limit, Limits, StreamCaps};
+use spellcast_core::tool_config::ToolsConfig;
 use spellcast_core::Config;
-use spellcast_tools::{HttpEndpoints, HttpTool};
 
 /// Spellcast as one local process: API, page, runner and stats on an embedded store.
 #[derive(Debug, Parser)]
@@ -68,15 +68,18 @@ pub struct Args {
     /// Secret of the stats refresh webhook; without it the webhook refuses every call.
     #[arg(long, env = "SPELLCAST_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
-    /// Allow-listed endpoints of the `http` tool: `name=https://...,name2=https://...`.
+    /// The tool configuration document (SPEC §7.4): the `http` endpoints and `llm` models
+    /// spells may name, and an extra CA file. A spell naming an endpoint that is not there is
+    /// left out with a warning.
+    #[arg(long, value_name = "FILE", env = "SPELLCAST_TOOLS_FILE")]
+    pub tools: Option<PathBuf>,
+    /// The same document inline, as JSON (what `SPELLCAST_TOOLS` holds on AWS); `--tools` wins.
+    #[arg(long, env = "SPELLCAST_TOOLS", hide = true)]
+    pub tools_json: Option<String>,
+    /// Shorthand for `http` endpoints with the default timeout (30 s) and answer size (1 MiB):
+    /// `name=https://...,name2=https://...`, added to the `--tools` document.
     #[arg(long, env = "SPELLCAST_HTTP_ENDPOINTS")]
     pub http_endpoints: Option<String>,
-    /// Timeout of one `http` tool call, in seconds.
-    #[arg(long, default_value_t = HttpTool::DEFAULT_TIMEOUT.as_secs())]
-    pub http_timeout_secs: u64,
-    /// Largest `http` tool response, in bytes.
-    #[arg(long, default_value_t = HttpTool::DEFAULT_MAX_BYTES)]
-    pub http_max_bytes: usize,
     /// Serve `POST /api/v1/dev/session`, which grants demo points to anyone who asks, also when
     /// listening beyond loopback or on DynamoDB. Without it the demo endpoint exists only on a
     /// loopback address with the embedded store. Never on a real deployment.
@@ -174,17 +177,19 @@ impl Args {
         config
     }
 
-    /// The `http` tool's endpoints, if any are configured.
-    pub fn http_endpoints(&self) -> Result<Option<HttpEndpoints>, String> {
-        match self.http_endpoints.as_deref() {
-            None | Some("") => Ok(None),
-            Some(spec) => HttpEndpoints::parse(spec).map(Some),
+    /// The tool configuration: the `--tools` document (or `SPELLCAST_TOOLS`), with the
+    /// `--http-endpoints` shorthand added.
+    pub fn tools_config(&self) -> Result<ToolsConfig, String> {
+        let shorthand = self.http_endpoints.as_deref();
+        match &self.tools {
+            Some(file) => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                ToolsConfig::from_parts(Some(&text), shorthand)
+                    .map_err(|e| format!("{}: {e}", file.display()))
+            }
+            None => ToolsConfig::from_parts(self.tools_json.as_deref(), shorthand),
         }
-    }
-
-    /// The `http` tool's timeout.
-    pub fn http_timeout(&self) -> Duration {
-        Duration::from_secs(self.http_timeout_secs.max(1))
     }
 
     /// The sweeper's period.

@@ -52,11 +52,15 @@ async fn run(args: Args) -> Result<(), String> {
             .write(out)
             .map_err(|e| format!("cannot write the site to {}: {e}", out.display()));
     }
-    let http_tool = args.http_endpoints()?.map(|endpoints| {
-        spellcast_tools::HttpTool::new(endpoints, args.http_timeout(), args.http_max_bytes)
-    });
-    let tools = spellcast_tools::builtin(http_tool);
+    let tools_config = args.tools_config()?;
+    let tools = spellcast_tools::configured(&tools_config)?;
     let catalog = Catalog::load(&args.catalog).map_err(|e| e.to_string())?;
+    // Checked whole first: a broken reference is an error even in a spell left out below.
+    spellcast_tools::builtin().check_references(&catalog)?;
+    let (catalog, left_out) = tools_config.available(catalog);
+    for warning in &left_out {
+        tracing::warn!("{warning}");
+    }
     tools.check(&catalog)?;
 
     let (local_bus, executions) = LocalBus::new();

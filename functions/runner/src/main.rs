@@ -5,7 +5,7 @@ use spellcast_lambda::{serve_runner, start, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let start = start().await?;
-    let tools = spellcast_tools::configured(start.settings.http_endpoints.as_deref())?;
+    let tools = spellcast_tools::configured(&start.settings.tools)?;
     let bus = start.events();
     let blobs = start.blobs()?;
     let app = start.app(bus, blobs, tools)?;

@@ -38,6 +38,7 @@ impl Tool for Delay {
         Ok(ToolResult {
             outputs: vec![],
             cost_pts: ToolKind::TimeDelay.nominal_cost(call.params),
+            usage: None,
         })
     }
 }

@@ -8,58 +8,49 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
+use spellcast_core::references::STEPS;
+#[cfg(test)]
+use spellcast_core::tool_config::parse_endpoints;
+use spellcast_core::tool_config::{check_url, HttpEndpoint};
 use spellcast_core::tools::{str_param, Progress, Tool, ToolCall, ToolError, ToolKind, ToolResult};
 
 use crate::json_output;
 
-/// The allow-list: endpoint name → HTTPS URL.
-#[derive(Debug, Clone, Default)]
-pub struct HttpEndpoints(pub BTreeMap<String, url::Url>);
-
-impl HttpEndpoints {
-    /// Parses `name=https://host/path,name2=...`; every URL must be HTTPS.
-    pub fn parse(spec: &str) -> Result<Self, String> {
-        let mut map = BTreeMap::new();
-        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, raw) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("`{pair}`: expected name=https://..."))?;
-            let url = url::Url::parse(raw).map_err(|e| format!("`{name}`: {e}"))?;
-            if url.scheme() != "https" {
-                return Err(format!("`{name}`: only https:// endpoints are allowed"));
-            }
-            map.insert(name.to_owned(), url);
-        }
-        Ok(HttpEndpoints(map))
-    }
+/// One configured endpoint.
+struct Endpoint {
+    url: url::Url,
+    timeout: Duration,
+    max_bytes: usize,
 }
 
 /// The `http` tool.
 pub struct HttpTool {
-    endpoints: HttpEndpoints,
+    endpoints: BTreeMap<String, Endpoint>,
     client: reqwest::Client,
-    max_bytes: usize,
 }
 
 impl HttpTool {
-    /// The timeout of one call unless configured otherwise.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-    /// The largest response unless configured otherwise.
-    pub const DEFAULT_MAX_BYTES: usize = 1 << 20;
-
-    /// A tool calling `endpoints`, giving up after `timeout` or past `max_bytes` of response.
-    pub fn new(endpoints: HttpEndpoints, timeout: Duration, max_bytes: usize) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .https_only(true)
-            .build()
-            .unwrap_or_default();
-        HttpTool {
-            endpoints,
-            client,
-            max_bytes,
+    /// A tool calling `endpoints` through `client`.
+    pub fn new(
+        endpoints: &BTreeMap<String, HttpEndpoint>,
+        client: reqwest::Client,
+    ) -> Result<Self, String> {
+        let mut checked = BTreeMap::new();
+        for (name, endpoint) in endpoints {
+            let url = check_url(&endpoint.url).map_err(|e| format!("http `{name}`: {e}"))?;
+            checked.insert(
+                name.clone(),
+                Endpoint {
+                    url,
+                    timeout: Duration::from_secs(endpoint.timeout_secs.max(1)),
+                    max_bytes: endpoint.max_bytes,
+                },
+            );
         }
+        Ok(HttpTool {
+            endpoints: checked,
+            client,
+        })
     }
 }
 
@@ -67,7 +58,7 @@ impl HttpTool {
 impl Tool for HttpTool {
     fn check(&self, params: &Value) -> Result<(), String> {
         let name = str_param(params, "endpoint").unwrap_or_default();
-        if !self.endpoints.0.contains_key(name) {
+        if !self.endpoints.contains_key(name) {
             return Err(format!("endpoint `{name}` is not configured"));
         }
         Ok(())
@@ -79,31 +70,41 @@ impl Tool for HttpTool {
         progress: &dyn Progress,
     ) -> Result<ToolResult, ToolError> {
         let name = str_param(call.params, "endpoint").unwrap_or_default();
-        let url = self
+        let endpoint = self
             .endpoints
-            .0
             .get(name)
             .ok_or_else(|| ToolError::Failed(format!("endpoint `{name}` is not configured")))?;
         progress.report(0.1, Some(format!("Calling {name}"))).await;
+        // The inputs as cast, and the step's parameters with their templates (references to
+        // earlier steps included) rendered.
+        let mut inputs = call.context.clone();
+        if let Some(map) = inputs.as_object_mut() {
+            map.remove(STEPS);
+        }
+        let params = crate::text::render_strings(call.params, call.context)?;
         let mut response = self
             .client
-            .post(url.clone())
-            .json(&json!({"runId": call.run_id, "inputs": call.context, "params": call.params}))
+            .post(endpoint.url.clone())
+            .timeout(endpoint.timeout)
+            .json(&json!({"runId": call.run_id, "inputs": inputs, "params": params}))
             .send()
             .await
             .map_err(|e| failed(name, e))?;
-        if !response.status().is_success() {
-            return Err(ToolError::Failed(format!(
-                "{name} answered {}",
-                response.status()
-            )));
+        let status = response.status();
+        if !status.is_success() {
+            let message = format!("{name} answered {status}");
+            return Err(if status.as_u16() == 429 || status.is_server_error() {
+                ToolError::transient(message)
+            } else {
+                ToolError::Failed(message)
+            });
         }
+        let max_bytes = endpoint.max_bytes;
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| failed(name, e))? {
-            if body.len() + chunk.len() > self.max_bytes {
+            if body.len() + chunk.len() > max_bytes {
                 return Err(ToolError::Failed(format!(
-                    "{name}: response over {} bytes",
-                    self.max_bytes
+                    "{name}: response over {max_bytes} bytes"
                 )));
             }
             body.extend_from_slice(&chunk);
@@ -114,6 +115,7 @@ impl Tool for HttpTool {
         Ok(ToolResult {
             outputs: vec![json_output(&call, value)?],
             cost_pts: ToolKind::Http.nominal_cost(call.params),
+            usage: None,
         })
     }
 }
@@ -121,41 +123,45 @@ impl Tool for HttpTool {
 /// A transport error as the step's failure, named by the endpoint. reqwest's message carries the
 /// URL, whose query string may hold a key: it is left out (the message reaches the run's events).
 fn failed(name: &str, e: reqwest::Error) -> ToolError {
-    ToolError::Failed(format!("{name}: {}", e.without_url()))
+    ToolError::transient(format!("{name}: {}", e.without_url()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn tool(spec: &str) -> HttpTool {
+        HttpTool::new(&parse_endpoints(spec).unwrap(), reqwest::Client::new()).unwrap()
+    }
+
     #[test]
-    fn only_https_endpoints_are_accepted() {
-        let ok = HttpEndpoints::parse("model=https://models.example/v1/run").unwrap();
-        assert!(ok.0.contains_key("model"));
-        assert!(HttpEndpoints::parse("model=http://models.example").is_err());
-        assert!(HttpEndpoints::parse("model").is_err());
-        assert!(HttpEndpoints::parse("").unwrap().0.is_empty());
+    fn only_https_or_loopback_endpoints_are_accepted() {
+        let ok = parse_endpoints("model=https://models.example/v1/run").unwrap();
+        assert!(ok.contains_key("model"));
+        assert!(parse_endpoints("model=http://127.0.0.1:8080/run").is_ok());
+        assert!(parse_endpoints("model=http://models.example").is_err());
+        assert!(parse_endpoints("model").is_err());
+        assert!(parse_endpoints("").unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn a_failure_never_shows_the_endpoint_url() {
         // Nothing listens on port 9 of the loopback: the connection is refused at once.
-        let tool = HttpTool::new(
-            HttpEndpoints::parse("model=https://127.0.0.1:9/run?api_key=SECRET-KEY").unwrap(),
-            Duration::from_secs(5),
-            1024,
-        );
+        let tool = tool("model=https://127.0.0.1:9/run?api_key=SECRET-KEY");
         let params = serde_json::json!({"endpoint": "model"});
         let call = ToolCall {
             params: &params,
             context: &serde_json::json!({}),
             run_id: &"r".into(),
         };
-        let Err(ToolError::Failed(message)) =
-            tool.call(call, &crate::testing::Recorded::default()).await
-        else {
-            panic!("a refused connection fails the step")
+        let Err(error) = tool.call(call, &crate::testing::Recorded::default()).await else {
+            panic!("a refused connection fails the attempt")
         };
+        assert!(
+            error.is_transient(),
+            "a refused connection may be tried again"
+        );
+        let message = error.to_string();
         assert!(message.starts_with("model: "), "{message}");
         assert!(
             !message.contains("SECRET") && !message.contains("127.0.0.1"),
@@ -165,11 +171,7 @@ mod tests {
 
     #[test]
     fn a_step_can_only_name_a_configured_endpoint() {
-        let tool = HttpTool::new(
-            HttpEndpoints::parse("model=https://models.example").unwrap(),
-            Duration::from_secs(1),
-            1024,
-        );
+        let tool = tool("model=https://models.example");
         assert!(tool
             .check(&serde_json::json!({"endpoint": "model"}))
             .is_ok());

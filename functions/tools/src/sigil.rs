@@ -44,6 +44,7 @@ impl Tool for SigilImage {
                 file: Some(FileBody::Inline(png)),
             }],
             cost_pts: 5,
+            usage: None,
         })
     }
 }

@@ -35,6 +35,7 @@ impl Tool for TextRender {
                 file: None,
             }],
             cost_pts,
+            usage: None,
         })
     }
 }
@@ -63,7 +64,8 @@ fn render_string(s: &str, context: &Value) -> Result<Value, ToolError> {
     render_template(s, context).map(Value::String)
 }
 
-fn render_strings(value: &Value, context: &Value) -> Result<Value, ToolError> {
+/// Renders every string inside `value` as a template over `context`.
+pub(crate) fn render_strings(value: &Value, context: &Value) -> Result<Value, ToolError> {
     Ok(match value {
         Value::String(s) => render_string(s, context)?,
         Value::Array(items) => Value::Array(
@@ -96,6 +98,7 @@ impl Tool for JsonRender {
         Ok(ToolResult {
             outputs: vec![json_output(&call, value)?],
             cost_pts: 1,
+            usage: None,
         })
     }
 }

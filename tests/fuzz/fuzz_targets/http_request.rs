@@ -52,7 +52,7 @@ fn world() -> &'static World {
         let app = Arc::new(App {
             config,
             catalog: Catalog::load(&spells).expect("the sample catalog"),
-            tools: spellcast_tools::builtin(None),
+            tools: spellcast_tools::builtin(),
             store: Arc::new(RedbStore::in_memory().expect("an in-memory store")),
             blobs: Arc::new(DiskBlobs::open(blobs).expect("a blob directory")),
             bus: Arc::new(bus),

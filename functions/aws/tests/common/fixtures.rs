@@ -13,7 +13,7 @@ use spellcast_core::ids::{new_id, CreditTxId, InvoiceId, RunId, Slug};
 use spellcast_core::invoice::{InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
 use spellcast_core::ports::{CastOutcome, NewCast, Store};
-use spellcast_core::run::{Run, RunStatus, StepState, StepStatus};
+use spellcast_core::run::{Run, RunStatus, StepState};
 
 /// How long the test tables keep events and idempotency keys.
 pub const RETENTION_DAYS: i64 = 7;
@@ -84,13 +84,7 @@ pub fn queued_run(user: &str, invoice_id: &InvoiceId, steps: &[&str]) -> Run {
         status: RunStatus::Queued,
         steps: steps
             .iter()
-            .map(|id| StepState {
-                id: (*id).into(),
-                title: id.to_uppercase(),
-                status: StepStatus::Pending,
-                progress: 0.0,
-                message: None,
-            })
+            .map(|id| StepState::pending(id, &id.to_uppercase()))
             .collect(),
         outputs: vec![],
         cost_pts: 0,
