@@ -7,6 +7,7 @@ import pathlib
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -36,6 +37,7 @@ class Server:
         OUT.mkdir(parents=True, exist_ok=True)
         self.log_path = OUT / (re.sub(r"[^A-Za-z0-9_.-]+", "_", log_name)[:120] + ".log")
         self.log = open(self.log_path, "ab")
+        self.log_start = self.log.tell()  # logs of a test's earlier servers come before
         env = dict(os.environ, SPELLCAST_WEBHOOK_SECRET=WEBHOOK_SECRET, SPELLCAST_TOKEN_SECRET=TOKEN_SECRET,
                    RUST_LOG="info", **(env or {}))
         self.proc = subprocess.Popen(
@@ -57,6 +59,12 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+
+    def log_text(self):
+        """What this server has logged so far."""
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_start)
+            return f.read().decode(errors="replace")
 
     def kill(self):
         self.stop(signal.SIGKILL)
@@ -134,6 +142,58 @@ class Server:
                 return run
             time.sleep(0.1)
         raise AssertionError(f"run {run_id} did not reach {statuses}: {run}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_model(url, proc=None, timeout=900):
+    """Waits until llama.cpp's server answers /health (the first start may build it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the model server exited with {proc.returncode}")
+        try:
+            if httpx.get(url.removesuffix("/v1") + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the model server did not come up")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model(tmp_path_factory):
+    """The real small model (SmolLM2-135M behind llama.cpp's server, `scripts/model-server`),
+    named `local` in the tool configuration that every spellcast-local of the session reads
+    (`SPELLCAST_TOOLS_FILE`), so the sample `oracle` spell runs against it. scripts/test starts
+    one for the whole run; a session started without it starts its own. Yields the base URL."""
+    given = os.environ.get("SPELLCAST_TOOLS_FILE")
+    if given:
+        url = json.loads(pathlib.Path(given).read_text())["llm"]["local"]["baseUrl"]
+        wait_for_model(url)
+        yield url
+        return
+    OUT.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = open(OUT / "model-server.log", "ab")
+    proc = subprocess.Popen([str(ROOT / "scripts" / "model-server"), "serve", str(port)],
+                            stdout=log, stderr=log, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        wait_for_model(url, proc)
+        tools = tmp_path_factory.mktemp("tools") / "tools.json"
+        tools.write_text(subprocess.check_output([str(ROOT / "scripts" / "model-server"), "tools", str(port)]).decode())
+        os.environ["SPELLCAST_TOOLS_FILE"] = str(tools)
+        yield url
+    finally:
+        os.environ.pop("SPELLCAST_TOOLS_FILE", None)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        log.close()
 
 
 @pytest.fixture

@@ -92,6 +92,25 @@ def test_progress_is_plain_lines_when_piped(cli):
     assert "Done: 2 output(s)" in r.stdout
 
 
+def test_a_models_answer_is_printed_as_it_comes_and_carried_by_json(cli, tmp_path):
+    r = cli.run("cast", "oracle", "-i", "question=What do owls eat?", timeout=120)
+    assert r.returncode == 0, r.stderr
+    run_dir = next((tmp_path / "spellcast-outputs").iterdir())
+    answer = (run_dir / "0.txt").read_text() if (run_dir / "0.txt").exists() else None
+    saved = sorted(p.name for p in run_dir.iterdir())
+    assert answer is not None, saved
+    # Piped: the answer streams to stdout (ended by a newline when the step ends), progress to stderr.
+    assert r.stdout.startswith(answer + "\n"), (r.stdout, answer)
+    assert "Done: 3 output(s)" in r.stdout
+    assert any(line.startswith("[1/3] Consult the oracle: succeeded") for line in r.stderr.splitlines())
+    doc = cli.json("cast", "oracle", "-i", "question=Is the moon cheese?", timeout=120)
+    assert doc["status"] == "succeeded"
+    streamed = doc["streamed"]["answer"]
+    assert streamed.strip()
+    first = pathlib.Path(doc["outputs"][0])
+    assert (first if first.is_absolute() else tmp_path / first).read_text() == streamed
+
+
 def test_failure_bad_input_and_refusals_have_their_exit_codes(cli, tmp_path):
     failed = cli.run("cast", "fizzle", "-i", "wish=gold")
     assert failed.returncode == 3, failed

@@ -138,7 +138,10 @@ def deployment(aws, tmp_path_factory):
                SPELLCAST_AWS_TIMEOUT_SECS="120", SPELLCAST_HEARTBEAT_MS="500",
                SPELLCAST_STREAM_LIMIT_SECS=str(STREAM_LIMIT_SECS),
                SPELLCAST_REPUBLISH_AFTER_SECS=str(REPUBLISH_AFTER_SECS), RUST_LOG="info",
-               SPELLCAST_WEBHOOKS_QUEUE_URL=hooks, SPELLCAST_WEBHOOK_CA_FILE=str(ca_file))
+               SPELLCAST_WEBHOOKS_QUEUE_URL=hooks, SPELLCAST_WEBHOOK_CA_FILE=str(ca_file),
+               # The tool configuration as the template hands it to every function: the real
+               # small model on this machine as `local` (the conftest's `model` fixture).
+               SPELLCAST_TOOLS=pathlib.Path(os.environ["SPELLCAST_TOOLS_FILE"]).read_text())
     emulator = Emulator(env)
     try:
         yield {"local": local, "emulator": emulator, "queue": queue, "name": name, "hooks": hooks, "ca": ca}
@@ -208,6 +211,37 @@ def read_stream(emulator, cast, invoice_token, last_event_id=None, opened=None):
                 continue
             out.append((int(sse.id), sse.event, json.loads(sse.data), time.monotonic()))
     return out
+
+
+def test_the_oracle_streams_its_answer_through_the_runner_and_stream_functions(deployment, aws):
+    """`llm.chat` on AWS's shape: the runner function calls the model (the real small model on
+    this machine) and writes its deltas; the stream function delivers them while it answers."""
+    emulator, local = deployment["emulator"], deployment["local"]
+    _, token = funded_user(local)
+    auth = {"authorization": f"Bearer {token}"}
+    invoice, cast = quote_and_cast(emulator, auth, "oracle", {"question": "What is rain?"})
+    event = receive_execution(aws, deployment["queue"], cast["runId"])
+    opened, streamed = threading.Event(), {}
+    reader = threading.Thread(target=lambda: streamed.update(
+        events=read_stream(emulator, cast, invoice["invoiceId"], opened=opened)))
+    reader.start()
+    try:
+        assert opened.wait(120), "the stream function did not open the stream"
+        ran = emulator.invoke("runner", event)
+    finally:
+        reader.join(120)
+    assert ran.status_code == 200 and ran.json()["status"] == "succeeded", ran.text
+    events = streamed["events"]
+    while events[-1][1] not in ("executionFinished", "spellExecutionError"):
+        events += read_stream(emulator, cast, invoice["invoiceId"], last_event_id=events[-1][0])
+    assert events[-1][1] == "executionFinished", events[-1]
+    deltas = [e for e in events if e[1] == "stepDelta"]
+    assert deltas and all(d[2]["stepId"] == "answer" for d in deltas)
+    text = "".join(d[2]["text"] for d in deltas)
+    snapshot = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{cast['runId']}"), headers=auth).json()
+    assert snapshot["outputs"][0]["value"] == text and text.strip()
+    assert snapshot["steps"][0]["usage"]["completionTokens"] > 0
+    assert text.strip() in snapshot["outputs"][1]["value"], "the scroll read the answer by reference"
 
 
 def test_a_paid_run_flows_through_the_functions(deployment, aws):

@@ -109,13 +109,24 @@ function showErrors(errors) {
 let steps = [];
 let lastSeq = 0;
 
+// A model's answer grows in a fixed-height box made up front: nothing below moves.
 function showSteps(list) {
   steps = list.map((s) => ({ ...s, status: s.status || "pending", progress: s.progress || 0 }));
   $("run").hidden = false;
   $("steps").replaceChildren(
     ...steps.map((s, i) => el("li", { id: `s${i}` }, el("span", { textContent: s.title }), " ", el("span", { className: "st" }),
-      el("progress", { max: 1, value: 0, "aria-label": `${s.title} progress` }))));
+      el("progress", { max: 1, value: 0, "aria-label": `${s.title} progress` }),
+      meta?.steps[i]?.tool === "llm.chat" ? el("p", { className: "answer", tabIndex: 0, "aria-live": "polite", textContent: s.partial || "" }) : "")));
   steps.forEach((s, i) => paintStep(i));
+}
+
+function answer(i, text, afresh) {
+  const box = $(`s${i}`).querySelector(".answer");
+  if (box) {
+    if (afresh) box.textContent = "";
+    box.append(text);
+    box.scrollTop = 1e9;
+  }
 }
 
 function paintStep(i) {
@@ -204,7 +215,9 @@ function stream(state) {
   on("stepUpdate", (d) => {
     Object.assign(steps[d.index], { status: d.status, progress: d.progress, message: d.message });
     paintStep(d.index);
+    if (d.attempt) answer(d.index, "", true); // each attempt answers afresh
   });
+  on("stepDelta", (d) => answer(d.index, d.text));
   on("executionFinished", (d) => {
     source.close();
     finished({ status: "succeeded", outputs: d.outputs, durationMs: d.durationMs }, state);
@@ -223,8 +236,7 @@ function stream(state) {
   };
 }
 
-// Shows a run from its snapshot (read now unless given), then follows it live if it is still
-// going.
+// Shows a run from its snapshot (read now unless given), then follows it live while it goes.
 async function restore(state, snapshot) {
   try {
     const run = snapshot ?? (await api(`/api/v1/runs/${state.runId}`, state.invoice));

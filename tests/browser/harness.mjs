@@ -1,7 +1,8 @@
 // Starts the real spellcast-local binary on 127.0.0.1 (port 0) and Debian's Chromium through
 // playwright-core; everything started is stopped by the test that started it.
-import { spawn } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, openSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, openSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -20,7 +21,31 @@ function catalog() {
   return dir;
 }
 
+// The real small model (scripts/model-server) as the `local` llm endpoint: scripts/test starts one
+// for the whole run (SPELLCAST_TOOLS_FILE); a test file run on its own starts its own.
+let model;
+async function ensureModel() {
+  if (process.env.SPELLCAST_TOOLS_FILE) return;
+  model ??= (async () => {
+    const port = await new Promise((ok) => {
+      const probe = createServer().listen(0, "127.0.0.1", () => { const { port } = probe.address(); probe.close(() => ok(port)); });
+    });
+    const log = openSync(join(OUT, "browser-model-server.log"), "a");
+    const proc = spawn(join(ROOT, "scripts/model-server"), ["serve", String(port)], { stdio: ["ignore", log, log] });
+    process.on("exit", () => proc.kill("SIGTERM"));
+    for (let i = 0; i < 6000; i++) {
+      if (await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const file = join(mkdtempSync(join(tmpdir(), "spellcast-tools-")), "tools.json");
+    writeFileSync(file, execFileSync(join(ROOT, "scripts/model-server"), ["tools", String(port)]));
+    process.env.SPELLCAST_TOOLS_FILE = file;
+  })();
+  await model;
+}
+
 export async function startServer(name, ...args) {
+  await ensureModel();
   const bin = process.env.SPELLCAST_BIN || join(process.env.CARGO_TARGET_DIR || join(ROOT, "target"), "debug/spellcast-local");
   const log = openSync(join(OUT, `browser-${name}.log`), "a");
   const proc = spawn(bin, ["--addr", "127.0.0.1:0", "--memory", "--catalog", catalog(), ...args], {

@@ -221,3 +221,42 @@ test("the deprecation banner shows for preview users until dismissed", { timeout
   await other.waitForSelector("#form:not([hidden])");
   assert.equal(await other.isVisible("#banner"), false);
 });
+
+test("the oracle's answer grows on the page as the model writes it, nothing moving", { timeout: 120000 }, async () => {
+  const page = await open("oracle");
+  await page.fill("#f-question", "Why do leaves fall?");
+  await page.click("#cast");
+  await page.waitForSelector("#s0 .answer");
+  // Every change of the answer box, seen from inside the page: its length, its height and where
+  // the next step sits (a shift would move it).
+  await page.evaluate(() => {
+    const box = document.querySelector("#s0 .answer");
+    window.answerSeen = [];
+    new MutationObserver(() => window.answerSeen.push({
+      length: box.textContent.length,
+      height: box.getBoundingClientRect().height,
+      next: document.querySelector("#s1").getBoundingClientRect().top,
+      step: document.querySelector("#s0").dataset.status,
+    })).observe(box, { childList: true, characterData: true, subtree: true });
+  });
+  const live = await page.getAttribute("#s0 .answer", "aria-live");
+  assert.equal(live, "polite", "screen readers are told, politely");
+  await page.waitForFunction(() => window.answerSeen.length >= 2, null, { timeout: 60000 });
+  await noAxeViolations(page, "answering");
+  await page.screenshot({ path: join(SHOTS, "oracle-answering.png"), fullPage: true });
+  await waitForEnd(page);
+  const seen = await page.evaluate(() => window.answerSeen);
+  const lengths = seen.map((s) => s.length);
+  assert.ok(lengths.length >= 2, `the answer arrived in pieces: ${lengths}`);
+  assert.deepEqual([...lengths].sort((a, b) => a - b), lengths, "it only grows");
+  assert.ok(seen.some((s) => s.step === "running"), "text arrived while the step ran");
+  assert.equal(new Set(seen.map((s) => s.height)).size, 1, "the box keeps its height");
+  assert.equal(new Set(seen.map((s) => s.next)).size, 1, "nothing below it moves");
+  const answer = await page.textContent("#s0 .answer");
+  const shown = await page.locator("#outputs figure pre").first().textContent();
+  assert.equal(answer, shown, "the box holds the whole answer, as the gallery shows it");
+  assert.ok(answer.trim().length > 0);
+  await page.screenshot({ path: join(SHOTS, "oracle-finished.png"), fullPage: true });
+  await noAxeViolations(page, "finished");
+  assert.deepEqual(page.errors, []);
+});

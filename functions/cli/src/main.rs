@@ -329,8 +329,11 @@ async fn cast(
     let mut progress = Progress::new(titles, cli.json);
     // Events seen, each once: with ids 1, 2, 3, ... this equals the last id when nothing was lost.
     let mut events = 0u64;
+    // What each streaming step wrote, as it came (`--json` carries it).
+    let mut streamed = serde_json::Map::new();
     let ended = {
         let shown = &mut progress;
+        let streamed = &mut streamed;
         let dropped = |why: &str| eprintln!("connection lost ({why}); resuming");
         follow::follow(
             api,
@@ -338,9 +341,22 @@ async fn cast(
             &invoice,
             |_, kind, data| {
                 events += 1;
+                let index = data["index"].as_u64().unwrap_or(0) as usize;
+                if kind == "stepDelta" {
+                    let text = str_of(&data["text"]);
+                    shown.delta(index, text);
+                    let so_far = streamed
+                        .entry(str_of(&data["stepId"]).to_owned())
+                        .or_insert_with(|| json!(""));
+                    *so_far = json!(format!("{}{text}", str_of(so_far)));
+                }
+                if kind == "stepUpdate" && data["attempt"].as_u64().is_some_and(|a| a > 1) {
+                    shown.afresh(index);
+                    streamed.remove(str_of(&data["stepId"]));
+                }
                 if kind == "stepUpdate" {
                     shown.step(
-                        data["index"].as_u64().unwrap_or(0) as usize,
+                        index,
                         str_of(&data["status"]),
                         data["progress"].as_f64().unwrap_or(0.0),
                         data["message"].as_str(),
@@ -383,7 +399,7 @@ async fn cast(
     let report = json!({
         "runId": run_id, "status": status, "costPts": run["costPts"],
         "refundedPts": run["refundedPts"], "outputs": saved, "events": events,
-        "lastEventId": run["lastEventId"],
+        "lastEventId": run["lastEventId"], "streamed": streamed,
     });
     say(cli, &report, || match status.as_str() {
         "succeeded" => format!(

@@ -9,10 +9,14 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub enum Progress {
     /// Bars on a terminal.
     Bars {
+        /// Where the bars are drawn (and answers printed above them).
+        multi: MultiProgress,
         /// The overall bar, then one per step.
         overall: ProgressBar,
         /// One per step.
         steps: Vec<ProgressBar>,
+        /// Each step's answer so far (a model's, streamed).
+        answers: Vec<String>,
     },
     /// One line per change that matters (a status, or a quarter of progress).
     Lines {
@@ -20,6 +24,8 @@ pub enum Progress {
         titles: Vec<String>,
         /// What was last printed per step: (status, quarter).
         printed: Vec<(String, u32)>,
+        /// A streamed answer is being printed to stdout without its line ended yet.
+        open_line: bool,
     },
     /// Nothing (`--json`).
     Quiet,
@@ -35,7 +41,11 @@ impl Progress {
         }
         if !std::io::stderr().is_terminal() {
             let printed = vec![(String::new(), 0); titles.len()];
-            return Progress::Lines { titles, printed };
+            return Progress::Lines {
+                titles,
+                printed,
+                open_line: false,
+            };
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let style =
@@ -50,7 +60,53 @@ impl Progress {
         };
         let overall = bar("overall".to_owned());
         let steps = titles.iter().map(|t| bar(short(t))).collect();
-        Progress::Bars { overall, steps }
+        Progress::Bars {
+            multi,
+            overall,
+            steps,
+            answers: vec![String::new(); titles.len()],
+        }
+    }
+
+    /// Step `index` appended `text` to its answer (a `stepDelta`): on a terminal the bar shows
+    /// its end while it grows and the whole answer is printed above the bars when the step
+    /// ends; piped, the text goes to stdout as it comes.
+    pub fn delta(&mut self, index: usize, text: &str) {
+        match self {
+            Progress::Bars { steps, answers, .. } => {
+                let (Some(bar), Some(answer)) = (steps.get(index), answers.get_mut(index)) else {
+                    return;
+                };
+                answer.push_str(text);
+                let flat = answer.replace('\n', " ");
+                let tail: Vec<char> = flat.chars().rev().take(40).collect();
+                bar.set_message(tail.into_iter().rev().collect::<String>());
+            }
+            Progress::Lines { open_line, .. } => {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+                *open_line = true;
+            }
+            Progress::Quiet => {}
+        }
+    }
+
+    /// Step `index` starts another attempt: its answer so far is dropped.
+    pub fn afresh(&mut self, index: usize) {
+        match self {
+            Progress::Bars { answers, .. } => {
+                if let Some(answer) = answers.get_mut(index) {
+                    answer.clear();
+                }
+            }
+            Progress::Lines { open_line, .. } if *open_line => {
+                println!();
+                *open_line = false;
+                eprintln!("(trying again)");
+            }
+            _ => {}
+        }
     }
 
     /// Step `index` moved.
@@ -61,8 +117,18 @@ impl Progress {
             progress.clamp(0.0, 1.0)
         };
         match self {
-            Progress::Bars { overall, steps } => {
+            Progress::Bars {
+                multi,
+                overall,
+                steps,
+                answers,
+            } => {
                 let Some(bar) = steps.get(index) else { return };
+                if status != "running" {
+                    if let Some(answer) = answers.get_mut(index).filter(|a| !a.is_empty()) {
+                        let _ = multi.println(std::mem::take(answer));
+                    }
+                }
                 bar.set_position((done * PER_MILLE as f64) as u64);
                 bar.set_message(match (status, message) {
                     ("running", Some(m)) => m.to_owned(),
@@ -71,10 +137,18 @@ impl Progress {
                 let total: u64 = steps.iter().map(|b| b.position()).sum();
                 overall.set_position(total / steps.len().max(1) as u64);
             }
-            Progress::Lines { titles, printed } => {
+            Progress::Lines {
+                titles,
+                printed,
+                open_line,
+            } => {
                 let Some(title) = titles.get(index) else {
                     return;
                 };
+                if *open_line && status != "running" {
+                    println!();
+                    *open_line = false;
+                }
                 let quarter = (done * 4.0) as u32;
                 let last = &mut printed[index];
                 if last.0 == status && last.1 == quarter {
@@ -92,7 +166,7 @@ impl Progress {
 
     /// The run ended: bars stop where they are.
     pub fn finish(&self) {
-        if let Progress::Bars { overall, steps } = self {
+        if let Progress::Bars { overall, steps, .. } = self {
             for bar in steps {
                 bar.abandon();
             }

@@ -93,6 +93,8 @@ pub fn metered_cost(usage: &Usage, config: &LlmEndpoint) -> i64 {
 /// What a stream gave so far.
 #[derive(Default)]
 struct Answer {
+    /// The endpoint took the request (a 2xx): from then on the attempt consumed tokens.
+    opened: bool,
     text: String,
     pieces: u64,
     usage: Option<Usage>,
@@ -215,7 +217,12 @@ impl Tool for LlmTool {
         )
         .await;
         let usage = answer.usage(&prompt_text);
-        let cost_pts = metered_cost(&usage, &model.config);
+        // A refused request consumed nothing; one the endpoint took did, cut or not.
+        let cost_pts = if answer.opened {
+            metered_cost(&usage, &model.config)
+        } else {
+            0
+        };
         let redact = |message: String| match &model.api_key {
             Some(key) if !key.is_empty() => message.replace(key.as_str(), "[key]"),
             _ => message,
@@ -286,6 +293,7 @@ impl LlmTool {
                 },
             );
         }
+        answer.opened = true;
         let max_bytes = model.config.max_bytes;
         let idle = Duration::from_secs(model.config.idle_timeout_secs.max(1));
         // The stream ends early past the cap (a line without end would otherwise grow the
