@@ -283,3 +283,39 @@ def test_a_tool_configuration_with_plain_http_beyond_loopback_is_refused(tmp_pat
     shutil.copytree(ROOT / "infra" / "spells", catalog)
     code, out = run_server_expecting_failure(catalog, "--tools", str(tools))
     assert code != 0 and "loopback" in out, out
+
+
+@pytest.mark.skipif(ON_DYNAMODB, reason="scripts/dev runs the embedded store; the redb pass covers it")
+def test_scripts_dev_with_the_model_serves_the_oracle(tmp_path):
+    """The README's one command for the product with a real model: `scripts/dev --model`."""
+    import os
+    import signal
+
+    from conftest import free_port
+    env = dict(os.environ, SPELLCAST_MODEL_PORT=str(free_port()), TMPDIR=str(tmp_path))
+    proc = subprocess.Popen([str(ROOT / "scripts" / "dev"), "--model", "--memory", "--addr", "127.0.0.1:0"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        line = proc.stdout.readline().decode()
+        assert "open http://" in line, line
+        url = line.split("open ")[1].split("/spells/")[0]
+        import httpx
+        meta = httpx.get(f"{url}/api/v1/spells/oracle/meta", timeout=10)
+        assert meta.status_code == 200, meta.text
+        token = httpx.post(f"{url}/api/v1/dev/session", json={}, timeout=10).json()["token"]
+        auth = {"authorization": f"Bearer {token}"}
+        inv = httpx.post(f"{url}/api/v1/payments/invoice", json={"spellSlug": "oracle", "asset": "PTS"},
+                         headers=auth, timeout=10).json()
+        cast = httpx.post(f"{url}/api/v1/spells/cast", headers=auth, timeout=10,
+                          json={"slug": "oracle", "invoiceId": inv["invoiceId"], "context": {"question": "Hi?"}}).json()
+        deadline = time.monotonic() + 60
+        while (run := httpx.get(f"{url}/api/v1/runs/{cast['runId']}", headers=auth, timeout=10).json())["status"] \
+                not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, run
+            time.sleep(0.2)
+        assert run["status"] == "succeeded", run
+        assert run["steps"][0]["usage"]["completionTokens"] > 0
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)

@@ -19,7 +19,8 @@ use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, Is
 use spellcast_core::ledger::{LedgerKind, PTS};
 use spellcast_core::ports::{CastOutcome, SpellStats, Store, SystemClock};
 use spellcast_core::run::{
-    EventBody, FileBody, NewOutput, OutputKind, RunChange, RunError, RunStatus, StepStatus,
+    EventBody, FileBody, Metered, NewOutput, OutputKind, RunChange, RunError, RunStatus,
+    StepStatus, Usage,
 };
 use spellcast_core::runner::Execution;
 use spellcast_core::stats::PriceBook;
@@ -95,9 +96,140 @@ contract!(
     costs_and_prices_are_kept,
     the_ledger_follows_its_model,
     outputs_of_any_size_fit_the_store,
+    a_streamed_answer_and_its_metering_are_kept,
 );
 
 // ---- helpers ----------------------------------------------------------------------------------
+
+/// A step change with an attempt and what the step used (SPEC §7.2, §8.3).
+fn attempt(
+    index: usize,
+    status: StepStatus,
+    attempt: Option<u32>,
+    outputs: Vec<NewOutput>,
+    metered: Option<Metered>,
+) -> RunChange {
+    RunChange::Step {
+        index,
+        status,
+        progress: 0.0,
+        message: None,
+        outputs,
+        at: Utc::now(),
+        metered,
+        attempt,
+    }
+}
+
+fn delta(index: usize, text: &str) -> RunChange {
+    RunChange::Delta {
+        index,
+        text: text.into(),
+    }
+}
+
+/// SPEC §7.2 on every store: a streamed answer's deltas are events, its text so far is on the
+/// step while it runs (afresh for another attempt), and its success keeps its usage, cost and
+/// outputs — what later steps read by reference.
+async fn a_streamed_answer_and_its_metering_are_kept(store: Arc<dyn Store>) {
+    store
+        .grant(entry("u", LedgerKind::Grant, 10))
+        .await
+        .unwrap();
+    let run = cast_ok(store.as_ref(), "u", 4, &["ask", "echo"]).await;
+    let id = &run.run_id;
+    let now = Utc::now();
+    let start = RunChange::Start {
+        at: now,
+        deadline: now + chrono::Duration::minutes(1),
+    };
+    store.advance_run(id, start).await.unwrap().unwrap();
+    assert!(
+        store
+            .advance_run(id, delta(0, "early"))
+            .await
+            .unwrap()
+            .is_none(),
+        "a step that has not started appends nothing"
+    );
+    let running = attempt(0, StepStatus::Running, Some(1), vec![], None);
+    store.advance_run(id, running).await.unwrap().unwrap();
+    for piece in ["Hel", "lo"] {
+        store
+            .advance_run(id, delta(0, piece))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let stored = store.run(id).await.unwrap().unwrap();
+    assert_eq!(stored.steps[0].partial.as_deref(), Some("Hello"));
+    assert_eq!(stored.steps[0].attempt, Some(1));
+    assert!(store
+        .advance_run(id, delta(1, "x"))
+        .await
+        .unwrap()
+        .is_none());
+    // Another attempt answers afresh.
+    let again = attempt(0, StepStatus::Running, Some(2), vec![], None);
+    store.advance_run(id, again).await.unwrap().unwrap();
+    assert_eq!(store.run(id).await.unwrap().unwrap().steps[0].partial, None);
+    store
+        .advance_run(id, delta(0, "Hi!"))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = NewOutput {
+        kind: OutputKind::Text,
+        mime: "text/plain; charset=utf-8".into(),
+        title: None,
+        value: Some(json!("Hi!")),
+        file: None,
+    };
+    let metered = Metered {
+        cost_pts: 3,
+        usage: Some(Usage {
+            prompt_tokens: 12,
+            completion_tokens: 2,
+            estimated: true,
+        }),
+        usage_estimated: true,
+    };
+    let done = attempt(0, StepStatus::Succeeded, None, vec![answer], Some(metered));
+    store.advance_run(id, done).await.unwrap().unwrap();
+    let stored = store.run(id).await.unwrap().unwrap();
+    let step = &stored.steps[0];
+    assert_eq!(
+        step.partial, None,
+        "the answer so far is gone once it succeeded"
+    );
+    assert_eq!((step.attempt, step.cost_pts), (Some(2), Some(3)));
+    assert_eq!(
+        (
+            step.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            step.usage_estimated
+        ),
+        (Some((12, 2)), true)
+    );
+    assert_eq!(step.outputs, vec![0]);
+    let scope = spellcast_core::references::scope(&stored, 1);
+    assert_eq!(scope["steps"]["ask"]["text"], "Hi!");
+    assert_eq!(scope["steps"]["ask"]["usage"]["completionTokens"], 2);
+    let texts: Vec<String> = store
+        .run_events(id, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::StepDelta { text, index: 0, .. } => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        ["Hel", "lo", "Hi!"],
+        "deltas are events, in order, once"
+    );
+}
 
 async fn ledger_sum(store: &dyn Store, user: &str) -> i64 {
     store

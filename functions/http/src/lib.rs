@@ -285,13 +285,43 @@ pub const METRICS: Endpoint = Endpoint {
 /// paths and methods those of [`ALL`], and Schemathesis checks the answers against it).
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
+/// The OpenAPI document as this process serves it: [`OPENAPI_JSON`], with what a cast's
+/// `context` must be for each spell of `catalog` (its own input schema, by slug), so the document
+/// says exactly what a cast accepts.
+pub fn openapi_document(catalog: &spellcast_core::catalog::Catalog) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(OPENAPI_JSON) else {
+        return OPENAPI_JSON.to_owned();
+    };
+    let variants: Vec<serde_json::Value> = catalog
+        .iter()
+        .map(|spell| {
+            let mut inputs = spell.def.inputs.clone();
+            if let Some(map) = inputs.as_object_mut() {
+                // A subschema is no resource of its own: the document's dialect applies.
+                map.remove("$schema");
+            }
+            serde_json::json!({
+                "properties": {"slug": {"const": spell.slug.as_str()}, "context": inputs}
+            })
+        })
+        .collect();
+    if let Some(cast) = doc.pointer_mut("/components/schemas/CastRequest") {
+        cast["oneOf"] = serde_json::Value::Array(variants);
+    }
+    doc.to_string()
+}
+
 /// `GET /api/v1/openapi.json`
 pub const OPENAPI: Endpoint = Endpoint {
     path: "/api/v1/openapi.json",
     methods: GET_OR_HEAD,
-    handler: |_, _, _, _| {
-        Box::pin(async {
-            let mut r = respond(StatusCode::OK, "application/json", OPENAPI_JSON);
+    handler: |app, _, _, _| {
+        Box::pin(async move {
+            let mut r = respond(
+                StatusCode::OK,
+                "application/json",
+                openapi_document(&app.catalog),
+            );
             r.headers_mut().insert(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("public, max-age=300"),
@@ -647,6 +677,28 @@ mod tests {
         assert!(ALL
             .iter()
             .all(|e| e.matches("/static/js/spell-execute.js").is_none()));
+    }
+
+    /// The served document says what a cast's context must be for each spell, by slug.
+    #[test]
+    fn the_served_document_carries_each_spells_inputs_for_a_cast() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/spells");
+        let catalog = spellcast_core::catalog::Catalog::load(&dir).unwrap();
+        let doc: Value = serde_json::from_str(&openapi_document(&catalog)).unwrap();
+        let variants = doc["components"]["schemas"]["CastRequest"]["oneOf"]
+            .as_array()
+            .unwrap();
+        assert_eq!(variants.len(), catalog.iter().count());
+        let oracle = variants
+            .iter()
+            .find(|v| v["properties"]["slug"]["const"] == "oracle")
+            .unwrap();
+        let context = &oracle["properties"]["context"];
+        assert_eq!(context["required"], serde_json::json!(["question"]));
+        assert!(
+            context.get("$schema").is_none(),
+            "no dialect of its own inside the document"
+        );
     }
 
     /// The document names exactly the endpoints there are, with their methods: it cannot drift
