@@ -319,3 +319,22 @@ def test_scripts_dev_with_the_model_serves_the_oracle(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)
+
+
+def test_a_text_too_long_to_travel_with_the_run_is_still_read_by_reference(start, catalog):
+    """A text over the inline limit is stored as a file (SPEC §5.7); a later step reading it by
+    reference gets the whole text, not an empty string."""
+    spell = {"slug": "long-text", "version": 1, "title": "L", "summary": "s", "description": "d",
+             "inputs": {"type": "object", "properties": {"n": {"type": "integer"}}}, "steps": [
+                 {"id": "write", "title": "Write", "tool": "text.render",
+                  "with": {"template": "{% for i in range(n) %}0123456789{% endfor %}"}},
+                 {"id": "count", "title": "Count", "tool": "text.render",
+                  "with": {"template": "{{ steps.write.text | length }} {{ steps.write.text[-3:] }}"}}]}
+    (catalog / "long-text.json").write_text(json.dumps(spell))
+    server = start()
+    user = server.session()
+    _, cast = server.quote_and_cast(user["token"], "long-text", {"n": 2000})
+    run = server.wait_for_status(user["token"], cast["runId"])
+    assert run["status"] == "succeeded", run
+    assert run["outputs"][0]["kind"] == "file", "20,000 characters are stored as a file"
+    assert run["outputs"][1]["value"] == "20000 789"

@@ -211,7 +211,7 @@ async fn a_streamed_answer_and_its_metering_are_kept(store: Arc<dyn Store>) {
         (Some((12, 2)), true)
     );
     assert_eq!(step.outputs, vec![0]);
-    let scope = spellcast_core::references::scope(&stored, 1);
+    let scope = spellcast_core::references::scope(&stored, 1, &Default::default());
     assert_eq!(scope["steps"]["ask"]["text"], "Hi!");
     assert_eq!(scope["steps"]["ask"]["usage"]["completionTokens"], 2);
     let texts: Vec<String> = store

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use serde_json::{json, Map, Value};
 
 use crate::catalog::Spell;
-use crate::run::{Run, StepStatus};
+use crate::run::{OutputKind, Run, StepStatus};
 use crate::tools::JsonShape;
 
 /// The template variable under which earlier steps' results are found.
@@ -115,9 +115,35 @@ fn check_one(spell: &Spell, from: usize, path: &[&str]) -> Result<(), String> {
     }
 }
 
+/// The run's outputs that later steps may read as `steps.<id>.text` but whose text is not in the
+/// run: a text too long to travel with it was stored as a `text/plain` file (SPEC §5.7). The
+/// runner reads these (indexes into `run.outputs`) and hands their texts to [`scope`].
+pub fn texts_to_read(run: &Run, index: usize) -> Vec<usize> {
+    run.steps
+        .iter()
+        .take(index)
+        .filter(|step| step.status == StepStatus::Succeeded)
+        .filter(|step| {
+            !step.outputs.iter().any(|&n| {
+                run.outputs
+                    .get(n)
+                    .is_some_and(|o| o.kind == OutputKind::Text)
+            })
+        })
+        .filter_map(|step| {
+            step.outputs.iter().copied().find(|&n| {
+                run.outputs
+                    .get(n)
+                    .is_some_and(|o| o.kind == OutputKind::File && o.mime.starts_with("text/plain"))
+            })
+        })
+        .collect()
+}
+
 /// What the templates of step `index` read: the run's inputs, and under `steps` the results of
-/// the steps before it that succeeded, as stored in `run`.
-pub fn scope(run: &Run, index: usize) -> Value {
+/// the steps before it that succeeded, as stored in `run` (`files`: the texts of
+/// [`texts_to_read`], by output index).
+pub fn scope(run: &Run, index: usize, files: &std::collections::BTreeMap<usize, String>) -> Value {
     let mut scope = match &run.context {
         Value::Object(inputs) => inputs.clone(),
         _ => Map::new(),
@@ -139,10 +165,16 @@ pub fn scope(run: &Run, index: usize) -> Value {
                 .and_then(|o| o.value.clone())
         };
         let mut result = Map::new();
-        if let Some(text) = first(crate::run::OutputKind::Text) {
+        let stored_text = || {
+            step.outputs
+                .iter()
+                .find_map(|n| files.get(n))
+                .map(|t| Value::String(t.clone()))
+        };
+        if let Some(text) = first(OutputKind::Text).or_else(stored_text) {
             result.insert("text".into(), text);
         }
-        if let Some(json) = first(crate::run::OutputKind::Json) {
+        if let Some(json) = first(OutputKind::Json) {
             result.insert("json".into(), json);
         }
         result.insert(
@@ -305,13 +337,52 @@ mod tests {
             attempt: Some(1),
         })
         .unwrap();
-        let scope = scope(&run, 1);
+        let none = Default::default();
+        let scope = scope(&run, 1, &none);
         assert_eq!(scope["q"], "why?");
         assert_eq!(scope["steps"]["a"]["text"], "Because.");
         assert_eq!(scope["steps"]["a"]["usage"]["completionTokens"], 3);
         assert_eq!(scope["steps"]["a"]["outputs"][0]["kind"], "text");
         assert!(scope["steps"].get("b").is_none());
         // Step 0 sees nothing of itself.
-        assert_eq!(super::scope(&run, 0)["steps"], json!({}));
+        assert_eq!(super::scope(&run, 0, &none)["steps"], json!({}));
+        assert!(texts_to_read(&run, 1).is_empty(), "the text is in the run");
+    }
+
+    #[test]
+    fn a_text_stored_as_a_file_is_read_for_its_reference() {
+        use crate::run::{FileBody, NewOutput, RunChange};
+        let mut run = crate::run::tests::queued_run();
+        let now = chrono::Utc::now();
+        run.apply(RunChange::Start {
+            at: now,
+            deadline: now,
+        })
+        .unwrap();
+        // What the runner's offload makes of a text over the inline limit.
+        let long = NewOutput {
+            kind: OutputKind::File,
+            mime: "text/plain; charset=utf-8".into(),
+            title: None,
+            value: None,
+            file: Some(FileBody::Blob("runs/run_1/abc".into())),
+        };
+        run.apply(RunChange::Step {
+            index: 0,
+            status: StepStatus::Succeeded,
+            progress: 1.0,
+            message: None,
+            outputs: vec![long],
+            at: now,
+            metered: None,
+            attempt: None,
+        })
+        .unwrap();
+        assert_eq!(texts_to_read(&run, 1), vec![0]);
+        let files = [(0, "a very long answer".to_owned())].into_iter().collect();
+        assert_eq!(
+            scope(&run, 1, &files)["steps"]["a"]["text"],
+            "a very long answer"
+        );
     }
 }

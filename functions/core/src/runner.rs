@@ -233,7 +233,8 @@ impl Runner<'_> {
                     clock: self.clock,
                 };
                 // The references are read from the run as stored (SPEC §7.1).
-                let context = crate::references::scope(&run, index);
+                let files = self.stored_texts(&run, index).await?;
+                let context = crate::references::scope(&run, index, &files);
                 let call = ToolCall {
                     params: &step.with,
                     context: &context,
@@ -332,6 +333,29 @@ impl Runner<'_> {
             }
             None => Execution::Skipped,
         })
+    }
+
+    /// The texts earlier steps made that were stored as files (too long to travel with the
+    /// run), for their references.
+    async fn stored_texts(
+        &self,
+        run: &Run,
+        index: usize,
+    ) -> StoreResult<std::collections::BTreeMap<usize, String>> {
+        let mut texts = std::collections::BTreeMap::new();
+        for n in crate::references::texts_to_read(run, index) {
+            let bytes = match self.log.store.output_file(&run.run_id, n).await? {
+                Some(file) => match file.body {
+                    FileBody::Inline(bytes) => Some(bytes),
+                    FileBody::Blob(key) => self.blobs.get(&key).await?,
+                },
+                None => None,
+            };
+            if let Some(bytes) = bytes {
+                texts.insert(n, String::from_utf8_lossy(&bytes).into_owned());
+            }
+        }
+        Ok(texts)
     }
 
     /// Ends a canceling run at a safe point, refunded by the cancel rule.
