@@ -13,7 +13,8 @@ WORDS = ["The", " stars", " are", " far", ",", " and", " the", " oracle", " is",
 
 
 class Faults:
-    def __init__(self):
+    def __init__(self, tls=None):
+        """`tls`: a server-side ssl.SSLContext, to serve https."""
         self.requests = []  # (model, body, headers) of every request
         self.seen = {}
         self.closed = threading.Event()  # set when a client dropped a slow answer
@@ -37,7 +38,11 @@ class Faults:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        scheme = "http"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self):

@@ -338,3 +338,39 @@ def test_a_text_too_long_to_travel_with_the_run_is_still_read_by_reference(start
     assert run["status"] == "succeeded", run
     assert run["outputs"][0]["kind"] == "file", "20,000 characters are stored as a file"
     assert run["outputs"][1]["value"] == "20000 789"
+
+
+def test_an_https_model_behind_a_private_ca_is_reached_only_with_the_ca_file(start, catalog, tmp_path):
+    """`caFile` (SPEC §7.4): the tools trust the public roots and the deployer's CA, nothing else."""
+    import ssl
+
+    import trustme
+    ca = trustme.CA()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(tls)
+    faults = Faults(tls=tls)
+    try:
+        (catalog / "ask-tls.json").write_text(json.dumps(oracle_like("ask-tls", "tls", retry={"attempts": 1})))
+        local = json.loads(open(__import__("os").environ["SPELLCAST_TOOLS_FILE"]).read())["llm"]["local"]
+        ca_file = tmp_path / "ca.pem"
+        ca_file.write_bytes(ca.cert_pem.bytes())
+        for trusted in (False, True):
+            doc = {"llm": {"local": local, "tls": {"baseUrl": faults.url, "model": "tls"}}}
+            if trusted:
+                doc["caFile"] = str(ca_file)
+            tools = tmp_path / f"tools-{trusted}.json"
+            tools.write_text(json.dumps(doc))
+            server = start("--tools", str(tools))
+            user = server.session()
+            _, cast = server.quote_and_cast(user["token"], "ask-tls", {"question": "q"})
+            run = server.wait_for_status(user["token"], cast["runId"])
+            if trusted:
+                assert run["status"] == "succeeded", run
+                assert run["outputs"][0]["value"] == "The stars are far, and the oracle is near."
+            else:
+                assert run["status"] == "failed", run
+                assert faults.url not in run["error"]["message"]
+            server.stop()
+        assert faults.url.startswith("https://")
+    finally:
+        faults.stop()
