@@ -37,6 +37,8 @@ def test_the_oracle_streams_its_answer_and_the_next_steps_use_it(server):
     assert all(started < d[0] < done[0] for d in deltas), "every delta comes before the step ends"
     text = "".join(d[2]["text"] for d in deltas)
     assert done[2]["outputs"][0]["value"] == text, "the deltas add up to the answer, none twice"
+    progress = [d[2]["progress"] for d in deltas]
+    assert progress == sorted(progress) and 0 < progress[-1] <= 1, "tokens so far of maxTokens"
     assert text.strip(), "the model said something"
 
     run = server.run(user["token"], cast["runId"])

@@ -1,9 +1,7 @@
-// The spell execution page: renders the form from the spell's JSON Schema, quotes and casts,
-// streams the run live (EventSource resumes with Last-Event-ID by itself), and shows the outputs.
-// A cast moves the address to the run's own page, /runs/{runId}, which the same page serves: it
-// finds the run on the server (its owner's session), so a reload, another tab or another device
-// shows it again, live while it goes. Vanilla JS, no build step. Spell text and user input only
-// ever go into the page as text (textContent, value, attributes), never as HTML.
+// The spell execution page: the form from the spell's JSON Schema, quote and cast, the run live
+// (EventSource resumes by itself), the outputs. A cast moves to /runs/{runId}, which this page
+// also serves from the server's copy of the run. Spell text and user input only ever go into the
+// page as text (textContent, value, attributes), never as HTML. Vanilla JS, no build step.
 
 import { Problem, api, el, session, showBalance } from "/static/js/common.js";
 
@@ -217,7 +215,11 @@ function stream(state) {
     paintStep(d.index);
     if (d.attempt) answer(d.index, "", true); // each attempt answers afresh
   });
-  on("stepDelta", (d) => answer(d.index, d.text));
+  on("stepDelta", (d) => {
+    answer(d.index, d.text);
+    steps[d.index].progress = d.progress;
+    paintStep(d.index);
+  });
   on("executionFinished", (d) => {
     source.close();
     finished({ status: "succeeded", outputs: d.outputs, durationMs: d.durationMs }, state);

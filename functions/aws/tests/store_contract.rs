@@ -125,6 +125,7 @@ fn delta(index: usize, text: &str) -> RunChange {
     RunChange::Delta {
         index,
         text: text.into(),
+        progress: 0.5,
     }
 }
 

@@ -344,7 +344,7 @@ async fn cast(
                 let index = data["index"].as_u64().unwrap_or(0) as usize;
                 if kind == "stepDelta" {
                     let text = str_of(&data["text"]);
-                    shown.delta(index, text);
+                    shown.delta(index, text, data["progress"].as_f64().unwrap_or(0.0));
                     let so_far = streamed
                         .entry(str_of(&data["stepId"]).to_owned())
                         .or_insert_with(|| json!(""));

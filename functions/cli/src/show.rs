@@ -71,13 +71,21 @@ impl Progress {
     /// Step `index` appended `text` to its answer (a `stepDelta`): on a terminal the bar shows
     /// its end while it grows and the whole answer is printed above the bars when the step
     /// ends; piped, the text goes to stdout as it comes.
-    pub fn delta(&mut self, index: usize, text: &str) {
+    pub fn delta(&mut self, index: usize, text: &str, progress: f64) {
         match self {
-            Progress::Bars { steps, answers, .. } => {
+            Progress::Bars {
+                overall,
+                steps,
+                answers,
+                ..
+            } => {
                 let (Some(bar), Some(answer)) = (steps.get(index), answers.get_mut(index)) else {
                     return;
                 };
                 answer.push_str(text);
+                bar.set_position((progress.clamp(0.0, 1.0) * PER_MILLE as f64) as u64);
+                let total: u64 = steps.iter().map(|b| b.position()).sum();
+                overall.set_position(total / steps.len().max(1) as u64);
                 let flat = answer.replace('\n', " ");
                 let tail: Vec<char> = flat.chars().rev().take(40).collect();
                 bar.set_message(tail.into_iter().rev().collect::<String>());

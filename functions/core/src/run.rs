@@ -315,6 +315,9 @@ pub enum EventBody {
         index: usize,
         /// The text appended since the previous delta.
         text: String,
+        /// The step's progress with it, 0..=1 (for an answer: its tokens so far against its
+        /// `maxTokens`).
+        progress: f64,
     },
     /// Every step succeeded.
     #[serde(rename = "executionFinished", rename_all = "camelCase")]
@@ -445,6 +448,8 @@ pub enum RunChange {
         index: usize,
         /// The text appended.
         text: String,
+        /// Its progress then, 0..=1.
+        progress: f64,
     },
     /// Every step succeeded.
     Finish {
@@ -705,7 +710,11 @@ impl Run {
                     attempt,
                 }
             }
-            RunChange::Delta { index, text } => {
+            RunChange::Delta {
+                index,
+                text,
+                progress,
+            } => {
                 if !matches!(self.status, RunStatus::Running | RunStatus::Canceling) {
                     return Err(self.refuse("steps move only while running"));
                 }
@@ -716,11 +725,14 @@ impl Run {
                     return Err(self.refuse("only a running step appends text"));
                 }
                 step.partial.get_or_insert_with(String::new).push_str(&text);
+                let progress = progress.clamp(0.0, 1.0).max(step.progress);
+                step.progress = progress;
                 EventBody::StepDelta {
                     run_id: self.run_id.clone(),
                     step_id: step.id.clone(),
                     index,
                     text,
+                    progress,
                 }
             }
             RunChange::Finish { at } => {

@@ -126,10 +126,11 @@ impl Progress for StepProgress<'_> {
         }
     }
 
-    async fn append(&self, text: String) {
+    async fn append(&self, text: String, progress: f64) {
         let change = RunChange::Delta {
             index: self.index,
             text,
+            progress: progress.clamp(0.0, 1.0),
         };
         if let Err(e) = self.log.advance(self.run_id, change).await {
             tracing::warn!(error = %e, "answer text not recorded");

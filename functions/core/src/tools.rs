@@ -339,9 +339,9 @@ impl ToolError {
 pub trait Progress: Send + Sync {
     /// Reports progress (0..=1) with an optional message.
     async fn report(&self, fraction: f64, message: Option<String>);
-    /// Appends text to the step's answer so far (a `stepDelta` event). Tools call it already
-    /// coalesced ([`crate::deltas::Coalescer`]).
-    async fn append(&self, _text: String) {}
+    /// Appends text to the step's answer so far (a `stepDelta` event), with the step's progress
+    /// (0..=1) as it stands then. Tools call it already coalesced ([`crate::deltas::Coalescer`]).
+    async fn append(&self, _text: String, _progress: f64) {}
 }
 
 /// The port to a tool's implementation.

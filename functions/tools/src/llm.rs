@@ -294,6 +294,8 @@ impl LlmTool {
             );
         }
         answer.opened = true;
+        // The step's progress: the tokens so far against the most it may write.
+        let most = body["max_tokens"].as_u64().unwrap_or(1).max(1) as f64;
         let max_bytes = model.config.max_bytes;
         let idle = Duration::from_secs(model.config.idle_timeout_secs.max(1));
         // The stream ends early past the cap (a line without end would otherwise grow the
@@ -330,7 +332,9 @@ impl LlmTool {
             let event = tokio::select! {
                 () = flush => {
                     if let Some(text) = deltas.take(Instant::now()) {
-                        progress.append(text).await;
+                        progress
+                            .append(text, answer.pieces as f64 / most)
+                            .await;
                     }
                     continue;
                 }
@@ -360,7 +364,7 @@ impl LlmTool {
                 }
                 Ok(Some(piece)) => {
                     if let Some(text) = deltas.push(&piece, Instant::now()) {
-                        progress.append(text).await;
+                        progress.append(text, answer.pieces as f64 / most).await;
                     }
                 }
                 Ok(None) => {}
@@ -375,7 +379,7 @@ impl LlmTool {
             )));
         }
         if let Some(text) = deltas.take(Instant::now()) {
-            progress.append(text).await;
+            progress.append(text, answer.pieces as f64 / most).await;
         }
         if !answer.done && !answer.finished {
             return Err(StreamError::Transient(format!(
