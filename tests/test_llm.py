@@ -4,6 +4,7 @@ assert structure, streaming order, usage and cost), and the faults a model serve
 from an OpenAI-format server that misbehaves on purpose (tests/openai_faults.py)."""
 import json
 import math
+import os
 import shutil
 import subprocess
 import time
@@ -124,13 +125,18 @@ def oracle_like(slug, endpoint, **step):
     }
 
 
+def local_model():
+    """The real model's entry of the session's tool configuration (the conftest's `model`)."""
+    return json.loads(open(os.environ["SPELLCAST_TOOLS_FILE"]).read())["llm"]["local"]
+
+
 MODELS = ("slow", "flaky", "cut", "nousage", "bad", "idle")
 
 
 def tools_file(directory, faults, idle_secs=2):
     """A tool configuration naming each behaviour of `faults` as an endpoint, with the real model
     as `local` too (the sample catalog's oracle needs it)."""
-    local = json.loads(open(__import__("os").environ["SPELLCAST_TOOLS_FILE"]).read())["llm"]["local"]
+    local = local_model()
     llm = {m: {"baseUrl": faults.url, "model": m, "ptsPer1kPrompt": 1000, "ptsPer1kCompletion": 1000,
                "idleTimeoutSecs": idle_secs, "apiKeyEnv": "FAULTS_KEY"} for m in MODELS}
     path = directory.parent / "faults-tools.json"
@@ -290,7 +296,6 @@ def test_a_tool_configuration_with_plain_http_beyond_loopback_is_refused(tmp_pat
 @pytest.mark.skipif(ON_DYNAMODB, reason="scripts/dev runs the embedded store; the redb pass covers it")
 def test_scripts_dev_with_the_model_serves_the_oracle(tmp_path):
     """The README's one command for the product with a real model: `scripts/dev --model`."""
-    import os
     import signal
 
     from conftest import free_port
@@ -353,7 +358,7 @@ def test_an_https_model_behind_a_private_ca_is_reached_only_with_the_ca_file(sta
     faults = Faults(tls=tls)
     try:
         (catalog / "ask-tls.json").write_text(json.dumps(oracle_like("ask-tls", "tls", retry={"attempts": 1})))
-        local = json.loads(open(__import__("os").environ["SPELLCAST_TOOLS_FILE"]).read())["llm"]["local"]
+        local = local_model()
         ca_file = tmp_path / "ca.pem"
         ca_file.write_bytes(ca.cert_pem.bytes())
         for trusted in (False, True):

@@ -146,14 +146,6 @@ impl ToolKind {
         }
     }
 
-    /// Whether a call that was in flight when its runner died may simply be made again.
-    pub fn repeatable(self, params: &Value) -> bool {
-        match self {
-            ToolKind::Http => params.get("repeatable").and_then(Value::as_bool) == Some(true),
-            _ => true,
-        }
-    }
-
     /// How many attempts a step of this tool gets unless it says otherwise (SPEC §8.3).
     pub fn default_attempts(self) -> u32 {
         match self {
@@ -281,17 +273,6 @@ pub struct ToolResult {
     pub cost_pts: i64,
     /// What a model used, for a tool that calls one.
     pub usage: Option<Usage>,
-}
-
-impl ToolResult {
-    /// A result without model usage.
-    pub fn new(outputs: Vec<NewOutput>, cost_pts: i64) -> Self {
-        ToolResult {
-            outputs,
-            cost_pts,
-            usage: None,
-        }
-    }
 }
 
 /// Why a call failed.
