@@ -9,7 +9,8 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
-use spellcast_core::ports::{Blobs, StoreError, StoreResult};
+use spellcast_core::ports::{BlobHead, Blobs, StoreError, StoreResult};
+use spellcast_core::uploads::SignedPut;
 
 use crate::sdk_error::store_error;
 
@@ -99,5 +100,90 @@ impl Blobs for S3Blobs {
             .await
             .map_err(store_error)?;
         Ok(Some(request.uri().to_owned()))
+    }
+
+    async fn head(&self, key: &str, first: usize) -> StoreResult<Option<BlobHead>> {
+        // One ranged GET: the first bytes, and the whole size from `Content-Range`.
+        let sent = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes=0-{}", first.max(1) - 1))
+            .send()
+            .await;
+        let object = match sent {
+            Ok(object) => object,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            // An empty object has no byte 0 to start a range at.
+            Err(e) if e.code() == Some("InvalidRange") => {
+                return Ok(Some(BlobHead {
+                    size: 0,
+                    first: Vec::new(),
+                }))
+            }
+            Err(e) => return Err(store_error(e)),
+        };
+        let size = object
+            .content_range()
+            .and_then(|range| range.rsplit_once('/'))
+            .and_then(|(_, total)| total.parse().ok())
+            .or_else(|| object.content_length().and_then(|n| u64::try_from(n).ok()))
+            .unwrap_or(0);
+        let bytes = object.body.collect().await.map_err(StoreError::from_err)?;
+        let mut head = bytes.into_bytes().to_vec();
+        head.truncate(first);
+        Ok(Some(BlobHead { size, first: head }))
+    }
+
+    async fn signed_put(
+        &self,
+        key: &str,
+        mime: &str,
+        bytes: u64,
+        ttl: Duration,
+    ) -> StoreResult<Option<SignedPut>> {
+        let presigning = PresigningConfig::expires_in(ttl).map_err(StoreError::from_err)?;
+        let length = i64::try_from(bytes).map_err(StoreError::from_err)?;
+        // `Content-Length` and `Content-Type` are signed: S3 refuses a PUT of another size or
+        // type (the Rust SDK signs `content-length` when it is set).
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(mime)
+            .content_length(length)
+            .presigned(presigning)
+            .await
+            .map_err(store_error)?;
+        let headers = request
+            .headers()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+            .collect();
+        Ok(Some(SignedPut {
+            url: request.uri().to_owned(),
+            headers,
+        }))
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
+        let sent = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .copy_source(format!("{}/{from}", self.bucket))
+            .key(to)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            // Copied before, and the source expired since: what matters is there.
+            Err(e) if e.code() == Some("NoSuchKey") => match self.head(to, 0).await? {
+                Some(_) => Ok(()),
+                None => Err(store_error(e)),
+            },
+            Err(e) => Err(store_error(e)),
+        }
     }
 }

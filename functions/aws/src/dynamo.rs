@@ -21,6 +21,7 @@
 //! | output file     | `FILE#{runId}`      | `{n:06}`             | `mime`, and `bytes` (B, at most 256 KB) or `blob` (its S3 key) |
 //! | tool cost       | `TOOLCOST`          | `{slug/step/tool}`   | `calls`, `pts` counters (ADD)                   |
 //! | spell price     | `STATS`             | `{slug}`             | recomputed every 15 minutes                     |
+//! | upload          | `UPLOAD#{uploadId}` | `UPLOAD`             | owner, declared type and size, `expiresAt`; `ttl` then |
 //! | rate counter    | `RATE#{limit}#{subject}` | `{window start}` | `hits` (ADD); `ttl` when the window ends        |
 //! | open streams    | `STREAMS#USER#{user}` / `STREAMS#RUN#{runId}` | `OPEN` | `open` count, conditional `< cap`; `leaseUntil`; `ttl` |
 //!
@@ -74,7 +75,7 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use spellcast_core::ids::{CreditTxId, RunId, ShareId, UserId};
+use spellcast_core::ids::{CreditTxId, RunId, ShareId, UploadId, UserId};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
 use spellcast_core::ledger::LedgerEntry;
 use spellcast_core::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
@@ -83,6 +84,7 @@ use spellcast_core::ports::{
 };
 use spellcast_core::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
 use spellcast_core::sharing::Share;
+use spellcast_core::uploads::Upload;
 use spellcast_core::webhooks::{Attempt, Delivery, WebhookSecret};
 
 type Item = HashMap<String, Av>;
@@ -1157,6 +1159,25 @@ impl Store for DynamoStore {
                 .map_err(store_error)?;
         }
         Ok(())
+    }
+
+    async fn put_upload(&self, upload: &Upload) -> StoreResult<()> {
+        let mut it = item(upload, format!("UPLOAD#{}", upload.upload_id), "UPLOAD")?;
+        // DynamoDB deletes it after it expires (within a day or two: the cast judges by
+        // `expiresAt`, not by whether the item is still there).
+        it.insert("ttl".into(), n(upload.expires_at.timestamp()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(it))
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn upload(&self, upload_id: &UploadId) -> StoreResult<Option<Upload>> {
+        self.get_as(format!("UPLOAD#{upload_id}"), "UPLOAD").await
     }
 
     async fn spell_stats(&self) -> StoreResult<Vec<SpellStats>> {

@@ -99,6 +99,15 @@ impl Store for FaultyStore {
     async fn cast(&self, cast: NewCast) -> StoreResult<CastOutcome> {
         self.call(self.inner.cast(cast)).await
     }
+    async fn put_upload(&self, upload: &spellcast_core::uploads::Upload) -> StoreResult<()> {
+        self.call(self.inner.put_upload(upload)).await
+    }
+    async fn upload(
+        &self,
+        upload_id: &spellcast_core::ids::UploadId,
+    ) -> StoreResult<Option<spellcast_core::uploads::Upload>> {
+        self.call(self.inner.upload(upload_id)).await
+    }
     async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>> {
         self.call(self.inner.run(run_id)).await
     }

@@ -43,6 +43,8 @@ pub struct Config {
     /// Divides the webhook retry delays (1: the real schedule; the local server's tests shorten
     /// it).
     pub webhook_retry_divisor: u32,
+    /// How long an upload stays usable by a cast; one no cast used is deleted after it.
+    pub upload_ttl: chrono::Duration,
 }
 
 impl Config {
@@ -75,6 +77,7 @@ impl Config {
             streams_per_run: crate::limits::StreamCaps::PER_RUN,
             webhook_loopback: false,
             webhook_retry_divisor: 1,
+            upload_ttl: chrono::Duration::seconds(crate::uploads::UNUSED_TTL_SECS),
         }
     }
 
@@ -143,6 +146,19 @@ impl App {
             bus: self.bus.as_ref(),
             keys: &self.keys,
             clock: self.clock.as_ref(),
+            blobs: self.blobs.as_ref(),
+        }
+    }
+
+    /// Uploads (file inputs), with the ports they need.
+    pub fn uploading(&self) -> crate::uploads::Uploading<'_> {
+        crate::uploads::Uploading {
+            store: self.store.as_ref(),
+            blobs: self.blobs.as_ref(),
+            keys: &self.keys,
+            clock: self.clock.as_ref(),
+            public_url: &self.config.public_url,
+            ttl: self.config.upload_ttl,
         }
     }
 

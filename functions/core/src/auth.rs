@@ -12,6 +12,8 @@ use crate::ids::{InvoiceId, Slug, UserId};
 pub const SESSION_AUDIENCE: &str = "spellcast-session";
 /// The audience of invoice tokens.
 pub const INVOICE_AUDIENCE: &str = "spellcast-invoice";
+/// The audience of the tokens in local upload URLs.
+pub const UPLOAD_AUDIENCE: &str = "spellcast-upload";
 
 /// Claims of a session token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -145,6 +147,18 @@ impl TokenKeys {
     /// Verifies an invoice token, including its expiry.
     pub fn verify_invoice(&self, token: &str) -> Result<InvoiceClaims, TokenError> {
         self.verify(token, INVOICE_AUDIENCE, true)
+    }
+
+    /// Signs the claims of a local upload URL (their `aud` and `iss` are set here).
+    pub fn upload(&self, mut claims: crate::uploads::UploadClaims) -> String {
+        claims.aud = UPLOAD_AUDIENCE.into();
+        claims.iss = self.issuer.clone();
+        self.sign(&claims)
+    }
+
+    /// Verifies the token of a local upload URL, including its expiry.
+    pub fn verify_upload(&self, token: &str) -> Result<crate::uploads::UploadClaims, TokenError> {
+        self.verify(token, UPLOAD_AUDIENCE, true)
     }
 
     /// Verifies an invoice token's signature but not its expiry: a stream may outlive the quote,

@@ -22,6 +22,8 @@ pub struct Casting<'a> {
     pub keys: &'a TokenKeys,
     /// The time.
     pub clock: &'a dyn Clock,
+    /// Where uploaded files are (file inputs: SPEC §7.3).
+    pub blobs: &'a dyn crate::ports::Blobs,
 }
 
 /// A cast as the client asks for it.
@@ -114,6 +116,19 @@ impl Casting<'_> {
         }
 
         let now = self.clock.now();
+        let uploads = crate::uploads::check_inputs(
+            &spell.files,
+            &request.context,
+            &request.user,
+            now,
+            self.store,
+            self.blobs,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::uploads::InputError::Invalid(errors) => CastError::InvalidContext(errors),
+            crate::uploads::InputError::Store(e) => CastError::Store(e),
+        })?;
         let context_hash = json_hash(&request.context);
         let mut run = Run::queued(
             &spell,
@@ -124,6 +139,7 @@ impl Casting<'_> {
             now,
         );
         run.webhook = request.webhook;
+        run.uploads = uploads;
         let debit = run.debit_entry();
         let outcome = self
             .store
@@ -138,6 +154,10 @@ impl Casting<'_> {
             .await?;
         match outcome {
             CastOutcome::Created(run) => {
+                // Out of the prefix that expires; the runner copies again if this is cut short.
+                if let Err(e) = crate::uploads::keep(self.blobs, &run.uploads).await {
+                    tracing::warn!(run_id = %run.run_id, error = %e, "uploads not kept yet");
+                }
                 let event = ExecutionStarted {
                     run_id: run.run_id.clone(),
                     slug: run.slug.clone(),

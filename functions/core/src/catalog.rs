@@ -121,6 +121,8 @@ pub struct Spell {
     pub slug: Slug,
     /// The file it was read from (or compiled in from), for errors that name it.
     pub file: PathBuf,
+    /// Its file inputs (SPEC §7.3).
+    pub files: Vec<crate::uploads::FileInput>,
     validator: OnceLock<Result<jsonschema::Validator, String>>,
 }
 
@@ -190,9 +192,23 @@ impl Spell {
                     .into(),
             );
         }
+        let files = crate::uploads::FileInput::of_schema(&def.inputs)?;
+        for step in &def.steps {
+            if let Some(input) = crate::tools::file_input_param(step) {
+                if !files.iter().any(|f| f.name == input) {
+                    return Err(format!(
+                        "step `{}` ({}): `input` must name a file input ({}), not `{input}`",
+                        step.id,
+                        step.tool,
+                        crate::uploads::UPLOAD_FORMAT
+                    ));
+                }
+            }
+        }
         Ok(Spell {
             slug,
             file: PathBuf::from(format!("{}.json", def.slug)),
+            files,
             def,
             validator: OnceLock::new(),
         })

@@ -180,6 +180,12 @@ opaque_id!(
 );
 
 opaque_id!(
+    /// A file a user uploaded for a cast's input (`upl_…`).
+    UploadId,
+    "upl"
+);
+
+opaque_id!(
     /// A shared run's public id (`sh_…`): made by [`ShareId::unguessable`], since whoever knows
     /// it sees the run.
     ShareId,

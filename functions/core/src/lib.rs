@@ -29,6 +29,7 @@ pub mod sharing;
 pub mod stats;
 pub mod tool_config;
 pub mod tools;
+pub mod uploads;
 pub mod viewing;
 pub mod watching;
 pub mod webhooks;

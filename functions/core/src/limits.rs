@@ -61,6 +61,8 @@ pub struct Limits {
     pub invoices: Limit,
     /// Casts, per user.
     pub casts: Limit,
+    /// Uploads asked for (file inputs), per user.
+    pub uploads: Limit,
     /// Demo sessions made (each a new user with demo points), per client address: the one
     /// request that writes without a user (local server only).
     pub sessions: Limit,
@@ -71,6 +73,8 @@ impl Limits {
     pub const INVOICES_PER_MINUTE: u32 = 60;
     /// Casts a user may make per minute unless configured otherwise (SPEC §2).
     pub const CASTS_PER_MINUTE: u32 = 30;
+    /// Uploads a user may ask for per minute.
+    pub const UPLOADS_PER_MINUTE: u32 = 60;
     /// Demo sessions one client address may make per minute unless configured otherwise.
     pub const SESSIONS_PER_MINUTE: u32 = 30;
 
@@ -79,6 +83,7 @@ impl Limits {
         Limits {
             invoices: Limit::per_minute("invoices", invoices),
             casts: Limit::per_minute("casts", casts),
+            uploads: Limit::per_minute("uploads", Self::UPLOADS_PER_MINUTE),
             sessions: Limit::per_minute("sessions", Self::SESSIONS_PER_MINUTE),
         }
     }

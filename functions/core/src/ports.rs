@@ -269,6 +269,14 @@ pub trait Store: Send + Sync {
     async fn save_spell_stats(&self, stats: &[SpellStats]) -> StoreResult<()>;
     /// Every spell's saved price.
     async fn spell_stats(&self) -> StoreResult<Vec<SpellStats>>;
+    /// Records an upload a user asked for (SPEC §7.3); the store forgets it some time after it
+    /// expires.
+    async fn put_upload(&self, upload: &crate::uploads::Upload) -> StoreResult<()>;
+    /// An upload, if the store still has it (perhaps expired: the caller judges).
+    async fn upload(
+        &self,
+        upload_id: &crate::ids::UploadId,
+    ) -> StoreResult<Option<crate::uploads::Upload>>;
 }
 
 /// An execution event for the bus.
@@ -310,6 +318,30 @@ pub trait Blobs: Send + Sync {
     /// A URL the client may fetch the bytes from directly for `ttl` (an S3 presigned URL), or
     /// `None` where the server serves them itself.
     async fn signed_url(&self, key: &str, ttl: Duration) -> StoreResult<Option<String>>;
+    /// The size of the bytes under `key` and their first `first` bytes, if there are any.
+    async fn head(&self, key: &str, first: usize) -> StoreResult<Option<BlobHead>>;
+    /// A URL a client may PUT exactly `bytes` bytes of `mime` to under `key` for `ttl`, with the
+    /// size and type bound by its signature (an S3 presigned PUT), or `None` where the server
+    /// takes uploads itself.
+    async fn signed_put(
+        &self,
+        key: &str,
+        mime: &str,
+        bytes: u64,
+        ttl: Duration,
+    ) -> StoreResult<Option<crate::uploads::SignedPut>>;
+    /// Copies the bytes under `from` to `to`. Nothing under `from` is fine if `to` has them
+    /// already (a copy made before); else it is an error.
+    async fn copy(&self, from: &str, to: &str) -> StoreResult<()>;
+}
+
+/// What [`Blobs::head`] tells of stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobHead {
+    /// How many bytes there are.
+    pub size: u64,
+    /// The first of them (as many as asked for, or all if fewer).
+    pub first: Vec<u8>,
 }
 
 /// Tells a stream that a run may have new events, so it does not poll needlessly.

@@ -256,6 +256,9 @@ pub struct Run {
     /// Where its webhook deliveries go, if the cast named a receiver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<crate::webhooks::WebhookTarget>,
+    /// The files it took as inputs, checked by the cast (SPEC §7.3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uploads: Vec<crate::uploads::RunUpload>,
 }
 
 /// The data of a run event, tagged by its SSE event type.
@@ -550,6 +553,7 @@ impl Run {
             error: None,
             last_seq: 0,
             webhook: None,
+            uploads: Vec::new(),
         }
     }
 
@@ -897,6 +901,7 @@ pub(crate) mod tests {
             error: None,
             last_seq: 0,
             webhook: None,
+            uploads: Vec::new(),
         }
     }
 

@@ -188,6 +188,10 @@ impl Runner<'_> {
             return Ok(Execution::Skipped);
         };
         tracing::info!(slug = %run.slug, steps = run.steps.len(), "run started");
+        // The cast kept the run's uploads unless it was cut short; make sure (harmless twice).
+        if let Err(e) = crate::uploads::keep(self.blobs, &run.uploads).await {
+            tracing::warn!(error = %e, "uploads not kept");
+        }
 
         let mut status = run.status;
         for (index, step) in spell.def.steps.iter().enumerate() {
@@ -240,6 +244,8 @@ impl Runner<'_> {
                     params: &step.with,
                     context: &context,
                     run_id,
+                    uploads: &run.uploads,
+                    blobs: self.blobs,
                 };
                 let left = (deadline - self.clock.now()).to_std().unwrap_or_default();
                 // Inside the step: a tool that waits (a delay, a slow HTTP call, a model's
@@ -455,6 +461,37 @@ mod tests {
         }
         async fn signed_url(&self, _key: &str, _ttl: Duration) -> StoreResult<Option<String>> {
             Ok(None)
+        }
+        async fn head(
+            &self,
+            key: &str,
+            first: usize,
+        ) -> StoreResult<Option<crate::ports::BlobHead>> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .get(key)
+                .map(|b| crate::ports::BlobHead {
+                    size: b.len() as u64,
+                    first: b[..first.min(b.len())].to_vec(),
+                }))
+        }
+        async fn signed_put(
+            &self,
+            _key: &str,
+            _mime: &str,
+            _bytes: u64,
+            _ttl: Duration,
+        ) -> StoreResult<Option<crate::uploads::SignedPut>> {
+            Ok(None)
+        }
+        async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
+            let mut map = self.0.lock().unwrap();
+            if let Some(bytes) = map.get(from).cloned() {
+                map.insert(to.to_owned(), bytes);
+            }
+            Ok(())
         }
     }
 

@@ -28,11 +28,13 @@ pub enum ToolKind {
     Http,
     /// `llm.chat`: asks a configured OpenAI-compatible chat model, streaming its answer.
     LlmChat,
+    /// `file.show`: puts a file input in the gallery, with what it is (type, size, SHA-256).
+    FileShow,
 }
 
 impl ToolKind {
     /// Every kind.
-    pub const ALL: [ToolKind; 7] = [
+    pub const ALL: [ToolKind; 8] = [
         ToolKind::TextRender,
         ToolKind::JsonRender,
         ToolKind::ImageSigil,
@@ -40,6 +42,7 @@ impl ToolKind {
         ToolKind::Fail,
         ToolKind::Http,
         ToolKind::LlmChat,
+        ToolKind::FileShow,
     ];
 
     /// The name a spell's step uses.
@@ -52,6 +55,7 @@ impl ToolKind {
             ToolKind::Fail => "fail",
             ToolKind::Http => "http",
             ToolKind::LlmChat => "llm.chat",
+            ToolKind::FileShow => "file.show",
         }
     }
 
@@ -105,6 +109,8 @@ impl ToolKind {
                 }
                 number_in(params, "temperature", 0.0, 2.0)
             }
+            // Which input it names is checked with the spell's inputs.
+            ToolKind::FileShow => require_str(params, "input"),
         }
     }
 
@@ -143,6 +149,13 @@ impl ToolKind {
                 outputs: 1,
                 ..nothing
             },
+            ToolKind::FileShow => Produces {
+                json: Some(JsonShape::Literal(serde_json::json!({
+                    "input": "", "mime": "", "bytes": 0, "sha256": ""
+                }))),
+                outputs: 2,
+                ..nothing
+            },
         }
     }
 
@@ -158,7 +171,7 @@ impl ToolKind {
     /// What a call is quoted before any call was measured.
     pub fn nominal_cost(self, params: &Value) -> i64 {
         match self {
-            ToolKind::TextRender | ToolKind::JsonRender | ToolKind::Fail => 1,
+            ToolKind::TextRender | ToolKind::JsonRender | ToolKind::Fail | ToolKind::FileShow => 1,
             ToolKind::ImageSigil => 5,
             // One point per started second.
             ToolKind::TimeDelay => delay_seconds(params).ceil().max(1.0) as i64,
@@ -171,6 +184,14 @@ impl ToolKind {
             // the step may generate.
             ToolKind::LlmChat => max_tokens(params).div_ceil(100) as i64,
         }
+    }
+}
+
+/// The file input a step reads, for a tool that reads one (`file.show`'s `input`).
+pub fn file_input_param(step: &crate::catalog::StepDef) -> Option<&str> {
+    match ToolKind::parse(&step.tool) {
+        Some(ToolKind::FileShow) => str_param(&step.with, "input"),
+        _ => None,
     }
 }
 
@@ -248,6 +269,10 @@ pub struct ToolCall<'a> {
     pub context: &'a Value,
     /// The run, for logs.
     pub run_id: &'a crate::ids::RunId,
+    /// The files the run took as inputs (SPEC §7.3), read by reference from `blobs`.
+    pub uploads: &'a [crate::uploads::RunUpload],
+    /// Where their bytes are.
+    pub blobs: &'a dyn crate::ports::Blobs,
 }
 
 /// Tokens a model read and wrote.

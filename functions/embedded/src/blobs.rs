@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use spellcast_core::ports::{Blobs, StoreError, StoreResult};
+use spellcast_core::ports::{BlobHead, Blobs, StoreError, StoreResult};
+use spellcast_core::uploads::SignedPut;
 
 /// Files under one directory, one per key.
 pub struct DiskBlobs {
@@ -78,6 +79,85 @@ impl Blobs for DiskBlobs {
 
     async fn signed_url(&self, _key: &str, _ttl: Duration) -> StoreResult<Option<String>> {
         Ok(None)
+    }
+
+    async fn head(&self, key: &str, first: usize) -> StoreResult<Option<BlobHead>> {
+        let path = self.path(key)?;
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(StoreError::from_err(e)),
+            };
+            let size = file.metadata().map_err(StoreError::from_err)?.len();
+            let mut head = Vec::with_capacity(first);
+            file.take(first as u64)
+                .read_to_end(&mut head)
+                .map_err(StoreError::from_err)?;
+            Ok(Some(BlobHead { size, first: head }))
+        })
+        .await
+        .map_err(StoreError::from_err)?
+    }
+
+    async fn signed_put(
+        &self,
+        _key: &str,
+        _mime: &str,
+        _bytes: u64,
+        _ttl: Duration,
+    ) -> StoreResult<Option<SignedPut>> {
+        // The local server takes the PUT itself.
+        Ok(None)
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
+        let (from, to) = (self.path(from)?, self.path(to)?);
+        tokio::task::spawn_blocking(move || {
+            if to.exists() {
+                return Ok(());
+            }
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let partial = to.with_extension("partial");
+            std::fs::copy(&from, &partial)?;
+            std::fs::rename(&partial, &to)
+        })
+        .await
+        .map_err(StoreError::from_err)?
+        .map_err(StoreError::from_err)
+    }
+}
+
+impl DiskBlobs {
+    /// Deletes the files under `prefix` written more than `age` ago (unused uploads: the
+    /// bucket's lifecycle rule does this on AWS). Returns how many went.
+    pub async fn remove_older_than(&self, prefix: &str, age: Duration) -> StoreResult<usize> {
+        let dir = self.path(prefix)?;
+        tokio::task::spawn_blocking(move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(StoreError::from_err(e)),
+            };
+            let mut removed = 0;
+            for entry in entries.flatten() {
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|at| at.elapsed().ok())
+                    .is_some_and(|elapsed| elapsed >= age);
+                if old && std::fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(StoreError::from_err)?
     }
 }
 

@@ -25,7 +25,7 @@ use redb::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use spellcast_core::ids::{CreditTxId, RunId, ShareId, UserId};
+use spellcast_core::ids::{CreditTxId, RunId, ShareId, UploadId, UserId};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_core::ledger::LedgerEntry;
 use spellcast_core::ports::{
@@ -33,6 +33,7 @@ use spellcast_core::ports::{
 };
 use spellcast_core::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
 use spellcast_core::sharing::Share;
+use spellcast_core::uploads::Upload;
 use spellcast_core::webhooks::{Attempt, Delivery, WebhookSecret};
 
 const BALANCES: TableDefinition<&str, i64> = TableDefinition::new("balances");
@@ -62,6 +63,8 @@ const BLOB_FILES: TableDefinition<(&str, u64), (&str, &str)> = TableDefinition::
 const TOOL_COSTS: TableDefinition<&str, (u64, i64)> = TableDefinition::new("tool_costs");
 const SPELL_STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("spell_stats");
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+/// Uploads by id (SPEC §7.3); the sweeper removes expired ones.
+const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 
 /// An upper bound for ids in key ranges (ids are lowercase ASCII, all below `~`).
 const ID_MAX: &str = "~";
@@ -154,6 +157,7 @@ impl RedbStore {
         tx.open_table(TOOL_COSTS).map_err(err)?;
         tx.open_table(SPELL_STATS).map_err(err)?;
         tx.open_table(SETTINGS).map_err(err)?;
+        tx.open_table(UPLOADS).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(RedbStore { db: Arc::new(db) })
     }
@@ -179,6 +183,30 @@ impl RedbStore {
         };
         tx.commit().map_err(err)?;
         Ok(value)
+    }
+
+    /// Removes the uploads that expired before `now` (DynamoDB's TTL does this on AWS). Returns
+    /// how many went.
+    pub async fn remove_expired_uploads(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<usize> {
+        self.write(move |tx| {
+            let mut table = tx.open_table(UPLOADS).map_err(err)?;
+            let mut expired = Vec::new();
+            for item in table.iter().map_err(err)? {
+                let (k, v) = item.map_err(err)?;
+                let upload: Upload = from_json(v.value())?;
+                if upload.expires_at <= now {
+                    expired.push(k.value().to_owned());
+                }
+            }
+            for id in &expired {
+                table.remove(id.as_str()).map_err(err)?;
+            }
+            Ok(expired.len())
+        })
+        .await
     }
 
     /// Runs blocking database work off the async threads.
@@ -846,6 +874,27 @@ impl Store for RedbStore {
             Ok(())
         })
         .await
+    }
+
+    async fn put_upload(&self, upload: &Upload) -> StoreResult<()> {
+        let upload = upload.clone();
+        self.write(move |tx| {
+            let mut table = tx.open_table(UPLOADS).map_err(err)?;
+            table
+                .insert(upload.upload_id.as_str(), to_json(&upload)?.as_slice())
+                .map_err(err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upload(&self, upload_id: &UploadId) -> StoreResult<Option<Upload>> {
+        let id = upload_id.to_owned();
+        self.read_now(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let table = tx.open_table(UPLOADS).map_err(err)?;
+            get_json(&table, id.as_str())
+        })
     }
 
     async fn spell_stats(&self) -> StoreResult<Vec<SpellStats>> {

@@ -16,6 +16,7 @@ pub mod shares;
 mod spells;
 mod stats;
 mod stream;
+mod uploads;
 pub use stream::frame as sse_frame;
 
 use std::sync::Arc;
@@ -33,8 +34,18 @@ use spellcast_core::ids::Slug;
 use spellcast_core::limits::{Limit, Verdict};
 use spellcast_core::App;
 
-/// Request bodies over this many bytes get 413.
+/// Request bodies over this many bytes get 413 (but an upload's bytes: [`body_limit`]).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The largest body a request to `path` may carry: an upload's bytes may be as large as a
+/// file input takes; everything else is JSON of at most [`MAX_BODY_BYTES`].
+pub fn body_limit(path: &str) -> usize {
+    if UPLOAD_CONTENT.matches(path).is_some() {
+        spellcast_core::uploads::MAX_UPLOAD_BYTES as usize
+    } else {
+        MAX_BODY_BYTES
+    }
+}
 
 /// A response body: whole, or streamed chunk by chunk (SSE).
 pub enum Body {
@@ -114,6 +125,21 @@ impl Endpoint {
 const GET: &[Method] = &[Method::GET];
 const GET_OR_HEAD: &[Method] = &[Method::GET, Method::HEAD];
 const POST: &[Method] = &[Method::POST];
+const PUT: &[Method] = &[Method::PUT];
+
+/// `POST /api/v1/uploads`
+pub const UPLOADS: Endpoint = Endpoint {
+    path: "/api/v1/uploads",
+    methods: POST,
+    handler: |app, req, _, body| Box::pin(async move { uploads::request(app, req, &body).await }),
+};
+/// `PUT /api/v1/uploads/{uploadId}/content`: the local server's upload target (AWS hands out
+/// S3 presigned URLs instead, so no Lambda serves it).
+pub const UPLOAD_CONTENT: Endpoint = Endpoint {
+    path: "/api/v1/uploads/{}/content",
+    methods: PUT,
+    handler: |app, req, p, body| Box::pin(uploads::content(app, req, p[0], body)),
+};
 
 /// `GET /api/v1/spells/{slug}/meta`
 pub const META: Endpoint = Endpoint {
@@ -339,6 +365,8 @@ pub const ALL: &[&Endpoint] = &[
     #[cfg(feature = "cards")]
     &SPELL_CARD,
     &INVOICE,
+    &UPLOADS,
+    &UPLOAD_CONTENT,
     &CAST,
     &STREAM,
     &RUN_SNAPSHOT,
@@ -370,7 +398,7 @@ pub async fn handle(app: Arc<App>, req: Request, endpoints: &[&Endpoint]) -> Res
     let id = request_id(&parts);
     let span = tracing::info_span!("request", request_id = %id, method = %parts.method, path = %parts.uri.path());
     async move {
-        let response = if body.len() > MAX_BODY_BYTES {
+        let response = if body.len() > body_limit(parts.uri.path()) {
             Problem::payload_too_large().into_response()
         } else {
             let path = parts.uri.path();
@@ -540,6 +568,16 @@ pub(crate) fn str_field<'a>(
         Some(_) => Err(Problem::bad_field(&format!("/{name}"), "must be a string")),
         None => Err(Problem::bad_field(&format!("/{name}"), "is required")),
     }
+}
+
+/// A JSON number with no fraction, however it is written (`1080` or `1080.0`): what a document
+/// calls an integer.
+pub(crate) fn whole_number(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+            .map(|f| f as i64)
+    })
 }
 
 /// A slug from a path or a body.

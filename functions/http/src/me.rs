@@ -150,12 +150,7 @@ pub async fn dev_session(
     };
     let grant = match fields.get("grantPts") {
         None | Some(Value::Null) => 1000,
-        // A JSON number with no fraction is an integer, however it is written (`1080.0`).
-        Some(v) => match v.as_i64().or_else(|| {
-            v.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
-                .map(|f| f as i64)
-        }) {
+        Some(v) => match super::whole_number(v) {
             Some(n) if (0..=1_000_000).contains(&n) => n,
             _ => {
                 return Err(Problem::bad_field(

@@ -360,9 +360,15 @@ mod tests {
                 }
             }
         }
-        assert!(answered.len() > 20, "the scan found the calls: {answered:?}");
+        assert!(
+            answered.len() > 20,
+            "the scan found the calls: {answered:?}"
+        );
         for code in answered {
-            assert!(listed.contains(&code), "`{code}` is answered but not documented");
+            assert!(
+                listed.contains(&code),
+                "`{code}` is answered but not documented"
+            );
         }
     }
 }

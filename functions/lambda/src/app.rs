@@ -16,7 +16,7 @@ use spellcast_core::auth::TokenKeys;
 use spellcast_core::catalog::Catalog;
 use spellcast_core::ids::RunId;
 use spellcast_core::ports::{
-    Blobs, BusError, EventBus, ExecutionStarted, StoreError, StoreResult, SystemClock,
+    BlobHead, Blobs, BusError, EventBus, ExecutionStarted, StoreError, StoreResult, SystemClock,
 };
 use spellcast_core::run::{Run, RunEvent};
 use spellcast_core::stats::PriceBook;
@@ -180,6 +180,24 @@ impl Blobs for NoBlobs {
     }
 
     async fn signed_url(&self, _key: &str, _ttl: Duration) -> StoreResult<Option<String>> {
+        Err(StoreError::new("this function keeps no large files"))
+    }
+
+    async fn head(&self, _key: &str, _first: usize) -> StoreResult<Option<BlobHead>> {
+        Err(StoreError::new("this function keeps no large files"))
+    }
+
+    async fn signed_put(
+        &self,
+        _key: &str,
+        _mime: &str,
+        _bytes: u64,
+        _ttl: Duration,
+    ) -> StoreResult<Option<spellcast_core::uploads::SignedPut>> {
+        Err(StoreError::new("this function keeps no large files"))
+    }
+
+    async fn copy(&self, _from: &str, _to: &str) -> StoreResult<()> {
         Err(StoreError::new("this function keeps no large files"))
     }
 }

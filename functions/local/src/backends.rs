@@ -23,6 +23,18 @@ pub struct Backend {
     pub limiter: Arc<dyn Limiter>,
     pub bus: Arc<dyn EventBus>,
     pub token_secret: Vec<u8>,
+    /// What deletes unused uploads here.
+    pub expiry: UploadExpiry,
+}
+
+/// What deletes unused uploads in this process (on AWS DynamoDB's TTL deletes the records and
+/// the bucket's lifecycle rule the bytes; so does a bucket here).
+#[derive(Clone, Default)]
+pub struct UploadExpiry {
+    /// The embedded store's upload records.
+    pub records: Option<RedbStore>,
+    /// Upload bytes under the data dir.
+    pub files: Option<Arc<DiskBlobs>>,
 }
 
 /// redb under `--data-dir` (or in memory), the in-process bus.
@@ -42,6 +54,10 @@ pub fn embedded(args: &Args, bus: LocalBus) -> Result<Backend, String> {
     };
     let (blobs, scratch) = disk_blobs(args)?;
     Ok(Backend {
+        expiry: UploadExpiry {
+            records: Some(store.clone()),
+            files: Some(blobs.clone()),
+        },
         store: Arc::new(store),
         blobs,
         scratch,
@@ -80,15 +96,18 @@ pub async fn dynamodb(args: &Args, local: LocalBus) -> Result<Backend, String> {
             }
         }
     }
-    let (blobs, scratch) = match &args.outputs_bucket {
+    let (blobs, scratch, files) = match &args.outputs_bucket {
         Some(bucket) => {
             let s3 = S3Blobs::new(&config, bucket);
             if args.create_tables {
                 s3.create_bucket().await.map_err(|e| e.to_string())?;
             }
-            (Arc::new(s3) as Arc<dyn Blobs>, None)
+            (Arc::new(s3) as Arc<dyn Blobs>, None, None)
         }
-        None => disk_blobs(args)?,
+        None => {
+            let (disk, scratch) = disk_blobs(args)?;
+            (disk.clone() as Arc<dyn Blobs>, scratch, Some(disk))
+        }
     };
     let token_secret = match args.token_secret.clone() {
         Some(s) => s.into_bytes(),
@@ -109,12 +128,16 @@ pub async fn dynamodb(args: &Args, local: LocalBus) -> Result<Backend, String> {
             local,
         }),
         token_secret,
+        expiry: UploadExpiry {
+            records: None,
+            files,
+        },
     })
 }
 
 /// Large files under `--data-dir`'s `blobs/`, or, with `--memory`, in a temporary directory that
 /// goes when the process ends.
-fn disk_blobs(args: &Args) -> Result<(Arc<dyn Blobs>, Option<tempfile::TempDir>), String> {
+fn disk_blobs(args: &Args) -> Result<(Arc<DiskBlobs>, Option<tempfile::TempDir>), String> {
     let (dir, scratch) = if args.memory {
         let scratch = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
         (scratch.path().join("blobs"), Some(scratch))

@@ -105,6 +105,9 @@ pub struct Args {
     /// After how long a queued run's start event counts as lost, in milliseconds.
     #[arg(long, default_value_t = Config::REPUBLISH_AFTER_MS)]
     pub republish_after_ms: u64,
+    /// How long an upload stays usable by a cast, in seconds; one no cast used is deleted then.
+    #[arg(long, default_value_t = spellcast_core::uploads::UNUSED_TTL_SECS as u64)]
+    pub upload_ttl_secs: u64,
     /// How often spell prices are recomputed, in seconds.
     #[arg(long, default_value_t = 900)]
     pub stats_interval_secs: u64,
@@ -174,6 +177,7 @@ impl Args {
         config.streams_per_run = self.streams_per_run;
         config.webhook_loopback = self.unsafe_webhook_loopback;
         config.webhook_retry_divisor = self.webhook_retry_divisor;
+        config.upload_ttl = chrono::Duration::seconds(self.upload_ttl_secs.max(1) as i64);
         config
     }
 

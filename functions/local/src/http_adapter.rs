@@ -17,7 +17,7 @@ use http::{header, Method, Request};
 use http_body_util::{BodyExt, Either, Full, Limited, StreamBody};
 use hyper::body::{Body as _, Frame, Incoming};
 use spellcast_core::App;
-use spellcast_http::{self as api, MAX_BODY_BYTES};
+use spellcast_http as api;
 
 use crate::site::Site;
 
@@ -133,7 +133,7 @@ impl Routes {
         let bytes = if body.is_end_stream() {
             Ok(Ok(Bytes::new()))
         } else {
-            let read = Limited::new(body, MAX_BODY_BYTES + 1).collect();
+            let read = Limited::new(body, api::body_limit(parts.uri.path()) + 1).collect();
             tokio::time::timeout(self.body_read_timeout, read)
                 .await
                 .map(|read| read.map(|collected| collected.to_bytes()))

@@ -72,6 +72,7 @@ async fn run(args: Args) -> Result<(), String> {
     let keys = TokenKeys::hs256(&backend.token_secret, "spellcast-local")?;
     // With --memory, large files live in a temporary directory for as long as the process.
     let _scratch = backend.scratch;
+    let expiry = backend.expiry;
 
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
@@ -123,6 +124,10 @@ async fn run(args: Args) -> Result<(), String> {
     }
     tokio::spawn(workers::sweeper(app.clone(), args.sweep_interval()));
     tokio::spawn(workers::stats_ticker(app.clone(), args.stats_interval()));
+    tokio::spawn(workers::upload_sweeper(
+        expiry,
+        std::time::Duration::from_secs(args.upload_ttl_secs.max(1)),
+    ));
 
     let demo = args.demo_sessions(bound);
     if !demo {

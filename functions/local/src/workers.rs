@@ -44,6 +44,36 @@ pub async fn sweeper(app: Arc<App>, period: Duration) {
     }
 }
 
+/// Deletes the uploads no cast used once they expire (`--upload-ttl-secs`): their records in
+/// the embedded store, their bytes under the data dir. A used upload's bytes were copied out of
+/// `uploads/` by its cast, so they stay with the run.
+pub async fn upload_sweeper(expiry: crate::backends::UploadExpiry, ttl: Duration) {
+    if expiry.records.is_none() && expiry.files.is_none() {
+        return;
+    }
+    // Often enough that nothing outlives its time by more than a quarter of it.
+    let mut tick = tokio::time::interval(
+        (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(600)),
+    );
+    loop {
+        tick.tick().await;
+        if let Some(records) = &expiry.records {
+            match records.remove_expired_uploads(chrono::Utc::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "expired upload records removed"),
+                Err(e) => tracing::error!(error = %e, "expired uploads not removed"),
+            }
+        }
+        if let Some(files) = &expiry.files {
+            match files.remove_older_than("uploads", ttl).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "unused upload files removed"),
+                Err(e) => tracing::error!(error = %e, "unused upload files not removed"),
+            }
+        }
+    }
+}
+
 /// Most deliveries attempted at once.
 const PARALLEL_DELIVERIES: usize = 16;
 /// How often the webhook worker looks for due deliveries when nothing wakes it sooner.

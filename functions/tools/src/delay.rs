@@ -58,6 +58,8 @@ mod tests {
             params: &params,
             context: &ctx,
             run_id: &"r".into(),
+            uploads: &[],
+            blobs: &crate::testing::Files::default(),
         };
         let out = Delay.call(call, &seen).await.unwrap();
         assert_eq!(*seen.0.lock().unwrap(), vec![0.25, 0.5, 0.75, 1.0]);

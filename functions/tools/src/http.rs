@@ -153,6 +153,8 @@ mod tests {
             params: &params,
             context: &serde_json::json!({}),
             run_id: &"r".into(),
+            uploads: &[],
+            blobs: &crate::testing::Files::default(),
         };
         let Err(error) = tool.call(call, &crate::testing::Recorded::default()).await else {
             panic!("a refused connection fails the attempt")

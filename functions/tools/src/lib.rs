@@ -4,6 +4,7 @@
 
 mod delay;
 mod fail;
+mod file;
 mod http;
 mod llm;
 mod sigil;
@@ -31,6 +32,7 @@ pub fn builtin() -> Toolbox {
         .with(ToolKind::ImageSigil, Arc::new(sigil::SigilImage))
         .with(ToolKind::TimeDelay, Arc::new(delay::Delay))
         .with(ToolKind::Fail, Arc::new(fail::Fail))
+        .with(ToolKind::FileShow, Arc::new(file::FileShow))
 }
 
 /// The built-in tools, with `http` and `llm.chat` over the endpoints `config` names (SPEC §7.4).
@@ -122,8 +124,11 @@ fn json_output(call: &ToolCall<'_>, value: Value) -> Result<NewOutput, ToolError
 #[cfg(test)]
 pub(crate) mod testing {
     use async_trait::async_trait;
+    use spellcast_core::ports::{BlobHead, Blobs, StoreError, StoreResult};
     use spellcast_core::tools::Progress;
+    use spellcast_core::uploads::SignedPut;
     use std::sync::Mutex;
+    use std::time::Duration;
 
     /// Records progress reports.
     #[derive(Default)]
@@ -133,6 +138,48 @@ pub(crate) mod testing {
     impl Progress for Recorded {
         async fn report(&self, fraction: f64, _message: Option<String>) {
             self.0.lock().unwrap().push(fraction);
+        }
+    }
+
+    /// Blobs in a map, for tools that read files.
+    #[derive(Default)]
+    pub struct Files(pub Mutex<std::collections::HashMap<String, Vec<u8>>>);
+
+    #[async_trait]
+    impl Blobs for Files {
+        async fn put(&self, key: &str, _mime: &str, bytes: Vec<u8>) -> StoreResult<()> {
+            self.0.lock().unwrap().insert(key.to_owned(), bytes);
+            Ok(())
+        }
+        async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+            Ok(self.0.lock().unwrap().get(key).cloned())
+        }
+        async fn signed_url(&self, _key: &str, _ttl: Duration) -> StoreResult<Option<String>> {
+            Ok(None)
+        }
+        async fn head(&self, key: &str, first: usize) -> StoreResult<Option<BlobHead>> {
+            Ok(self.0.lock().unwrap().get(key).map(|b| BlobHead {
+                size: b.len() as u64,
+                first: b[..first.min(b.len())].to_vec(),
+            }))
+        }
+        async fn signed_put(
+            &self,
+            _key: &str,
+            _mime: &str,
+            _bytes: u64,
+            _ttl: Duration,
+        ) -> StoreResult<Option<SignedPut>> {
+            Ok(None)
+        }
+        async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
+            let mut map = self.0.lock().unwrap();
+            let bytes = map
+                .get(from)
+                .cloned()
+                .ok_or_else(|| StoreError::new("missing"))?;
+            map.insert(to.to_owned(), bytes);
+            Ok(())
         }
     }
 }

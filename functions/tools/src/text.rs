@@ -117,6 +117,8 @@ mod tests {
             params: &params,
             context: &ctx,
             run_id: &"r".into(),
+            uploads: &[],
+            blobs: &crate::testing::Files::default(),
         };
         let out = TextRender.call(call, &Recorded::default()).await.unwrap();
         assert_eq!(out.outputs[0].value, Some(json!("Hello, <b>Ada</b>!")));
@@ -126,6 +128,8 @@ mod tests {
             params: &params,
             context: &long,
             run_id: &"r".into(),
+            uploads: &[],
+            blobs: &crate::testing::Files::default(),
         };
         assert_eq!(
             TextRender
@@ -145,6 +149,8 @@ mod tests {
             params: &params,
             context: &ctx,
             run_id: &"r".into(),
+            uploads: &[],
+            blobs: &crate::testing::Files::default(),
         };
         let out = JsonRender.call(call, &Recorded::default()).await.unwrap();
         assert_eq!(

@@ -97,6 +97,7 @@ pub fn queued_run(user: &str, invoice_id: &InvoiceId, steps: &[&str]) -> Run {
         error: None,
         last_seq: 0,
         webhook: None,
+        uploads: Vec::new(),
     }
 }
 
