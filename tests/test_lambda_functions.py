@@ -361,6 +361,32 @@ def test_an_image_output_comes_back_byte_for_byte_through_the_runs_function(depl
     assert png.status_code == 200 and png.headers["content-type"] == "image/png", png.text
     assert png.content.startswith(b"\x89PNG\r\n\x1a\n") and len(png.content) > 100
 
+def test_a_file_input_goes_up_by_presigned_put_and_comes_back_through_the_runs_function(deployment, aws):
+    """SPEC §7.3 on AWS: the cast function hands out an S3 presigned PUT (moto's S3), checks the
+    upload at the cast, and the runner shows it; the runs function serves the very bytes."""
+    from test_uploads import png
+    emulator, local = deployment["emulator"], deployment["local"]
+    _, token = funded_user(local, pts=100)
+    auth = {"authorization": f"Bearer {token}"}
+    picture = png(5, 5, seed=3)
+    asked = emulator.http.post(emulator.url_of("cast", "/api/v1/uploads"), headers=auth,
+                               json={"mime": "image/png", "bytes": len(picture)})
+    assert asked.status_code == 201, asked.text
+    ticket = asked.json()
+    assert "X-Amz-Signature=" in ticket["url"], "an S3 presigned URL"
+    headers = {k: v for k, v in ticket["headers"].items() if k != "content-length"}
+    put = httpx.put(ticket["url"], content=picture, headers=headers)
+    assert put.status_code == 200, put.text
+    _, cast = quote_and_cast(emulator, auth, "looking-glass", {"picture": ticket["uploadId"]})
+    ran = emulator.invoke("runner", receive_execution(aws, deployment["queue"], cast["runId"]))
+    assert ran.json()["status"] == "succeeded", ran.text
+    run = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{cast['runId']}"), headers=auth).json()
+    image = next(i for i, o in enumerate(run["outputs"]) if o.get("title") == "picture")
+    got = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{cast['runId']}/outputs/{image}"), headers=auth,
+                            follow_redirects=True)
+    assert got.status_code == 200 and got.content == picture, got.status_code
+
+
 def test_cancel_through_the_cancel_function_stops_the_runner_function(deployment, aws):
     """Issue 12 item 1 on AWS: a queued run canceled is refunded in full and its delivery then runs
     nothing; a running one, canceled through the cancel function, is stopped by the runner

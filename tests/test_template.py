@@ -146,29 +146,52 @@ def test_cloudfront_adds_the_functions_security_headers_to_every_response(templa
     rust = (ROOT / "functions" / "http" / "src" / "lib.rs").read_text()
     const = re.search(r'pub const CONTENT_SECURITY_POLICY: &str = "(.*?)";', rust, re.S).group(1)
     const = re.sub(r"\\\n\s*", "", const)  # Rust's line continuations
-    # The one addition: large image outputs come from the outputs bucket by presigned URL.
-    with_outputs = const.replace("img-src 'self'", "img-src 'self' https://${OutputsBucket.RegionalDomainName}")
+    # The additions: large image outputs come from the outputs bucket by presigned URL, and the
+    # page PUTs file inputs to it by presigned URL.
+    bucket = "https://${OutputsBucket.RegionalDomainName}"
+    with_outputs = const.replace("img-src 'self' blob:", f"img-src 'self' blob: {bucket}") \
+        .replace("connect-src 'self'", f"connect-src 'self' {bucket}")
     assert headers["ContentSecurityPolicy"]["ContentSecurityPolicy"] == {"Sub": with_outputs}
     # An origin's own policy (an output file's sandbox) is kept.
     assert headers["ContentSecurityPolicy"]["Override"] is False
 
 
 def test_the_outputs_bucket_is_private_written_by_the_runner_and_read_by_runs(template):
-    """SPEC §5.7: large files live in S3; only the runner writes them and only `runs` (which
-    presigns the GETs) reads them."""
+    """SPEC §5.7 and §7.3: large files live in S3; the runner writes outputs and reads file
+    inputs, `runs` (which presigns the GETs) only reads, and the cast function (which presigns
+    upload PUTs) reaches only uploads/ and writes only inputs/."""
     bucket = template["Resources"]["OutputsBucket"]["Properties"]
     assert all(bucket["PublicAccessBlockConfiguration"].values())
     fns = functions(template)
-    for name, action in (("RunnerFunction", "s3:PutObject"), ("RunsFunction", "s3:GetObject")):
+    everything = {"Sub": "${OutputsBucket.Arn}/*"}
+    wanted = {
+        "RunnerFunction": [(["s3:PutObject", "s3:GetObject"], everything)],
+        "RunsFunction": [("s3:GetObject", everything)],
+        "CastFunction": [(["s3:PutObject", "s3:GetObject"], {"Sub": "${OutputsBucket.Arn}/uploads/*"}),
+                         ("s3:PutObject", {"Sub": "${OutputsBucket.Arn}/inputs/*"})],
+    }
+    for name, grants in wanted.items():
         props = fns[name]["Properties"]
         assert props["Environment"]["Variables"]["SPELLCAST_OUTPUTS_BUCKET"] == {"Ref": "OutputsBucket"}
         statements = [st for p in props["Policies"] for st in p["Statement"]]
-        s3 = [st for st in statements if str(st["Action"]).startswith("s3:")]
-        assert [st["Action"] for st in s3] == [action], name
-        assert s3[0]["Resource"] == {"Sub": "${OutputsBucket.Arn}/*"}
+        s3 = [(st["Action"], st["Resource"]) for st in statements if str(st["Action"]).find("s3:") >= 0]
+        assert s3 == grants, name
     for name, fn in fns.items():
-        if name not in ("RunnerFunction", "RunsFunction"):
+        if name not in wanted:
             assert "SPELLCAST_OUTPUTS_BUCKET" not in fn["Properties"].get("Environment", {}).get("Variables", {})
+
+
+def test_unused_uploads_expire_after_a_day_and_browsers_may_put_them(template):
+    """SPEC §7.3: an upload no cast used is deleted after a day (the lifecycle rule on uploads/;
+    a used one was copied to inputs/); the page PUTs straight to the presigned URL (CORS)."""
+    bucket = template["Resources"]["OutputsBucket"]["Properties"]
+    rules = bucket["LifecycleConfiguration"]["Rules"]
+    assert [(r["Prefix"], r["ExpirationInDays"], r["Status"]) for r in rules] == [("uploads/", 1, "Enabled")]
+    cors = bucket["CorsConfiguration"]["CorsRules"]
+    assert [r["AllowedMethods"] for r in cors] == [["PUT"]]
+    assert cors[0]["AllowedHeaders"] == ["content-type"]
+    cast = functions(template)["CastFunction"]["Properties"]
+    assert {e["Properties"]["Path"] for e in cast["Events"].values()} == {"/api/v1/spells/cast", "/api/v1/uploads"}
 
 
 def test_every_setting_the_template_passes_is_one_the_functions_read(template):

@@ -10,6 +10,7 @@ const runPage = section === "runs"; // /runs/{runId}, else /spells/{slug}
 let slug = runPage ? "" : decodeURIComponent(pathId || "");
 const $ = (id) => document.getElementById(id);
 const TERMINAL = ["succeeded", "failed", "canceled"];
+const FILES = "/static/js/file-input.js"; // loaded by a spell with a file input only
 
 function alertBox(text, ok, action) {
   const box = $("alert");
@@ -42,6 +43,9 @@ function field(name, s, required) {
       control = el("select", common, ...s.enum.map((v) => el("option", { value: v, textContent: v, selected: v === s.default })));
     } else if (s.type === "boolean") {
       control = el("input", { ...common, type: "checkbox", checked: !!s.default, required: false });
+    } else if (s.format === "spellcast-upload") {
+      control = el("input", { ...common, type: "file", accept: s.contentMediaType });
+      import(FILES).then((m) => m.picker(control, s));
     } else if (s.type === "integer" || s.type === "number") {
       control = el("input", { ...common, type: "number", min: s.minimum, max: s.maximum, step: s.type === "integer" ? 1 : "any", value: s.default ?? "" });
     } else {
@@ -60,7 +64,7 @@ function read() {
   for (const [name, { s, box }] of Object.entries(fields)) {
     const radio = box.querySelector("input:checked[type=radio]");
     const input = box.querySelector("input:not([type=radio]),select,textarea");
-    let v = s.enum && !input ? radio?.value : input?.type === "checkbox" ? input.checked : input?.value;
+    let v = s.enum && !input ? radio?.value : input?.type === "checkbox" ? input.checked : input?.files ? input.files[0] : input?.value;
     if ((s.type === "integer" || s.type === "number") && v !== "") v = Number(v);
     if (v !== "" && v !== undefined) ctx[name] = v;
   }
@@ -288,6 +292,7 @@ async function cast(event) {
   $("cast").disabled = true;
   try {
     const token = await session();
+    if (Object.values(ctx).some((v) => v instanceof File)) await (await import(FILES)).uploads(ctx, token);
     const quote = await api("/api/v1/payments/invoice", token, { spellSlug: slug, asset: "PTS" });
     $("quote").textContent = ` · your quote: ${quote.costPts} points`;
     const run = await api("/api/v1/spells/cast", token, { slug, invoiceId: quote.invoiceId, context: ctx });

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { join } from "node:path";
+import { deflateSync } from "node:zlib";
 import { AxeBuilder } from "@axe-core/playwright";
 import { SHOTS, progress, startBrowser, startServer, waitForEnd } from "./harness.mjs";
 
@@ -258,5 +259,64 @@ test("the oracle's answer grows on the page as the model writes it, nothing movi
   assert.ok(answer.trim().length > 0);
   await page.screenshot({ path: join(SHOTS, "oracle-finished.png"), fullPage: true });
   await noAxeViolations(page, "finished");
+  assert.deepEqual(page.errors, []);
+});
+
+// A real PNG (signature, IHDR, IDAT, IEND) of `w`×`h` RGB pixels.
+function png(w, h) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (buf) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (kind, data) => {
+    const body = Buffer.concat([Buffer.from(kind), data]);
+    const out = Buffer.alloc(8 + data.length + 4);
+    out.writeUInt32BE(data.length, 0);
+    body.copy(out, 4);
+    out.writeUInt32BE(crc(body), 8 + data.length);
+    return out;
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8);
+  const rows = Buffer.concat(Array.from({ length: h }, (_, y) =>
+    Buffer.from([0, ...Array.from({ length: w * 3 }, (_, x) => (x * 20 + y * 40) % 256)])));
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", ihdr), chunk("IDAT", deflateSync(rows)), chunk("IEND", Buffer.alloc(0))]);
+}
+
+test("a picture is picked, previewed, uploaded and shown in the gallery", { timeout: 60000 }, async () => {
+  const page = await open("looking-glass");
+  const input = page.locator("#f-picture");
+  assert.equal(await input.getAttribute("type"), "file");
+  assert.equal(await input.getAttribute("accept"), "image/*");
+  // Too large: refused before anything is sent, pointing at the field.
+  await input.setInputFiles({ name: "huge.png", mimeType: "image/png", buffer: Buffer.alloc(5 * 1024 * 1024 + 1) });
+  await page.waitForSelector("#f-picture-e:not([hidden])");
+  assert.match(await page.textContent("#f-picture-e"), /largest allowed is 5\.0 MB/);
+  assert.equal(await input.getAttribute("aria-invalid"), "true");
+  // A real picture: previewed from the machine (a blob: URL the page's policy allows).
+  const picture = png(24, 16);
+  await input.setInputFiles({ name: "tiny.png", mimeType: "image/png", buffer: picture });
+  await page.waitForFunction(() => document.querySelector(".preview img")?.naturalWidth === 24);
+  assert.match(await page.textContent(".preview figcaption"), /tiny\.png · \d+ bytes/);
+  assert.equal(await page.isHidden("#f-picture-e"), true);
+  await noAxeViolations(page, "picked");
+  await page.screenshot({ path: join(SHOTS, "looking-glass-picked.png"), fullPage: true });
+  await page.click("#cast");
+  await waitForEnd(page);
+  assert.match(await page.textContent("#alert"), /done|succeeded|finished/i);
+  // The gallery shows the very picture, by reference, and the reading of its bytes.
+  await page.waitForFunction(() => [...document.querySelectorAll("#outputs img")].some((i) => i.naturalWidth === 24));
+  assert.match(await page.textContent("#outputs"), new RegExp(`a image/png of ${picture.length} bytes`));
+  await noAxeViolations(page, "finished");
+  await page.screenshot({ path: join(SHOTS, "looking-glass-finished.png"), fullPage: true });
   assert.deepEqual(page.errors, []);
 });

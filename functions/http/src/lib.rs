@@ -446,9 +446,10 @@ pub fn request_timeout(parts: &http::request::Parts) -> Response {
 /// The Content-Security-Policy of every HTML page: scripts, styles, images and connections
 /// from the site itself only (the pages have no inline script or style: keep it so), no
 /// plugins, no `<base>`, and no framing (a framed page with a prefilled form could spend points
-/// in one click). `infra/template.yaml` sends the same from CloudFront.
+/// in one click). `blob:` images are the preview of a file the user picked, still on their
+/// machine. `infra/template.yaml` sends the same from CloudFront.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-style-src 'self'; img-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
+style-src 'self'; img-src 'self' blob:; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
 form-action 'self'; frame-ancestors 'none'";
 
 /// The Referrer-Policy of every HTML page.
