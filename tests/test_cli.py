@@ -111,6 +111,26 @@ def test_a_models_answer_is_printed_as_it_comes_and_carried_by_json(cli, tmp_pat
     assert (first if first.is_absolute() else tmp_path / first).read_text() == streamed
 
 
+def test_a_file_input_is_uploaded_from_a_path(cli, tmp_path):
+    from test_uploads import png
+    picture = png(6, 4, seed=9)
+    (tmp_path / "pic.png").write_bytes(picture)
+    doc = cli.json("cast", "looking-glass", "-i", "picture=@pic.png", "-i", "caption=@@home")
+    assert doc["status"] == "succeeded", doc
+    first = pathlib.Path(doc["outputs"][0])
+    assert (first if first.is_absolute() else tmp_path / first).read_bytes() == picture, "the picture came back"
+    reading = next(pathlib.Path(p) for p in doc["outputs"] if str(p).endswith(".txt"))
+    text = (reading if reading.is_absolute() else tmp_path / reading).read_text()
+    assert text.startswith(f"@home: image/png, {len(picture)} bytes"), text
+    # A file that is not there, and one whose bytes are not a picture: bad input, nothing paid.
+    missing = cli.run("cast", "looking-glass", "-i", "picture=@nowhere.png")
+    assert missing.returncode == 2 and "nowhere.png" in missing.stderr, missing
+    (tmp_path / "fake.png").write_text("not a picture at all")
+    fake = cli.run("cast", "looking-glass", "-i", "picture=@fake.png")
+    assert fake.returncode == 2 and "/context/picture" in fake.stderr and "text/plain" in fake.stderr, fake
+    assert cli.json("balance")["balances"]["PTS"] == 500 - doc["costPts"]
+
+
 def test_failure_bad_input_and_refusals_have_their_exit_codes(cli, tmp_path):
     failed = cli.run("cast", "fizzle", "-i", "wish=gold")
     assert failed.returncode == 3, failed

@@ -381,7 +381,7 @@ def test_a_file_input_goes_up_by_presigned_put_and_comes_back_through_the_runs_f
     ran = emulator.invoke("runner", receive_execution(aws, deployment["queue"], cast["runId"]))
     assert ran.json()["status"] == "succeeded", ran.text
     run = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{cast['runId']}"), headers=auth).json()
-    image = next(i for i, o in enumerate(run["outputs"]) if o.get("title") == "picture")
+    image = next(i for i, o in enumerate(run["outputs"]) if o.get("title") == "What the glass sees")
     got = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{cast['runId']}/outputs/{image}"), headers=auth,
                             follow_redirects=True)
     assert got.status_code == 200 and got.content == picture, got.status_code

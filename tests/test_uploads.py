@@ -86,14 +86,14 @@ def test_a_picture_is_uploaded_cast_and_shown_by_reference(server):
                                       {"picture": ticket["uploadId"], "caption": "Seen"})
     run = server.wait_for_status(user["token"], cast["runId"])
     assert run["status"] == "succeeded", run
-    shown = next(o for o in run["outputs"] if o.get("title") == "picture")
+    shown = next(o for o in run["outputs"] if o.get("title") == "What the glass sees")
     assert shown["kind"] == "image" and shown["mime"] == "image/png"
     assert fetch(server, shown, inv["invoiceId"]) == picture, "the gallery shows the very bytes"
     facts = next(o["value"] for o in run["outputs"] if o["kind"] == "json")
     digest = hashlib.sha256(picture).hexdigest()
     assert facts == {"input": "picture", "mime": "image/png", "bytes": len(picture), "sha256": digest}
     reading = next(o["value"] for o in run["outputs"] if o.get("title") == "The reading")
-    assert reading == f"Seen: a image/png of {len(picture)} bytes, sealed {digest[:12]}."
+    assert reading == f"Seen: image/png, {len(picture)} bytes, sealed {digest[:12]}."
 
     # The same invoice and inputs again: the same run, not a second payment.
     again = server.cast(user["token"], "looking-glass", inv["invoiceId"],

@@ -315,7 +315,7 @@ test("a picture is picked, previewed, uploaded and shown in the gallery", { time
   assert.match(await page.textContent("#alert"), /done|succeeded|finished/i);
   // The gallery shows the very picture, by reference, and the reading of its bytes.
   await page.waitForFunction(() => [...document.querySelectorAll("#outputs img")].some((i) => i.naturalWidth === 24));
-  assert.match(await page.textContent("#outputs"), new RegExp(`a image/png of ${picture.length} bytes`));
+  assert.match(await page.textContent("#outputs"), new RegExp(`image/png, ${picture.length} bytes`));
   await noAxeViolations(page, "finished");
   await page.screenshot({ path: join(SHOTS, "looking-glass-finished.png"), fullPage: true });
   assert.deepEqual(page.errors, []);

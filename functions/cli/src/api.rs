@@ -82,6 +82,19 @@ impl Api {
         }
     }
 
+    /// A PUT to an absolute URL (an upload's, perhaps on another host: S3), or to a path of
+    /// this server; no bearer token goes with it.
+    pub fn put_to(&self, url: &str) -> reqwest::RequestBuilder {
+        let url = if url.starts_with('/') {
+            format!("{}{url}", self.base)
+        } else {
+            url.to_owned()
+        };
+        self.http
+            .put(url)
+            .timeout(std::time::Duration::from_secs(120))
+    }
+
     /// Sends a JSON request; the JSON answer, or the problem.
     pub async fn call(
         &self,

@@ -68,7 +68,8 @@ enum Command {
     Cast {
         /// The spell's slug.
         slug: String,
-        /// An input, `name=value` (a value that reads as JSON is taken as JSON: 3, true).
+        /// An input, `name=value` (a value that reads as JSON is taken as JSON: 3, true);
+        /// `name=@path` uploads the file at `path` for a file input.
         #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
         inputs: Vec<String>,
         /// Inputs from a JSON file (an object); `--input` adds to it.
@@ -214,8 +215,9 @@ async fn run(cli: &Cli, api: &Api) -> Result<u8, Failure> {
             webhook_events,
         } => {
             let token = token(cli)?;
-            let mut body =
-                json!({ "slug": slug, "context": context(inputs, input_json.as_deref())? });
+            let (mut context, files) = context(inputs, input_json.as_deref())?;
+            upload_files(api, &token, &mut context, files).await?;
+            let mut body = json!({ "slug": slug, "context": context });
             if let Some(url) = webhook {
                 body["webhook"] = json!(url);
                 if !webhook_events.is_empty() {
@@ -463,8 +465,13 @@ async fn save_outputs(
     Ok(saved)
 }
 
-/// The cast's inputs: the JSON file's object, then each `name=value`.
-fn context(inputs: &[String], file: Option<&Path>) -> Result<Value, Failure> {
+/// The cast's inputs: the JSON file's object, then each `name=value`; and the files to upload
+/// for `name=@path` (`@@` is a literal `@`).
+fn context(
+    inputs: &[String],
+    file: Option<&Path>,
+) -> Result<(Value, Vec<(String, PathBuf)>), Failure> {
+    let mut files = Vec::new();
     let mut context = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -492,6 +499,14 @@ fn context(inputs: &[String], file: Option<&Path>) -> Result<Value, Failure> {
                 "--input {input}: the name is empty"
             )));
         }
+        if let Some(rest) = raw.strip_prefix('@') {
+            if let Some(literal) = rest.strip_prefix('@') {
+                context.insert(name.to_owned(), Value::String(format!("@{literal}")));
+            } else {
+                files.push((name.to_owned(), PathBuf::from(rest)));
+            }
+            continue;
+        }
         let value = match serde_json::from_str::<Value>(raw) {
             Ok(
                 v @ (Value::Number(_)
@@ -504,7 +519,56 @@ fn context(inputs: &[String], file: Option<&Path>) -> Result<Value, Failure> {
         };
         context.insert(name.to_owned(), value);
     }
-    Ok(Value::Object(context))
+    Ok((Value::Object(context), files))
+}
+
+/// Uploads each file (SPEC §7.3): asks for an upload, PUTs the bytes where it says, and gives
+/// the upload's id as the input's value.
+async fn upload_files(
+    api: &Api,
+    token: &str,
+    context: &mut Value,
+    files: Vec<(String, PathBuf)>,
+) -> Result<(), Failure> {
+    for (name, path) in files {
+        let bytes = std::fs::read(&path)
+            .map_err(|e| Failure::BadInput(format!("--input {name}=@{}: {e}", path.display())))?;
+        let mime = infer::get(&bytes).map_or(
+            if std::str::from_utf8(&bytes).is_ok() {
+                "text/plain"
+            } else {
+                "application/octet-stream"
+            },
+            |kind| kind.mime_type(),
+        );
+        let ticket = api
+            .call(
+                Method::POST,
+                "/api/v1/uploads",
+                Some(token),
+                Some(&json!({"mime": mime, "bytes": bytes.len()})),
+            )
+            .await?;
+        let mut put = api.put_to(str_of(&ticket["url"]));
+        if let Some(headers) = ticket["headers"].as_object() {
+            for (header, value) in headers {
+                // reqwest sets the length from the body.
+                if header != "content-length" && header != "host" {
+                    put = put.header(header, str_of(value));
+                }
+            }
+        }
+        let sent = put.body(bytes).send().await.map_err(ApiError::from)?;
+        if !sent.status().is_success() {
+            return Err(Failure::Other(format!(
+                "--input {name}=@{}: the upload was refused ({})",
+                path.display(),
+                sent.status()
+            )));
+        }
+        context[name.as_str()] = ticket["uploadId"].clone();
+    }
+    Ok(())
 }
 
 /// The session token: `--token`/`SPELLCAST_TOKEN`, else the saved one.

@@ -1,5 +1,5 @@
 //! `file.show`: puts one of the run's file inputs (SPEC §7.3) in the gallery, by reference — the
-//! output is the upload's kept bytes, not a copy — with what it is: its type as sniffed, its
+//! output is the upload's kept bytes, not a copy, captioned by the step's `title` — with what it is: its type as sniffed, its
 //! size and its SHA-256, as JSON later steps can read (`steps.<id>.json.sha256`).
 
 use async_trait::async_trait;
@@ -50,11 +50,15 @@ impl Tool for FileShow {
                 NewOutput {
                     kind,
                     mime: upload.mime.clone(),
-                    title: Some(upload.input.clone()),
+                    // The step's `title`, else the input's name.
+                    title: Some(crate::title(&call)?.unwrap_or_else(|| upload.input.clone())),
                     value: None,
                     file: Some(FileBody::Blob(key)),
                 },
-                crate::json_output(&call, facts)?,
+                NewOutput {
+                    title: Some(format!("About {}", upload.input)),
+                    ..crate::json_output(&call, facts)?
+                },
             ],
             cost_pts: 1,
             usage: None,
