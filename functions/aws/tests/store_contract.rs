@@ -77,6 +77,7 @@ macro_rules! contract {
 }
 
 contract!(
+    an_upload_is_kept_for_its_owner_and_a_run_keeps_its_files,
     grants_move_the_balance_and_the_ledger_pages_newest_first,
     idempotency_keys_replay_or_conflict,
     a_cast_consumes_debits_and_queues_atomically,
@@ -132,6 +133,74 @@ fn delta(index: usize, text: &str) -> RunChange {
 /// SPEC §7.2 on every store: a streamed answer's deltas are events, its text so far is on the
 /// step while it runs (afresh for another attempt), and its success keeps its usage, cost and
 /// outputs — what later steps read by reference.
+/// SPEC §7.3: an upload record reads back whole, for its id only; a run keeps the files it took
+/// (with the sniffed type) through its changes.
+async fn an_upload_is_kept_for_its_owner_and_a_run_keeps_its_files(store: Arc<dyn Store>) {
+    use spellcast_core::uploads::{RunUpload, Upload};
+    let now = Utc::now();
+    let upload = Upload {
+        upload_id: spellcast_core::ids::UploadId::new(),
+        user_id: new_id("user").into(),
+        mime: "image/png".into(),
+        bytes: 1234,
+        created_at: now,
+        expires_at: now + chrono::Duration::days(1),
+    };
+    store.put_upload(&upload).await.unwrap();
+    let read = store.upload(&upload.upload_id).await.unwrap().unwrap();
+    // Stores keep times to the millisecond or better: compare what matters exactly.
+    assert_eq!(
+        (
+            read.upload_id.clone(),
+            read.user_id.clone(),
+            read.mime.clone(),
+            read.bytes
+        ),
+        (
+            upload.upload_id.clone(),
+            upload.user_id.clone(),
+            upload.mime.clone(),
+            1234
+        )
+    );
+    assert_eq!(read.expires_at.timestamp(), upload.expires_at.timestamp());
+    assert!(store.upload(&"upl_nope".into()).await.unwrap().is_none());
+
+    let user = upload.user_id.as_str().to_owned();
+    store
+        .grant(entry(&user, LedgerKind::Grant, 10))
+        .await
+        .unwrap();
+    let inv = invoice(store.as_ref(), &user, 5).await;
+    let mut cast = new_cast(&user, &inv, "h", &["look"]);
+    cast.run.uploads = vec![RunUpload {
+        input: "picture".into(),
+        upload_id: upload.upload_id.clone(),
+        mime: "image/png".into(),
+        bytes: 1234,
+    }];
+    let run_id = match store.cast(cast).await.unwrap() {
+        CastOutcome::Created(run) => run.run_id,
+        other => panic!("{other:?}"),
+    };
+    let now = Utc::now();
+    store
+        .advance_run(
+            &run_id,
+            RunChange::Start {
+                at: now,
+                deadline: now + chrono::Duration::minutes(1),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let run = store.run(&run_id).await.unwrap().unwrap();
+    assert_eq!(run.uploads.len(), 1);
+    assert_eq!(run.uploads[0].upload_id, upload.upload_id);
+    assert_eq!(run.uploads[0].key(), format!("inputs/{}", upload.upload_id));
+}
+
 async fn a_streamed_answer_and_its_metering_are_kept(store: Arc<dyn Store>) {
     store
         .grant(entry("u", LedgerKind::Grant, 10))
