@@ -208,3 +208,19 @@ def test_an_upload_past_its_time_is_refused_as_expired(start):
     message = body["errors"][0]["message"]
     # Refused as expired, or, once the sweeper has been, as gone: never used.
     assert "expired" in message or "no upload" in message, message
+
+
+def test_a_file_is_kept_and_served_as_what_its_bytes_are_not_as_declared(server):
+    """A PNG declared as text/html passes an image input (its bytes are a PNG), and is served as
+    image/png (on S3: the kept copy's own type, not the declared one) — never as a page."""
+    user = server.session()
+    picture = png(3, 2, seed=5)
+    sneaky = upload(server, user["token"], picture, mime="text/html")
+    inv, cast = server.quote_and_cast(user["token"], "looking-glass", {"picture": sneaky})
+    run = server.wait_for_status(user["token"], cast["runId"])
+    assert run["status"] == "succeeded", run
+    shown = next(o for o in run["outputs"] if o["kind"] == "image")
+    assert shown["mime"] == "image/png"
+    r = server.http.get(shown["url"], params={"token": inv["invoiceId"]}, follow_redirects=True)
+    assert r.status_code == 200 and r.content == picture
+    assert r.headers["content-type"] == "image/png", r.headers

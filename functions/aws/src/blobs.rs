@@ -167,13 +167,15 @@ impl Blobs for S3Blobs {
         }))
     }
 
-    async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
+    async fn copy(&self, from: &str, to: &str, mime: &str) -> StoreResult<()> {
         let sent = self
             .client
             .copy_object()
             .bucket(&self.bucket)
             .copy_source(format!("{}/{from}", self.bucket))
             .key(to)
+            .content_type(mime)
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
             .send()
             .await;
         match sent {

@@ -330,9 +330,10 @@ pub trait Blobs: Send + Sync {
         bytes: u64,
         ttl: Duration,
     ) -> StoreResult<Option<crate::uploads::SignedPut>>;
-    /// Copies the bytes under `from` to `to`. Nothing under `from` is fine if `to` has them
-    /// already (a copy made before); else it is an error.
-    async fn copy(&self, from: &str, to: &str) -> StoreResult<()>;
+    /// Copies the bytes under `from` to `to`, kept as media type `mime` (whatever type they were
+    /// written with). Nothing under `from` is fine if `to` has them already (a copy made
+    /// before); else it is an error.
+    async fn copy(&self, from: &str, to: &str, mime: &str) -> StoreResult<()>;
 }
 
 /// What [`Blobs::head`] tells of stored bytes.

@@ -486,7 +486,7 @@ mod tests {
         ) -> StoreResult<Option<crate::uploads::SignedPut>> {
             Ok(None)
         }
-        async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
+        async fn copy(&self, from: &str, to: &str, _mime: &str) -> StoreResult<()> {
             let mut map = self.0.lock().unwrap();
             if let Some(bytes) = map.get(from).cloned() {
                 map.insert(to.to_owned(), bytes);

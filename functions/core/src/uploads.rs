@@ -422,11 +422,13 @@ async fn check_one(
 
 /// Keeps a run's uploads as long as the run: copies each out of the prefix that expires (done
 /// by the cast, and again by the runner, since either may be cut short; copying twice is
-/// harmless). An upload already kept and gone from the prefix is fine.
+/// harmless), as the type its bytes are — not the one the client declared, which S3 would
+/// otherwise serve it as (a PNG declared `text/html` must never be served as a page). An upload
+/// already kept and gone from the prefix is fine.
 pub async fn keep(blobs: &dyn Blobs, uploads: &[RunUpload]) -> Result<(), StoreError> {
     for upload in uploads {
         blobs
-            .copy(&pending_key(&upload.upload_id), &upload.key())
+            .copy(&pending_key(&upload.upload_id), &upload.key(), &upload.mime)
             .await?;
     }
     Ok(())

@@ -112,7 +112,7 @@ impl Blobs for DiskBlobs {
         Ok(None)
     }
 
-    async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
+    async fn copy(&self, from: &str, to: &str, _mime: &str) -> StoreResult<()> {
         let (from, to) = (self.path(from)?, self.path(to)?);
         tokio::task::spawn_blocking(move || {
             if to.exists() {

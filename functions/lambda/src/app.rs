@@ -197,7 +197,7 @@ impl Blobs for NoBlobs {
         Err(StoreError::new("this function keeps no large files"))
     }
 
-    async fn copy(&self, _from: &str, _to: &str) -> StoreResult<()> {
+    async fn copy(&self, _from: &str, _to: &str, _mime: &str) -> StoreResult<()> {
         Err(StoreError::new("this function keeps no large files"))
     }
 }

@@ -172,7 +172,7 @@ pub(crate) mod testing {
         ) -> StoreResult<Option<SignedPut>> {
             Ok(None)
         }
-        async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
+        async fn copy(&self, from: &str, to: &str, _mime: &str) -> StoreResult<()> {
             let mut map = self.0.lock().unwrap();
             let bytes = map
                 .get(from)
