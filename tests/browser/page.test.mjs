@@ -302,6 +302,7 @@ test("a picture is picked, previewed, uploaded and shown in the gallery", { time
   await page.waitForSelector("#f-picture-e:not([hidden])");
   assert.match(await page.textContent("#f-picture-e"), /largest allowed is 5\.0 MB/);
   assert.equal(await input.getAttribute("aria-invalid"), "true");
+  await noAxeViolations(page, "too large");
   // A real picture: previewed from the machine (a blob: URL the page's policy allows).
   const picture = png(24, 16);
   await input.setInputFiles({ name: "tiny.png", mimeType: "image/png", buffer: picture });
