@@ -238,6 +238,9 @@ def test_extreme_ids_cursors_and_numbers_are_client_errors(server, world):
     for last in ("99999999999999999999999999", "-1", "1e9", "0x10"):
         r = server.http.get(stream, headers={**inv_auth, "last-event-id": last})
         is_problem(r, 400, "bad_json")
+        # In the query too, even beside a good header (Schemathesis found that one ignored).
+        r = server.http.get(stream, params={"lastEventId": last}, headers={**inv_auth, "last-event-id": "1"})
+        is_problem(r, 400, "bad_json")
     for n in ("99999999999999999999999", "-5", "1e3"):
         is_problem(server.http.get("/api/v1/me/ledger", params={"limit": n}, headers=auth), 400, "bad_json")
         is_problem(server.http.get(f"/api/v1/runs/{world['cast']['runId']}/outputs/{n}", headers=auth), 404,

@@ -1,7 +1,5 @@
-// The spell execution page: the form from the spell's JSON Schema, quote and cast, the run live
-// (EventSource resumes by itself), the outputs. A cast moves to /runs/{runId}, which this page
-// also serves from the server's copy of the run. Spell text and user input only ever go into the
-// page as text (textContent, value, attributes), never as HTML. Vanilla JS, no build step.
+// The spell page: its form (from the JSON Schema), quote, cast, the run live, the outputs; also
+// /runs/{runId}. Spell text and user input go into the page as text only, never as HTML.
 
 import { Problem, api, el, session, showBalance } from "/static/js/common.js";
 
@@ -10,7 +8,7 @@ const runPage = section === "runs"; // /runs/{runId}, else /spells/{slug}
 let slug = runPage ? "" : decodeURIComponent(pathId || "");
 const $ = (id) => document.getElementById(id);
 const TERMINAL = ["succeeded", "failed", "canceled"];
-const FILES = "/static/js/file-input.js"; // loaded by a spell with a file input only
+let files; // the file picker's module, loaded for a file input only
 
 function alertBox(text, ok, action) {
   const box = $("alert");
@@ -45,7 +43,7 @@ function field(name, s, required) {
       control = el("input", { ...common, type: "checkbox", checked: !!s.default, required: false });
     } else if (s.format === "spellcast-upload") {
       control = el("input", { ...common, type: "file", accept: s.contentMediaType });
-      import(FILES).then((m) => m.picker(control, s));
+      (files ??= import("/static/js/file-input.js")).then((m) => m.picker(control, s));
     } else if (s.type === "integer" || s.type === "number") {
       control = el("input", { ...common, type: "number", min: s.minimum, max: s.maximum, step: s.type === "integer" ? 1 : "any", value: s.default ?? "" });
     } else {
@@ -292,7 +290,7 @@ async function cast(event) {
   $("cast").disabled = true;
   try {
     const token = await session();
-    if (Object.values(ctx).some((v) => v instanceof File)) await (await import(FILES)).uploads(ctx, token);
+    if (files) await (await files).uploads(ctx, token);
     const quote = await api("/api/v1/payments/invoice", token, { spellSlug: slug, asset: "PTS" });
     $("quote").textContent = ` · your quote: ${quote.costPts} points`;
     const run = await api("/api/v1/spells/cast", token, { slug, invoiceId: quote.invoiceId, context: ctx });

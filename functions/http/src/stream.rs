@@ -37,17 +37,28 @@ pub fn frame(event: &RunEvent) -> Bytes {
 }
 
 fn last_event_id(req: &http::request::Parts) -> Result<u64, Problem> {
-    let raw = req
-        .headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| query(req, "lastEventId"));
-    match raw.as_deref().map(str::trim) {
-        None | Some("") => Ok(0),
-        Some(v) => v
-            .parse()
-            .map_err(|_| Problem::bad_json("Last-Event-ID must be the id of an event (a number)")),
+    // Each place it may come from is checked, even the one that is not used: a malformed id is
+    // the client's mistake wherever it is. The header (EventSource's own) wins.
+    let header = match req.headers.get("last-event-id") {
+        Some(v) => Some(event_id(v.to_str().unwrap_or("x"))?),
+        None => None,
+    };
+    let query = query(req, "lastEventId")
+        .map(|v| event_id(&v))
+        .transpose()?;
+    Ok(header.or(query).unwrap_or(0))
+}
+
+/// An event id as a client sends it: 1 to 19 digits.
+fn event_id(raw: &str) -> Result<u64, Problem> {
+    let raw = raw.trim();
+    if (1..=19).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_digit()) {
+        raw.parse()
+            .map_err(|_| Problem::bad_json("Last-Event-ID must be the id of an event"))
+    } else {
+        Err(Problem::bad_json(
+            "Last-Event-ID (or lastEventId) must be the id of an event: 1 to 19 digits",
+        ))
     }
 }
 
