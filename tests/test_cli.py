@@ -111,6 +111,17 @@ def test_a_models_answer_is_printed_as_it_comes_and_carried_by_json(cli, tmp_pat
     assert (first if first.is_absolute() else tmp_path / first).read_text() == streamed
 
 
+def test_a_token_file_that_was_readable_by_others_is_narrowed_at_login(server, tmp_path):
+    kept = tmp_path / ".config" / "spellcast" / "token"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("old")
+    kept.chmod(0o644)
+    c = Cli(server.url, tmp_path)
+    assert c.json("login", "--dev")["balancePts"] >= 0
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600, "the session is its owner's only"
+    assert kept.read_text() != "old"
+
+
 def test_a_file_input_is_uploaded_from_a_path(cli, tmp_path):
     from test_uploads import png
     picture = png(6, 4, seed=9)

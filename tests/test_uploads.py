@@ -135,6 +135,14 @@ def test_the_cast_refuses_every_upload_it_cannot_use(server):
     assert run["status"] == "succeeded", run
     text_out = next(o for o in run["outputs"] if o.get("title") == "notes")
     assert text_out["kind"] == "file" and fetch(server, text_out, inv["invoiceId"]) == "caf\u00e9 notes".encode()
+    # Anything but a plain image is a download, of the type its bytes are (on S3 too: the
+    # presigned GET forces both), and a PNG is shown.
+    text = server.http.get(text_out["url"], params={"token": inv["invoiceId"]}, follow_redirects=True)
+    assert text.headers["content-disposition"] == "attachment", text.headers
+    assert text.headers["content-type"].startswith("text/plain"), text.headers
+    shown = next(o for o in run["outputs"] if o.get("title") == "png")
+    image = server.http.get(shown["url"], params={"token": inv["invoiceId"]}, follow_redirects=True)
+    assert "content-disposition" not in image.headers and image.headers["content-type"] == "image/png"
 
 
 def test_asking_for_an_upload_takes_only_sane_requests(server):

@@ -9,7 +9,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
-use spellcast_core::ports::{BlobHead, Blobs, StoreError, StoreResult};
+use spellcast_core::ports::{BlobHead, Blobs, Served, StoreError, StoreResult};
 use spellcast_core::uploads::SignedPut;
 
 use crate::sdk_error::store_error;
@@ -89,13 +89,20 @@ impl Blobs for S3Blobs {
         Ok(Some(bytes.into_bytes().to_vec()))
     }
 
-    async fn signed_url(&self, key: &str, ttl: Duration) -> StoreResult<Option<String>> {
+    async fn signed_url(
+        &self,
+        key: &str,
+        ttl: Duration,
+        served: &Served,
+    ) -> StoreResult<Option<String>> {
         let presigning = PresigningConfig::expires_in(ttl).map_err(StoreError::from_err)?;
         let request = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .response_content_type(&served.mime)
+            .set_response_content_disposition(served.attachment.then(|| "attachment".to_owned()))
             .presigned(presigning)
             .await
             .map_err(store_error)?;

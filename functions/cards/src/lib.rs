@@ -107,12 +107,27 @@ pub fn render(card: &Card) -> Result<Vec<u8>, CardError> {
     encode(&pixmap)
 }
 
-/// Pictures larger than this on a side are left out (a card shows them at 430 px).
-const MAX_IMAGE_SIDE: u32 = 4096;
+/// Pictures larger than this on a side are left out (a card shows them at 430 px): decoding one
+/// costs its side squared times 4 bytes, twice (16 MiB each at this size, not 64 at 4096).
+const MAX_IMAGE_SIDE: u32 = 2048;
+
+/// Characters of a title or an excerpt looked at, at most: far more than five lines hold, and
+/// the bound on the wrapping's work whatever the text (zero-width characters never fill a line).
+const MAX_TEXT_CHARS: usize = 1000;
+
+/// The first [`MAX_TEXT_CHARS`] characters of `text`.
+fn capped(text: &str) -> &str {
+    match text.char_indices().nth(MAX_TEXT_CHARS) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
 
 /// A PNG as premultiplied RGBA pixels, if it is one of a sane size.
 fn decode(png_bytes: &[u8]) -> Option<tiny_skia::Pixmap> {
-    let limits = png::Limits { bytes: 64 << 20 };
+    let limits = png::Limits {
+        bytes: (MAX_IMAGE_SIDE * MAX_IMAGE_SIDE * 4) as usize,
+    };
     let mut decoder = png::Decoder::new_with_limits(std::io::Cursor::new(png_bytes), limits);
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().ok()?;
@@ -262,6 +277,7 @@ fn width(text: &str, size: f32) -> f32 {
 
 /// `text` cut to fit `max` wide, with an ellipsis if anything was cut.
 fn clip_to(text: &str, size: f32, max: f32) -> String {
+    let text = capped(text);
     if width(text, size) <= max {
         return text.to_owned();
     }
@@ -280,6 +296,7 @@ fn clip_to(text: &str, size: f32, max: f32) -> String {
 /// `text` in lines at most `max` wide, at most `lines` of them (the last ends in an ellipsis if
 /// text was left out). Words too wide for a line are broken.
 fn wrap(text: &str, size: f32, max: f32, lines: usize) -> Vec<String> {
+    let text = capped(text);
     let mut out: Vec<String> = Vec::new();
     let mut current = String::new();
     let words: Vec<&str> = text.split_whitespace().collect();
@@ -451,5 +468,37 @@ mod tests {
                 "the background"
             );
         }
+    }
+
+    #[test]
+    fn text_is_capped_before_it_is_wrapped_and_huge_pictures_left_out() {
+        // A million zero-width characters never fill a line: only the first thousand are
+        // looked at (without the cap this test would take hours: each character re-measures
+        // the line so far).
+        let endless = format!("{}TAIL", "\u{200b}".repeat(1_000_000));
+        let lines = wrap(&endless, 30.0, 700.0, 5);
+        assert!(lines.len() <= 5 && lines.iter().all(|l| !l.contains("TAIL")));
+        assert!(!clip_to(&endless, 28.0, 700.0).contains("TAIL"));
+        let card = render(&Card {
+            title: &endless,
+            excerpt: Some(&endless),
+            image_png: None,
+            footer: &endless,
+        })
+        .unwrap();
+        assert_eq!(png_size(&card), (WIDTH, HEIGHT));
+        // A picture over the side limit is left out before its pixels are decoded.
+        let wide = |w: u32| {
+            let mut out = Vec::new();
+            let mut encoder = png::Encoder::new(&mut out, w, 1);
+            encoder.set_color(png::ColorType::Grayscale);
+            encoder.set_depth(png::BitDepth::Eight);
+            let mut writer = encoder.write_header().unwrap();
+            writer.write_image_data(&vec![128; w as usize]).unwrap();
+            drop(writer);
+            out
+        };
+        assert!(decode(&wide(MAX_IMAGE_SIDE)).is_some());
+        assert!(decode(&wide(MAX_IMAGE_SIDE + 1)).is_none());
     }
 }

@@ -68,31 +68,49 @@ impl Api {
         }
     }
 
-    /// A request to `path` with `token` as its bearer.
+    /// `path` (perhaps given by the server: a stream's or an output's URL) as a URL of this
+    /// server: joined to the base as a URL is (so `@evil/x` stays a path here), and refused if it
+    /// names another origin — a token never goes anywhere but the server it is for.
+    pub fn url_of(&self, path: &str) -> Result<reqwest::Url, ApiError> {
+        let base = reqwest::Url::parse(&format!("{}/", self.base))
+            .map_err(|e| ApiError::Transport(format!("{}: not a URL: {e}", self.base)))?;
+        let url = base
+            .join(path)
+            .map_err(|e| ApiError::Transport(format!("{path:?}: not a URL: {e}")))?;
+        if url.origin() != base.origin() {
+            return Err(ApiError::Transport(format!(
+                "the server named another origin ({}); not sending the token there",
+                url.origin().ascii_serialization()
+            )));
+        }
+        Ok(url)
+    }
+
+    /// A request to `path` of this server ([`Api::url_of`]) with `token` as its bearer.
     pub fn request(
         &self,
         method: Method,
         path: &str,
         token: Option<&str>,
-    ) -> reqwest::RequestBuilder {
-        let req = self.http.request(method, format!("{}{path}", self.base));
-        match token {
+    ) -> Result<reqwest::RequestBuilder, ApiError> {
+        let req = self.http.request(method, self.url_of(path)?);
+        Ok(match token {
             Some(t) => req.bearer_auth(t),
             None => req,
-        }
+        })
     }
 
-    /// A PUT to an absolute URL (an upload's, perhaps on another host: S3), or to a path of
-    /// this server; no bearer token goes with it.
-    pub fn put_to(&self, url: &str) -> reqwest::RequestBuilder {
-        let url = if url.starts_with('/') {
-            format!("{}{url}", self.base)
-        } else {
-            url.to_owned()
+    /// A PUT to an upload's URL: absolute (S3's, another origin: no token goes with it), or a
+    /// path of this server.
+    pub fn put_to(&self, url: &str) -> Result<reqwest::RequestBuilder, ApiError> {
+        let url = match reqwest::Url::parse(url) {
+            Ok(absolute) => absolute,
+            Err(_) => self.url_of(url)?,
         };
-        self.http
+        Ok(self
+            .http
             .put(url)
-            .timeout(std::time::Duration::from_secs(120))
+            .timeout(std::time::Duration::from_secs(120)))
     }
 
     /// Sends a JSON request; the JSON answer, or the problem.
@@ -104,7 +122,7 @@ impl Api {
         body: Option<&Value>,
     ) -> Result<Value, ApiError> {
         let mut req = self
-            .request(method, path, token)
+            .request(method, path, token)?
             .timeout(std::time::Duration::from_secs(30));
         if let Some(body) = body {
             req = req.json(body);
@@ -141,4 +159,33 @@ pub async fn answer(res: reqwest::Response) -> Result<Value, ApiError> {
         },
         None => ApiError::Transport(format!("the server answered {status}: {text:.200}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_given_paths_stay_on_the_server() {
+        let api = Api::new("http://127.0.0.1:3000/");
+        let at = |p: &str| api.url_of(p).map(|u| u.to_string());
+        assert_eq!(
+            at("/api/v1/runs/r/outputs/0").unwrap(),
+            "http://127.0.0.1:3000/api/v1/runs/r/outputs/0"
+        );
+        // Glued to the base as text, `@evil/x` would make evil the host and the base its user.
+        assert_eq!(at("@evil/x").unwrap(), "http://127.0.0.1:3000/@evil/x");
+        for elsewhere in [
+            "//evil.example/x",
+            "https://evil.example/x",
+            "http://127.0.0.1:3001/x",
+        ] {
+            let err = at(elsewhere).unwrap_err().to_string();
+            assert!(err.contains("another origin"), "{elsewhere}: {err}");
+        }
+        // An upload URL may be another origin (S3): no token goes with it.
+        assert!(api
+            .put_to("https://bucket.s3.example/uploads/x?X-Amz-Signature=1")
+            .is_ok());
+    }
 }

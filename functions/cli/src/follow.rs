@@ -34,7 +34,7 @@ pub async fn follow(
     let mut last: u64 = 0;
     let mut failures = 0u32;
     loop {
-        let mut req = api.request(Method::GET, stream_url, Some(invoice));
+        let mut req = api.request(Method::GET, stream_url, Some(invoice))?;
         if last > 0 {
             req = req.header("last-event-id", last.to_string());
         }

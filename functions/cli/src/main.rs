@@ -442,7 +442,7 @@ async fn save_outputs(
         let bytes = match (output["url"].as_str(), &output["value"]) {
             (Some(url), _) => {
                 let res = api
-                    .request(Method::GET, url, Some(invoice))
+                    .request(Method::GET, url, Some(invoice))?
                     .send()
                     .await
                     .map_err(ApiError::from)?;
@@ -549,7 +549,7 @@ async fn upload_files(
                 Some(&json!({"mime": mime, "bytes": bytes.len()})),
             )
             .await?;
-        let mut put = api.put_to(str_of(&ticket["url"]));
+        let mut put = api.put_to(str_of(&ticket["url"]))?;
         if let Some(headers) = ticket["headers"].as_object() {
             for (header, value) in headers {
                 // reqwest sets the length from the body.
@@ -606,6 +606,13 @@ fn save_token(token: &str) -> Result<PathBuf, String> {
         .mode(0o600)
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    // `mode` applies to a new file only: an existing one (made by hand, or before) is
+    // narrowed too, before the token is in it.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     f.write_all(token.as_bytes())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)

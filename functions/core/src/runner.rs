@@ -459,7 +459,12 @@ mod tests {
         async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
             Ok(self.0.lock().unwrap().get(key).cloned())
         }
-        async fn signed_url(&self, _key: &str, _ttl: Duration) -> StoreResult<Option<String>> {
+        async fn signed_url(
+            &self,
+            _key: &str,
+            _ttl: Duration,
+            _served: &crate::ports::Served,
+        ) -> StoreResult<Option<String>> {
             Ok(None)
         }
         async fn head(

@@ -167,7 +167,8 @@ impl Viewing<'_> {
             }
             FileBody::Blob(key) => key,
         };
-        if let Some(url) = self.blobs.signed_url(&key, SIGNED_URL_TTL).await? {
+        let served = crate::ports::Served::as_type(&file.mime);
+        if let Some(url) = self.blobs.signed_url(&key, SIGNED_URL_TTL, &served).await? {
             return Ok(FileAnswer::Elsewhere(url));
         }
         match self.blobs.get(&key).await? {

@@ -170,10 +170,7 @@ pub fn retry_after(attempt: u32) -> Option<Duration> {
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public_v4(v4),
-            None => is_public_v6(v6),
-        },
+        IpAddr::V6(v6) => is_public_v6(v6),
     }
 }
 
@@ -193,16 +190,25 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a >= 240) // reserved
 }
 
+/// A public IPv6 address: none of the ranges that reach something else than the address they
+/// name. Every form that carries an IPv4 address inside (mapped, translated, compatible, NAT64,
+/// 6to4, Teredo) is refused outright: a receiver that has a public IPv4 address is reached by it.
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let first = s[0];
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00 // unique local (fc00::/7, AWS metadata fd00:ec2::254)
         || (first & 0xffc0) == 0xfe80 // link-local
-        || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
-        || first == 0x0064 && ip.segments()[1] == 0xff9b // NAT64 (reaches IPv4 inside)
-        || (first == 0 && ip.segments()[..6].iter().all(|s| *s == 0))) // IPv4-compatible
+        || (first & 0xffc0) == 0xfec0 // site-local (deprecated, still routed by some)
+        || first == 0x2001 && s[1] == 0x0db8 // documentation
+        || first == 0x2001 && s[1] == 0 // Teredo (2001::/32)
+        || first == 0x2002 // 6to4 (2002::/16)
+        || first == 0x0064 && s[1] == 0xff9b // NAT64 (64:ff9b::/96, and 64:ff9b:1::/48)
+        || first == 0x0100 && s[1..4] == [0, 0, 0] // discard-only (100::/64)
+        || s[..5] == [0, 0, 0, 0, 0] && (s[5] == 0xffff || s[5] == 0) // mapped, compatible
+        || s[..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0) // translated (::ffff:0:0:0/96)
 }
 
 /// One event's delivery to a run's receiver: written with the event, in the same transaction
@@ -384,6 +390,13 @@ mod tests {
             "::ffff:10.1.1.1",
             "64:ff9b::a00:1",
             "::127.0.0.1",
+            "::ffff:8.8.8.8",
+            "::ffff:0:808:808",
+            "2002:c000:204::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
+            "64:ff9b:1::808:808",
+            "100::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
@@ -393,7 +406,7 @@ mod tests {
             "172.32.0.1",
             "100.128.0.1",
             "2606:4700::1111",
-            "::ffff:8.8.8.8",
+            "2001:4860:4860::8888",
         ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }

@@ -77,7 +77,12 @@ impl Blobs for DiskBlobs {
         .map_err(StoreError::from_err)?
     }
 
-    async fn signed_url(&self, _key: &str, _ttl: Duration) -> StoreResult<Option<String>> {
+    async fn signed_url(
+        &self,
+        _key: &str,
+        _ttl: Duration,
+        _served: &spellcast_core::ports::Served,
+    ) -> StoreResult<Option<String>> {
         Ok(None)
     }
 
@@ -182,7 +187,11 @@ mod tests {
         assert_eq!(blobs.get("runs/run_1/nope").await.unwrap(), None);
         assert_eq!(
             blobs
-                .signed_url("runs/run_1/abc", Duration::from_secs(1))
+                .signed_url(
+                    "runs/run_1/abc",
+                    Duration::from_secs(1),
+                    &spellcast_core::ports::Served::as_type("x/y")
+                )
                 .await
                 .unwrap(),
             None

@@ -103,17 +103,25 @@ pub(crate) fn file_answer(file: FileAnswer, cache_control: &'static str) -> Hand
     };
     let mut r = http::Response::new(Body::Full(Bytes::from(bytes)));
     let headers = r.headers_mut();
-    let mime = HeaderValue::from_str(&mime)
+    let mime_text = mime.as_str();
+    let mime = HeaderValue::from_str(mime_text)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_TYPE, mime);
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(cache_control),
     );
-    // A tool's file is content, never a page of this site: opened directly, it runs nothing.
+    // A tool's file is content, never a page of this site: opened directly, it runs nothing,
+    // and anything but a plain image is a download (as the blob store's URLs answer).
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; img-src 'self'; sandbox"),
     );
+    if !spellcast_core::ports::drawn_only(mime_text) {
+        headers.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment"),
+        );
+    }
     Ok(r)
 }

@@ -179,7 +179,12 @@ impl Blobs for NoBlobs {
         Err(StoreError::new("this function keeps no large files"))
     }
 
-    async fn signed_url(&self, _key: &str, _ttl: Duration) -> StoreResult<Option<String>> {
+    async fn signed_url(
+        &self,
+        _key: &str,
+        _ttl: Duration,
+        _served: &spellcast_core::ports::Served,
+    ) -> StoreResult<Option<String>> {
         Err(StoreError::new("this function keeps no large files"))
     }
 

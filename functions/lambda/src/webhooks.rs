@@ -49,7 +49,9 @@ fn named(body: &str) -> Option<Named> {
 }
 
 /// Handles one batch: the `batchItemFailures` answer of a function with
-/// `ReportBatchItemFailures`.
+/// `ReportBatchItemFailures`. Its messages are attempted all at once, so a batch takes as long
+/// as its slowest receiver (one attempt's timeout), not the sum of them: a user whose receivers
+/// do not answer holds up nobody else's deliveries, and the batch ends within the function's time.
 pub async fn webhook_batch(
     app: &App,
     sender: &dyn WebhookSender,
@@ -58,37 +60,64 @@ pub async fn webhook_batch(
 ) -> Result<Value, Error> {
     let batch: Batch = serde_json::from_value(event)?;
     let delivering = app.delivering(sender);
-    let mut failures = Vec::new();
-    for message in batch.records {
-        let Some(named) = named(&message.body) else {
-            // Nothing to do with it, ever: not worth a retry.
-            tracing::error!(
-                message_id = message.message_id,
-                "not a webhook message; dropped"
-            );
-            continue;
-        };
-        let handled = match delivering.attempt(&named.run_id, &named.webhook_id).await {
-            Ok(Next::Done) => Ok(()),
-            Ok(Next::At(at)) => {
-                let wait = (at - app.clock.now()).to_std().unwrap_or_default();
-                queue
-                    .send(&named.run_id, &named.webhook_id, wait)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = handled {
+    let failures = all_at_once(batch.records, |message| {
+        handle(app, &delivering, queue, message)
+    })
+    .await;
+    Ok(json!({ "batchItemFailures": failures }))
+}
+
+/// Runs `work` for every item at once; what each returned that is `Some`, in order.
+async fn all_at_once<T, F, Fut>(items: Vec<T>, work: F) -> Vec<Value>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Option<Value>>,
+{
+    futures::future::join_all(items.into_iter().map(work))
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// One message: its delivery attempted, what comes next queued; the batch item failure if the
+/// message must be given again.
+async fn handle(
+    app: &App,
+    delivering: &spellcast_core::delivering::Delivering<'_>,
+    queue: &WebhookQueue,
+    message: Message,
+) -> Option<Value> {
+    let Some(named) = named(&message.body) else {
+        // Nothing to do with it, ever: not worth a retry.
+        tracing::error!(
+            message_id = message.message_id,
+            "not a webhook message; dropped"
+        );
+        return None;
+    };
+    let handled = match delivering.attempt(&named.run_id, &named.webhook_id).await {
+        Ok(Next::Done) => Ok(()),
+        Ok(Next::At(at)) => {
+            let wait = (at - app.clock.now()).to_std().unwrap_or_default();
+            queue
+                .send(&named.run_id, &named.webhook_id, wait)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match handled {
+        Ok(()) => None,
+        Err(error) => {
             tracing::warn!(
                 message_id = message.message_id,
                 error,
                 "webhook message kept for a retry"
             );
-            failures.push(json!({ "itemIdentifier": message.message_id }));
+            Some(json!({ "itemIdentifier": message.message_id }))
         }
     }
-    Ok(json!({ "batchItemFailures": failures }))
 }
 
 /// Serves the webhooks function until the runtime stops.
@@ -129,5 +158,28 @@ mod tests {
         for bad in ["", "{}", "[1]", r#"{"runId":"run_1"}"#, r#"{"detail":{}}"#] {
             assert_eq!(named(bad), None, "{bad}");
         }
+    }
+
+    /// Ten receivers that each take the whole attempt timeout (10 s) finish together in 10 s,
+    /// not one after another in 100 s: under the function's 30 s, whoever they belong to.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_is_attempted_all_at_once() {
+        let started = tokio::time::Instant::now();
+        let failures = all_at_once((0..10).collect(), |i: u32| async move {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            i.is_multiple_of(3)
+                .then(|| json!({ "itemIdentifier": i.to_string() }))
+        })
+        .await;
+        assert_eq!(started.elapsed(), std::time::Duration::from_secs(10));
+        let ids: Vec<&str> = failures
+            .iter()
+            .map(|f| f["itemIdentifier"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            ["0", "3", "6", "9"],
+            "the failures, in the batch's order"
+        );
     }
 }

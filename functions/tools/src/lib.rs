@@ -154,7 +154,12 @@ pub(crate) mod testing {
         async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
             Ok(self.0.lock().unwrap().get(key).cloned())
         }
-        async fn signed_url(&self, _key: &str, _ttl: Duration) -> StoreResult<Option<String>> {
+        async fn signed_url(
+            &self,
+            _key: &str,
+            _ttl: Duration,
+            _served: &spellcast_core::ports::Served,
+        ) -> StoreResult<Option<String>> {
             Ok(None)
         }
         async fn head(&self, key: &str, first: usize) -> StoreResult<Option<BlobHead>> {
