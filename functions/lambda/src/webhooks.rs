@@ -60,11 +60,21 @@ pub async fn webhook_batch(
 ) -> Result<Value, Error> {
     let batch: Batch = serde_json::from_value(event)?;
     let delivering = app.delivering(sender);
-    let failures = all_at_once(batch.records, |message| {
+    let failures = all_at_once(distinct(batch.records), |message| {
         handle(app, &delivering, queue, message)
     })
     .await;
     Ok(json!({ "batchItemFailures": failures }))
+}
+
+/// The batch's messages with each delivery named once: SQS delivers at least once, and two
+/// attempts of one delivery at once would both send before either is recorded.
+fn distinct(records: Vec<Message>) -> Vec<Message> {
+    let mut seen = std::collections::HashSet::new();
+    records
+        .into_iter()
+        .filter(|m| named(&m.body).is_none_or(|n| seen.insert((n.run_id, n.webhook_id))))
+        .collect()
 }
 
 /// Runs `work` for every item at once; what each returned that is `Some`, in order.
@@ -181,5 +191,21 @@ mod tests {
             ["0", "3", "6", "9"],
             "the failures, in the batch's order"
         );
+    }
+
+    #[test]
+    fn a_delivery_named_twice_in_a_batch_is_attempted_once() {
+        let message = |id: &str, body: &str| Message {
+            message_id: id.into(),
+            body: body.into(),
+        };
+        let kept = distinct(vec![
+            message("a", r#"{"runId":"run_1","webhookId":"msg_1"}"#),
+            message("b", r#"{"detail":{"runId":"run_1","webhookId":"msg_1"}}"#),
+            message("c", r#"{"runId":"run_1","webhookId":"msg_2"}"#),
+            message("d", "not json"),
+        ]);
+        let ids: Vec<&str> = kept.iter().map(|m| m.message_id.as_str()).collect();
+        assert_eq!(ids, ["a", "c", "d"]);
     }
 }
