@@ -229,3 +229,28 @@ def test_webhooks_are_fed_by_their_queue_with_dead_letters_and_the_rule(template
         actions = [a for p in by_binary[binary]["Properties"]["Policies"] for st in p["Statement"]
                    for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])]
         assert "events:PutEvents" in actions, binary
+
+
+def test_a_custom_domain_a_web_acl_and_access_logs_are_the_deployers_to_set(template):
+    """SPEC §9.3: optional DomainName + CertificateArn (viewers on TLS 1.2 or later), WebAclArn,
+    and access logs on, for the edge and the API."""
+    params = template["Parameters"]
+    for name in ("DomainName", "CertificateArn", "WebAclArn"):
+        assert params[name]["Default"] == "", f"{name} is optional"
+    config = template["Resources"]["Distribution"]["Properties"]["DistributionConfig"]
+    assert config["Aliases"] == {"If": ["HasDomain", [{"Ref": "DomainName"}], {"Ref": "AWS::NoValue"}]}
+    with_domain, without = config["ViewerCertificate"]["If"][1:]
+    assert with_domain == {"AcmCertificateArn": {"Ref": "CertificateArn"}, "SslSupportMethod": "sni-only",
+                           "MinimumProtocolVersion": "TLSv1.2_2021"}
+    assert without == {"CloudFrontDefaultCertificate": True}
+    assert config["WebACLId"] == {"If": ["HasWebAcl", {"Ref": "WebAclArn"}, {"Ref": "AWS::NoValue"}]}
+    # Both halves of the domain are needed: a name without a certificate changes nothing.
+    assert template["Conditions"]["HasDomain"] == {"And": [{"Not": [{"Equals": [{"Ref": "DomainName"}, ""]}]},
+                                                           {"Not": [{"Equals": [{"Ref": "CertificateArn"}, ""]}]}]}
+    assert config["Logging"]["Bucket"] == {"GetAtt": "LogsBucket.RegionalDomainName"}
+    logs = template["Resources"]["LogsBucket"]["Properties"]
+    assert all(logs["PublicAccessBlockConfiguration"].values()), "the logs are private"
+    assert logs["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == 90
+    api = template["Resources"]["Api"]["Properties"]["AccessLogSettings"]
+    assert api["DestinationArn"] == {"GetAtt": "ApiAccessLogs.Arn"}
+    assert '"status":"$context.status"' in api["Format"]
