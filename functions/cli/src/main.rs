@@ -533,14 +533,9 @@ async fn upload_files(
     for (name, path) in files {
         let bytes = std::fs::read(&path)
             .map_err(|e| Failure::BadInput(format!("--input {name}=@{}: {e}", path.display())))?;
-        let mime = infer::get(&bytes).map_or(
-            if std::str::from_utf8(&bytes).is_ok() {
-                "text/plain"
-            } else {
-                "application/octet-stream"
-            },
-            |kind| kind.mime_type(),
-        );
+        // The server judges a file by its bytes and keeps it as what they are: the type
+        // declared here only has to be the one the PUT then carries.
+        let mime = "application/octet-stream";
         let ticket = api
             .call(
                 Method::POST,

@@ -27,6 +27,8 @@ pub mod run;
 pub mod runner;
 pub mod sharing;
 pub mod stats;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tool_config;
 pub mod tools;
 pub mod uploads;

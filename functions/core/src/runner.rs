@@ -441,64 +441,7 @@ pub async fn offload(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::time::Duration;
-
     use super::*;
-
-    /// Blobs in a map: enough to see what the runner puts where.
-    #[derive(Default)]
-    struct Recorded(Mutex<HashMap<String, Vec<u8>>>);
-
-    #[async_trait]
-    impl Blobs for Recorded {
-        async fn put(&self, key: &str, _mime: &str, bytes: Vec<u8>) -> StoreResult<()> {
-            self.0.lock().unwrap().insert(key.to_owned(), bytes);
-            Ok(())
-        }
-        async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-            Ok(self.0.lock().unwrap().get(key).cloned())
-        }
-        async fn signed_url(
-            &self,
-            _key: &str,
-            _ttl: Duration,
-            _served: &crate::ports::Served,
-        ) -> StoreResult<Option<String>> {
-            Ok(None)
-        }
-        async fn head(
-            &self,
-            key: &str,
-            first: usize,
-        ) -> StoreResult<Option<crate::ports::BlobHead>> {
-            Ok(self
-                .0
-                .lock()
-                .unwrap()
-                .get(key)
-                .map(|b| crate::ports::BlobHead {
-                    size: b.len() as u64,
-                    first: b[..first.min(b.len())].to_vec(),
-                }))
-        }
-        async fn signed_put(
-            &self,
-            _key: &str,
-            _mime: &str,
-            _bytes: u64,
-            _ttl: Duration,
-        ) -> StoreResult<Option<crate::uploads::SignedPut>> {
-            Ok(None)
-        }
-        async fn copy(&self, from: &str, to: &str, _mime: &str) -> StoreResult<()> {
-            let mut map = self.0.lock().unwrap();
-            if let Some(bytes) = map.get(from).cloned() {
-                map.insert(to.to_owned(), bytes);
-            }
-            Ok(())
-        }
-    }
 
     fn output(kind: OutputKind, value: Option<Value>, file: Option<Vec<u8>>) -> NewOutput {
         NewOutput {
@@ -512,7 +455,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_is_too_large_to_travel_with_the_run_goes_to_the_blob_store() {
-        let blobs = Recorded::default();
+        let blobs = crate::testing::MemoryBlobs::default();
         let run: RunId = "run_1".into();
         let big_file = vec![7u8; INLINE_FILE_MAX + 1];
         let small_file = vec![1u8; INLINE_FILE_MAX];
@@ -541,11 +484,11 @@ mod tests {
         assert_eq!(kept[2].value, None);
         assert_eq!(kept[2].file, Some(FileBody::Inline(big_text.into_bytes())));
         assert_eq!(kept[3], outputs[3], "a small value stays inline");
-        assert_eq!(blobs.0.lock().unwrap().len(), 1);
+        assert_eq!(blobs.len(), 1);
 
         // A repeated delivery writes the same key.
         let again = offload(&blobs, &run, outputs).await.unwrap();
         assert_eq!(again, kept);
-        assert_eq!(blobs.0.lock().unwrap().len(), 1);
+        assert_eq!(blobs.len(), 1);
     }
 }

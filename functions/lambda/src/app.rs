@@ -165,6 +165,11 @@ impl EventBus for NoEvents {
     }
 }
 
+/// What every use of [`NoBlobs`] answers.
+fn no_blobs<T>() -> StoreResult<T> {
+    Err(StoreError::new("this function keeps no large files"))
+}
+
 /// The large files of a function that keeps none: it links no S3 client, and a use (a wiring
 /// mistake) fails loudly.
 pub struct NoBlobs;
@@ -172,11 +177,11 @@ pub struct NoBlobs;
 #[async_trait]
 impl Blobs for NoBlobs {
     async fn put(&self, _key: &str, _mime: &str, _bytes: Vec<u8>) -> StoreResult<()> {
-        Err(StoreError::new("this function keeps no large files"))
+        no_blobs()
     }
 
     async fn get(&self, _key: &str) -> StoreResult<Option<Vec<u8>>> {
-        Err(StoreError::new("this function keeps no large files"))
+        no_blobs()
     }
 
     async fn signed_url(
@@ -185,11 +190,11 @@ impl Blobs for NoBlobs {
         _ttl: Duration,
         _served: &spellcast_core::ports::Served,
     ) -> StoreResult<Option<String>> {
-        Err(StoreError::new("this function keeps no large files"))
+        no_blobs()
     }
 
     async fn head(&self, _key: &str, _first: usize) -> StoreResult<Option<BlobHead>> {
-        Err(StoreError::new("this function keeps no large files"))
+        no_blobs()
     }
 
     async fn signed_put(
@@ -199,11 +204,11 @@ impl Blobs for NoBlobs {
         _bytes: u64,
         _ttl: Duration,
     ) -> StoreResult<Option<spellcast_core::uploads::SignedPut>> {
-        Err(StoreError::new("this function keeps no large files"))
+        no_blobs()
     }
 
     async fn copy(&self, _from: &str, _to: &str, _mime: &str) -> StoreResult<()> {
-        Err(StoreError::new("this function keeps no large files"))
+        no_blobs()
     }
 }
 

@@ -56,8 +56,11 @@ impl Tool for FileShow {
                     file: Some(FileBody::Blob(key)),
                 },
                 NewOutput {
+                    kind: OutputKind::Json,
+                    mime: "application/json".into(),
                     title: Some(format!("About {}", upload.input)),
-                    ..crate::json_output(&call, facts)?
+                    value: Some(facts),
+                    file: None,
                 },
             ],
             cost_pts: 1,
@@ -70,6 +73,7 @@ impl Tool for FileShow {
 mod tests {
     use super::*;
     use crate::testing::{Files, Recorded};
+    use spellcast_core::ports::Blobs;
     use spellcast_core::uploads::RunUpload;
 
     #[tokio::test]
@@ -81,7 +85,10 @@ mod tests {
             mime: "image/png".into(),
             bytes: 3,
         };
-        files.0.lock().unwrap().insert(upload.key(), vec![1, 2, 3]);
+        files
+            .put(&upload.key(), "image/png", vec![1, 2, 3])
+            .await
+            .unwrap();
         let params = json!({"input": "photo"});
         let uploads = [upload];
         let call = ToolCall {

@@ -124,11 +124,9 @@ fn json_output(call: &ToolCall<'_>, value: Value) -> Result<NewOutput, ToolError
 #[cfg(test)]
 pub(crate) mod testing {
     use async_trait::async_trait;
-    use spellcast_core::ports::{BlobHead, Blobs, StoreError, StoreResult};
+    pub use spellcast_core::testing::MemoryBlobs as Files;
     use spellcast_core::tools::Progress;
-    use spellcast_core::uploads::SignedPut;
     use std::sync::Mutex;
-    use std::time::Duration;
 
     /// Records progress reports.
     #[derive(Default)]
@@ -138,53 +136,6 @@ pub(crate) mod testing {
     impl Progress for Recorded {
         async fn report(&self, fraction: f64, _message: Option<String>) {
             self.0.lock().unwrap().push(fraction);
-        }
-    }
-
-    /// Blobs in a map, for tools that read files.
-    #[derive(Default)]
-    pub struct Files(pub Mutex<std::collections::HashMap<String, Vec<u8>>>);
-
-    #[async_trait]
-    impl Blobs for Files {
-        async fn put(&self, key: &str, _mime: &str, bytes: Vec<u8>) -> StoreResult<()> {
-            self.0.lock().unwrap().insert(key.to_owned(), bytes);
-            Ok(())
-        }
-        async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-            Ok(self.0.lock().unwrap().get(key).cloned())
-        }
-        async fn signed_url(
-            &self,
-            _key: &str,
-            _ttl: Duration,
-            _served: &spellcast_core::ports::Served,
-        ) -> StoreResult<Option<String>> {
-            Ok(None)
-        }
-        async fn head(&self, key: &str, first: usize) -> StoreResult<Option<BlobHead>> {
-            Ok(self.0.lock().unwrap().get(key).map(|b| BlobHead {
-                size: b.len() as u64,
-                first: b[..first.min(b.len())].to_vec(),
-            }))
-        }
-        async fn signed_put(
-            &self,
-            _key: &str,
-            _mime: &str,
-            _bytes: u64,
-            _ttl: Duration,
-        ) -> StoreResult<Option<SignedPut>> {
-            Ok(None)
-        }
-        async fn copy(&self, from: &str, to: &str, _mime: &str) -> StoreResult<()> {
-            let mut map = self.0.lock().unwrap();
-            let bytes = map
-                .get(from)
-                .cloned()
-                .ok_or_else(|| StoreError::new("missing"))?;
-            map.insert(to.to_owned(), bytes);
-            Ok(())
         }
     }
 }
