@@ -1,6 +1,7 @@
 """What each Lambda links, from `cargo tree` of its arm64 build: one TLS stack and one crypto
 provider (hyper 1 + rustls 0.23 on ring; never the SDK's legacy hyper 0.14 + rustls 0.21 client,
-aws-lc, or aws-config's SSO clients), HS256 only for tokens (no RSA/ECDSA/EdDSA code), the tools' code (minijinja) only in the
+aws-lc, or aws-config's SSO clients), for tokens HS256 and the OpenID provider's RS256 and ES256
+only (no EdDSA or P-384 code), the tools' code (minijinja) only in the
 function that executes runs, an outbound HTTP client (reqwest) only there and in the one that sends
 webhooks, and the card renderer (resvg, png) only in the og function (png also in the runner)."""
 import pathlib
@@ -21,9 +22,8 @@ NEVER = [
     ("aws-sdk-sso", None, "aws-config's SSO credentials (not used on Lambda)"),
     ("aws-sdk-ssooidc", None, "aws-config's SSO credentials (not used on Lambda)"),
     ("aws-lc-sys", None, "a second crypto provider beside ring"),
-    ("rsa", None, "JWT algorithms other than HS256 (tokens are HS256 only)"),
-    ("ed25519-dalek", None, "JWT algorithms other than HS256 (tokens are HS256 only)"),
-    ("p256", None, "JWT algorithms other than HS256 (tokens are HS256 only)"),
+    ("ed25519-dalek", None, "JWT algorithms other than HS256, RS256 and ES256"),
+    ("p384", None, "JWT algorithms other than HS256, RS256 and ES256"),
 ]
 # crate: the only functions that may link it
 ONLY_IN = {

@@ -354,7 +354,7 @@ async function showRun(runId) {
   $("again").hidden = false;
   $("gallery").hidden = false;
   const streamUrl = `/api/v1/spells/${encodeURIComponent(slug)}/stream?creditTxId=${encodeURIComponent(run.creditTxId)}`;
-  await restore({ runId: run.runId, streamUrl, invoice: token }, run);
+  await restore({ runId: run.runId, streamUrl, invoice: run.watchToken }, run);
   showBalance(token);
 }
 

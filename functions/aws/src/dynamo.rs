@@ -77,7 +77,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use spellcast_core::ids::{CreditTxId, RunId, ShareId, UploadId, UserId};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
-use spellcast_core::ledger::LedgerEntry;
+use spellcast_core::ledger::{GrantKey, GrantOutcome, LedgerEntry};
 use spellcast_core::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
 use spellcast_core::ports::{
     CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
@@ -540,6 +540,80 @@ impl Store for DynamoStore {
             match self.transact(items).await? {
                 Ok(()) => return self.balance(&entry.user_id).await,
                 Err(Cancelled::Retry) => backoff(attempt).await,
+                Err(Cancelled::Conditions(_)) => {
+                    return Err(StoreError::new(format!(
+                        "ledger entry {} exists",
+                        entry.tx_id
+                    )))
+                }
+            }
+        }
+        Err(StoreError::unavailable("grant: too many conflicts"))
+    }
+
+    async fn grant_once(&self, entry: LedgerEntry, key: &GrantKey) -> StoreResult<GrantOutcome> {
+        let key_pk = format!("GRANT#{}", key.key);
+        let mut record = HashMap::from([
+            ("fingerprint".to_owned(), s(&key.fingerprint)),
+            (
+                "entry".to_owned(),
+                Av::M(serde_dynamo::to_item(&entry).map_err(err)?),
+            ),
+        ]);
+        record.extend(self::key(&key_pk, "GRANT"));
+        let mut credit = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(self::key(
+                format!("USER#{}", entry.user_id),
+                "BALANCE",
+            )))
+            .update_expression("ADD balance :pts")
+            .expression_attribute_values(":pts", n(entry.pts));
+        if entry.pts < 0 {
+            // Never below zero: the balance must cover what is taken.
+            credit = credit
+                .condition_expression("balance >= :need")
+                .expression_attribute_values(":need", n(-entry.pts));
+        }
+        let credit = TransactWriteItem::builder()
+            .update(credit.build().map_err(err)?)
+            .build();
+        for attempt in 1..=ATTEMPTS {
+            let items = vec![
+                put(
+                    record.clone(),
+                    &self.table,
+                    Some("attribute_not_exists(pk)"),
+                )?,
+                credit.clone(),
+                ledger_put(&entry, &self.table)?,
+            ];
+            match self.transact(items).await? {
+                Ok(()) => {
+                    let balance = self.balance(&entry.user_id).await?;
+                    return Ok(GrantOutcome::Granted { entry, balance });
+                }
+                Err(Cancelled::Retry) => backoff(attempt).await,
+                Err(Cancelled::Conditions(failed)) if failed.contains(&0) => {
+                    let first = self
+                        .get(key_pk.clone(), "GRANT")
+                        .await?
+                        .ok_or_else(|| StoreError::new("a grant key vanished"))?;
+                    let fingerprint = first
+                        .get("fingerprint")
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default();
+                    let entry = match first.get("entry") {
+                        Some(Av::M(m)) => from_item(m.clone())?,
+                        _ => return Err(StoreError::new("a grant key without its entry")),
+                    };
+                    return Ok(GrantOutcome::Repeated { entry, fingerprint });
+                }
+                Err(Cancelled::Conditions(failed)) if failed.contains(&1) => {
+                    let balance = self.balance(&entry.user_id).await?;
+                    return Ok(GrantOutcome::Insufficient { balance });
+                }
                 Err(Cancelled::Conditions(_)) => {
                     return Err(StoreError::new(format!(
                         "ledger entry {} exists",

@@ -71,6 +71,13 @@ impl Store for FaultyStore {
     async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64> {
         self.call(self.inner.grant(entry)).await
     }
+    async fn grant_once(
+        &self,
+        entry: LedgerEntry,
+        key: &spellcast_core::ledger::GrantKey,
+    ) -> StoreResult<spellcast_core::ledger::GrantOutcome> {
+        self.call(self.inner.grant_once(entry, key)).await
+    }
     async fn balance(&self, user_id: &UserId) -> StoreResult<i64> {
         self.call(self.inner.balance(user_id)).await
     }
@@ -244,6 +251,8 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
         run_id: None,
         invoice_id: None,
         at: now,
+        reason: None,
+        granted_by: None,
     };
     inner.grant(grant).await.unwrap();
     let invoice_id = InvoiceId::new();
@@ -283,6 +292,8 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
         signal: Arc::new(LocalSignal::default()),
         clock: clock.clone(),
         keys: TokenKeys::hs256(&[1; 32], "test").unwrap(),
+        oidc: None,
+        welcomed: Default::default(),
         prices: PriceBook::default(),
         rendered: Default::default(),
         limiter: Arc::new(spellcast_embedded::MemoryLimiter::default()),

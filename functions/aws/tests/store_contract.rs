@@ -14,7 +14,7 @@ use serde_json::json;
 use spellcast_aws::DynamoStore;
 use spellcast_core::auth::TokenKeys;
 use spellcast_core::catalog::Catalog;
-use spellcast_core::ids::{new_id, RunId, Slug};
+use spellcast_core::ids::{new_id, RunId, Slug, UserId};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_core::ledger::{LedgerKind, PTS};
 use spellcast_core::ports::{CastOutcome, SpellStats, Store, SystemClock};
@@ -98,6 +98,7 @@ contract!(
     the_ledger_follows_its_model,
     outputs_of_any_size_fit_the_store,
     a_streamed_answer_and_its_metering_are_kept,
+    a_keyed_grant_is_posted_once_and_never_below_zero,
 );
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -367,6 +368,72 @@ async fn grants_move_the_balance_and_the_ledger_pages_newest_first(store: Arc<dy
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn a_keyed_grant_is_posted_once_and_never_below_zero(store: Arc<dyn Store>) {
+    use spellcast_core::ledger::{GrantKey, GrantOutcome};
+    let user = UserId::new();
+    let key = GrantKey {
+        key: format!("welcome:{user}"),
+        fingerprint: "welcome".into(),
+    };
+    // Twenty first requests at once: one grant.
+    let racers = (0..20).map(|_| {
+        let (store, key) = (store.clone(), key.clone());
+        let mut e = entry(user.as_str(), LedgerKind::Grant, 100);
+        e.reason = Some("welcome".into());
+        tokio::spawn(async move { store.grant_once(e, &key).await.unwrap() })
+    });
+    let outcomes = futures::future::join_all(racers).await;
+    let granted: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| match o.as_ref().unwrap() {
+            GrantOutcome::Granted { entry, balance } => Some((entry.clone(), *balance)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(granted.len(), 1, "{outcomes:?}");
+    assert_eq!(granted[0].1, 100);
+    for o in &outcomes {
+        if let GrantOutcome::Repeated { entry, fingerprint } = o.as_ref().unwrap() {
+            assert_eq!((entry, fingerprint.as_str()), (&granted[0].0, "welcome"));
+        }
+    }
+    assert_eq!(store.balance(&user).await.unwrap(), 100);
+    assert_eq!(ledger_sum(store.as_ref(), user.as_str()).await, 100);
+    let kept = store.ledger(&user, 10, None).await.unwrap();
+    assert_eq!(kept, vec![granted[0].0.clone()], "reason and grantor kept");
+
+    // Taking back more than there is changes nothing; exactly all of it is allowed.
+    let take = |pts: i64, key: &str| {
+        (
+            entry(user.as_str(), LedgerKind::Grant, pts),
+            GrantKey {
+                key: key.into(),
+                fingerprint: pts.to_string(),
+            },
+        )
+    };
+    let (e, k) = take(-101, "admin:too-much");
+    assert_eq!(
+        store.grant_once(e, &k).await.unwrap(),
+        GrantOutcome::Insufficient { balance: 100 }
+    );
+    let (e, k) = take(-100, "admin:too-much");
+    assert!(
+        matches!(store.grant_once(e, &k).await.unwrap(), GrantOutcome::Granted { balance: 0, .. }),
+        "a refused grant did not use up its key"
+    );
+    assert_eq!(store.balance(&user).await.unwrap(), 0);
+    assert_eq!(ledger_sum(store.as_ref(), user.as_str()).await, 0);
+    let stranger = UserId::new();
+    let (mut e, k) = take(-1, "admin:stranger");
+    e.user_id = stranger.clone();
+    assert_eq!(
+        store.grant_once(e, &k).await.unwrap(),
+        GrantOutcome::Insufficient { balance: 0 }
+    );
+    assert_eq!(store.balance(&stranger).await.unwrap(), 0);
 }
 
 async fn idempotency_keys_replay_or_conflict(store: Arc<dyn Store>) {
@@ -1283,6 +1350,8 @@ fn app(store: Arc<dyn Store>) -> Arc<App> {
         signal: Arc::new(LocalSignal::default()),
         clock: Arc::new(SystemClock),
         keys: TokenKeys::hs256(&[1; 32], "test").unwrap(),
+        oidc: None,
+        welcomed: Default::default(),
         prices: PriceBook::default(),
         rendered: Default::default(),
         limiter: Arc::new(spellcast_embedded::MemoryLimiter::default()),

@@ -45,6 +45,11 @@ pub struct Config {
     pub webhook_retry_divisor: u32,
     /// How long an upload stays usable by a cast; one no cast used is deleted after it.
     pub upload_ttl: chrono::Duration,
+    /// Points granted once to each user on their first signed-in request (0: none).
+    pub welcome_pts: i64,
+    /// The bearer token of `POST /api/v1/admin/grants` where no entry point vouches for the
+    /// caller (the local server's `--admin-token`); none: only such an entry point's callers.
+    pub admin_token: Option<String>,
 }
 
 impl Config {
@@ -78,6 +83,8 @@ impl Config {
             webhook_loopback: false,
             webhook_retry_divisor: 1,
             upload_ttl: chrono::Duration::seconds(crate::uploads::UNUSED_TTL_SECS),
+            welcome_pts: 0,
+            admin_token: None,
         }
     }
 
@@ -114,6 +121,10 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Token signing and verification.
     pub keys: TokenKeys,
+    /// The OpenID provider whose tokens sign users in, if one is configured.
+    pub oidc: Option<Arc<crate::oidc::OidcVerifier>>,
+    /// Users known to have had their welcome grant.
+    pub welcomed: WelcomeBook,
     /// Cached spell prices.
     pub prices: PriceBook,
     /// Rendered public answers (meta, og pages), kept while what they show is unchanged.
@@ -125,6 +136,27 @@ pub struct App {
 }
 
 impl App {
+    /// The user a session token (ours, or the OpenID provider's) names: the one place sessions
+    /// are verified. Their welcome grant is made on the first request this process sees.
+    pub async fn signed_in(&self, token: &str) -> Result<crate::ids::UserId, SignInError> {
+        use crate::auth::TokenError;
+        let user = match self.keys.verify_session(token) {
+            Ok(claims) => claims.sub,
+            Err(TokenError::Expired) => return Err(SignInError::Token(TokenError::Expired)),
+            Err(TokenError::Invalid) => match &self.oidc {
+                Some(provider) => provider.verify(token).await?,
+                None => return Err(SignInError::Token(TokenError::Invalid)),
+            },
+        };
+        if self.config.welcome_pts > 0 && !self.welcomed.knows(&user) {
+            self.accounts()
+                .welcome(&user, self.config.welcome_pts, self.clock.now())
+                .await?;
+            self.welcomed.remember(&user);
+        }
+        Ok(user)
+    }
+
     /// The quoting use case, with the ports it needs.
     pub fn quotes(&self) -> crate::quote::Quotes<'_> {
         crate::quote::Quotes {
@@ -254,6 +286,39 @@ impl App {
             store: self.store.as_ref(),
             clock: self.clock.as_ref(),
             book: &self.prices,
+        }
+    }
+}
+
+/// Why a request is not signed in.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// The token is not good.
+    #[error(transparent)]
+    Token(#[from] crate::auth::TokenError),
+    /// The welcome grant could not be recorded.
+    #[error(transparent)]
+    Store(#[from] crate::ports::StoreError),
+}
+
+/// The users this process has seen welcomed, so a signed-in request costs no store write. Bounded:
+/// forgetting only costs one more (idempotent) write.
+#[derive(Default)]
+pub struct WelcomeBook(std::sync::Mutex<std::collections::HashSet<crate::ids::UserId>>);
+
+impl WelcomeBook {
+    const MOST: usize = 100_000;
+
+    fn knows(&self, user: &crate::ids::UserId) -> bool {
+        self.0.lock().is_ok_and(|set| set.contains(user))
+    }
+
+    fn remember(&self, user: &crate::ids::UserId) {
+        if let Ok(mut set) = self.0.lock() {
+            if set.len() >= Self::MOST {
+                set.clear();
+            }
+            set.insert(user.clone());
         }
     }
 }

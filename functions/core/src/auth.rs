@@ -66,29 +66,48 @@ pub enum TokenError {
     Expired,
 }
 
-/// Signs and verifies tokens with one configured key.
+/// Signs and verifies our own tokens: sessions with one key, invoices and upload URLs with
+/// another, so that neither key's holder can forge the other kind.
 #[derive(Clone)]
 pub struct TokenKeys {
     algorithm: Algorithm,
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    session: (EncodingKey, DecodingKey),
+    invoice: (EncodingKey, DecodingKey),
     issuer: String,
 }
 
 impl TokenKeys {
-    /// HMAC-SHA256 keys from a secret of at least 32 bytes.
+    /// HMAC-SHA256 keys: one secret for sessions and another for invoices, each at least 32 bytes
+    /// and not equal.
+    pub fn new(session: &[u8], invoice: &[u8], issuer: &str) -> Result<Self, String> {
+        if session.len() < 32 || invoice.len() < 32 {
+            return Err("a token secret must be at least 32 bytes".into());
+        }
+        if session == invoice {
+            return Err("the session and invoice secrets must differ".into());
+        }
+        install_verifiers();
+        let pair = |s: &[u8]| (EncodingKey::from_secret(s), DecodingKey::from_secret(s));
+        Ok(TokenKeys {
+            algorithm: Algorithm::HS256,
+            session: pair(session),
+            invoice: pair(invoice),
+            issuer: issuer.to_owned(),
+        })
+    }
+
+    /// Keys derived from one secret of at least 32 bytes (the local server's): the session key
+    /// is the secret, the invoice key an HMAC of a fixed label under it.
     pub fn hs256(secret: &[u8], issuer: &str) -> Result<Self, String> {
+        use hmac::Mac;
         if secret.len() < 32 {
             return Err("the token secret must be at least 32 bytes".into());
         }
-        // Installed once per process; a second install finds it there, which is fine.
-        let _ = hs256_only::PROVIDER.install_default();
-        Ok(TokenKeys {
-            algorithm: Algorithm::HS256,
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            issuer: issuer.to_owned(),
-        })
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).map_err(|e| e.to_string())?;
+        mac.update(b"spellcast invoice key v1");
+        let invoice = mac.finalize().into_bytes();
+        Self::new(secret, &invoice, issuer)
     }
 
     /// The issuer named in every token.
@@ -96,13 +115,14 @@ impl TokenKeys {
         &self.issuer
     }
 
-    fn sign<C: Serialize>(&self, claims: &C) -> String {
+    fn sign<C: Serialize>(&self, key: &EncodingKey, claims: &C) -> String {
         // Encoding with an HMAC key cannot fail for serialisable claims.
-        encode(&Header::new(self.algorithm), claims, &self.encoding).unwrap_or_default()
+        encode(&Header::new(self.algorithm), claims, key).unwrap_or_default()
     }
 
     fn verify<C: for<'de> Deserialize<'de>>(
         &self,
+        key: &DecodingKey,
         token: &str,
         audience: &str,
         check_expiry: bool,
@@ -113,7 +133,7 @@ impl TokenKeys {
         validation.set_required_spec_claims(&["exp", "iat", "aud", "iss", "sub"]);
         validation.validate_exp = check_expiry;
         validation.leeway = 0;
-        decode::<C>(token, &self.decoding, &validation)
+        decode::<C>(token, key, &validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
@@ -123,59 +143,64 @@ impl TokenKeys {
 
     /// A session token for `user_id`, valid until `exp`.
     pub fn session(&self, user_id: &UserId, now: DateTime<Utc>, exp: DateTime<Utc>) -> String {
-        self.sign(&SessionClaims {
-            sub: user_id.clone(),
-            exp: exp.timestamp(),
-            iat: now.timestamp(),
-            aud: SESSION_AUDIENCE.into(),
-            iss: self.issuer.clone(),
-        })
+        self.sign(
+            &self.session.0,
+            &SessionClaims {
+                sub: user_id.clone(),
+                exp: exp.timestamp(),
+                iat: now.timestamp(),
+                aud: SESSION_AUDIENCE.into(),
+                iss: self.issuer.clone(),
+            },
+        )
     }
 
     /// Verifies a session token.
     pub fn verify_session(&self, token: &str) -> Result<SessionClaims, TokenError> {
-        self.verify(token, SESSION_AUDIENCE, true)
+        self.verify(&self.session.1, token, SESSION_AUDIENCE, true)
     }
 
     /// Signs invoice claims (their `aud` and `iss` are set here).
     pub fn invoice(&self, mut claims: InvoiceClaims) -> String {
         claims.aud = INVOICE_AUDIENCE.into();
         claims.iss = self.issuer.clone();
-        self.sign(&claims)
+        self.sign(&self.invoice.0, &claims)
     }
 
     /// Verifies an invoice token, including its expiry.
     pub fn verify_invoice(&self, token: &str) -> Result<InvoiceClaims, TokenError> {
-        self.verify(token, INVOICE_AUDIENCE, true)
+        self.verify(&self.invoice.1, token, INVOICE_AUDIENCE, true)
     }
 
     /// Signs the claims of a local upload URL (their `aud` and `iss` are set here).
     pub fn upload(&self, mut claims: crate::uploads::UploadClaims) -> String {
         claims.aud = UPLOAD_AUDIENCE.into();
         claims.iss = self.issuer.clone();
-        self.sign(&claims)
+        self.sign(&self.invoice.0, &claims)
     }
 
     /// Verifies the token of a local upload URL, including its expiry.
     pub fn verify_upload(&self, token: &str) -> Result<crate::uploads::UploadClaims, TokenError> {
-        self.verify(token, UPLOAD_AUDIENCE, true)
+        self.verify(&self.invoice.1, token, UPLOAD_AUDIENCE, true)
     }
 
     /// Verifies an invoice token's signature but not its expiry: a stream may outlive the quote,
     /// and the caller decides how long after `exp` it stays good.
     pub fn verify_invoice_ignoring_expiry(&self, token: &str) -> Result<InvoiceClaims, TokenError> {
-        self.verify(token, INVOICE_AUDIENCE, false)
+        self.verify(&self.invoice.1, token, INVOICE_AUDIENCE, false)
     }
 }
 
-/// The crypto behind `jsonwebtoken`: HMAC-SHA256 from RustCrypto and nothing else, so no
-/// function links RSA, ECDSA or EdDSA code it never runs. Any other algorithm is refused.
-mod hs256_only {
+/// The crypto behind `jsonwebtoken`: RustCrypto's HMAC-SHA256 (our own tokens, signed and
+/// verified), RSA PKCS#1 v1.5 with SHA-256 and ECDSA P-256 (an OpenID provider's tokens, verified
+/// only). Nothing else is linked or accepted: a key answers only the algorithm of its own family,
+/// so an HMAC "signed" with a provider's public key never verifies.
+mod verifiers {
     use hmac::{Hmac, Mac};
     use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
     use jsonwebtoken::errors::{ErrorKind, Result};
-    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
-    use sha2::Sha256;
+    use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey};
+    use sha2::{Digest, Sha256};
 
     pub(super) static PROVIDER: CryptoProvider = CryptoProvider {
         signer_factory,
@@ -196,12 +221,41 @@ mod hs256_only {
         }
     }
 
+    /// An RSA public key (from a JWK's `n` and `e`) checking RS256.
+    struct Rs256(rsa::RsaPublicKey);
+
+    /// A P-256 public key (from a JWK's `x` and `y`) checking ES256.
+    struct Es256(p256::ecdsa::VerifyingKey);
+
     fn signer_factory(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>> {
         Ok(Box::new(Hs256::new(algorithm, key.as_bytes())?))
     }
 
     fn verifier_factory(algorithm: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>> {
-        Ok(Box::new(Hs256::new(algorithm, key.try_get_as_bytes()?)?))
+        use jsonwebtoken::AlgorithmFamily as F;
+        match (algorithm, key.family(), key.kind()) {
+            (Algorithm::HS256, F::Hmac, DecodingKeyKind::SecretOrDer(secret)) => {
+                Ok(Box::new(Hs256::new(algorithm, secret)?))
+            }
+            (Algorithm::RS256, F::Rsa, DecodingKeyKind::RsaModulusExponent { n, e }) => {
+                let key = rsa::RsaPublicKey::new(
+                    rsa::BigUint::from_bytes_be(n),
+                    rsa::BigUint::from_bytes_be(e),
+                )
+                .map_err(|e| ErrorKind::InvalidRsaKey(e.to_string()))?;
+                // Shorter RSA keys are breakable; no provider of note signs with them.
+                if rsa::traits::PublicKeyParts::size(&key) < 256 {
+                    return Err(ErrorKind::InvalidRsaKey("shorter than 2048 bits".into()).into());
+                }
+                Ok(Box::new(Rs256(key)))
+            }
+            (Algorithm::ES256, F::Ec, DecodingKeyKind::SecretOrDer(point)) => {
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
+                    .map(|k| Box::new(Es256(k)) as Box<dyn JwtVerifier>)
+                    .map_err(|_| ErrorKind::InvalidEcdsaKey.into())
+            }
+            _ => Err(ErrorKind::InvalidAlgorithm.into()),
+        }
     }
 
     impl signature::Signer<Vec<u8>> for Hs256 {
@@ -226,6 +280,30 @@ mod hs256_only {
         }
     }
 
+    impl signature::Verifier<Vec<u8>> for Rs256 {
+        fn verify(
+            &self,
+            msg: &[u8],
+            signature: &Vec<u8>,
+        ) -> std::result::Result<(), signature::Error> {
+            let digest = Sha256::digest(msg);
+            self.0
+                .verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest, signature)
+                .map_err(signature::Error::from_source)
+        }
+    }
+
+    impl signature::Verifier<Vec<u8>> for Es256 {
+        fn verify(
+            &self,
+            msg: &[u8],
+            signature: &Vec<u8>,
+        ) -> std::result::Result<(), signature::Error> {
+            let signature = p256::ecdsa::Signature::from_slice(signature)?;
+            signature::Verifier::verify(&self.0, msg, &signature)
+        }
+    }
+
     impl JwtSigner for Hs256 {
         fn algorithm(&self) -> Algorithm {
             Algorithm::HS256
@@ -237,6 +315,23 @@ mod hs256_only {
             Algorithm::HS256
         }
     }
+
+    impl JwtVerifier for Rs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::RS256
+        }
+    }
+
+    impl JwtVerifier for Es256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::ES256
+        }
+    }
+}
+
+/// Installs the one crypto provider (once per process; a second call finds it there).
+pub(crate) fn install_verifiers() {
+    let _ = verifiers::PROVIDER.install_default();
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod limits;
 pub mod memo;
 pub mod metrics;
+pub mod oidc;
 pub mod ports;
 pub mod quote;
 pub mod recovery;

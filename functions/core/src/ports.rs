@@ -173,6 +173,13 @@ pub struct SpellStats {
 pub trait Store: Send + Sync {
     /// Adds a grant entry and credits the balance; returns the new balance.
     async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64>;
+    /// Posts a grant at most once under `key`: the key's record, the entry and the balance
+    /// change in one transaction. A negative grant never takes the balance below zero.
+    async fn grant_once(
+        &self,
+        entry: LedgerEntry,
+        key: &crate::ledger::GrantKey,
+    ) -> StoreResult<crate::ledger::GrantOutcome>;
     /// The user's balance (0 for a stranger).
     async fn balance(&self, user_id: &UserId) -> StoreResult<i64>;
     /// Ledger entries newest first, strictly older than `before` (a tx id) when given.

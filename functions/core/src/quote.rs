@@ -85,6 +85,25 @@ pub enum QuoteError {
 }
 
 impl Quotes<'_> {
+    /// The token that lets `run`'s page watch it and fetch its files (SPEC §2: in a query only an
+    /// invoice token may go): the run's paid invoice, signed again with a fresh expiry. It cannot
+    /// pay for anything: that invoice is consumed.
+    pub fn watch_token(&self, run: &crate::run::Run) -> String {
+        let now = self.clock.now();
+        self.keys.invoice(InvoiceClaims {
+            jti: run.invoice_id.clone(),
+            sub: run.user_id.clone(),
+            spell: run.slug.clone(),
+            ver: run.spell_version,
+            cost: run.cost_pts,
+            asset: PTS.into(),
+            iat: now.timestamp(),
+            exp: (now + self.invoice_ttl).timestamp(),
+            aud: String::new(),
+            iss: String::new(),
+        })
+    }
+
     /// Quotes a spell: the same answer again for a retried key, else a new invoice at the
     /// spell's current price if the balance covers it.
     pub async fn quote(&self, request: QuoteRequest) -> Result<Quote, QuoteError> {

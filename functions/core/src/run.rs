@@ -594,6 +594,8 @@ impl Run {
             run_id: Some(self.run_id.clone()),
             invoice_id: Some(self.invoice_id.clone()),
             at,
+            reason: None,
+            granted_by: None,
         }
     }
 

@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use spellcast_core::ids::{CreditTxId, RunId, ShareId, UploadId, UserId};
 use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
-use spellcast_core::ledger::LedgerEntry;
+use spellcast_core::ledger::{GrantKey, GrantOutcome, LedgerEntry};
 use spellcast_core::ports::{
     CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
 };
@@ -65,6 +65,8 @@ const SPELL_STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("spell_st
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 /// Uploads by id (SPEC §7.3); the sweeper removes expired ones.
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+/// Grants made at most once, by their key: `{fingerprint, entry}` as JSON.
+const GRANT_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("grant_keys");
 
 /// An upper bound for ids in key ranges (ids are lowercase ASCII, all below `~`).
 const ID_MAX: &str = "~";
@@ -146,6 +148,7 @@ impl RedbStore {
             }
         }
         tx.open_table(UNFINISHED).map_err(err)?;
+        tx.open_table(GRANT_KEYS).map_err(err)?;
         tx.open_table(DELIVERIES).map_err(err)?;
         tx.open_table(SHARES).map_err(err)?;
         tx.open_table(RUN_SHARES).map_err(err)?;
@@ -312,6 +315,46 @@ fn get_json<K: redb::Key + 'static, T: DeserializeOwned>(
 impl Store for RedbStore {
     async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64> {
         self.write(move |tx| post_entry(tx, &entry)).await
+    }
+
+    async fn grant_once(&self, entry: LedgerEntry, key: &GrantKey) -> StoreResult<GrantOutcome> {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Record {
+            fingerprint: String,
+            entry: LedgerEntry,
+        }
+        let key = key.clone();
+        // The write lock makes the read of the key, the balance check and the post one step.
+        self.write(move |tx| {
+            let mut keys = tx.open_table(GRANT_KEYS).map_err(err)?;
+            if let Some(first) = get_json::<&str, Record>(&keys, key.key.as_str())? {
+                return Ok(GrantOutcome::Repeated {
+                    entry: first.entry,
+                    fingerprint: first.fingerprint,
+                });
+            }
+            let balance = tx
+                .open_table(BALANCES)
+                .map_err(err)?
+                .get(entry.user_id.as_str())
+                .map_err(err)?
+                .map_or(0, |v| v.value());
+            if balance + entry.pts < 0 {
+                return Ok(GrantOutcome::Insufficient { balance });
+            }
+            let record = Record {
+                fingerprint: key.fingerprint,
+                entry,
+            };
+            keys.insert(key.key.as_str(), to_json(&record)?.as_slice())
+                .map_err(err)?;
+            let balance = post_entry(tx, &record.entry)?;
+            Ok(GrantOutcome::Granted {
+                entry: record.entry,
+                balance,
+            })
+        })
+        .await
     }
 
     async fn balance(&self, user_id: &UserId) -> StoreResult<i64> {

@@ -54,7 +54,7 @@ fn webhook(
 
 /// `POST /api/v1/spells/cast`.
 pub async fn cast(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> Handled {
-    let user = session(app, req)?;
+    let user = session(app, req).await?;
     rate_limit(app, &app.config.limits.casts, user.sub.as_str()).await?;
     let fields = parse_object(body)?;
     let raw_slug = str_field(&fields, "slug")?;

@@ -3,6 +3,7 @@
 //! local server (hyper) serves [`ALL`] endpoints; each Lambda (`lambda_http`) serves its own,
 //! named at compile time, so it links only their handlers. Also the og page and the crawler list.
 
+mod admin;
 #[cfg(feature = "cards")]
 mod cards;
 mod cast;
@@ -28,8 +29,8 @@ use http::{header, HeaderValue, Method, StatusCode};
 use serde_json::Value;
 use tracing::Instrument;
 
+pub use admin::AdminCaller;
 pub use problem::Problem;
-use spellcast_core::auth::SessionClaims;
 use spellcast_core::ids::Slug;
 use spellcast_core::limits::{Limit, Verdict};
 use spellcast_core::App;
@@ -289,6 +290,12 @@ pub const DEV_SESSION: Endpoint = Endpoint {
     methods: POST,
     handler: |app, req, _, body| Box::pin(async move { me::dev_session(app, req, &body).await }),
 };
+/// `POST /api/v1/admin/grants`: an administrator's grant (SPEC §9.2).
+pub const ADMIN_GRANTS: Endpoint = Endpoint {
+    path: "/api/v1/admin/grants",
+    methods: POST,
+    handler: |app, req, _, body| Box::pin(async move { admin::grant(app, req, &body).await }),
+};
 /// `GET /metrics`, where the entry point renders metrics (the local server).
 pub const METRICS: Endpoint = Endpoint {
     path: "/metrics",
@@ -388,6 +395,7 @@ pub const ALL: &[&Endpoint] = &[
     &REMOVED_CONFIRM,
     #[cfg(feature = "dev-session")]
     &DEV_SESSION,
+    &ADMIN_GRANTS,
     &METRICS,
     &OPENAPI,
 ];
@@ -613,18 +621,17 @@ fn origin_of(configured: &str, headers: &http::HeaderMap) -> String {
     }
 }
 
-/// The bearer token of a request, or its `token` query parameter (for `EventSource` and `<img>`).
+/// The bearer token of a request's `Authorization` header: the only place a session is read from
+/// (SPEC §2).
 pub(crate) fn bearer(req: &http::request::Parts) -> Option<String> {
-    let header = req
-        .headers
+    req.headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(|t| t.trim().to_owned());
-    header.or_else(|| query(req, "token"))
+        .map(|t| t.trim().to_owned())
 }
 
 /// A query parameter.
@@ -635,18 +642,33 @@ pub(crate) fn query(req: &http::request::Parts, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// The signed-in user, or 401.
-pub(crate) fn session(app: &App, req: &http::request::Parts) -> Result<SessionClaims, Problem> {
+/// Who a request is signed in as.
+pub(crate) struct SignedIn {
+    /// The user.
+    pub sub: spellcast_core::ids::UserId,
+}
+
+/// The signed-in user (a Bearer session, ours or the OpenID provider's), or 401.
+pub(crate) async fn session(app: &App, req: &http::request::Parts) -> Result<SignedIn, Problem> {
     let token = bearer(req)
         .ok_or_else(|| Problem::unauthorized("Sign in: a Bearer session token is required"))?;
-    app.keys.verify_session(&token).map_err(|e| match e {
-        spellcast_core::auth::TokenError::Expired => {
-            Problem::unauthorized("The session has expired")
+    signed_in(app, &token).await
+}
+
+/// The user `token` signs in, or 401.
+pub(crate) async fn signed_in(app: &App, token: &str) -> Result<SignedIn, Problem> {
+    use spellcast_core::app::SignInError;
+    use spellcast_core::auth::TokenError;
+    match app.signed_in(token).await {
+        Ok(sub) => Ok(SignedIn { sub }),
+        Err(SignInError::Token(TokenError::Expired)) => {
+            Err(Problem::unauthorized("The session has expired"))
         }
-        spellcast_core::auth::TokenError::Invalid => {
-            Problem::unauthorized("The session token is not valid")
+        Err(SignInError::Token(TokenError::Invalid)) => {
+            Err(Problem::unauthorized("The session token is not valid"))
         }
-    })
+        Err(SignInError::Store(e)) => Err(e.into()),
+    }
 }
 
 /// The address of the client a request came from, as the entry point knows it (the TCP peer

@@ -11,7 +11,7 @@ use spellcast_core::App;
 
 /// `GET /api/v1/me/balance`.
 pub async fn balance(app: &Arc<App>, req: &http::request::Parts) -> Handled {
-    let user = session(app, req)?;
+    let user = session(app, req).await?;
     let balance = app.accounts().balance(&user.sub).await?;
     Ok(json(
         StatusCode::OK,
@@ -21,7 +21,7 @@ pub async fn balance(app: &Arc<App>, req: &http::request::Parts) -> Handled {
 
 /// `GET /api/v1/me/ledger?limit=50&cursor=...`, newest first.
 pub async fn ledger(app: &Arc<App>, req: &http::request::Parts) -> Handled {
-    let user = session(app, req)?;
+    let user = session(app, req).await?;
     let limit = limit(req, 50, 200)?;
     let cursor =
         match query(req, "cursor") {
@@ -56,7 +56,7 @@ fn limit(req: &http::request::Parts, default: usize, max: usize) -> Result<usize
 
 /// `GET /api/v1/me/runs?limit=20&cursor=...`: the caller's runs, newest first (SPEC §3.11a).
 pub async fn runs(app: &Arc<App>, req: &http::request::Parts) -> Handled {
-    let user = session(app, req)?;
+    let user = session(app, req).await?;
     let limit = limit(req, 20, 100)?;
     let cursor =
         match query(req, "cursor") {
@@ -99,7 +99,7 @@ pub async fn runs(app: &Arc<App>, req: &http::request::Parts) -> Handled {
 /// `GET /api/v1/me/webhook-secret` (made on first use) and `POST` (a new one): the secret that
 /// signs the user's run webhooks (SPEC §3.13). Never cached.
 pub async fn webhook_secret(app: &Arc<App>, req: &http::request::Parts) -> Handled {
-    let user = session(app, req)?;
+    let user = session(app, req).await?;
     let accounts = app.accounts();
     let secret = if req.method == http::Method::POST {
         accounts.rotate_webhook_secret(&user.sub).await?
@@ -172,6 +172,8 @@ pub async fn dev_session(
                 run_id: None,
                 invoice_id: None,
                 at: now,
+                reason: Some("demo".into()),
+                granted_by: Some("dev-session".into()),
             })
             .await?
     } else {

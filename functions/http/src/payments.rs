@@ -13,7 +13,7 @@ use spellcast_core::invoice::json_hash;
 use spellcast_core::quote::QuoteRequest;
 use spellcast_core::App;
 
-fn idempotency_key(req: &http::request::Parts) -> Result<Option<String>, Problem> {
+pub(crate) fn idempotency_key(req: &http::request::Parts) -> Result<Option<String>, Problem> {
     let Some(raw) = req.headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -27,7 +27,7 @@ fn idempotency_key(req: &http::request::Parts) -> Result<Option<String>, Problem
 
 /// `POST /api/v1/payments/invoice`.
 pub async fn invoice(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> Handled {
-    let user = session(app, req)?;
+    let user = session(app, req).await?;
     rate_limit(app, &app.config.limits.invoices, user.sub.as_str()).await?;
     let key = idempotency_key(req)?;
     let fields = parse_object(body)?;

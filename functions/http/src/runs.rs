@@ -6,47 +6,63 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 
-use super::{bearer, json, Body, Handled, Problem};
+use super::{bearer, json, query, Body, Handled, Problem};
 use spellcast_core::auth::TokenError;
 use spellcast_core::ids::RunId;
 use spellcast_core::viewing::{FileAnswer, ViewError, Viewer};
 use spellcast_core::App;
 
-/// Reads the viewer's token: a session or an invoice (expiry is judged per run, later).
-pub(crate) fn viewer(
+/// Reads the viewer's token: a session (only as `Authorization: Bearer`) or an invoice (there, or
+/// as `?token=` for `EventSource` and `<img>`, which cannot send headers); an invoice's expiry is
+/// judged per run, later.
+pub(crate) async fn viewer(
     app: &App,
     req: &http::request::Parts,
     invalid_code: &'static str,
 ) -> Result<Viewer, Problem> {
-    let token = bearer(req)
-        .ok_or_else(|| Problem::unauthorized("A Bearer token (session or invoice) is required"))?;
-    if let Ok(session) = app.keys.verify_session(&token) {
-        return Ok(Viewer::User(session.sub));
+    let invalid = || {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            invalid_code,
+            "The token is not valid",
+        )
+    };
+    if let Some(token) = bearer(req) {
+        if let Ok(invoice) = app.keys.verify_invoice_ignoring_expiry(&token) {
+            return Ok(Viewer::Invoice(invoice));
+        }
+        return match super::signed_in(app, &token).await {
+            Ok(user) => Ok(Viewer::User(user.sub)),
+            Err(p) if p.status == StatusCode::UNAUTHORIZED => Err(invalid()),
+            Err(p) => Err(p),
+        };
     }
+    let token = query(req, "token")
+        .ok_or_else(|| Problem::unauthorized("A Bearer token (session or invoice) is required"))?;
     app.keys
         .verify_invoice_ignoring_expiry(&token)
         .map(Viewer::Invoice)
-        .map_err(|_: TokenError| {
-            Problem::new(
-                StatusCode::UNAUTHORIZED,
-                invalid_code,
-                "The token is not valid",
-            )
-        })
+        .map_err(|_: TokenError| invalid())
 }
 
 /// `GET /api/v1/runs/{runId}`.
 pub async fn snapshot(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &str) -> Handled {
-    let viewer = viewer(app, req, "unauthorized")?;
+    let viewer = viewer(app, req, "unauthorized").await?;
     let run_id = RunId::parse(raw_run_id).ok_or_else(Problem::run_not_found)?;
     let run = app.viewing().run(&viewer, &run_id).await?;
-    Ok(json(StatusCode::OK, &run.snapshot()))
+    let mut body = run.snapshot();
+    if matches!(viewer, Viewer::User(_)) {
+        // The owner's page watches the stream and shows the files, where only a token in the
+        // query can go: the run's invoice token, signed again, never the session.
+        body["watchToken"] = app.quotes().watch_token(&run).into();
+    }
+    Ok(json(StatusCode::OK, &body))
 }
 
 /// `POST /api/v1/runs/{runId}/cancel`: the owner's session only (an invoice token opens a run for
 /// watching, not for changing it). 202 with the run as it is now.
 pub async fn cancel(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &str) -> Handled {
-    let session = super::session(app, req)?;
+    let session = super::session(app, req).await?;
     let run_id = RunId::parse(raw_run_id).ok_or_else(Problem::run_not_found)?;
     let run = app.canceling().cancel(&session.sub, &run_id).await?;
     Ok(json(StatusCode::ACCEPTED, &run.snapshot()))
@@ -55,7 +71,7 @@ pub async fn cancel(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &str
 /// `GET /api/v1/runs/{runId}/webhooks`: every delivery attempt, oldest first (whoever may see
 /// the run).
 pub async fn webhooks(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &str) -> Handled {
-    let viewer = viewer(app, req, "unauthorized")?;
+    let viewer = viewer(app, req, "unauthorized").await?;
     let run_id = RunId::parse(raw_run_id).ok_or_else(Problem::run_not_found)?;
     let attempts = app.viewing().webhook_attempts(&viewer, &run_id).await?;
     Ok(json(StatusCode::OK, &attempts))
@@ -68,7 +84,7 @@ pub async fn output(
     raw_run_id: &str,
     n: &str,
 ) -> Handled {
-    let viewer = viewer(app, req, "unauthorized")?;
+    let viewer = viewer(app, req, "unauthorized").await?;
     let run_id = RunId::parse(raw_run_id).ok_or_else(Problem::run_not_found)?;
     let viewing = app.viewing();
     let file = match n.parse::<usize>() {

@@ -36,7 +36,7 @@ pub async fn share(
     raw_run_id: &str,
     body: &Bytes,
 ) -> Handled {
-    let user = session(app, req)?.sub;
+    let user = session(app, req).await?.sub;
     let run_id = RunId::parse(raw_run_id).ok_or_else(Problem::run_not_found)?;
     let sharing = app.sharing();
     match req.method {

@@ -65,7 +65,7 @@ fn event_id(raw: &str) -> Result<u64, Problem> {
 /// `GET /api/v1/spells/{slug}/stream?creditTxId=...`.
 pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled {
     let slug = slug(raw_slug)?;
-    let viewer = viewer(app, req, "invoice_invalid")?;
+    let viewer = viewer(app, req, "invoice_invalid").await?;
     let credit_tx = query(req, "creditTxId")
         .and_then(|raw| CreditTxId::parse(&raw))
         .ok_or_else(|| Problem::bad_json("creditTxId must be the id a cast returned"))?;

@@ -16,7 +16,7 @@ use spellcast_core::App;
 
 /// `POST /api/v1/uploads` `{"mime", "bytes"}` → 201 with where to PUT the bytes.
 pub async fn request(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> Handled {
-    let user = session(app, req)?;
+    let user = session(app, req).await?;
     rate_limit(app, &app.config.limits.uploads, user.sub.as_str()).await?;
     let fields = parse_object(body)?;
     let mime = str_field(&fields, "mime")?;

@@ -127,6 +127,13 @@ impl Start {
         config.webhook_secret = settings.webhook_secret.clone();
         config.limits = settings.limits;
         (config.streams_per_user, config.streams_per_run) = settings.streams;
+        config.welcome_pts = settings.welcome_pts;
+        let oidc = settings.oidc.clone().map(|provider| {
+            Arc::new(spellcast_core::oidc::OidcVerifier::new(
+                provider,
+                Arc::new(spellcast_aws::HttpsJson::default()),
+            ))
+        });
         Ok(Arc::new(App {
             config,
             catalog,
@@ -139,6 +146,8 @@ impl Start {
             signal: Arc::new(PollingSignal::new(settings.poll.0, settings.poll.1)),
             clock: Arc::new(SystemClock),
             keys: TokenKeys::hs256(&settings.token_secret, &settings.token_issuer)?,
+            oidc,
+            welcomed: Default::default(),
             prices: PriceBook::default(),
             rendered: Default::default(),
             metrics: None,

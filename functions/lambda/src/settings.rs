@@ -30,6 +30,11 @@ pub struct Settings {
     pub token_issuer: String,
     /// The stats webhook's HMAC secret (`SPELLCAST_WEBHOOK_SECRET`).
     pub webhook_secret: Option<Vec<u8>>,
+    /// The OpenID provider whose tokens sign users in (`SPELLCAST_OIDC_ISSUER` and
+    /// `SPELLCAST_OIDC_AUDIENCE`, its client id), if one is configured.
+    pub oidc: Option<spellcast_core::oidc::OidcSettings>,
+    /// Points granted once to each new user (`SPELLCAST_WELCOME_PTS`, default 0).
+    pub welcome_pts: i64,
     /// How often an idle stream sends a heartbeat (`SPELLCAST_HEARTBEAT_MS`, default
     /// [`Config::HEARTBEAT_MS`]).
     pub heartbeat: Duration,
@@ -71,6 +76,15 @@ impl Settings {
         if token_secret.len() < 32 {
             return Err("SPELLCAST_TOKEN_SECRET must be at least 32 bytes".into());
         }
+        let oidc = match (var("SPELLCAST_OIDC_ISSUER"), var("SPELLCAST_OIDC_AUDIENCE")) {
+            (None, None) => None,
+            (Some(issuer), Some(audience)) => {
+                Some(spellcast_core::oidc::OidcSettings::new(&issuer, &audience)?)
+            }
+            _ => {
+                return Err("SPELLCAST_OIDC_ISSUER and SPELLCAST_OIDC_AUDIENCE go together".into())
+            }
+        };
         let fastest = Duration::from_millis(number("SPELLCAST_POLL_MS", 100)?.max(10));
         let slowest = Duration::from_millis(number("SPELLCAST_POLL_MAX_MS", 1000)?);
         Ok(Settings {
@@ -83,6 +97,8 @@ impl Settings {
             token_secret,
             token_issuer: var("SPELLCAST_TOKEN_ISSUER").unwrap_or_else(|| "spellcast".into()),
             webhook_secret: var("SPELLCAST_WEBHOOK_SECRET").map(String::into_bytes),
+            oidc,
+            welcome_pts: number("SPELLCAST_WELCOME_PTS", 0)? as i64,
             heartbeat: Duration::from_millis(
                 number("SPELLCAST_HEARTBEAT_MS", Config::HEARTBEAT_MS)?.max(10),
             ),

@@ -68,6 +68,23 @@ pub struct Args {
     /// Secret of the stats refresh webhook; without it the webhook refuses every call.
     #[arg(long, env = "SPELLCAST_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// An OpenID provider whose tokens sign users in (SPEC §9.1), exactly as its tokens' `iss`;
+    /// `http://` only on a loopback address.
+    #[arg(long, env = "SPELLCAST_OIDC_ISSUER", requires = "oidc_audience")]
+    pub oidc_issuer: Option<String>,
+    /// The provider's client id for Spellcast: tokens must name it (`aud` or `client_id`).
+    #[arg(long, env = "SPELLCAST_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    pub oidc_audience: Option<String>,
+    /// The least time between refetches of the provider's keys for an unknown `kid`, in seconds.
+    #[arg(long, default_value_t = spellcast_core::oidc::OidcSettings::REFETCH_AFTER_SECS)]
+    pub oidc_refetch_secs: u64,
+    /// Points granted once to each user on their first signed-in request (SPEC §9.2).
+    #[arg(long, env = "SPELLCAST_WELCOME_PTS", default_value_t = 0)]
+    pub welcome_pts: u32,
+    /// The bearer token of `POST /api/v1/admin/grants`; without it that endpoint refuses every
+    /// call.
+    #[arg(long, env = "SPELLCAST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// The tool configuration document (SPEC §7.4): the `http` endpoints and `llm` models
     /// spells may name, and an extra CA file. A spell naming an endpoint that is not there is
     /// left out with a warning.
@@ -177,6 +194,8 @@ impl Args {
         config.streams_per_run = self.streams_per_run;
         config.webhook_loopback = self.unsafe_webhook_loopback;
         config.webhook_retry_divisor = self.webhook_retry_divisor;
+        config.welcome_pts = i64::from(self.welcome_pts);
+        config.admin_token = self.admin_token.clone().filter(|t| !t.is_empty());
         config.upload_ttl = chrono::Duration::seconds(self.upload_ttl_secs.max(1) as i64);
         config
     }
@@ -194,6 +213,22 @@ impl Args {
             }
             None => ToolsConfig::from_parts(self.tools_json.as_deref(), shorthand),
         }
+    }
+
+    /// The OpenID provider's verifier, when one is configured.
+    pub fn oidc(
+        &self,
+    ) -> Result<Option<std::sync::Arc<spellcast_core::oidc::OidcVerifier>>, String> {
+        use spellcast_core::oidc::{OidcSettings, OidcVerifier};
+        let (Some(issuer), Some(audience)) = (&self.oidc_issuer, &self.oidc_audience) else {
+            return Ok(None);
+        };
+        let mut settings = OidcSettings::new(issuer, audience)?;
+        settings.refetch_after = Duration::from_secs(self.oidc_refetch_secs);
+        Ok(Some(std::sync::Arc::new(OidcVerifier::new(
+            settings,
+            std::sync::Arc::new(spellcast_aws::HttpsJson::default()),
+        ))))
     }
 
     /// The sweeper's period.

@@ -94,6 +94,8 @@ async fn run(args: Args) -> Result<(), String> {
         signal: Arc::new(LocalSignal::default()),
         clock: Arc::new(SystemClock),
         keys,
+        oidc: args.oidc()?,
+        welcomed: Default::default(),
         prices: PriceBook::default(),
         rendered: Default::default(),
         limiter: backend.limiter,

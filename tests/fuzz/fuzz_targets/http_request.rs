@@ -59,6 +59,8 @@ fn world() -> &'static World {
             signal: Arc::new(LocalSignal::default()),
             clock: Arc::new(SystemClock),
             keys,
+            oidc: None,
+            welcomed: Default::default(),
             prices: PriceBook::default(),
             rendered: Default::default(),
             limiter: Arc::new(MemoryLimiter::default()),

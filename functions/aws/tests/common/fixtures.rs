@@ -47,6 +47,8 @@ pub fn entry(user: &str, kind: LedgerKind, pts: i64) -> LedgerEntry {
         run_id: None,
         invoice_id: None,
         at: Utc::now(),
+        reason: None,
+        granted_by: None,
     }
 }
 
