@@ -1,6 +1,7 @@
 """Black-box harness: starts the real `spellcast-local` binary on 127.0.0.1, port 0, and talks HTTP
 to it. Each server is stopped by PID when its test ends."""
 import hashlib
+import hmac
 import json
 import os
 import pathlib
@@ -20,6 +21,9 @@ OUT = pathlib.Path(os.environ.get("SPELLCAST_TEST_OUTPUT", ROOT / "test-output")
 WEBHOOK_SECRET = "test-webhook-secret"
 # Known to the tests so they can mint honestly signed tokens (expired, wrong audience, ...).
 TOKEN_SECRET = "test-token-secret-of-at-least-32-bytes!"
+# Invoices are signed with a key of their own (SPEC §9.3); the local server derives it from its one
+# secret as an HMAC of a fixed label (`spellcast_core::auth::TokenKeys::hs256`).
+INVOICE_KEY = hmac.new(TOKEN_SECRET.encode(), b"spellcast invoice key v1", hashlib.sha256).digest()
 
 
 def binary():

@@ -6,7 +6,7 @@ import time
 import jwt
 import pytest
 
-from conftest import TOKEN_SECRET
+from conftest import INVOICE_KEY, TOKEN_SECRET
 
 
 def b64(obj):
@@ -166,12 +166,15 @@ def test_forged_invoices_cannot_pay(server, world):
     cast = lambda invoice: server.cast(token, "hello-sigil", invoice, {"name": "F"})
     cheap = {**quote, "cost": 0}
     is_problem(cast(signed(cheap, key="another-secret-another-secret-123")), 401, "invoice_invalid")
+    # Signed with the session key: invoices have a key of their own.
+    is_problem(cast(signed(quote)), 401, "invoice_invalid")
     is_problem(cast(forged_none(cheap)), 401, "invoice_invalid")
     # Correctly signed, but never issued: the store does not know it.
-    is_problem(cast(signed({**cheap, "jti": "inv_made_up"})), 401, "invoice_invalid")
+    is_problem(cast(signed({**cheap, "jti": "inv_made_up"}, key=INVOICE_KEY)), 401, "invoice_invalid")
     # Correctly signed and expired, unknown to the store (DynamoDB's TTL deletes invoices some
     # time after they expire): expired, as its token says.
-    is_problem(cast(signed({**quote, "jti": "inv_old", "exp": int(time.time()) - 5})), 401, "invoice_expired")
+    is_problem(cast(signed({**quote, "jti": "inv_old", "exp": int(time.time()) - 5}, key=INVOICE_KEY)), 401,
+               "invoice_expired")
     # A session token is not an invoice.
     is_problem(cast(token), 401, "invoice_invalid")
     assert state(server, token) == before

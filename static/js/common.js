@@ -34,15 +34,12 @@ export async function api(path, token, body, method) {
 }
 
 // The session: a host site plugs in its own with `window.spellcastSession = async () => token`;
-// locally a demo session from the dev endpoint is kept in localStorage.
-export async function session() {
-  if (window.spellcastSession) return window.spellcastSession();
-  const kept = localStorage.getItem("spellcast.session");
-  if (kept && (await api("/api/v1/me/balance", kept).then(() => true, () => false))) return kept;
-  const fresh = await api("/api/v1/dev/session", null, {});
-  localStorage.setItem("spellcast.session", fresh.token);
-  return fresh.token;
+// else session.js, loaded apart: the OpenID provider's sign-in (unless `ask` is false: then
+// null when signed out), or locally a demo session.
+export async function session(ask) {
+  return window.spellcastSession ? window.spellcastSession() : (await import("/static/js/session.js")).session(ask);
 }
+import("/static/js/session.js").then((m) => m.header());
 
 /** Shows the balance in the header's #balance; the balance, or null. */
 export async function showBalance(token) {

@@ -21,6 +21,7 @@ function runRow(r) {
 function ledgerRow(e) {
   const what = el("td", { textContent: KIND[e.kind] ?? e.kind });
   if (e.runId) what.append(" (", runLink(e.runId, "the run"), ")");
+  if (e.reason) what.append(`: ${e.reason}`);
   return el("tr", {}, el("td", {}, when(e.at)), what, el("td", { className: "num", textContent: points(e.pts) }));
 }
 

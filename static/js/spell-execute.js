@@ -365,7 +365,7 @@ try {
     await showSpell();
     // Form and gallery appear together, so nothing already shown moves (no layout shift).
     $("form").hidden = $("gallery").hidden = false;
-    if (!window.spellcastSession) session().then(showBalance, () => {});
+    if (!window.spellcastSession) session(false).then(showBalance, () => {});
   }
 } catch (err) {
   const what = runPage ? "run" : "spell";

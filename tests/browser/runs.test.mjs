@@ -57,7 +57,7 @@ test("a run is found again from /me in a fresh profile, restored from the server
   const ledger = await page.$$eval("#ledger tbody tr", (trs) => trs.map((tr) => ({
     what: tr.children[1].textContent, pts: tr.children[2].textContent, href: tr.querySelector("a")?.getAttribute("href"),
   })));
-  assert.deepEqual(ledger.map((e) => e.what.split(" (")[0]), ["Paid for a run", "Points granted"]);
+  assert.deepEqual(ledger.map((e) => e.what.split(" (")[0]), ["Paid for a run", "Points granted: demo"]);
   assert.equal(ledger[0].href, runPath, "the debit links to its run");
   assert.match(ledger[0].pts, /^−\d+$/);
   assert.match(await page.textContent("#balance"), /Balance: \d+ points/);

@@ -28,6 +28,8 @@ const provider = new Provider(issuer, {
   pkce: { required: () => true },
   features: { devInteractions: { enabled: true }, deviceFlow: { enabled: true } },
   claims: { openid: ["sub"], profile: ["name"] },
+  // The user's name in the ID token itself, as Cognito, Google and Auth0 put it there.
+  conformIdTokenClaims: false,
   async findAccount(ctx, id) {
     return { accountId: id, claims: async () => ({ sub: id, name: id }) };
   },

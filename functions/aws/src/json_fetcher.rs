@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use spellcast_core::oidc::JsonFetcher;
@@ -19,7 +19,7 @@ pub struct HttpsJson {
     client: tokio::sync::OnceCell<
         Client<
             hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-            Empty<bytes::Bytes>,
+            Full<bytes::Bytes>,
         >,
     >,
 }
@@ -57,37 +57,69 @@ impl HttpsJson {
     }
 }
 
-#[async_trait]
-impl JsonFetcher for HttpsJson {
-    async fn get_json(&self, url: &str) -> Result<serde_json::Value, String> {
+impl HttpsJson {
+    /// Sends `request`, reads at most [`MOST_BYTES`] of JSON back, within 5 s.
+    async fn send(
+        &self,
+        request: http::Request<Full<bytes::Bytes>>,
+    ) -> Result<(u16, serde_json::Value), String> {
         let client = self
             .client
             .get_or_try_init(|| async {
                 Self::connector().map(|c| Client::builder(TokioExecutor::new()).build(c))
             })
             .await?;
-        let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-        let request = http::Request::get(uri)
-            .header(http::header::ACCEPT, "application/json")
-            .body(Empty::new())
-            .map_err(|e| e.to_string())?;
+        let url = request.uri().to_string();
         let fetch = async {
             let response = client
                 .request(request)
                 .await
                 .map_err(|e| format!("{url}: {e}"))?;
-            if !response.status().is_success() {
-                return Err(format!("{url} answered {}", response.status()));
-            }
+            let status = response.status().as_u16();
             let body = Limited::new(response.into_body(), MOST_BYTES)
                 .collect()
                 .await
                 .map_err(|e| format!("{url}: {e}"))?
                 .to_bytes();
-            serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
+            let json = serde_json::from_slice(&body)
+                .map_err(|e| format!("{url} answered {status}, not JSON: {e}"))?;
+            Ok((status, json))
         };
         tokio::time::timeout(Duration::from_secs(5), fetch)
             .await
             .map_err(|_| format!("{url}: no answer in 5 s"))?
+    }
+}
+
+#[async_trait]
+impl JsonFetcher for HttpsJson {
+    async fn get_json(&self, url: &str) -> Result<serde_json::Value, String> {
+        let request = http::Request::get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Full::default())
+            .map_err(|e| format!("{url}: {e}"))?;
+        match self.send(request).await? {
+            (200, json) => Ok(json),
+            (status, _) => Err(format!("{url} answered {status}")),
+        }
+    }
+
+    async fn post_form(
+        &self,
+        url: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<(u16, serde_json::Value), String> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let request = http::Request::post(url)
+            .header(http::header::ACCEPT, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(Full::from(body))
+            .map_err(|e| format!("{url}: {e}"))?;
+        self.send(request).await
     }
 }

@@ -421,7 +421,10 @@ async fn a_keyed_grant_is_posted_once_and_never_below_zero(store: Arc<dyn Store>
     );
     let (e, k) = take(-100, "admin:too-much");
     assert!(
-        matches!(store.grant_once(e, &k).await.unwrap(), GrantOutcome::Granted { balance: 0, .. }),
+        matches!(
+            store.grant_once(e, &k).await.unwrap(),
+            GrantOutcome::Granted { balance: 0, .. }
+        ),
         "a refused grant did not use up its key"
     );
     assert_eq!(store.balance(&user).await.unwrap(), 0);

@@ -16,12 +16,39 @@ use sha2::{Digest, Sha256};
 use crate::auth::TokenError;
 use crate::ids::UserId;
 
-/// Fetches a JSON document over HTTPS (the discovery document and the key set): the one thing
-/// signing in needs from the network, an adapter's job.
+/// Talks JSON to the provider over HTTPS (the discovery document, the key set, the token
+/// endpoint): all that signing in needs from the network, an adapter's job.
 #[async_trait]
 pub trait JsonFetcher: Send + Sync {
     /// The document at `url`, or why not.
     async fn get_json(&self, url: &str) -> Result<serde_json::Value, String>;
+    /// POSTs `fields` form-encoded to `url`: its status and JSON answer, or why there is none.
+    async fn post_form(
+        &self,
+        url: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<(u16, serde_json::Value), String>;
+}
+
+/// Where the provider's user-facing endpoints are (from its discovery document).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderEndpoints {
+    /// The issuer.
+    pub issuer: String,
+    /// The client id the page signs in as.
+    pub client_id: String,
+    /// Where the browser is sent to sign in.
+    pub authorization_endpoint: String,
+    /// Where sign-in codes become tokens (the server relays the page's request).
+    #[serde(skip)]
+    pub token_endpoint: String,
+    /// Where the browser is sent to sign out of the provider, if it has such a place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_session_endpoint: Option<String>,
+    /// Whether it offers the device authorization flow (for the CLI), and where.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_authorization_endpoint: Option<String>,
 }
 
 /// Which provider's tokens are accepted.
@@ -103,7 +130,7 @@ enum Audience {
 /// What the cache holds: the keys by `kid`, and when they were last fetched.
 #[derive(Default)]
 struct KeyCache {
-    jwks_uri: Option<String>,
+    discovery: Option<serde_json::Value>,
     keys: HashMap<String, (Algorithm, DecodingKey)>,
     fetched: Option<Instant>,
 }
@@ -195,33 +222,106 @@ impl OidcVerifier {
         pick(&cache.keys, kid).ok_or(TokenError::Invalid)
     }
 
+    /// The provider's endpoints, from its discovery document (fetched once).
+    pub async fn endpoints(&self) -> Result<ProviderEndpoints, String> {
+        let mut cache = self.cache.lock().await;
+        let doc = self.discovery(&mut cache).await?;
+        let url = |name: &str| doc[name].as_str().map(str::to_owned);
+        Ok(ProviderEndpoints {
+            issuer: self.settings.issuer.clone(),
+            client_id: self.settings.audience.clone(),
+            authorization_endpoint: url("authorization_endpoint")
+                .ok_or("the provider names no authorization_endpoint")?,
+            token_endpoint: url("token_endpoint").ok_or("the provider names no token_endpoint")?,
+            end_session_endpoint: url("end_session_endpoint"),
+            device_authorization_endpoint: url("device_authorization_endpoint"),
+        })
+    }
+
+    async fn discovery(&self, cache: &mut KeyCache) -> Result<serde_json::Value, String> {
+        if let Some(doc) = &cache.discovery {
+            return Ok(doc.clone());
+        }
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.settings.issuer.trim_end_matches('/')
+        );
+        let doc = self.fetcher.get_json(&url).await?;
+        if doc["issuer"].as_str() != Some(&self.settings.issuer) {
+            return Err(format!("{url} names another issuer"));
+        }
+        cache.discovery = Some(doc.clone());
+        Ok(doc)
+    }
+
     async fn fetch_keys(
         &self,
         cache: &mut KeyCache,
     ) -> Result<HashMap<String, (Algorithm, DecodingKey)>, String> {
-        let jwks_uri = match &cache.jwks_uri {
-            Some(uri) => uri.clone(),
-            None => {
-                let url = format!(
-                    "{}/.well-known/openid-configuration",
-                    self.settings.issuer.trim_end_matches('/')
-                );
-                let doc = self.fetcher.get_json(&url).await?;
-                if doc["issuer"].as_str() != Some(&self.settings.issuer) {
-                    return Err(format!("{url} names another issuer"));
-                }
-                let uri = doc["jwks_uri"]
-                    .as_str()
-                    .ok_or_else(|| format!("{url} has no jwks_uri"))?
-                    .to_owned();
-                cache.jwks_uri = Some(uri.clone());
-                uri
-            }
-        };
-        let set: JwkSet = serde_json::from_value(self.fetcher.get_json(&jwks_uri).await?)
+        let doc = self.discovery(cache).await?;
+        let jwks_uri = doc["jwks_uri"]
+            .as_str()
+            .ok_or("the discovery document has no jwks_uri")?;
+        let set: JwkSet = serde_json::from_value(self.fetcher.get_json(jwks_uri).await?)
             .map_err(|e| format!("{jwks_uri}: {e}"))?;
         Ok(usable_keys(&set))
     }
+
+    /// Trades a sign-in code (Authorization Code with PKCE, from the page) for the user's ID
+    /// token at the provider's token endpoint; the token is returned only if it signs a user in
+    /// here, with how many seconds it lasts.
+    pub async fn redeem(
+        &self,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<(String, i64), RedeemError> {
+        let endpoints = self.endpoints().await.map_err(RedeemError::Provider)?;
+        let fields = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("code_verifier", verifier),
+            ("redirect_uri", redirect_uri),
+            ("client_id", &self.settings.audience),
+        ];
+        let (status, answer) = self
+            .fetcher
+            .post_form(&endpoints.token_endpoint, &fields)
+            .await
+            .map_err(RedeemError::Provider)?;
+        if status >= 500 {
+            return Err(RedeemError::Provider(format!(
+                "the token endpoint answered {status}"
+            )));
+        }
+        let Some(token) = answer["id_token"].as_str().filter(|_| status == 200) else {
+            return Err(RedeemError::Refused(
+                answer["error_description"]
+                    .as_str()
+                    .or(answer["error"].as_str())
+                    .unwrap_or("the provider refused the code")
+                    .chars()
+                    .take(200)
+                    .collect(),
+            ));
+        };
+        self.verify(token).await.map_err(|_| {
+            RedeemError::Refused("the provider's token does not sign in here".into())
+        })?;
+        let expires_in = answer["expires_in"].as_i64().unwrap_or(3600);
+        Ok((token.to_owned(), expires_in))
+    }
+}
+
+/// Why a sign-in code gave no token.
+#[derive(Debug, thiserror::Error)]
+pub enum RedeemError {
+    /// The provider refused it (a used or forged code, a wrong verifier): the client's mistake.
+    #[error("{0}")]
+    Refused(String),
+    /// The provider could not be reached or answered nonsense.
+    #[error("the OpenID provider: {0}")]
+    Provider(String),
 }
 
 fn pick(

@@ -14,6 +14,7 @@ mod payments;
 pub mod problem;
 mod runs;
 pub mod shares;
+mod sign_in;
 mod spells;
 mod stats;
 mod stream;
@@ -290,6 +291,18 @@ pub const DEV_SESSION: Endpoint = Endpoint {
     methods: POST,
     handler: |app, req, _, body| Box::pin(async move { me::dev_session(app, req, &body).await }),
 };
+/// `GET /api/v1/auth/config`: which OpenID provider the page signs in with (SPEC §9.1).
+pub const AUTH_CONFIG: Endpoint = Endpoint {
+    path: "/api/v1/auth/config",
+    methods: GET,
+    handler: |app, _, _, _| Box::pin(async move { sign_in::config(app).await }),
+};
+/// `POST /api/v1/auth/token`: the page's sign-in code traded for the user's ID token.
+pub const AUTH_TOKEN: Endpoint = Endpoint {
+    path: "/api/v1/auth/token",
+    methods: POST,
+    handler: |app, req, _, body| Box::pin(async move { sign_in::token(app, req, &body).await }),
+};
 /// `POST /api/v1/admin/grants`: an administrator's grant (SPEC §9.2).
 pub const ADMIN_GRANTS: Endpoint = Endpoint {
     path: "/api/v1/admin/grants",
@@ -395,6 +408,8 @@ pub const ALL: &[&Endpoint] = &[
     &REMOVED_CONFIRM,
     #[cfg(feature = "dev-session")]
     &DEV_SESSION,
+    &AUTH_CONFIG,
+    &AUTH_TOKEN,
     &ADMIN_GRANTS,
     &METRICS,
     &OPENAPI,
