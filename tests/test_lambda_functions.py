@@ -27,6 +27,7 @@ from httpx_sse import connect_sse
 from standardwebhooks.webhooks import Webhook
 
 from conftest import OUT, ROOT, ON_DYNAMODB, SESSION, TOKEN_SECRET, WEBHOOK_SECRET, Server
+from oidc_provider import CLIENT_ID, Provider, make_key
 
 pytestmark = pytest.mark.skipif(not ON_DYNAMODB, reason="the functions need DynamoDB and EventBridge: "
                                                          "they run in the SPELLCAST_TEST_STORE=dynamodb pass")
@@ -129,6 +130,9 @@ def deployment(aws, tmp_path_factory):
     aws["events"].put_rule(Name=name + "-hooks", EventBusName=name,
                            EventPattern=json.dumps({"source": ["spellcast"], "detail-type": ["webhookDue"]}))
     aws["events"].put_targets(Rule=name + "-hooks", EventBusName=name, Targets=[{"Id": "hooks", "Arn": hooks_arn}])
+    # A real OpenID provider the functions verify users' tokens against (tests/oidc).
+    provider = Provider(tmp_path_factory.mktemp("oidc"), free_port(), [make_key("ec", "ec-1")],
+                        ["http://127.0.0.1:9/me"], OUT / "lambda-oidc-provider.log")
     ca = trustme.CA()
     ca_file = tmp_path_factory.mktemp("ca") / "receivers.pem"
     ca_file.write_bytes(ca.cert_pem.bytes())
@@ -139,13 +143,16 @@ def deployment(aws, tmp_path_factory):
                SPELLCAST_STREAM_LIMIT_SECS=str(STREAM_LIMIT_SECS),
                SPELLCAST_REPUBLISH_AFTER_SECS=str(REPUBLISH_AFTER_SECS), RUST_LOG="info",
                SPELLCAST_WEBHOOKS_QUEUE_URL=hooks, SPELLCAST_WEBHOOK_CA_FILE=str(ca_file),
+               SPELLCAST_OIDC_ISSUER=provider.issuer, SPELLCAST_OIDC_AUDIENCE=CLIENT_ID,
                # The tool configuration as the template hands it to every function: the real
                # small model on this machine as `local` (the conftest's `model` fixture).
                SPELLCAST_TOOLS=pathlib.Path(os.environ["SPELLCAST_TOOLS_FILE"]).read_text())
     emulator = Emulator(env)
     try:
-        yield {"local": local, "emulator": emulator, "queue": queue, "name": name, "hooks": hooks, "ca": ca}
+        yield {"local": local, "emulator": emulator, "queue": queue, "name": name, "hooks": hooks, "ca": ca,
+               "provider": provider}
     finally:
+        provider.stop()
         emulator.stop()
         local.stop()
 
@@ -475,6 +482,42 @@ def test_each_function_answers_only_for_its_own_endpoints(deployment):
     bad = emulator.http.post(emulator.url_of("invoice", "/api/v1/payments/invoice"), content=b"{not json",
                              headers={"authorization": f"Bearer {lambda_session('u-x')}"})
     assert bad.status_code == 400 and bad.json()["code"], bad.text
+
+
+def test_a_user_of_the_openid_provider_signs_in_at_every_function(deployment):
+    """The functions verify the provider's tokens themselves (the one verifier the local server
+    uses), and tell the page where to sign in; a session never rides in a query."""
+    emulator, provider = deployment["emulator"], deployment["provider"]
+    token = provider.sign_in("lambda-user")["id_token"]
+    auth = {"authorization": f"Bearer {token}"}
+    me = emulator.http.get(emulator.url_of("balance", "/api/v1/me/balance"), headers=auth)
+    assert me.status_code == 200, me.text
+    assert me.json()["userId"].startswith("oidc_") and me.json()["balances"]["PTS"] == 0
+    poor = emulator.http.post(emulator.url_of("invoice", "/api/v1/payments/invoice"), headers=auth,
+                              json={"spellSlug": "hello-sigil", "asset": "PTS"})
+    assert poor.status_code == 402 and poor.json()["code"] == "insufficient_balance", poor.text
+    assert emulator.http.get(emulator.url_of("balance", f"/api/v1/me/balance?token={token}")).status_code == 401
+    config = emulator.http.get(emulator.url_of("balance", "/api/v1/auth/config")).json()["oidc"]
+    assert config["issuer"] == provider.issuer and config["clientId"] == CLIENT_ID
+    assert config["authorizationEndpoint"] == f"{provider.issuer}/auth"
+    forged = provider.mint({"aud": "someone-else"})
+    assert emulator.http.get(emulator.url_of("balance", "/api/v1/me/balance"),
+                             headers={"authorization": f"Bearer {forged}"}).status_code == 401
+
+
+def test_the_admin_function_grants_only_to_signed_callers(deployment):
+    """Behind its IAM Function URL, Lambda puts the signer in the request context; the emulator
+    sends none, so this is an unsigned call: refused, nothing granted (the signed path: the unit
+    test of `spellcast_lambda::iam_caller`)."""
+    emulator = deployment["emulator"]
+    user, session = funded_user(deployment["local"], pts=10)
+    for headers in ({}, {"authorization": f"Bearer {session}"}):
+        r = emulator.http.post(emulator.url_of("admin", "/api/v1/admin/grants"), headers=headers,
+                               json={"userId": user, "pts": 1000, "reason": "free points?"})
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized", r.text
+    me = emulator.http.get(emulator.url_of("balance", "/api/v1/me/balance"),
+                           headers={"authorization": f"Bearer {session}"})
+    assert me.json()["balances"]["PTS"] == 10, me.text
 
 
 def test_the_schedule_and_the_signed_webhook_reach_the_stats_function(deployment):

@@ -1,6 +1,7 @@
 //! The `balance` Lambda: the signed-in user's account — GET /api/v1/me/balance,
 //! /api/v1/me/ledger, /api/v1/me/runs (their run history) and their webhook signing secret
-//! (GET, and POST to rotate it: the one write it may make, see the template).
+//! (GET, and POST to rotate it), and signing in on the page (GET /api/v1/auth/config, POST
+//! /api/v1/auth/token). Its writes: the webhook secret and the welcome grant (see the template).
 
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ async fn main() -> Result<(), Error> {
             &endpoints::LEDGER,
             &endpoints::MY_RUNS,
             &endpoints::WEBHOOK_SECRET,
+            &endpoints::AUTH_CONFIG,
+            &endpoints::AUTH_TOKEN,
         ],
     )
     .await

@@ -37,6 +37,47 @@ pub async fn serve(app: Arc<App>, endpoints: &'static [&'static Endpoint]) -> Re
     .await
 }
 
+/// Serves `endpoints` behind a Function URL with `AuthType: AWS_IAM`: the IAM principal that
+/// signed the request (which the Lambda service, not the caller, puts in the request context)
+/// is the [`api::AdminCaller`]. A request without one (a wiring mistake) is refused as unsigned.
+pub async fn serve_admin(
+    app: Arc<App>,
+    endpoints: &'static [&'static Endpoint],
+) -> Result<(), Error> {
+    lambda_http::run(service_fn(move |req: lambda_http::Request| {
+        let app = app.clone();
+        async move {
+            let caller = iam_caller(&req);
+            let mut req = into_request(req);
+            if let Some(arn) = caller {
+                req.extensions_mut().insert(api::AdminCaller(arn));
+            }
+            let response = buffered(api::handle(app, req, endpoints).await).await;
+            emf::flush();
+            Ok::<_, Error>(response)
+        }
+    }))
+    .await
+}
+
+/// The ARN of the IAM principal that signed a Function URL request, if it was signed.
+pub fn iam_caller(req: &lambda_http::Request) -> Option<String> {
+    use lambda_http::request::RequestContext;
+    use lambda_http::RequestExt;
+    match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(context) => context
+            .authorizer
+            .as_ref()?
+            .iam
+            .as_ref()?
+            .user_arn
+            .clone()
+            .filter(|arn| !arn.is_empty()),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
 /// Serves `endpoints` with streamed responses: each chunk the handler produces (each SSE event)
 /// is written to the client as it comes. Metrics flush when the body ends.
 pub async fn serve_streaming(
@@ -148,5 +189,37 @@ mod tests {
             buffered(png).await.body(),
             lambda_http::Body::Binary(_)
         ));
+    }
+
+    /// A Function URL event as Lambda delivers it (payload format 2.0).
+    fn url_event(authorizer: serde_json::Value) -> lambda_http::Request {
+        let event = serde_json::json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": "/api/v1/admin/grants",
+            "rawQueryString": "", "headers": {"content-type": "application/json"},
+            "requestContext": {
+                "accountId": "123456789012", "apiId": "abc", "domainName": "abc.lambda-url.us-east-1.on.aws",
+                "domainPrefix": "abc", "requestId": "r", "routeKey": "$default", "stage": "$default",
+                "time": "06/Dec/2026:05:00:00 +0000", "timeEpoch": 1796533200000u64,
+                "http": {"method": "POST", "path": "/api/v1/admin/grants", "protocol": "HTTP/1.1",
+                         "sourceIp": "10.0.0.1", "userAgent": "t"},
+                "authorizer": authorizer
+            },
+            "body": "{}", "isBase64Encoded": false
+        });
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_signer_of_a_function_url_request_is_its_admin_caller() {
+        let signed = url_event(serde_json::json!({"iam": {
+            "accessKey": "AKIA", "accountId": "123456789012", "callerId": "AIDA",
+            "userArn": "arn:aws:iam::123456789012:user/ops", "userId": "AIDA"
+        }}));
+        assert_eq!(
+            iam_caller(&signed).as_deref(),
+            Some("arn:aws:iam::123456789012:user/ops")
+        );
+        assert_eq!(iam_caller(&url_event(serde_json::Value::Null)), None);
+        assert_eq!(iam_caller(&url_event(serde_json::json!({"iam": {}}))), None);
     }
 }
