@@ -4,10 +4,12 @@ Code with PKCE, through the provider's own login and consent pages. The tests ma
 signing keys, so they can rotate them (restart with another set) and sign tokens the provider
 never would (wrong audience, expired) with its real keys."""
 import base64
+import html
 import hashlib
 import json
 import os
 import pathlib
+import re
 import secrets
 import subprocess
 import time
@@ -97,6 +99,25 @@ class Provider:
             })
             assert tokens.status_code == 200, tokens.text
             return tokens.json()
+
+    def confirm_device(self, link, login):
+        """Does what a person does with the device flow's link in a browser: confirms the code,
+        signs in on the provider's login page, consents."""
+        hidden = re.compile(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"')
+        with httpx.Client(timeout=10, follow_redirects=True) as browser:
+            r = browser.get(link)
+            for _ in range(10):
+                if re.search(r"Sign-in Success|signed in|success", r.text, re.I) and "<form" not in r.text:
+                    return
+                action = re.search(r'<form[^>]*action="([^"]+)"', r.text)
+                assert action, f"no form on the provider's page: {r.text[:400]}"
+                fields = dict(hidden.findall(r.text))
+                if 'name="login"' in r.text:
+                    fields.update(login=login, password="any")
+                elif 'name="confirm"' in r.text:
+                    fields["confirm"] = "yes"
+                r = browser.post(urllib.parse.urljoin(str(r.url), html.unescape(action.group(1))), data=fields)
+            raise AssertionError(f"the device confirmation did not finish: {r.text[:400]}")
 
     def mint(self, claims, key=None, headers=None):
         """A token signed with one of the provider's own keys (default: its first)."""

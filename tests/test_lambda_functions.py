@@ -53,7 +53,7 @@ def free_port():
 class Emulator:
     """`cargo lambda watch` serving every function of the workspace on 127.0.0.1."""
 
-    def __init__(self, env):
+    def __init__(self, env, headers=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = OUT / "lambda-emulator.log"
@@ -71,7 +71,8 @@ class Emulator:
             except OSError:
                 assert self.proc.poll() is None, self.output()
                 time.sleep(0.2)
-        self.http = httpx.Client(base_url=self.url, timeout=120)
+        # What CloudFront adds to every request to the API (x-spellcast-origin).
+        self.http = httpx.Client(base_url=self.url, timeout=120, headers=headers or {})
 
     def output(self):
         return self.log_path.read_text(errors="replace")
@@ -100,7 +101,7 @@ def aws():
     import boto3
     return {name: boto3.client(name, endpoint_url=os.environ["SPELLCAST_MOTO_ENDPOINT"], region_name="us-east-1",
                                aws_access_key_id="test", aws_secret_access_key="test")
-            for name in ("events", "sqs", "dynamodb")}
+            for name in ("events", "sqs", "dynamodb", "secretsmanager")}
 
 
 @pytest.fixture(scope="module")
@@ -133,12 +134,23 @@ def deployment(aws, tmp_path_factory):
     # A real OpenID provider the functions verify users' tokens against (tests/oidc).
     provider = Provider(tmp_path_factory.mktemp("oidc"), free_port(), [make_key("ec", "ec-1")],
                         ["http://127.0.0.1:9/me"], OUT / "lambda-oidc-provider.log")
+    # The token keys as the template hands them over: named by their secrets, read by the functions
+    # from Secrets Manager at start (never in their environment). The session key is the one the
+    # tests sign sessions with, as an identity service of the deployer's would; the invoice key
+    # is the stack's own.
+    session_key = aws["secretsmanager"].create_secret(Name=f"{name}-session", SecretString=TOKEN_SECRET)["ARN"]
+    invoice_key = aws["secretsmanager"].create_secret(Name=f"{name}-invoice",
+                                                      SecretString=uuid.uuid4().hex + uuid.uuid4().hex)["ARN"]
+    # CloudFront's origin header value, as the functions behind the API read it.
+    origin = uuid.uuid4().hex + uuid.uuid4().hex
+    origin_secret = aws["secretsmanager"].create_secret(Name=f"{name}-origin", SecretString=origin)["ARN"]
     ca = trustme.CA()
     ca_file = tmp_path_factory.mktemp("ca") / "receivers.pem"
     ca_file.write_bytes(ca.cert_pem.bytes())
     env = dict(os.environ, SPELLCAST_TABLE=name, SPELLCAST_EVENT_BUS=name, SPELLCAST_OUTPUTS_BUCKET=name,
                SPELLCAST_PUBLIC_URL="https://spellcast.test",
-               SPELLCAST_TOKEN_SECRET=TOKEN_SECRET, SPELLCAST_WEBHOOK_SECRET=WEBHOOK_SECRET,
+               SPELLCAST_SESSION_KEY_ARN=session_key, SPELLCAST_INVOICE_KEY_ARN=invoice_key,
+               SPELLCAST_WEBHOOK_SECRET=WEBHOOK_SECRET, SPELLCAST_ORIGIN_SECRET_ARN=origin_secret,
                SPELLCAST_AWS_TIMEOUT_SECS="120", SPELLCAST_HEARTBEAT_MS="500",
                SPELLCAST_STREAM_LIMIT_SECS=str(STREAM_LIMIT_SECS),
                SPELLCAST_REPUBLISH_AFTER_SECS=str(REPUBLISH_AFTER_SECS), RUST_LOG="info",
@@ -147,7 +159,7 @@ def deployment(aws, tmp_path_factory):
                # The tool configuration as the template hands it to every function: the real
                # small model on this machine as `local` (the conftest's `model` fixture).
                SPELLCAST_TOOLS=pathlib.Path(os.environ["SPELLCAST_TOOLS_FILE"]).read_text())
-    emulator = Emulator(env)
+    emulator = Emulator(env, headers={"x-spellcast-origin": origin})
     try:
         yield {"local": local, "emulator": emulator, "queue": queue, "name": name, "hooks": hooks, "ca": ca,
                "provider": provider}
@@ -503,6 +515,18 @@ def test_a_user_of_the_openid_provider_signs_in_at_every_function(deployment):
     forged = provider.mint({"aud": "someone-else"})
     assert emulator.http.get(emulator.url_of("balance", "/api/v1/me/balance"),
                              headers={"authorization": f"Bearer {forged}"}).status_code == 401
+
+
+def test_the_api_refuses_requests_that_did_not_come_through_cloudfront(deployment):
+    """API Gateway's own address is public: a request without CloudFront's secret origin header
+    (or with a wrong one) is refused before any handler runs (SPEC §9.3)."""
+    emulator = deployment["emulator"]
+    for function, path in [("meta", "/api/v1/spells"), ("balance", "/api/v1/me/balance"),
+                           ("og", "/spells/hello-sigil/og")]:
+        assert emulator.http.get(emulator.url_of(function, path)).status_code in (200, 401)
+        for header in ({"x-spellcast-origin": ""}, {"x-spellcast-origin": "guess"}):
+            r = httpx.get(emulator.url + emulator.url_of(function, path), headers=header, timeout=60)
+            assert r.status_code == 403 and r.json()["code"] == "forbidden", (function, r.text)
 
 
 def test_the_admin_function_grants_only_to_signed_callers(deployment):

@@ -8,6 +8,9 @@ import concurrent.futures
 import hashlib
 import hmac
 import json
+import re
+import stat
+import subprocess
 import time
 
 import httpx
@@ -225,3 +228,115 @@ def test_admin_grants_are_idempotent_never_below_zero_and_need_the_admin_token(s
         assert r.status_code == 400, (bad, r.text)
         assert r.json()["errors"][0]["pointer"] == pointer, (bad, r.json())
     assert server.balance(token) == 0
+
+
+def test_the_cli_signs_in_with_the_device_flow_or_a_pasted_token(signed_in_server, provider, tmp_path):
+    from test_cli import Cli
+    server = signed_in_server()
+    cli = Cli(server.url, tmp_path)
+    login = cli.start("login")
+    line = login.stderr.readline()
+    m = re.search(r"open (\S+) and confirm the code (\S+)", line)
+    assert m, line
+    provider.confirm_device(m.group(1), "dora")
+    out, err = login.communicate(timeout=60)
+    assert login.returncode == 0, (out, err)
+    assert f"with {WELCOME} points" in out
+    saved = tmp_path / ".config" / "spellcast" / "token"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert cli.json("balance")["balances"]["PTS"] == WELCOME
+
+    # A token pasted (from the site's sign-in) is checked, then kept; one the server refuses is not.
+    other = provider.mint({"sub": "pasted"})
+    r = subprocess.run([*cli_command(), "login", "--paste"], input=other + "\n", env=cli.env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r
+    assert saved.read_text() == other
+    for bad, code in (("not a token", 2), (provider.mint({"aud": "elsewhere"}), 1)):
+        r = subprocess.run([*cli_command(), "login", "--paste"], input=bad + "\n", env=cli.env,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == code, r
+        assert saved.read_text() == other, "a refused token is not saved"
+
+
+def cli_command():
+    from test_cli import cli_binary
+    return [str(cli_binary())]
+
+
+def test_the_cli_grants_with_the_admin_token_locally(signed_in_server, provider, tmp_path):
+    from test_cli import Cli
+    server = signed_in_server()
+    token = provider.mint({"sub": "cli-granted"})
+    user = me(server, token).json()["userId"]
+    cli = Cli(server.url, tmp_path)
+    args = ["admin", "grant", user, "25", "--reason", "support ticket 7", "--idempotency-key", "t7"]
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        cli.env.pop(var, None)
+    unsigned = cli.run(*args)
+    assert unsigned.returncode == 1 and "no AWS credentials" in unsigned.stderr, unsigned
+    cli.env["SPELLCAST_ADMIN_TOKEN"] = "wrong"
+    refused = cli.run(*args)
+    assert refused.returncode == 1 and "unauthorized" in refused.stderr, refused
+    cli.env["SPELLCAST_ADMIN_TOKEN"] = ADMIN_TOKEN
+    first = cli.json(*args)
+    assert (first["pts"], first["reason"], first["grantedBy"]) == (25, "support ticket 7", "admin-token")
+    assert cli.json(*args) == first, "a retry with its key is the same grant"
+    taken = cli.json("admin", "grant", user, "-125", "--reason", "correction")
+    assert taken["pts"] == -125
+    assert server.balance(token) == 0
+
+
+def test_the_cli_signs_a_grant_for_the_admin_function_with_sigv4(tmp_path):
+    """Without an admin token the grant is signed with the shell's AWS credentials (SPEC §9.2):
+    captured by a stand-in for the Function URL and checked with botocore's own SigV4 signer."""
+    import http.server
+    import threading
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from test_cli import Cli
+
+    seen = {}
+
+    class FunctionUrl(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen["path"], seen["headers"] = self.path, dict(self.headers)
+            seen["body"] = self.rfile.read(int(self.headers["content-length"]))
+            body = json.dumps({"txId": "tx_1", "userId": "u1", "kind": "grant", "pts": 5, "reason": "r",
+                               "at": "2026-12-06T00:00:00Z"}).encode()
+            self.send_response(201)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    stand_in = http.server.HTTPServer(("127.0.0.1", 0), FunctionUrl)
+    threading.Thread(target=stand_in.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{stand_in.server_port}"
+        cli = Cli(url, tmp_path)
+        cli.env.update(AWS_ACCESS_KEY_ID="AKIDEXAMPLE", AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                       AWS_SESSION_TOKEN="session-token", AWS_REGION="eu-west-1")
+        cli.env.pop("SPELLCAST_ADMIN_TOKEN", None)
+        entry = cli.json("admin", "grant", "u1", "5", "--reason", "r", "--admin-url", url)
+        assert entry["txId"] == "tx_1"
+    finally:
+        stand_in.shutdown()
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
+    assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/eu-west-1/lambda/aws4_request" in headers["authorization"]
+    assert headers["x-amz-security-token"] == "session-token"
+    signed = headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    # Recompute the signature over what arrived, as AWS would.
+    request = AWSRequest(method="POST", url=f"{url}{seen['path']}", data=seen["body"],
+                         headers={h: headers[h] for h in signed if h != "host"})
+    signer = SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-token"),
+                       "lambda", "eu-west-1")
+    request.context["timestamp"] = headers["x-amz-date"]
+    signer.add_auth(request)
+    assert request.headers["Authorization"] == headers["authorization"]

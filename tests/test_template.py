@@ -202,7 +202,8 @@ def test_every_setting_the_template_passes_is_one_the_functions_read(template):
         passed |= set(fn["Properties"].get("Environment", {}).get("Variables", {}))
     passed = {p for p in passed if p.startswith("SPELLCAST_")}
     assert passed <= read, passed - read
-    for required in ("SPELLCAST_TABLE", "SPELLCAST_EVENT_BUS", "SPELLCAST_TOKEN_SECRET"):
+    for required in ("SPELLCAST_TABLE", "SPELLCAST_EVENT_BUS", "SPELLCAST_SESSION_KEY_ARN",
+                     "SPELLCAST_INVOICE_KEY_ARN"):
         assert required in passed
 
 
@@ -254,3 +255,109 @@ def test_a_custom_domain_a_web_acl_and_access_logs_are_the_deployers_to_set(temp
     api = template["Resources"]["Api"]["Properties"]["AccessLogSettings"]
     assert api["DestinationArn"] == {"GetAtt": "ApiAccessLogs.Arn"}
     assert '"status":"$context.status"' in api["Format"]
+
+
+def statements(fn):
+    """Every IAM statement of a function's inline policies."""
+    return [st for policy in fn["Properties"].get("Policies", []) if isinstance(policy, dict)
+            for st in policy.get("Statement", [])]
+
+
+def as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+# The functions that verify or sign tokens (sessions, invoices, a run's watch token).
+TOKEN_FUNCTIONS = {"InvoiceFunction", "CastFunction", "StreamFunction", "RunsFunction", "CancelFunction",
+                   "BalanceFunction"}
+
+
+def test_no_key_is_in_any_functions_environment_and_only_token_functions_read_the_keys(template):
+    """SPEC §9.3: the functions name their keys' secrets and read them at start, so a role that may
+    read function configurations learns no key; invoices have a key of their own."""
+    text = (ROOT / "infra" / "template.yaml").read_text()
+    # The one dynamic reference left: the LLM API key the runner's tools read from their
+    # environment (README "Tool configuration"); no token or webhook key.
+    # CloudFront's origin header value is in the distribution's configuration, not a function's.
+    assert sorted(re.findall(r"\{\{resolve:secretsmanager:\$\{(\w+)\}", text)) == ["LlmApiKeySecretArn", "OriginSecret"]
+    resources = template["Resources"]
+    assert resources["InvoiceKeySecret"]["Type"] == "AWS::SecretsManager::Secret"
+    for name, fn in functions(template).items():
+        env = fn["Properties"].get("Environment", {}).get("Variables", {})
+        reads = [st for st in statements(fn) if "secretsmanager:GetSecretValue" in as_list(st["Action"])
+                 and st["Resource"] != {"Ref": "OriginSecret"}]
+        if name in TOKEN_FUNCTIONS:
+            assert env["SPELLCAST_INVOICE_KEY_ARN"] == {"Ref": "InvoiceKeySecret"}, name
+            assert "SPELLCAST_SESSION_KEY_ARN" in env, name
+            assert len(reads) == 1 and len(as_list(reads[0]["Resource"])) == 2, name
+        elif name == "StatsFunction":
+            assert "SPELLCAST_WEBHOOK_SECRET_ARN" in env and len(reads) == 1
+        else:
+            assert not reads and not any(k.endswith("_KEY_ARN") for k in env), name
+
+
+def test_no_policy_grants_a_wildcard_action_or_resource(template):
+    """Least privilege, read off the template: named actions only, on named resources (a key
+    prefix of the table where a function writes only some of its items)."""
+    found = []
+    for name, fn in functions(template).items():
+        for policy in fn["Properties"].get("Policies", []):
+            if not isinstance(policy, dict):
+                found.append(f"{name}: a managed policy {policy}")
+                continue
+            for st in policy.get("Statement", []):
+                for action in as_list(st["Action"]):
+                    if "*" in action:
+                        found.append(f"{name}: action {action}")
+                for resource in as_list(st.get("Resource", [])):
+                    if resource == "*" or isinstance(resource, str) and resource.endswith(":*"):
+                        found.append(f"{name}: resource {resource}")
+    assert not found, found
+
+
+def test_the_functions_that_must_not_touch_balances_are_fenced_by_key_prefix(template):
+    """The webhooks function talks to the internet: it may write deliveries and webhook secrets,
+    never a balance or the ledger; the admin and balance functions write only their prefixes."""
+    fns = functions(template)
+
+    def writes(fn):
+        out = []
+        for st in statements(fn):
+            acts = {a for a in as_list(st["Action"]) if a in ("dynamodb:PutItem", "dynamodb:UpdateItem",
+                                                            "dynamodb:DeleteItem")}
+            if acts:
+                keys = st.get("Condition", {}).get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys")
+                out.append((acts, keys))
+        return out
+
+    for name in ("WebhooksFunction", "AdminFunction", "BalanceFunction", "CancelFunction"):
+        for acts, keys in writes(fns[name]):
+            assert keys, f"{name} may {sorted(acts)} any item"
+    for _, keys in writes(fns["WebhooksFunction"]):
+        assert not any(k.startswith(("USER#", "LEDGER#", "GRANT#")) for k in keys), keys
+    for acts, keys in writes(fns["CancelFunction"]):
+        if "dynamodb:DeleteItem" in acts:
+            assert set(keys) == {"SHARE#*", "RUNSHARE#*"}, "cancel deletes nothing but shares"
+    admin = fns["AdminFunction"]["Properties"]
+    assert admin["FunctionUrlConfig"]["AuthType"] == "AWS_IAM"
+
+
+def test_the_api_answers_only_requests_that_came_through_cloudfront(template):
+    """SPEC §9.3: CloudFront sends a secret header to the HTTP API; every function behind the API
+    reads the secret at start and refuses requests without it (the stream's Function URL is
+    closed by origin access control, the admin URL by IAM)."""
+    fns = functions(template)
+    dist = template["Resources"]["Distribution"]["Properties"]["DistributionConfig"]
+    api = next(o for o in dist["Origins"] if o["Id"] == "api")
+    assert api["OriginCustomHeaders"] == [{"HeaderName": "x-spellcast-origin",
+                                           "HeaderValue": {"Sub": "{{resolve:secretsmanager:${OriginSecret}:SecretString}}"}}]
+    for name, fn in fns.items():
+        on_api = any(e["Type"] == "HttpApi" for e in fn["Properties"].get("Events", {}).values())
+        env = fn["Properties"].get("Environment", {}).get("Variables", {})
+        reads = [st for st in statements(fn) if st["Resource"] == {"Ref": "OriginSecret"}]
+        if on_api:
+            assert env.get("SPELLCAST_ORIGIN_SECRET_ARN") == {"Ref": "OriginSecret"}, name
+            assert [as_list(st["Action"]) for st in reads] == [["secretsmanager:GetSecretValue"]], name
+        else:
+            assert "SPELLCAST_ORIGIN_SECRET_ARN" not in env and not reads, name
+    assert fns["StreamFunction"]["Properties"]["FunctionUrlConfig"]["AuthType"] == "AWS_IAM"

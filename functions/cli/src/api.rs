@@ -113,6 +113,26 @@ impl Api {
             .timeout(std::time::Duration::from_secs(120)))
     }
 
+    /// POSTs `fields` form-encoded to the OpenID provider's `url` (no Spellcast token goes there):
+    /// its status and JSON answer.
+    pub async fn provider_form(
+        &self,
+        url: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let res = self
+            .http
+            .post(url)
+            .form(fields)
+            .timeout(std::time::Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| ApiError::Transport(format!("cannot reach the sign-in provider: {e}")))?;
+        let status = res.status();
+        let json = res.json().await.unwrap_or(Value::Null);
+        Ok((status, json))
+    }
+
     /// Sends a JSON request; the JSON answer, or the problem.
     pub async fn call(
         &self,

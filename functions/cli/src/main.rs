@@ -6,6 +6,7 @@
 //! Exit codes: 0 done, 1 an error (unreachable server, refused request), 2 bad input (the
 //! server's 400/422), 3 the run failed (and was refunded), 4 the run was canceled.
 
+mod admin;
 mod api;
 mod follow;
 mod show;
@@ -48,11 +49,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Gets a session: `--dev` asks a local server for a demo one, and saves it.
+    /// Gets a session and saves it: through the site's OpenID provider (the device flow: open a
+    /// link, enter a code), or a token you paste, or (`--dev`) a local server's demo session.
     Login {
         /// A demo session from the local server (POST /api/v1/dev/session).
-        #[arg(long, required = true)]
+        #[arg(long, conflicts_with = "paste")]
         dev: bool,
+        /// Paste a session token (from your provider's sign-in) instead.
+        #[arg(long)]
+        paste: bool,
         /// Demo points to grant.
         #[arg(long, default_value_t = 1000)]
         grant: i64,
@@ -103,6 +108,35 @@ enum Command {
         /// Entries at most.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+    /// An administrator's commands.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Gives USER PTS points (negative: takes them back, never below zero), with a reason the
+    /// user sees in their ledger. On AWS the request is signed with your AWS credentials for the
+    /// stack's admin URL (its `AdminUrl` output); locally it carries the server's admin token.
+    Grant {
+        /// The user's id (as `spellcast balance` shows it to them).
+        user: String,
+        /// Points, e.g. 100 or -20.
+        #[arg(allow_hyphen_values = true)]
+        pts: i64,
+        /// Why: shown to the user.
+        #[arg(long)]
+        reason: String,
+        /// Makes a retry safe: the same key and grant answer the first entry, nothing doubled.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// The admin function's URL (the stack's `AdminUrl`); default: --url.
+        #[arg(long, env = "SPELLCAST_ADMIN_URL")]
+        admin_url: Option<String>,
+        /// The local server's admin token; without it the grant is signed with AWS SigV4.
+        #[arg(long, env = "SPELLCAST_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
 }
 
@@ -159,6 +193,29 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli, api: &Api) -> Result<u8, Failure> {
     match &cli.command {
+        Command::Login {
+            dev: false, paste, ..
+        } => {
+            let token = if *paste {
+                pasted_token()?
+            } else {
+                device_sign_in(api).await?
+            };
+            // Checked before it is kept: a token this server refuses is not saved.
+            let me = api
+                .call(Method::GET, "/api/v1/me/balance", Some(&token), None)
+                .await?;
+            let saved = save_token(&token).map_err(Failure::Other)?;
+            say(cli, &me, || {
+                format!(
+                    "Signed in as {} with {} points (token saved to {}).",
+                    str_of(&me["userId"]),
+                    me["balances"]["PTS"],
+                    saved.display()
+                )
+            });
+            Ok(0)
+        }
         Command::Login { grant, .. } => {
             let s = api
                 .call(
@@ -176,6 +233,37 @@ async fn run(cli: &Cli, api: &Api) -> Result<u8, Failure> {
                     s["userId"].as_str().unwrap_or_default(),
                     s["balancePts"],
                     saved.display()
+                )
+            });
+            Ok(0)
+        }
+        Command::Admin(AdminCommand::Grant {
+            user,
+            pts,
+            reason,
+            idempotency_key,
+            admin_url,
+            admin_token,
+        }) => {
+            let credential = match admin_token {
+                Some(token) => admin::Credential::Token(token.clone()),
+                None => admin::Credential::Aws,
+            };
+            let entry = admin::grant(
+                &reqwest::Client::new(),
+                admin_url.as_deref().unwrap_or(&cli.url),
+                &json!({"userId": user, "pts": pts, "reason": reason}),
+                idempotency_key.as_deref(),
+                &credential,
+            )
+            .await?;
+            say(cli, &entry, || {
+                format!(
+                    "Granted {} points to {} ({}), ledger entry {}.",
+                    entry["pts"],
+                    str_of(&entry["userId"]),
+                    str_of(&entry["reason"]),
+                    str_of(&entry["txId"])
                 )
             });
             Ok(0)
@@ -574,7 +662,7 @@ fn token(cli: &Cli) -> Result<String, Failure> {
     std::fs::read_to_string(token_file())
         .map(|t| t.trim().to_owned())
         .map_err(|_| {
-            Failure::Other("no session: set SPELLCAST_TOKEN or run `spellcast login --dev`".into())
+            Failure::Other("no session: set SPELLCAST_TOKEN or run `spellcast login`".into())
         })
 }
 
@@ -584,6 +672,109 @@ fn token_file() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
         .unwrap_or_else(|| PathBuf::from("."));
     config.join("spellcast").join("token")
+}
+
+/// A token read from standard input (pasted at a prompt, or piped).
+fn pasted_token() -> Result<String, Failure> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprint!("Paste your session token and press Enter: ");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Failure::Other(format!("cannot read the token: {e}")))?;
+    let token = line.trim().trim_start_matches("Bearer ").to_owned();
+    if token.split('.').count() != 3 {
+        return Err(Failure::BadInput(
+            "that is not a token (a JWT: three dot-separated parts)".into(),
+        ));
+    }
+    Ok(token)
+}
+
+/// Signs in with the OAuth 2.0 device authorization flow (RFC 8628) of the server's OpenID
+/// provider: the user opens a link in any browser and confirms a code; this waits for the ID
+/// token. A provider without the flow: a pasted token instead.
+async fn device_sign_in(api: &Api) -> Result<String, Failure> {
+    let config = api
+        .call(Method::GET, "/api/v1/auth/config", None, None)
+        .await?;
+    let oidc = &config["oidc"];
+    let (Some(device), Some(token_url), Some(client)) = (
+        oidc["deviceAuthorizationEndpoint"].as_str(),
+        oidc["tokenEndpoint"].as_str(),
+        oidc["clientId"].as_str(),
+    ) else {
+        if oidc.is_null() {
+            return Err(Failure::Other(
+                "this server signs nobody in with a provider: use `spellcast login --dev` (a \
+                 local server) or `--paste`"
+                    .into(),
+            ));
+        }
+        eprintln!(
+            "The sign-in provider offers no device flow: sign in on the site, copy the token."
+        );
+        return pasted_token();
+    };
+    let (status, start) = api
+        .provider_form(
+            device,
+            &[("client_id", client), ("scope", "openid profile")],
+        )
+        .await?;
+    let device_code = start["device_code"]
+        .as_str()
+        .filter(|_| status.is_success());
+    let Some(device_code) = device_code else {
+        return Err(Failure::Other(format!(
+            "the provider would not start a sign-in: {status} {start}"
+        )));
+    };
+    let link = start["verification_uri_complete"]
+        .as_str()
+        .or(start["verification_uri"].as_str())
+        .unwrap_or_default();
+    eprintln!(
+        "To sign in, open {link} and confirm the code {}",
+        str_of(&start["user_code"])
+    );
+    let mut every = std::time::Duration::from_secs(start["interval"].as_u64().unwrap_or(5).max(1));
+    let until = std::time::Instant::now()
+        + std::time::Duration::from_secs(start["expires_in"].as_u64().unwrap_or(600));
+    while std::time::Instant::now() < until {
+        tokio::time::sleep(every).await;
+        let (status, answer) = api
+            .provider_form(
+                token_url,
+                &[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                    ("device_code", device_code),
+                    ("client_id", client),
+                ],
+            )
+            .await?;
+        if let Some(token) = answer["id_token"].as_str().filter(|_| status.is_success()) {
+            return Ok(token.to_owned());
+        }
+        match answer["error"].as_str() {
+            Some("authorization_pending") => {}
+            Some("slow_down") => every += std::time::Duration::from_secs(5),
+            _ => {
+                return Err(Failure::Other(format!(
+                    "the provider did not sign you in: {}",
+                    answer["error_description"]
+                        .as_str()
+                        .or(answer["error"].as_str())
+                        .unwrap_or("no reason given")
+                )))
+            }
+        }
+    }
+    Err(Failure::Other(
+        "the sign-in code expired: run `spellcast login` again".into(),
+    ))
 }
 
 /// Saves the token where only its owner can read it.

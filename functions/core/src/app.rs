@@ -50,6 +50,9 @@ pub struct Config {
     /// The bearer token of `POST /api/v1/admin/grants` where no entry point vouches for the
     /// caller (the local server's `--admin-token`); none: only such an entry point's callers.
     pub admin_token: Option<String>,
+    /// The value CloudFront puts in every request to the API (`x-spellcast-origin`); with one,
+    /// a request without it is refused (SPEC §9.3). None: no such check (the local server).
+    pub origin_secret: Option<Vec<u8>>,
 }
 
 impl Config {
@@ -85,6 +88,7 @@ impl Config {
             upload_ttl: chrono::Duration::seconds(crate::uploads::UNUSED_TTL_SECS),
             welcome_pts: 0,
             admin_token: None,
+            origin_secret: None,
         }
     }
 

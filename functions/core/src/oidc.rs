@@ -40,8 +40,8 @@ pub struct ProviderEndpoints {
     pub client_id: String,
     /// Where the browser is sent to sign in.
     pub authorization_endpoint: String,
-    /// Where sign-in codes become tokens (the server relays the page's request).
-    #[serde(skip)]
+    /// Where sign-in codes become tokens (the server relays the page's request; the CLI's device
+    /// flow polls it).
     pub token_endpoint: String,
     /// Where the browser is sent to sign out of the provider, if it has such a place.
     #[serde(skip_serializing_if = "Option::is_none")]

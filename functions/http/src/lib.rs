@@ -415,13 +415,39 @@ pub const ALL: &[&Endpoint] = &[
     &OPENAPI,
 ];
 
+/// The header CloudFront adds to every request it sends the API (SPEC §9.3): its value is a
+/// secret, so a request straight to API Gateway's own address, around CloudFront's headers and
+/// any web ACL, is refused.
+pub const ORIGIN_HEADER: &str = "x-spellcast-origin";
+
+/// Whether a request came through the front door: there is no origin secret (the local server),
+/// or the request carries it.
+fn through_the_front_door(app: &App, req: &http::request::Parts) -> bool {
+    let Some(secret) = &app.config.origin_secret else {
+        return true;
+    };
+    let given = req
+        .headers
+        .get(ORIGIN_HEADER)
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    subtle::ConstantTimeEq::ct_eq(secret.as_slice(), given).into()
+}
+
 /// Answers one request with the first of `endpoints` whose path it names, else 404.
 pub async fn handle(app: Arc<App>, req: Request, endpoints: &[&Endpoint]) -> Response {
     let (parts, body) = req.into_parts();
     let id = request_id(&parts);
     let span = tracing::info_span!("request", request_id = %id, method = %parts.method, path = %parts.uri.path());
     async move {
-        let response = if body.len() > body_limit(parts.uri.path()) {
+        let response = if !through_the_front_door(&app, &parts) {
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Requests reach this API through its site's address only",
+            )
+            .into_response()
+        } else if body.len() > body_limit(parts.uri.path()) {
             Problem::payload_too_large().into_response()
         } else {
             let path = parts.uri.path();

@@ -61,12 +61,46 @@ pub async fn start() -> Result<Start, crate::Error> {
         .with_writer(std::io::stderr)
         .init();
     crate::emf::install();
-    let settings = Settings::from_env()?;
+    let mut settings = Settings::from_env()?;
     let sdk = sdk_config_from_environment(match settings.aws_timeout {
         Some(timeout) => Timeouts::SlowEngine(timeout),
         None => Timeouts::Aws,
     });
+    read_secrets(&sdk, &mut settings).await?;
     Ok(Start { settings, sdk })
+}
+
+/// Reads the secrets the environment names from Secrets Manager, all at once, once per execution
+/// environment (SPEC §9.3: keys never in environment variables).
+async fn read_secrets(sdk: &SdkConfig, settings: &mut Settings) -> Result<(), String> {
+    if settings.secret_arns.is_empty() {
+        return Ok(());
+    }
+    let client = aws_sdk_secretsmanager::Client::new(sdk);
+    let reads = settings.secret_arns.iter().map(|(arn, slot)| {
+        let client = client.clone();
+        async move {
+            let value = client
+                .get_secret_value()
+                .secret_id(arn)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot read the secret {arn}: {}",
+                        aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                    )
+                })?
+                .secret_string
+                .ok_or_else(|| format!("the secret {arn} holds no string"))?;
+            Ok::<_, String>((*slot, value))
+        }
+    });
+    for read in futures::future::join_all(reads).await {
+        let (slot, value) = read?;
+        settings.fill(slot, value)?;
+    }
+    Ok(())
 }
 
 impl Start {
@@ -128,6 +162,7 @@ impl Start {
         config.limits = settings.limits;
         (config.streams_per_user, config.streams_per_run) = settings.streams;
         config.welcome_pts = settings.welcome_pts;
+        config.origin_secret = settings.origin_secret.clone();
         let oidc = settings.oidc.clone().map(|provider| {
             Arc::new(spellcast_core::oidc::OidcVerifier::new(
                 provider,
@@ -145,13 +180,28 @@ impl Start {
             bus,
             signal: Arc::new(PollingSignal::new(settings.poll.0, settings.poll.1)),
             clock: Arc::new(SystemClock),
-            keys: TokenKeys::hs256(&settings.token_secret, &settings.token_issuer)?,
+            keys: token_keys(&settings)?,
             oidc,
             welcomed: Default::default(),
             prices: PriceBook::default(),
             rendered: Default::default(),
             metrics: None,
         }))
+    }
+}
+
+/// The function's token keys: the session and invoice keys read at start; one key the invoice
+/// key is derived from (tests hand one over); or, for a function that verifies and signs no
+/// tokens, random keys nothing can use.
+fn token_keys(settings: &Settings) -> Result<TokenKeys, String> {
+    let issuer = &settings.token_issuer;
+    match (&settings.token_secret, &settings.invoice_secret) {
+        (Some(session), Some(invoice)) => TokenKeys::new(session, invoice, issuer),
+        (Some(secret), None) => TokenKeys::hs256(secret, issuer),
+        (None, _) => {
+            let unused: [u8; 32] = rand::random();
+            TokenKeys::hs256(&unused, issuer)
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! A Lambda's settings, from its environment (set by `infra/template.yaml`). Secrets arrive as
-//! environment variables resolved by CloudFormation from Secrets Manager at deploy time.
+//! A Lambda's settings, from its environment (set by `infra/template.yaml`). Secrets are not in
+//! it: it names them (`SPELLCAST_*_ARN`) and [`crate::start`] reads them from Secrets Manager, so
+//! `lambda:GetFunctionConfiguration` reveals no key. (A test may hand a key over directly.)
 
 use std::time::Duration;
 
@@ -24,8 +25,17 @@ pub struct Settings {
     /// The public origin, for absolute URLs (`SPELLCAST_PUBLIC_URL`; when empty, each request's
     /// forwarded host is used, as CloudFront's viewer function sets it).
     pub public_url: String,
-    /// The token signing secret, at least 32 bytes (`SPELLCAST_TOKEN_SECRET`).
-    pub token_secret: Vec<u8>,
+    /// The session signing key, at least 32 bytes: the secret `SPELLCAST_SESSION_KEY_ARN`, or (tests)
+    /// `SPELLCAST_TOKEN_SECRET`. None: the function verifies and signs no tokens.
+    pub token_secret: Option<Vec<u8>>,
+    /// The invoice signing key, another one (the secret `SPELLCAST_INVOICE_KEY_ARN`); without it
+    /// one is derived from the session key (the tests' single secret).
+    pub invoice_secret: Option<Vec<u8>>,
+    /// The value CloudFront sends in `x-spellcast-origin` (the secret `SPELLCAST_ORIGIN_SECRET_ARN`):
+    /// requests without it are refused. None: no check (the emulator tests, the admin function).
+    pub origin_secret: Option<Vec<u8>>,
+    /// Secrets Manager secrets to read at start: (ARN, which setting it fills).
+    pub secret_arns: Vec<(String, SecretSlot)>,
     /// The issuer named in tokens (`SPELLCAST_TOKEN_ISSUER`, default `spellcast`).
     pub token_issuer: String,
     /// The stats webhook's HMAC secret (`SPELLCAST_WEBHOOK_SECRET`).
@@ -57,7 +67,38 @@ pub struct Settings {
     pub streams: (u32, u32),
 }
 
+/// Which setting a secret read at start fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSlot {
+    /// [`Settings::token_secret`].
+    SessionKey,
+    /// [`Settings::invoice_secret`].
+    InvoiceKey,
+    /// [`Settings::webhook_secret`] (the stats webhook's HMAC key).
+    StatsWebhookKey,
+    /// [`Settings::origin_secret`].
+    OriginSecret,
+}
+
 impl Settings {
+    /// Puts a secret read at start where it belongs.
+    pub fn fill(&mut self, slot: SecretSlot, value: String) -> Result<(), String> {
+        let value = value.into_bytes();
+        match slot {
+            SecretSlot::SessionKey | SecretSlot::InvoiceKey if value.len() < 32 => {
+                return Err(format!("the {slot:?} secret must be at least 32 bytes"))
+            }
+            SecretSlot::SessionKey => self.token_secret = Some(value),
+            SecretSlot::InvoiceKey => self.invoice_secret = Some(value),
+            SecretSlot::StatsWebhookKey => self.webhook_secret = Some(value),
+            SecretSlot::OriginSecret if value.len() < 32 => {
+                return Err("the origin secret must be at least 32 bytes".into())
+            }
+            SecretSlot::OriginSecret => self.origin_secret = Some(value),
+        }
+        Ok(())
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Settings, String> {
         Settings::from_vars(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
@@ -72,10 +113,19 @@ impl Settings {
                     .map_err(|_| format!("{name} must be a whole number, not `{v}`"))
             })
         };
-        let token_secret = required("SPELLCAST_TOKEN_SECRET")?.into_bytes();
-        if token_secret.len() < 32 {
+        let token_secret = var("SPELLCAST_TOKEN_SECRET").map(String::into_bytes);
+        if token_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err("SPELLCAST_TOKEN_SECRET must be at least 32 bytes".into());
         }
+        let secret_arns = [
+            ("SPELLCAST_SESSION_KEY_ARN", SecretSlot::SessionKey),
+            ("SPELLCAST_INVOICE_KEY_ARN", SecretSlot::InvoiceKey),
+            ("SPELLCAST_WEBHOOK_SECRET_ARN", SecretSlot::StatsWebhookKey),
+            ("SPELLCAST_ORIGIN_SECRET_ARN", SecretSlot::OriginSecret),
+        ]
+        .into_iter()
+        .filter_map(|(name, slot)| var(name).map(|arn| (arn, slot)))
+        .collect();
         let oidc = match (var("SPELLCAST_OIDC_ISSUER"), var("SPELLCAST_OIDC_AUDIENCE")) {
             (None, None) => None,
             (Some(issuer), Some(audience)) => {
@@ -95,6 +145,9 @@ impl Settings {
             webhook_ca_file: var("SPELLCAST_WEBHOOK_CA_FILE"),
             public_url: var("SPELLCAST_PUBLIC_URL").unwrap_or_default(),
             token_secret,
+            invoice_secret: None,
+            origin_secret: None,
+            secret_arns,
             token_issuer: var("SPELLCAST_TOKEN_ISSUER").unwrap_or_else(|| "spellcast".into()),
             webhook_secret: var("SPELLCAST_WEBHOOK_SECRET").map(String::into_bytes),
             oidc,
@@ -169,13 +222,39 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_or_short_secret_is_refused_by_name() {
-        let without: Vec<_> = BASE[..3].to_vec();
-        let e = Settings::from_vars(vars(&without)).unwrap_err();
-        assert!(e.contains("SPELLCAST_TOKEN_SECRET"), "{e}");
+    fn a_short_secret_is_refused_by_name() {
         let mut short = BASE[..3].to_vec();
         short.push(("SPELLCAST_TOKEN_SECRET", "short"));
-        assert!(Settings::from_vars(vars(&short)).is_err());
+        let e = Settings::from_vars(vars(&short)).unwrap_err();
+        assert!(e.contains("SPELLCAST_TOKEN_SECRET"), "{e}");
+        let mut s = Settings::from_vars(vars(&BASE[..3])).unwrap();
+        assert!(s.fill(SecretSlot::InvoiceKey, "short".into()).is_err());
+    }
+
+    #[test]
+    fn keys_are_named_by_their_secrets_not_given_in_the_environment() {
+        let mut v = BASE[..3].to_vec();
+        v.push((
+            "SPELLCAST_SESSION_KEY_ARN",
+            "arn:aws:secretsmanager:us-east-1:1:secret:s",
+        ));
+        v.push((
+            "SPELLCAST_INVOICE_KEY_ARN",
+            "arn:aws:secretsmanager:us-east-1:1:secret:i",
+        ));
+        let mut s = Settings::from_vars(vars(&v)).unwrap();
+        assert_eq!(s.token_secret, None);
+        assert_eq!(
+            s.secret_arns
+                .iter()
+                .map(|(_, slot)| *slot)
+                .collect::<Vec<_>>(),
+            vec![SecretSlot::SessionKey, SecretSlot::InvoiceKey]
+        );
+        s.fill(SecretSlot::SessionKey, "s".repeat(40)).unwrap();
+        s.fill(SecretSlot::InvoiceKey, "i".repeat(40)).unwrap();
+        assert_eq!(s.token_secret.as_deref(), Some("s".repeat(40).as_bytes()));
+        assert_eq!(s.invoice_secret.as_deref(), Some("i".repeat(40).as_bytes()));
     }
 
     #[test]
