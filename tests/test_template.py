@@ -361,3 +361,16 @@ def test_the_api_answers_only_requests_that_came_through_cloudfront(template):
         else:
             assert "SPELLCAST_ORIGIN_SECRET_ARN" not in env and not reads, name
     assert fns["StreamFunction"]["Properties"]["FunctionUrlConfig"]["AuthType"] == "AWS_IAM"
+
+
+def test_the_functions_that_could_starve_the_rest_can_be_capped(template):
+    """Open streams and runs hold an instance each for minutes: their reserved concurrency is a
+    parameter (0 by default, since a new account's pool is too small to reserve from); webhook
+    deliveries wait on the internet, so their queue lets at most 10 instances deliver at once."""
+    fns = functions(template)
+    for name, param in (("StreamFunction", "StreamConcurrency"), ("RunnerFunction", "RunnerConcurrency")):
+        reserved = fns[name]["Properties"]["ReservedConcurrentExecutions"]
+        assert reserved["If"][1] == {"Ref": param}, name
+        assert template["Parameters"][param]["Default"] == 0
+    due = fns["WebhooksFunction"]["Properties"]["Events"]["Due"]["Properties"]
+    assert due["ScalingConfig"]["MaximumConcurrency"] == 10
