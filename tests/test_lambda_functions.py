@@ -53,10 +53,10 @@ def free_port():
 class Emulator:
     """`cargo lambda watch` serving every function of the workspace on 127.0.0.1."""
 
-    def __init__(self, env, headers=None):
+    def __init__(self, env, headers=None, log=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = OUT / "lambda-emulator.log"
+        self.log_path = log or OUT / "lambda-emulator.log"
         OUT.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
