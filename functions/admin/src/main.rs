@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use spellcast_lambda::{endpoints, serve_admin, start, Error, NoBlobs, NoEvents, Toolbox};
+use spellcast_lambda::{endpoints, serve, start, Error, NoBlobs, NoEvents, Toolbox};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let start = start().await?;
     let app = start.app(Arc::new(NoEvents), Arc::new(NoBlobs), Toolbox::default())?;
-    serve_admin(app, &[&endpoints::ADMIN_GRANTS]).await
+    serve(app, &[&endpoints::ADMIN_GRANTS]).await
 }

@@ -23,27 +23,10 @@ pub fn into_request(req: lambda_http::Request) -> api::Request {
 }
 
 /// Serves `endpoints` with whole responses until the runtime stops; metrics flush per
-/// invocation.
+/// invocation. Behind a Function URL with `AuthType: AWS_IAM` (the admin function's), the IAM
+/// principal that signed the request — which the Lambda service, not the caller, puts in the
+/// request context — is handed to the handlers as the [`api::AdminCaller`].
 pub async fn serve(app: Arc<App>, endpoints: &'static [&'static Endpoint]) -> Result<(), Error> {
-    lambda_http::run(service_fn(move |req: lambda_http::Request| {
-        let app = app.clone();
-        async move {
-            let response = api::handle(app, into_request(req), endpoints).await;
-            let response = buffered(response).await;
-            emf::flush();
-            Ok::<_, Error>(response)
-        }
-    }))
-    .await
-}
-
-/// Serves `endpoints` behind a Function URL with `AuthType: AWS_IAM`: the IAM principal that
-/// signed the request (which the Lambda service, not the caller, puts in the request context)
-/// is the [`api::AdminCaller`]. A request without one (a wiring mistake) is refused as unsigned.
-pub async fn serve_admin(
-    app: Arc<App>,
-    endpoints: &'static [&'static Endpoint],
-) -> Result<(), Error> {
     lambda_http::run(service_fn(move |req: lambda_http::Request| {
         let app = app.clone();
         async move {

@@ -15,7 +15,7 @@ mod webhooks;
 
 pub use app::{catalog, start, NoBlobs, NoEvents, Start};
 pub use events::{run_delivery, scheduled, serve_runner, serve_stats};
-pub use http::{iam_caller, serve, serve_admin, serve_streaming};
+pub use http::{iam_caller, serve, serve_streaming};
 pub use lambda_http::Error;
 pub use settings::Settings;
 pub use spellcast_core::tools::Toolbox;
