@@ -316,8 +316,9 @@ def test_no_policy_grants_a_wildcard_action_or_resource(template):
 
 
 def test_the_functions_that_must_not_touch_balances_are_fenced_by_key_prefix(template):
-    """The webhooks function talks to the internet: it may write deliveries and webhook secrets,
-    never a balance or the ledger; the admin and balance functions write only their prefixes."""
+    """Every function writes only under the key prefixes it owns (SPEC §9.3). The webhooks function
+    talks to the internet: it may write deliveries and webhook secrets, never a balance or the
+    ledger; only the functions that move points may touch balances."""
     fns = functions(template)
 
     def writes(fn):
@@ -330,11 +331,14 @@ def test_the_functions_that_must_not_touch_balances_are_fenced_by_key_prefix(tem
                 out.append((acts, keys))
         return out
 
-    for name in ("WebhooksFunction", "AdminFunction", "BalanceFunction", "CancelFunction"):
-        for acts, keys in writes(fns[name]):
+    for name, fn in fns.items():
+        for acts, keys in writes(fn):
             assert keys, f"{name} may {sorted(acts)} any item"
     for _, keys in writes(fns["WebhooksFunction"]):
         assert not any(k.startswith(("USER#", "LEDGER#", "GRANT#")) for k in keys), keys
+    movers = {name for name, fn in fns.items() for _, keys in writes(fn) if "USER#*" in keys}
+    assert movers == {"InvoiceFunction", "CastFunction", "RunnerFunction", "StatsFunction", "CancelFunction",
+                      "BalanceFunction", "AdminFunction"}, movers
     for acts, keys in writes(fns["CancelFunction"]):
         if "dynamodb:DeleteItem" in acts:
             assert set(keys) == {"SHARE#*", "RUNSHARE#*"}, "cancel deletes nothing but shares"
