@@ -5,6 +5,7 @@ rotated, tokens forged every way the spec names; the welcome grant once under co
 requests; admin grants (no token, replay, conflict, below zero). On both stores."""
 import base64
 import concurrent.futures
+import datetime
 import hashlib
 import hmac
 import json
@@ -12,6 +13,7 @@ import re
 import stat
 import subprocess
 import time
+import unittest.mock
 
 import httpx
 import pytest
@@ -337,6 +339,8 @@ def test_the_cli_signs_a_grant_for_the_admin_function_with_sigv4(tmp_path):
                          headers={h: headers[h] for h in signed if h != "host"})
     signer = SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-token"),
                        "lambda", "eu-west-1")
-    request.context["timestamp"] = headers["x-amz-date"]
-    signer.add_auth(request)
+    # botocore signs at its own clock's time: held at the moment the CLI signed.
+    signed_at = datetime.datetime.strptime(headers["x-amz-date"], "%Y%m%dT%H%M%SZ")
+    with unittest.mock.patch("botocore.auth.get_current_datetime", return_value=signed_at):
+        signer.add_auth(request)
     assert request.headers["Authorization"] == headers["authorization"]
