@@ -22,7 +22,7 @@ WEBHOOK_SECRET = "test-webhook-secret"
 # Known to the tests so they can mint honestly signed tokens (expired, wrong audience, ...).
 TOKEN_SECRET = "test-token-secret-of-at-least-32-bytes!"
 # Invoices are signed with a key of their own (SPEC §9.3); the local server derives it from its one
-# secret as an HMAC of a fixed label (`spellcast_core::auth::TokenKeys::hs256`).
+# secret as an HMAC of a fixed label (`spellcast_application::auth::TokenKeys::hs256`).
 INVOICE_KEY = hmac.new(TOKEN_SECRET.encode(), b"spellcast invoice key v1", hashlib.sha256).digest()
 
 

@@ -9,8 +9,8 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
-use spellcast_core::ports::{BlobHead, Blobs, Served, StoreError, StoreResult};
-use spellcast_core::uploads::SignedPut;
+use spellcast_application::ports::{BlobHead, Blobs, Served, StoreError, StoreResult};
+use spellcast_domain::uploads::SignedPut;
 
 use crate::sdk_error::store_error;
 

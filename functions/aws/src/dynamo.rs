@@ -75,17 +75,20 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use spellcast_core::ids::{CreditTxId, RunId, ShareId, UploadId, UserId};
-use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
-use spellcast_core::ledger::{GrantKey, GrantOutcome, LedgerEntry};
-use spellcast_core::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
-use spellcast_core::ports::{
-    CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
+use spellcast_application::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
+use spellcast_application::ports::{
+    CostStore, DeliveryStore, InvoiceStore, LedgerStore, RunStore, ShareStore, StoreError,
+    StoreResult, UploadStore,
 };
-use spellcast_core::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
-use spellcast_core::sharing::Share;
-use spellcast_core::uploads::Upload;
-use spellcast_core::webhooks::{Attempt, Delivery, WebhookSecret};
+use spellcast_domain::cast::{CastCheck, CastOutcome, NewCast};
+use spellcast_domain::ids::{CreditTxId, RunId, ShareId, UploadId, UserId};
+use spellcast_domain::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
+use spellcast_domain::ledger::{GrantKey, GrantOutcome, LedgerEntry};
+use spellcast_domain::prices::{SpellStats, ToolCostTotal};
+use spellcast_domain::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
+use spellcast_domain::sharing::Share;
+use spellcast_domain::uploads::Upload;
+use spellcast_domain::webhooks::{Attempt, Delivery, WebhookSecret};
 
 type Item = HashMap<String, Av>;
 
@@ -530,162 +533,7 @@ fn run_from_items(mut head: Item, body: Option<Item>) -> StoreResult<Run> {
 }
 
 #[async_trait]
-impl Store for DynamoStore {
-    async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64> {
-        for attempt in 1..=ATTEMPTS {
-            let items = vec![
-                balance_add(&entry.user_id, entry.pts, &self.table)?,
-                ledger_put(&entry, &self.table)?,
-            ];
-            match self.transact(items).await? {
-                Ok(()) => return self.balance(&entry.user_id).await,
-                Err(Cancelled::Retry) => backoff(attempt).await,
-                Err(Cancelled::Conditions(_)) => {
-                    return Err(StoreError::new(format!(
-                        "ledger entry {} exists",
-                        entry.tx_id
-                    )))
-                }
-            }
-        }
-        Err(StoreError::unavailable("grant: too many conflicts"))
-    }
-
-    async fn grant_once(&self, entry: LedgerEntry, key: &GrantKey) -> StoreResult<GrantOutcome> {
-        let key_pk = format!("GRANT#{}", key.key);
-        let mut record = HashMap::from([
-            ("fingerprint".to_owned(), s(&key.fingerprint)),
-            (
-                "entry".to_owned(),
-                Av::M(serde_dynamo::to_item(&entry).map_err(err)?),
-            ),
-        ]);
-        record.extend(self::key(&key_pk, "GRANT"));
-        let mut credit = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(self::key(
-                format!("USER#{}", entry.user_id),
-                "BALANCE",
-            )))
-            .update_expression("ADD balance :pts")
-            .expression_attribute_values(":pts", n(entry.pts));
-        if entry.pts < 0 {
-            // Never below zero: the balance must cover what is taken.
-            credit = credit
-                .condition_expression("balance >= :need")
-                .expression_attribute_values(":need", n(-entry.pts));
-        }
-        let credit = TransactWriteItem::builder()
-            .update(credit.build().map_err(err)?)
-            .build();
-        for attempt in 1..=ATTEMPTS {
-            let items = vec![
-                put(
-                    record.clone(),
-                    &self.table,
-                    Some("attribute_not_exists(pk)"),
-                )?,
-                credit.clone(),
-                ledger_put(&entry, &self.table)?,
-            ];
-            match self.transact(items).await? {
-                Ok(()) => {
-                    let balance = self.balance(&entry.user_id).await?;
-                    return Ok(GrantOutcome::Granted { entry, balance });
-                }
-                Err(Cancelled::Retry) => backoff(attempt).await,
-                Err(Cancelled::Conditions(failed)) if failed.contains(&0) => {
-                    let first = self
-                        .get(key_pk.clone(), "GRANT")
-                        .await?
-                        .ok_or_else(|| StoreError::new("a grant key vanished"))?;
-                    let fingerprint = first
-                        .get("fingerprint")
-                        .and_then(|v| v.as_s().ok())
-                        .cloned()
-                        .unwrap_or_default();
-                    let entry = match first.get("entry") {
-                        Some(Av::M(m)) => from_item(m.clone())?,
-                        _ => return Err(StoreError::new("a grant key without its entry")),
-                    };
-                    return Ok(GrantOutcome::Repeated { entry, fingerprint });
-                }
-                Err(Cancelled::Conditions(failed)) if failed.contains(&1) => {
-                    let balance = self.balance(&entry.user_id).await?;
-                    return Ok(GrantOutcome::Insufficient { balance });
-                }
-                Err(Cancelled::Conditions(_)) => {
-                    return Err(StoreError::new(format!(
-                        "ledger entry {} exists",
-                        entry.tx_id
-                    )))
-                }
-            }
-        }
-        Err(StoreError::unavailable("grant: too many conflicts"))
-    }
-
-    async fn balance(&self, user_id: &UserId) -> StoreResult<i64> {
-        Ok(self
-            .get(format!("USER#{user_id}"), "BALANCE")
-            .await?
-            .map_or(0, |item| number(&item, "balance")))
-    }
-
-    async fn ledger(
-        &self,
-        user_id: &UserId,
-        limit: usize,
-        before: Option<&CreditTxId>,
-    ) -> StoreResult<Vec<LedgerEntry>> {
-        let before = before.map(CreditTxId::as_str);
-        self.page_down(format!("LEDGER#{user_id}"), limit, before)
-            .await?
-            .into_iter()
-            .map(from_item)
-            .collect()
-    }
-
-    async fn webhook_secret(&self, user_id: &UserId) -> StoreResult<Option<WebhookSecret>> {
-        let item = self.get(format!("SECRET#{user_id}"), "WEBHOOK").await?;
-        Ok(item
-            .as_ref()
-            .and_then(|i| i.get("secret"))
-            .and_then(|v| v.as_s().ok())
-            .and_then(|raw| WebhookSecret::parse(raw)))
-    }
-
-    async fn put_webhook_secret(
-        &self,
-        user_id: &UserId,
-        secret: WebhookSecret,
-        replace: bool,
-    ) -> StoreResult<WebhookSecret> {
-        let mut item = key(format!("SECRET#{user_id}"), "WEBHOOK");
-        item.insert("secret".into(), s(secret.as_str()));
-        let mut put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item));
-        if !replace {
-            put = put.condition_expression("attribute_not_exists(pk)");
-        }
-        match put.send().await {
-            Ok(_) => Ok(secret),
-            // Another first read made one meanwhile: that one is the user's.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                self.webhook_secret(user_id)
-                    .await?
-                    .ok_or_else(|| StoreError::new("a webhook secret vanished while made"))
-            }
-            Err(e) => Err(store_error(e)),
-        }
-    }
-
+impl RunStore for DynamoStore {
     async fn user_runs(
         &self,
         user_id: &UserId,
@@ -714,6 +562,191 @@ impl Store for DynamoStore {
             .collect()
     }
 
+    async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>> {
+        // Head and body in one strongly consistent query (they share the partition).
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("RUN#{run_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        let (mut head, mut body) = (None, None);
+        for item in out.items.unwrap_or_default() {
+            match item
+                .get("sk")
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+            {
+                Some("RUN") => head = Some(item),
+                Some("BODY") => body = Some(item),
+                _ => {}
+            }
+        }
+        match (head, body) {
+            (Some(head), Some(body)) => run_from_items(head, Some(body)).map(Some),
+            (None, _) => Ok(None),
+            (Some(_), None) => Err(StoreError::new(format!("run {run_id} has no body item"))),
+        }
+    }
+
+    async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>> {
+        match self
+            .link(format!("TX#{credit_tx_id}"), "TX", "runId")
+            .await?
+        {
+            Some(run_id) => self.run(&RunId::from(run_id.as_str())).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn advance_run(
+        &self,
+        run_id: &RunId,
+        change: RunChange,
+    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
+        for attempt in 1..=ATTEMPTS {
+            let Some(mut run) = self.run(run_id).await? else {
+                return Ok(None);
+            };
+            let (previous, previous_status) = (run.last_seq, run.status);
+            let outputs_before = run.outputs.len();
+            let applied = match run.apply(change.clone()) {
+                Ok(applied) => applied,
+                Err(refused) => {
+                    tracing::debug!(%refused, "change refused");
+                    return Ok(None);
+                }
+            };
+            let (head, body) = self.run_items(&run)?;
+            // Optimistic lock: the run must still be where we read it — its last event and its
+            // status (a cancel marks a running run `canceling` without an event). The body is
+            // written only when outputs were added: a progress tick rewrites the small head alone.
+            let locked = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(head))
+                .condition_expression("lastSeq = :previous AND #status = :status")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":previous", n(previous))
+                .expression_attribute_values(":status", s(previous_status.as_str()))
+                .build()
+                .map_err(err)?;
+            let mut items = vec![TransactWriteItem::builder().put(locked).build()];
+            if run.outputs.len() != outputs_before {
+                items.push(put(body, &self.table, None)?);
+            }
+            if let Some(event) = &applied.event {
+                let mut event_item = item(
+                    event,
+                    format!("EVENTS#{run_id}"),
+                    format!("{:020}", event.seq),
+                )?;
+                event_item.insert("ttl".into(), self.ttl(Utc::now()));
+                items.push(put(
+                    event_item,
+                    &self.table,
+                    Some("attribute_not_exists(pk)"),
+                )?);
+            }
+            for file in &applied.files {
+                let mut f = key(format!("FILE#{run_id}"), format!("{:06}", file.n));
+                f.insert("mime".into(), s(&file.mime));
+                match &file.body {
+                    FileBody::Inline(bytes) => {
+                        f.insert("bytes".into(), Av::B(bytes.clone().into()))
+                    }
+                    FileBody::Blob(blob) => f.insert("blob".into(), s(blob)),
+                };
+                items.push(put(f, &self.table, None)?);
+            }
+            if applied.refund_pts > 0 {
+                let refund = run.refund_entry(applied.refund_pts);
+                items.push(balance_add(&run.user_id, refund.pts, &self.table)?);
+                items.push(ledger_put(&refund, &self.table)?);
+            }
+            if let Some(delivery) = &applied.delivery {
+                items.push(put(
+                    self.delivery_item(delivery)?,
+                    &self.table,
+                    Some("attribute_not_exists(pk)"),
+                )?);
+            }
+            match self.transact(items).await? {
+                Ok(()) => return Ok(Some((run, applied.event))),
+                // Someone else changed the run (or a conflict): read again and re-decide.
+                Err(_) => backoff(attempt).await,
+            }
+        }
+        Err(StoreError::new(format!(
+            "advance_run {run_id}: too many conflicts"
+        )))
+    }
+
+    async fn run_events(
+        &self,
+        run_id: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<RunEvent>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk > :after")
+            .expression_attribute_values(":pk", s(format!("EVENTS#{run_id}")))
+            .expression_attribute_values(":after", s(format!("{after:020}")))
+            .consistent_read(true)
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(store_error)?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
+    async fn output_file(&self, run_id: &RunId, n: usize) -> StoreResult<Option<OutputFile>> {
+        let Some(item) = self
+            .get(format!("FILE#{run_id}"), &format!("{n:06}"))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mime = item
+            .get("mime")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        let body = match (item.get("blob"), item.get("bytes")) {
+            (Some(Av::S(blob)), _) => FileBody::Blob(blob.clone()),
+            (_, Some(Av::B(bytes))) => FileBody::Inline(bytes.as_ref().to_vec()),
+            _ => {
+                return Err(StoreError::new(format!(
+                    "file {n} of {run_id} has no bytes"
+                )))
+            }
+        };
+        Ok(Some(OutputFile { n, mime, body }))
+    }
+
+    async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
+        // One query per shard, once a sweep (a minute on AWS): sequential is plenty.
+        let mut runs = Vec::new();
+        for i in 0..UNFINISHED_SHARDS {
+            runs.extend(self.unfinished_in(format!("u{i:02}")).await?);
+        }
+        runs.sort_by_key(|r| r.created_at);
+        Ok(runs)
+    }
+}
+
+#[async_trait]
+impl InvoiceStore for DynamoStore {
     async fn idempotency(
         &self,
         user_id: &UserId,
@@ -868,130 +901,128 @@ impl Store for DynamoStore {
         }
         Err(StoreError::unavailable("cast: too many conflicts"))
     }
+}
 
-    async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>> {
-        // Head and body in one strongly consistent query (they share the partition).
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(format!("RUN#{run_id}")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_error)?;
-        let (mut head, mut body) = (None, None);
-        for item in out.items.unwrap_or_default() {
-            match item
-                .get("sk")
-                .and_then(|v| v.as_s().ok())
-                .map(String::as_str)
-            {
-                Some("RUN") => head = Some(item),
-                Some("BODY") => body = Some(item),
-                _ => {}
-            }
-        }
-        match (head, body) {
-            (Some(head), Some(body)) => run_from_items(head, Some(body)).map(Some),
-            (None, _) => Ok(None),
-            (Some(_), None) => Err(StoreError::new(format!("run {run_id} has no body item"))),
-        }
-    }
-
-    async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>> {
-        match self
-            .link(format!("TX#{credit_tx_id}"), "TX", "runId")
-            .await?
-        {
-            Some(run_id) => self.run(&RunId::from(run_id.as_str())).await,
-            None => Ok(None),
-        }
-    }
-
-    async fn advance_run(
-        &self,
-        run_id: &RunId,
-        change: RunChange,
-    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
+#[async_trait]
+impl LedgerStore for DynamoStore {
+    async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64> {
         for attempt in 1..=ATTEMPTS {
-            let Some(mut run) = self.run(run_id).await? else {
-                return Ok(None);
-            };
-            let (previous, previous_status) = (run.last_seq, run.status);
-            let outputs_before = run.outputs.len();
-            let applied = match run.apply(change.clone()) {
-                Ok(applied) => applied,
-                Err(refused) => {
-                    tracing::debug!(%refused, "change refused");
-                    return Ok(None);
-                }
-            };
-            let (head, body) = self.run_items(&run)?;
-            // Optimistic lock: the run must still be where we read it — its last event and its
-            // status (a cancel marks a running run `canceling` without an event). The body is
-            // written only when outputs were added: a progress tick rewrites the small head alone.
-            let locked = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(head))
-                .condition_expression("lastSeq = :previous AND #status = :status")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":previous", n(previous))
-                .expression_attribute_values(":status", s(previous_status.as_str()))
-                .build()
-                .map_err(err)?;
-            let mut items = vec![TransactWriteItem::builder().put(locked).build()];
-            if run.outputs.len() != outputs_before {
-                items.push(put(body, &self.table, None)?);
-            }
-            if let Some(event) = &applied.event {
-                let mut event_item = item(
-                    event,
-                    format!("EVENTS#{run_id}"),
-                    format!("{:020}", event.seq),
-                )?;
-                event_item.insert("ttl".into(), self.ttl(Utc::now()));
-                items.push(put(
-                    event_item,
-                    &self.table,
-                    Some("attribute_not_exists(pk)"),
-                )?);
-            }
-            for file in &applied.files {
-                let mut f = key(format!("FILE#{run_id}"), format!("{:06}", file.n));
-                f.insert("mime".into(), s(&file.mime));
-                match &file.body {
-                    FileBody::Inline(bytes) => {
-                        f.insert("bytes".into(), Av::B(bytes.clone().into()))
-                    }
-                    FileBody::Blob(blob) => f.insert("blob".into(), s(blob)),
-                };
-                items.push(put(f, &self.table, None)?);
-            }
-            if applied.refund_pts > 0 {
-                let refund = run.refund_entry(applied.refund_pts);
-                items.push(balance_add(&run.user_id, refund.pts, &self.table)?);
-                items.push(ledger_put(&refund, &self.table)?);
-            }
-            if let Some(delivery) = &applied.delivery {
-                items.push(put(
-                    self.delivery_item(delivery)?,
-                    &self.table,
-                    Some("attribute_not_exists(pk)"),
-                )?);
-            }
+            let items = vec![
+                balance_add(&entry.user_id, entry.pts, &self.table)?,
+                ledger_put(&entry, &self.table)?,
+            ];
             match self.transact(items).await? {
-                Ok(()) => return Ok(Some((run, applied.event))),
-                // Someone else changed the run (or a conflict): read again and re-decide.
-                Err(_) => backoff(attempt).await,
+                Ok(()) => return self.balance(&entry.user_id).await,
+                Err(Cancelled::Retry) => backoff(attempt).await,
+                Err(Cancelled::Conditions(_)) => {
+                    return Err(StoreError::new(format!(
+                        "ledger entry {} exists",
+                        entry.tx_id
+                    )))
+                }
             }
         }
-        Err(StoreError::new(format!(
-            "advance_run {run_id}: too many conflicts"
-        )))
+        Err(StoreError::unavailable("grant: too many conflicts"))
     }
 
+    async fn grant_once(&self, entry: LedgerEntry, key: &GrantKey) -> StoreResult<GrantOutcome> {
+        let key_pk = format!("GRANT#{}", key.key);
+        let mut record = HashMap::from([
+            ("fingerprint".to_owned(), s(&key.fingerprint)),
+            (
+                "entry".to_owned(),
+                Av::M(serde_dynamo::to_item(&entry).map_err(err)?),
+            ),
+        ]);
+        record.extend(self::key(&key_pk, "GRANT"));
+        let mut credit = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(self::key(
+                format!("USER#{}", entry.user_id),
+                "BALANCE",
+            )))
+            .update_expression("ADD balance :pts")
+            .expression_attribute_values(":pts", n(entry.pts));
+        if entry.pts < 0 {
+            // Never below zero: the balance must cover what is taken.
+            credit = credit
+                .condition_expression("balance >= :need")
+                .expression_attribute_values(":need", n(-entry.pts));
+        }
+        let credit = TransactWriteItem::builder()
+            .update(credit.build().map_err(err)?)
+            .build();
+        for attempt in 1..=ATTEMPTS {
+            let items = vec![
+                put(
+                    record.clone(),
+                    &self.table,
+                    Some("attribute_not_exists(pk)"),
+                )?,
+                credit.clone(),
+                ledger_put(&entry, &self.table)?,
+            ];
+            match self.transact(items).await? {
+                Ok(()) => {
+                    let balance = self.balance(&entry.user_id).await?;
+                    return Ok(GrantOutcome::Granted { entry, balance });
+                }
+                Err(Cancelled::Retry) => backoff(attempt).await,
+                Err(Cancelled::Conditions(failed)) if failed.contains(&0) => {
+                    let first = self
+                        .get(key_pk.clone(), "GRANT")
+                        .await?
+                        .ok_or_else(|| StoreError::new("a grant key vanished"))?;
+                    let fingerprint = first
+                        .get("fingerprint")
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default();
+                    let entry = match first.get("entry") {
+                        Some(Av::M(m)) => from_item(m.clone())?,
+                        _ => return Err(StoreError::new("a grant key without its entry")),
+                    };
+                    return Ok(GrantOutcome::Repeated { entry, fingerprint });
+                }
+                Err(Cancelled::Conditions(failed)) if failed.contains(&1) => {
+                    let balance = self.balance(&entry.user_id).await?;
+                    return Ok(GrantOutcome::Insufficient { balance });
+                }
+                Err(Cancelled::Conditions(_)) => {
+                    return Err(StoreError::new(format!(
+                        "ledger entry {} exists",
+                        entry.tx_id
+                    )))
+                }
+            }
+        }
+        Err(StoreError::unavailable("grant: too many conflicts"))
+    }
+
+    async fn balance(&self, user_id: &UserId) -> StoreResult<i64> {
+        Ok(self
+            .get(format!("USER#{user_id}"), "BALANCE")
+            .await?
+            .map_or(0, |item| number(&item, "balance")))
+    }
+
+    async fn ledger(
+        &self,
+        user_id: &UserId,
+        limit: usize,
+        before: Option<&CreditTxId>,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        let before = before.map(CreditTxId::as_str);
+        self.page_down(format!("LEDGER#{user_id}"), limit, before)
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl ShareStore for DynamoStore {
     async fn share_run(&self, share: Share) -> StoreResult<Share> {
         for attempt in 1..=ATTEMPTS {
             if let Some(kept) = self.run_share(&share.run_id).await? {
@@ -1068,6 +1099,49 @@ impl Store for DynamoStore {
             None => Ok(None),
         }
     }
+}
+
+#[async_trait]
+impl DeliveryStore for DynamoStore {
+    async fn webhook_secret(&self, user_id: &UserId) -> StoreResult<Option<WebhookSecret>> {
+        let item = self.get(format!("SECRET#{user_id}"), "WEBHOOK").await?;
+        Ok(item
+            .as_ref()
+            .and_then(|i| i.get("secret"))
+            .and_then(|v| v.as_s().ok())
+            .and_then(|raw| WebhookSecret::parse(raw)))
+    }
+
+    async fn put_webhook_secret(
+        &self,
+        user_id: &UserId,
+        secret: WebhookSecret,
+        replace: bool,
+    ) -> StoreResult<WebhookSecret> {
+        let mut item = key(format!("SECRET#{user_id}"), "WEBHOOK");
+        item.insert("secret".into(), s(secret.as_str()));
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        if !replace {
+            put = put.condition_expression("attribute_not_exists(pk)");
+        }
+        match put.send().await {
+            Ok(_) => Ok(secret),
+            // Another first read made one meanwhile: that one is the user's.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                self.webhook_secret(user_id)
+                    .await?
+                    .ok_or_else(|| StoreError::new("a webhook secret vanished while made"))
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
 
     async fn deliveries(&self, run_id: &RunId) -> StoreResult<Vec<Delivery>> {
         let mut out = self
@@ -1139,66 +1213,10 @@ impl Store for DynamoStore {
         due.truncate(limit);
         Ok(due)
     }
+}
 
-    async fn run_events(
-        &self,
-        run_id: &RunId,
-        after: u64,
-        limit: usize,
-    ) -> StoreResult<Vec<RunEvent>> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk > :after")
-            .expression_attribute_values(":pk", s(format!("EVENTS#{run_id}")))
-            .expression_attribute_values(":after", s(format!("{after:020}")))
-            .consistent_read(true)
-            .limit(limit.clamp(1, 1000) as i32)
-            .send()
-            .await
-            .map_err(store_error)?;
-        out.items
-            .unwrap_or_default()
-            .into_iter()
-            .map(from_item)
-            .collect()
-    }
-
-    async fn output_file(&self, run_id: &RunId, n: usize) -> StoreResult<Option<OutputFile>> {
-        let Some(item) = self
-            .get(format!("FILE#{run_id}"), &format!("{n:06}"))
-            .await?
-        else {
-            return Ok(None);
-        };
-        let mime = item
-            .get("mime")
-            .and_then(|v| v.as_s().ok())
-            .cloned()
-            .unwrap_or_default();
-        let body = match (item.get("blob"), item.get("bytes")) {
-            (Some(Av::S(blob)), _) => FileBody::Blob(blob.clone()),
-            (_, Some(Av::B(bytes))) => FileBody::Inline(bytes.as_ref().to_vec()),
-            _ => {
-                return Err(StoreError::new(format!(
-                    "file {n} of {run_id} has no bytes"
-                )))
-            }
-        };
-        Ok(Some(OutputFile { n, mime, body }))
-    }
-
-    async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
-        // One query per shard, once a sweep (a minute on AWS): sequential is plenty.
-        let mut runs = Vec::new();
-        for i in 0..UNFINISHED_SHARDS {
-            runs.extend(self.unfinished_in(format!("u{i:02}")).await?);
-        }
-        runs.sort_by_key(|r| r.created_at);
-        Ok(runs)
-    }
-
+#[async_trait]
+impl CostStore for DynamoStore {
     async fn record_tool_cost(&self, tool: &str, pts: i64) -> StoreResult<()> {
         self.client
             .update_item()
@@ -1235,6 +1253,17 @@ impl Store for DynamoStore {
         Ok(())
     }
 
+    async fn spell_stats(&self) -> StoreResult<Vec<SpellStats>> {
+        self.query_all("STATS")
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl UploadStore for DynamoStore {
     async fn put_upload(&self, upload: &Upload) -> StoreResult<()> {
         let mut it = item(upload, format!("UPLOAD#{}", upload.upload_id), "UPLOAD")?;
         // DynamoDB deletes it after it expires (within a day or two: the cast judges by
@@ -1252,14 +1281,6 @@ impl Store for DynamoStore {
 
     async fn upload(&self, upload_id: &UploadId) -> StoreResult<Option<Upload>> {
         self.get_as(format!("UPLOAD#{upload_id}"), "UPLOAD").await
-    }
-
-    async fn spell_stats(&self) -> StoreResult<Vec<SpellStats>> {
-        self.query_all("STATS")
-            .await?
-            .into_iter()
-            .map(from_item)
-            .collect()
     }
 }
 

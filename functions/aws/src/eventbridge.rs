@@ -8,9 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_eventbridge::Client;
-use spellcast_core::ids::RunId;
-use spellcast_core::ports::{BusError, EventBus, ExecutionStarted};
-use spellcast_core::run::{Run, RunEvent};
+use spellcast_application::ports::{BusError, EventBus};
+use spellcast_domain::events::ExecutionStarted;
+use spellcast_domain::ids::RunId;
+use spellcast_domain::run::{Run, RunEvent};
 
 /// The `source` of every Spellcast event (rules match on it).
 pub const SOURCE: &str = "spellcast";

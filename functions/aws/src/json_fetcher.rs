@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use spellcast_core::oidc::JsonFetcher;
+use spellcast_application::oidc::JsonFetcher;
 
 /// The largest document read (a key set is a few KB).
 const MOST_BYTES: usize = 256 * 1024;

@@ -2,7 +2,7 @@
 //! what is worth retrying later.
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use spellcast_core::ports::StoreError;
+use spellcast_application::ports::StoreError;
 
 /// An SDK error as a store error: a timeout, a throttle, a connection failure or a server-side
 /// error is "unavailable" (the client may retry), anything else a failure.

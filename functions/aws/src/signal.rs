@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use spellcast_core::ids::RunId;
-use spellcast_core::ports::{RunSignal, RunWatcher};
-use spellcast_core::run::RunEvent;
+use spellcast_application::ports::{RunSignal, RunWatcher};
+use spellcast_domain::ids::RunId;
+use spellcast_domain::run::RunEvent;
 
 /// Polls every `fastest` while events arrive, doubling the wait while idle up to `slowest`.
 pub struct PollingSignal {

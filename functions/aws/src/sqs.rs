@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use spellcast_core::ids::RunId;
-use spellcast_core::ports::BusError;
+use spellcast_application::ports::BusError;
+use spellcast_domain::ids::RunId;
 
 /// Longest delay SQS gives one message.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_eventbridge::types::{PutEventsRequestEntry, Target};
+use spellcast_application::ports::BusError;
 use spellcast_aws::{Entry, EventBridgeBus, PutEvents, SOURCE};
-use spellcast_core::ids::new_id;
-use spellcast_core::ports::BusError;
+use spellcast_domain::ids::new_id;
 
 mod common;
 

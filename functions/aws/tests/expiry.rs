@@ -5,10 +5,10 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
-use spellcast_core::ids::{InvoiceId, Slug};
-use spellcast_core::invoice::{InvoiceRecord, InvoiceState, IssueOutcome};
-use spellcast_core::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
-use spellcast_core::ports::Store;
+use spellcast_application::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
+use spellcast_application::ports::InvoiceStore;
+use spellcast_domain::ids::{InvoiceId, Slug};
+use spellcast_domain::invoice::{InvoiceRecord, InvoiceState, IssueOutcome};
 
 mod common;
 

@@ -11,20 +11,23 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use spellcast_aws::DynamoStore;
-use spellcast_core::auth::TokenKeys;
-use spellcast_core::catalog::Catalog;
-use spellcast_core::ids::{new_id, CreditTxId, InvoiceId, RunId, ShareId, Slug, UserId};
-use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
-use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
-use spellcast_core::ports::{
-    CastOutcome, Clock, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
+use spellcast_application::auth::TokenKeys;
+use spellcast_application::ports::{
+    Clock, CostStore, DeliveryStore, InvoiceStore, LedgerStore, RunStore, ShareStore, Store,
+    StoreError, StoreResult, UploadStore,
 };
-use spellcast_core::run::{OutputFile, Run, RunChange, RunEvent, RunStatus};
-use spellcast_core::sharing::Share;
-use spellcast_core::stats::PriceBook;
-use spellcast_core::webhooks::{Attempt, Delivery, WebhookSecret};
-use spellcast_core::{App, Config};
+use spellcast_application::pricing::PriceBook;
+use spellcast_application::{App, Config};
+use spellcast_aws::DynamoStore;
+use spellcast_domain::cast::{CastOutcome, NewCast};
+use spellcast_domain::catalog::Catalog;
+use spellcast_domain::ids::{new_id, CreditTxId, InvoiceId, RunId, ShareId, Slug, UserId};
+use spellcast_domain::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
+use spellcast_domain::ledger::{LedgerEntry, LedgerKind, PTS};
+use spellcast_domain::prices::{SpellStats, ToolCostTotal};
+use spellcast_domain::run::{OutputFile, Run, RunChange, RunEvent, RunStatus};
+use spellcast_domain::sharing::Share;
+use spellcast_domain::webhooks::{Attempt, Delivery, WebhookSecret};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
 
 mod common;
@@ -67,69 +70,11 @@ impl FaultyStore {
 }
 
 #[async_trait]
-impl Store for FaultyStore {
-    async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64> {
-        self.call(self.inner.grant(entry)).await
-    }
-    async fn grant_once(
-        &self,
-        entry: LedgerEntry,
-        key: &spellcast_core::ledger::GrantKey,
-    ) -> StoreResult<spellcast_core::ledger::GrantOutcome> {
-        self.call(self.inner.grant_once(entry, key)).await
-    }
-    async fn balance(&self, user_id: &UserId) -> StoreResult<i64> {
-        self.call(self.inner.balance(user_id)).await
-    }
-    async fn ledger(
-        &self,
-        user_id: &UserId,
-        limit: usize,
-        before: Option<&CreditTxId>,
-    ) -> StoreResult<Vec<LedgerEntry>> {
-        self.call(self.inner.ledger(user_id, limit, before)).await
-    }
-    async fn idempotency(
-        &self,
-        user_id: &UserId,
-        key: &str,
-    ) -> StoreResult<Option<IdempotencyRecord>> {
-        self.call(self.inner.idempotency(user_id, key)).await
-    }
-    async fn issue_invoice(
-        &self,
-        invoice: InvoiceRecord,
-        idem: Option<IdempotencyRecord>,
-    ) -> StoreResult<IssueOutcome> {
-        self.call(self.inner.issue_invoice(invoice, idem)).await
-    }
-    async fn cast(&self, cast: NewCast) -> StoreResult<CastOutcome> {
-        self.call(self.inner.cast(cast)).await
-    }
-    async fn put_upload(&self, upload: &spellcast_core::uploads::Upload) -> StoreResult<()> {
-        self.call(self.inner.put_upload(upload)).await
-    }
-    async fn upload(
-        &self,
-        upload_id: &spellcast_core::ids::UploadId,
-    ) -> StoreResult<Option<spellcast_core::uploads::Upload>> {
-        self.call(self.inner.upload(upload_id)).await
-    }
+impl RunStore for FaultyStore {
     async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>> {
         self.call(self.inner.run(run_id)).await
     }
-    async fn webhook_secret(&self, user_id: &UserId) -> StoreResult<Option<WebhookSecret>> {
-        self.call(self.inner.webhook_secret(user_id)).await
-    }
-    async fn put_webhook_secret(
-        &self,
-        user_id: &UserId,
-        secret: WebhookSecret,
-        replace: bool,
-    ) -> StoreResult<WebhookSecret> {
-        self.call(self.inner.put_webhook_secret(user_id, secret, replace))
-            .await
-    }
+
     async fn user_runs(
         &self,
         user_id: &UserId,
@@ -139,9 +84,11 @@ impl Store for FaultyStore {
         self.call(self.inner.user_runs(user_id, limit, before))
             .await
     }
+
     async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>> {
         self.call(self.inner.run_by_credit_tx(credit_tx_id)).await
     }
+
     async fn advance_run(
         &self,
         run_id: &RunId,
@@ -149,24 +96,119 @@ impl Store for FaultyStore {
     ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
         self.call(self.inner.advance_run(run_id, change)).await
     }
+
+    async fn run_events(
+        &self,
+        run_id: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<RunEvent>> {
+        self.call(self.inner.run_events(run_id, after, limit)).await
+    }
+
+    async fn output_file(&self, run_id: &RunId, n: usize) -> StoreResult<Option<OutputFile>> {
+        self.call(self.inner.output_file(run_id, n)).await
+    }
+
+    async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
+        self.call(self.inner.unfinished_runs()).await
+    }
+}
+
+#[async_trait]
+impl InvoiceStore for FaultyStore {
+    async fn idempotency(
+        &self,
+        user_id: &UserId,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        self.call(self.inner.idempotency(user_id, key)).await
+    }
+
+    async fn issue_invoice(
+        &self,
+        invoice: InvoiceRecord,
+        idem: Option<IdempotencyRecord>,
+    ) -> StoreResult<IssueOutcome> {
+        self.call(self.inner.issue_invoice(invoice, idem)).await
+    }
+
+    async fn cast(&self, cast: NewCast) -> StoreResult<CastOutcome> {
+        self.call(self.inner.cast(cast)).await
+    }
+}
+
+#[async_trait]
+impl LedgerStore for FaultyStore {
+    async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64> {
+        self.call(self.inner.grant(entry)).await
+    }
+
+    async fn grant_once(
+        &self,
+        entry: LedgerEntry,
+        key: &spellcast_domain::ledger::GrantKey,
+    ) -> StoreResult<spellcast_domain::ledger::GrantOutcome> {
+        self.call(self.inner.grant_once(entry, key)).await
+    }
+
+    async fn balance(&self, user_id: &UserId) -> StoreResult<i64> {
+        self.call(self.inner.balance(user_id)).await
+    }
+
+    async fn ledger(
+        &self,
+        user_id: &UserId,
+        limit: usize,
+        before: Option<&CreditTxId>,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        self.call(self.inner.ledger(user_id, limit, before)).await
+    }
+}
+
+#[async_trait]
+impl ShareStore for FaultyStore {
     async fn share_run(&self, share: Share) -> StoreResult<Share> {
         self.call(self.inner.share_run(share)).await
     }
+
     async fn unshare_run(&self, run_id: &RunId) -> StoreResult<bool> {
         self.call(self.inner.unshare_run(run_id)).await
     }
+
     async fn share(&self, share_id: &ShareId) -> StoreResult<Option<Share>> {
         self.call(self.inner.share(share_id)).await
     }
+
     async fn run_share(&self, run_id: &RunId) -> StoreResult<Option<Share>> {
         self.call(self.inner.run_share(run_id)).await
     }
+}
+
+#[async_trait]
+impl DeliveryStore for FaultyStore {
+    async fn webhook_secret(&self, user_id: &UserId) -> StoreResult<Option<WebhookSecret>> {
+        self.call(self.inner.webhook_secret(user_id)).await
+    }
+
+    async fn put_webhook_secret(
+        &self,
+        user_id: &UserId,
+        secret: WebhookSecret,
+        replace: bool,
+    ) -> StoreResult<WebhookSecret> {
+        self.call(self.inner.put_webhook_secret(user_id, secret, replace))
+            .await
+    }
+
     async fn deliveries(&self, run_id: &RunId) -> StoreResult<Vec<Delivery>> {
         self.call(self.inner.deliveries(run_id)).await
     }
+
     async fn delivery(&self, run_id: &RunId, webhook_id: &str) -> StoreResult<Option<Delivery>> {
         self.call(self.inner.delivery(run_id, webhook_id)).await
     }
+
     async fn record_attempt(
         &self,
         run_id: &RunId,
@@ -176,34 +218,42 @@ impl Store for FaultyStore {
         self.call(self.inner.record_attempt(run_id, webhook_id, attempt))
             .await
     }
+
     async fn due_deliveries(&self, at: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Delivery>> {
         self.call(self.inner.due_deliveries(at, limit)).await
     }
-    async fn run_events(
-        &self,
-        run_id: &RunId,
-        after: u64,
-        limit: usize,
-    ) -> StoreResult<Vec<RunEvent>> {
-        self.call(self.inner.run_events(run_id, after, limit)).await
-    }
-    async fn output_file(&self, run_id: &RunId, n: usize) -> StoreResult<Option<OutputFile>> {
-        self.call(self.inner.output_file(run_id, n)).await
-    }
-    async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
-        self.call(self.inner.unfinished_runs()).await
-    }
+}
+
+#[async_trait]
+impl CostStore for FaultyStore {
     async fn record_tool_cost(&self, tool: &str, pts: i64) -> StoreResult<()> {
         self.call(self.inner.record_tool_cost(tool, pts)).await
     }
+
     async fn tool_costs(&self) -> StoreResult<Vec<ToolCostTotal>> {
         self.call(self.inner.tool_costs()).await
     }
+
     async fn save_spell_stats(&self, stats: &[SpellStats]) -> StoreResult<()> {
         self.call(self.inner.save_spell_stats(stats)).await
     }
+
     async fn spell_stats(&self) -> StoreResult<Vec<SpellStats>> {
         self.call(self.inner.spell_stats()).await
+    }
+}
+
+#[async_trait]
+impl UploadStore for FaultyStore {
+    async fn put_upload(&self, upload: &spellcast_domain::uploads::Upload) -> StoreResult<()> {
+        self.call(self.inner.put_upload(upload)).await
+    }
+
+    async fn upload(
+        &self,
+        upload_id: &spellcast_domain::ids::UploadId,
+    ) -> StoreResult<Option<spellcast_domain::uploads::Upload>> {
+        self.call(self.inner.upload(upload_id)).await
     }
 }
 

@@ -11,21 +11,23 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::json;
+use spellcast_application::auth::TokenKeys;
+use spellcast_application::ports::{Store, SystemClock};
+use spellcast_application::pricing::PriceBook;
+use spellcast_application::runner::Execution;
+use spellcast_application::{App, Config};
 use spellcast_aws::DynamoStore;
-use spellcast_core::auth::TokenKeys;
-use spellcast_core::catalog::Catalog;
-use spellcast_core::ids::{new_id, RunId, Slug, UserId};
-use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
-use spellcast_core::ledger::{LedgerKind, PTS};
-use spellcast_core::ports::{CastOutcome, SpellStats, Store, SystemClock};
-use spellcast_core::run::{
+use spellcast_domain::cast::CastOutcome;
+use spellcast_domain::catalog::Catalog;
+use spellcast_domain::ids::{new_id, RunId, Slug, UserId};
+use spellcast_domain::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
+use spellcast_domain::ledger::{LedgerKind, PTS};
+use spellcast_domain::prices::SpellStats;
+use spellcast_domain::run::{
     EventBody, FileBody, Metered, NewOutput, OutputKind, RunChange, RunError, RunStatus,
     StepStatus, Usage,
 };
-use spellcast_core::runner::Execution;
-use spellcast_core::stats::PriceBook;
-use spellcast_core::webhooks::{Attempt, WebhookSecret, WebhookTarget};
-use spellcast_core::{App, Config};
+use spellcast_domain::webhooks::{Attempt, WebhookSecret, WebhookTarget};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
 
 mod common;
@@ -137,10 +139,10 @@ fn delta(index: usize, text: &str) -> RunChange {
 /// SPEC §7.3: an upload record reads back whole, for its id only; a run keeps the files it took
 /// (with the sniffed type) through its changes.
 async fn an_upload_is_kept_for_its_owner_and_a_run_keeps_its_files(store: Arc<dyn Store>) {
-    use spellcast_core::uploads::{RunUpload, Upload};
+    use spellcast_domain::uploads::{RunUpload, Upload};
     let now = Utc::now();
     let upload = Upload {
-        upload_id: spellcast_core::ids::UploadId::new(),
+        upload_id: spellcast_domain::ids::UploadId::new(),
         user_id: new_id("user").into(),
         mime: "image/png".into(),
         bytes: 1234,
@@ -282,7 +284,7 @@ async fn a_streamed_answer_and_its_metering_are_kept(store: Arc<dyn Store>) {
         (Some((12, 2)), true)
     );
     assert_eq!(step.outputs, vec![0]);
-    let scope = spellcast_core::references::scope(&stored, 1, &Default::default());
+    let scope = spellcast_domain::references::scope(&stored, 1, &Default::default());
     assert_eq!(scope["steps"]["ask"]["text"], "Hi!");
     assert_eq!(scope["steps"]["ask"]["usage"]["completionTokens"], 2);
     let texts: Vec<String> = store
@@ -371,7 +373,7 @@ async fn grants_move_the_balance_and_the_ledger_pages_newest_first(store: Arc<dy
 }
 
 async fn a_keyed_grant_is_posted_once_and_never_below_zero(store: Arc<dyn Store>) {
-    use spellcast_core::ledger::{GrantKey, GrantOutcome};
+    use spellcast_domain::ledger::{GrantKey, GrantOutcome};
     let user = UserId::new();
     let key = GrantKey {
         key: format!("welcome:{user}"),
@@ -1055,7 +1057,7 @@ async fn a_users_runs_are_listed_newest_first_in_pages(store: Arc<dyn Store>) {
 }
 
 async fn a_webhook_secret_is_kept_once_and_rotated(store: Arc<dyn Store>) {
-    let user: spellcast_core::ids::UserId = new_id("hooked").as_str().into();
+    let user: spellcast_domain::ids::UserId = new_id("hooked").as_str().into();
     assert_eq!(store.webhook_secret(&user).await.unwrap(), None);
     // First reads racing: one secret wins and every one of them gets it.
     let firsts = (0..8).map(|_| {
@@ -1083,7 +1085,7 @@ async fn a_webhook_secret_is_kept_once_and_rotated(store: Arc<dyn Store>) {
         .unwrap();
     assert_ne!(rotated, got[0]);
     assert_eq!(store.webhook_secret(&user).await.unwrap(), Some(rotated));
-    let other: spellcast_core::ids::UserId = new_id("other").as_str().into();
+    let other: spellcast_domain::ids::UserId = new_id("other").as_str().into();
     assert_eq!(store.webhook_secret(&other).await.unwrap(), None);
 }
 
@@ -1140,7 +1142,7 @@ async fn deliveries_are_written_with_their_events_and_attempted_once_each(store:
         store.deliveries(&plain.run_id).await.unwrap().is_empty(),
         "no webhook, no delivery"
     );
-    let due_ids = |due: Vec<spellcast_core::webhooks::Delivery>| -> Vec<String> {
+    let due_ids = |due: Vec<spellcast_domain::webhooks::Delivery>| -> Vec<String> {
         due.into_iter()
             .filter(|d| &d.run_id == id)
             .map(|d| d.webhook_id)
@@ -1248,8 +1250,8 @@ async fn deliveries_are_written_with_their_events_and_attempted_once_each(store:
 }
 
 async fn a_run_is_shared_once_and_unshared(store: Arc<dyn Store>) {
-    use spellcast_core::ids::ShareId;
-    use spellcast_core::sharing::Share;
+    use spellcast_domain::ids::ShareId;
+    use spellcast_domain::sharing::Share;
     let user = new_id("sharer");
     store
         .grant(entry(&user, LedgerKind::Grant, 10))
@@ -1441,7 +1443,7 @@ async fn costs_and_prices_are_kept(store: Arc<dyn Store>) {
 /// SPEC §5.7: a 5 MB file and a 1 MB text, through the runner's offload, fit every store (a
 /// DynamoDB item holds 400 KB, a transaction 4 MB) and come back exact.
 async fn outputs_of_any_size_fit_the_store(store: Arc<dyn Store>) {
-    use spellcast_core::viewing::{FileAnswer, Viewer};
+    use spellcast_application::viewing::{FileAnswer, Viewer};
     store
         .grant(entry("u", LedgerKind::Grant, 10))
         .await
@@ -1482,7 +1484,7 @@ async fn outputs_of_any_size_fit_the_store(store: Arc<dyn Store>) {
             file: None,
         },
     ];
-    let outputs = spellcast_core::runner::offload(app.blobs.as_ref(), id, outputs)
+    let outputs = spellcast_application::runner::offload(app.blobs.as_ref(), id, outputs)
         .await
         .unwrap();
     let (done, event) = store

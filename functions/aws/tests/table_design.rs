@@ -9,11 +9,11 @@ use aws_sdk_dynamodb::types::AttributeValue as Av;
 use aws_sdk_dynamodb::Client;
 use chrono::Utc;
 use serde_json::json;
+use spellcast_application::ports::{LedgerStore, RunStore};
 use spellcast_aws::DynamoStore;
-use spellcast_core::ids::RunId;
-use spellcast_core::ledger::LedgerKind;
-use spellcast_core::ports::Store;
-use spellcast_core::run::{NewOutput, OutputKind, Run, RunChange, StepStatus};
+use spellcast_domain::ids::RunId;
+use spellcast_domain::ledger::LedgerKind;
+use spellcast_domain::run::{NewOutput, OutputKind, Run, RunChange, StepStatus};
 
 mod common;
 
@@ -186,7 +186,7 @@ async fn unfinished_runs_spread_over_shards(variable: &str) {
             &one,
             RunChange::Fail {
                 at: now,
-                error: spellcast_core::run::RunError {
+                error: spellcast_domain::run::RunError {
                     code: "x".into(),
                     message: "m".into(),
                     step_id: None,

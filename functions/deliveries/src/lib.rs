@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use spellcast_core::webhooks::{is_public, Attempted, Outgoing, WebhookSender};
+use spellcast_application::ports::WebhookSender;
+use spellcast_domain::webhooks::{is_public, Attempted, Outgoing};
 
 /// How long one attempt may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::dns::Addrs;
-use spellcast_core::webhooks::{Outgoing, WebhookSecret, WebhookSender};
+use spellcast_application::ports::WebhookSender;
 use spellcast_deliveries::{Deliveries, Lookup, Reach};
+use spellcast_domain::webhooks::{Outgoing, WebhookSecret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use spellcast_core::ports::{BlobHead, Blobs, StoreError, StoreResult};
-use spellcast_core::uploads::SignedPut;
+use spellcast_application::ports::{BlobHead, Blobs, StoreError, StoreResult};
+use spellcast_domain::uploads::SignedPut;
 
 /// Files under one directory, one per key.
 pub struct DiskBlobs {
@@ -81,7 +81,7 @@ impl Blobs for DiskBlobs {
         &self,
         _key: &str,
         _ttl: Duration,
-        _served: &spellcast_core::ports::Served,
+        _served: &spellcast_application::ports::Served,
     ) -> StoreResult<Option<String>> {
         Ok(None)
     }
@@ -190,7 +190,7 @@ mod tests {
                 .signed_url(
                     "runs/run_1/abc",
                     Duration::from_secs(1),
-                    &spellcast_core::ports::Served::as_type("x/y")
+                    &spellcast_application::ports::Served::as_type("x/y")
                 )
                 .await
                 .unwrap(),

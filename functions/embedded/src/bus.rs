@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use spellcast_core::ids::RunId;
-use spellcast_core::ports::{BusError, EventBus, ExecutionStarted, RunSignal, RunWatcher};
-use spellcast_core::run::{Run, RunEvent};
+use spellcast_application::ports::{BusError, EventBus, RunSignal, RunWatcher};
+use spellcast_domain::events::ExecutionStarted;
+use spellcast_domain::ids::RunId;
+use spellcast_domain::run::{Run, RunEvent};
 use tokio::sync::{mpsc, watch, Notify};
 
 /// Sends `executionStarted` to the runner of this process, and wakes its webhook worker.
@@ -128,7 +129,7 @@ impl RunWatcher for LocalWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spellcast_core::run::{EventBody, StepStatus};
+    use spellcast_domain::run::{EventBody, StepStatus};
     use std::time::Instant;
 
     fn event(seq: u64) -> RunEvent {
@@ -205,7 +206,7 @@ mod tests {
         drop(rx);
         let event = ExecutionStarted {
             run_id: "r".into(),
-            slug: spellcast_core::ids::Slug::parse("s").unwrap(),
+            slug: spellcast_domain::ids::Slug::parse("s").unwrap(),
         };
         assert!(bus.execution_started(event).await.is_err());
     }

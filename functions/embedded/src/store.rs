@@ -25,16 +25,19 @@ use redb::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use spellcast_core::ids::{CreditTxId, RunId, ShareId, UploadId, UserId};
-use spellcast_core::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
-use spellcast_core::ledger::{GrantKey, GrantOutcome, LedgerEntry};
-use spellcast_core::ports::{
-    CastCheck, CastOutcome, NewCast, SpellStats, Store, StoreError, StoreResult, ToolCostTotal,
+use spellcast_application::ports::{
+    CostStore, DeliveryStore, InvoiceStore, LedgerStore, RunStore, ShareStore, StoreError,
+    StoreResult, UploadStore,
 };
-use spellcast_core::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
-use spellcast_core::sharing::Share;
-use spellcast_core::uploads::Upload;
-use spellcast_core::webhooks::{Attempt, Delivery, WebhookSecret};
+use spellcast_domain::cast::{CastCheck, CastOutcome, NewCast};
+use spellcast_domain::ids::{CreditTxId, RunId, ShareId, UploadId, UserId};
+use spellcast_domain::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
+use spellcast_domain::ledger::{GrantKey, GrantOutcome, LedgerEntry};
+use spellcast_domain::prices::{SpellStats, ToolCostTotal};
+use spellcast_domain::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
+use spellcast_domain::sharing::Share;
+use spellcast_domain::uploads::Upload;
+use spellcast_domain::webhooks::{Attempt, Delivery, WebhookSecret};
 
 const BALANCES: TableDefinition<&str, i64> = TableDefinition::new("balances");
 const LEDGER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ledger");
@@ -312,123 +315,7 @@ fn get_json<K: redb::Key + 'static, T: DeserializeOwned>(
 }
 
 #[async_trait]
-impl Store for RedbStore {
-    async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64> {
-        self.write(move |tx| post_entry(tx, &entry)).await
-    }
-
-    async fn grant_once(&self, entry: LedgerEntry, key: &GrantKey) -> StoreResult<GrantOutcome> {
-        #[derive(serde::Serialize, serde::Deserialize)]
-        struct Record {
-            fingerprint: String,
-            entry: LedgerEntry,
-        }
-        let key = key.clone();
-        // The write lock makes the read of the key, the balance check and the post one step.
-        self.write(move |tx| {
-            let mut keys = tx.open_table(GRANT_KEYS).map_err(err)?;
-            if let Some(first) = get_json::<&str, Record>(&keys, key.key.as_str())? {
-                return Ok(GrantOutcome::Repeated {
-                    entry: first.entry,
-                    fingerprint: first.fingerprint,
-                });
-            }
-            let balance = tx
-                .open_table(BALANCES)
-                .map_err(err)?
-                .get(entry.user_id.as_str())
-                .map_err(err)?
-                .map_or(0, |v| v.value());
-            if balance + entry.pts < 0 {
-                return Ok(GrantOutcome::Insufficient { balance });
-            }
-            let record = Record {
-                fingerprint: key.fingerprint,
-                entry,
-            };
-            keys.insert(key.key.as_str(), to_json(&record)?.as_slice())
-                .map_err(err)?;
-            let balance = post_entry(tx, &record.entry)?;
-            Ok(GrantOutcome::Granted {
-                entry: record.entry,
-                balance,
-            })
-        })
-        .await
-    }
-
-    async fn balance(&self, user_id: &UserId) -> StoreResult<i64> {
-        let user = user_id.to_owned();
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(err)?;
-            let table = tx.open_table(BALANCES).map_err(err)?;
-            Ok(table
-                .get(user.as_str())
-                .map_err(err)?
-                .map_or(0, |v| v.value()))
-        })
-        .await
-    }
-
-    async fn ledger(
-        &self,
-        user_id: &UserId,
-        limit: usize,
-        before: Option<&CreditTxId>,
-    ) -> StoreResult<Vec<LedgerEntry>> {
-        let user = user_id.to_owned();
-        let before = before.cloned();
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(err)?;
-            let table = tx.open_table(LEDGER).map_err(err)?;
-            let upper = before.as_ref().map_or(ID_MAX, CreditTxId::as_str);
-            let mut entries = Vec::new();
-            for item in table
-                .range((user.as_str(), "")..(user.as_str(), upper))
-                .map_err(err)?
-                .rev()
-            {
-                let (_, v) = item.map_err(err)?;
-                entries.push(from_json(v.value())?);
-                if entries.len() == limit {
-                    break;
-                }
-            }
-            Ok(entries)
-        })
-        .await
-    }
-
-    async fn webhook_secret(&self, user_id: &UserId) -> StoreResult<Option<WebhookSecret>> {
-        self.read_now(|db| {
-            let tx = db.begin_read().map_err(err)?;
-            let table = tx.open_table(WEBHOOK_SECRETS).map_err(err)?;
-            let stored = table.get(user_id.as_str()).map_err(err)?;
-            Ok(stored.and_then(|v| WebhookSecret::parse(v.value())))
-        })
-    }
-
-    async fn put_webhook_secret(
-        &self,
-        user_id: &UserId,
-        secret: WebhookSecret,
-        replace: bool,
-    ) -> StoreResult<WebhookSecret> {
-        let user = user_id.to_owned();
-        self.write(move |tx| {
-            let mut table = tx.open_table(WEBHOOK_SECRETS).map_err(err)?;
-            if !replace {
-                let existing = table.get(user.as_str()).map_err(err)?;
-                if let Some(kept) = existing.and_then(|v| WebhookSecret::parse(v.value())) {
-                    return Ok(kept);
-                }
-            }
-            table.insert(user.as_str(), secret.as_str()).map_err(err)?;
-            Ok(secret)
-        })
-        .await
-    }
-
+impl RunStore for RedbStore {
     async fn user_runs(
         &self,
         user_id: &UserId,
@@ -462,6 +349,166 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>> {
+        self.read_now(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let runs = tx.open_table(RUNS).map_err(err)?;
+            get_json(&runs, run_id.as_str())
+        })
+    }
+
+    async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>> {
+        let id = credit_tx_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let by_tx = tx.open_table(RUNS_BY_TX).map_err(err)?;
+            let Some(run_id) = by_tx
+                .get(id.as_str())
+                .map_err(err)?
+                .map(|v| v.value().to_owned())
+            else {
+                return Ok(None);
+            };
+            let runs = tx.open_table(RUNS).map_err(err)?;
+            get_json(&runs, run_id.as_str())
+        })
+        .await
+    }
+
+    async fn advance_run(
+        &self,
+        run_id: &RunId,
+        change: RunChange,
+    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
+        let id = run_id.to_owned();
+        self.write(move |tx| {
+            let runs = tx.open_table(RUNS).map_err(err)?;
+            let run: Option<Run> = get_json(&runs, id.as_str())?;
+            drop(runs);
+            let Some(mut run) = run else { return Ok(None) };
+            let applied = match run.apply(change) {
+                Ok(applied) => applied,
+                Err(refused) => {
+                    tracing::debug!(%refused, "change refused");
+                    return Ok(None);
+                }
+            };
+            put_run(tx, &run)?;
+            if let Some(event) = &applied.event {
+                let mut events = tx.open_table(EVENTS).map_err(err)?;
+                let key = (run.run_id.as_str(), event.seq);
+                if events.get(key).map_err(err)?.is_some() {
+                    return Err(StoreError::new(format!(
+                        "event {} of {} written twice",
+                        event.seq, run.run_id
+                    )));
+                }
+                events
+                    .insert(key, to_json(event)?.as_slice())
+                    .map_err(err)?;
+            }
+            let mut files = tx.open_table(FILES).map_err(err)?;
+            let mut blob_files = tx.open_table(BLOB_FILES).map_err(err)?;
+            for file in &applied.files {
+                let at = (run.run_id.as_str(), file.n as u64);
+                match &file.body {
+                    FileBody::Inline(bytes) => {
+                        files
+                            .insert(at, (file.mime.as_str(), bytes.as_slice()))
+                            .map_err(err)?;
+                    }
+                    FileBody::Blob(key) => {
+                        blob_files
+                            .insert(at, (file.mime.as_str(), key.as_str()))
+                            .map_err(err)?;
+                    }
+                }
+            }
+            if applied.refund_pts > 0 {
+                post_entry(tx, &run.refund_entry(applied.refund_pts))?;
+            }
+            if let Some(delivery) = &applied.delivery {
+                put_delivery(tx, delivery, None)?;
+            }
+            Ok(Some((run, applied.event)))
+        })
+        .await
+    }
+
+    async fn run_events(
+        &self,
+        run_id: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<RunEvent>> {
+        self.read_now(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let events = tx.open_table(EVENTS).map_err(err)?;
+            let mut out = Vec::new();
+            for item in events
+                .range::<(&str, u64)>((
+                    Bound::Excluded((run_id.as_str(), after)),
+                    Bound::Included((run_id.as_str(), u64::MAX)),
+                ))
+                .map_err(err)?
+            {
+                let (_, v) = item.map_err(err)?;
+                out.push(from_json(v.value())?);
+                if out.len() == limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn output_file(&self, run_id: &RunId, n: usize) -> StoreResult<Option<OutputFile>> {
+        let id = run_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let at = (id.as_str(), n as u64);
+            let files = tx.open_table(FILES).map_err(err)?;
+            if let Some(v) = files.get(at).map_err(err)? {
+                let (mime, bytes) = v.value();
+                return Ok(Some(OutputFile {
+                    n,
+                    mime: mime.to_owned(),
+                    body: FileBody::Inline(bytes.to_vec()),
+                }));
+            }
+            let blob_files = tx.open_table(BLOB_FILES).map_err(err)?;
+            Ok(blob_files.get(at).map_err(err)?.map(|v| {
+                let (mime, key) = v.value();
+                OutputFile {
+                    n,
+                    mime: mime.to_owned(),
+                    body: FileBody::Blob(key.to_owned()),
+                }
+            }))
+        })
+        .await
+    }
+
+    async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let unfinished = tx.open_table(UNFINISHED).map_err(err)?;
+            let runs = tx.open_table(RUNS).map_err(err)?;
+            let mut out = Vec::new();
+            for item in unfinished.iter().map_err(err)? {
+                let (id, _) = item.map_err(err)?;
+                if let Some(run) = get_json::<&str, Run>(&runs, id.value())? {
+                    out.push(run);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl InvoiceStore for RedbStore {
     async fn idempotency(
         &self,
         user_id: &UserId,
@@ -556,93 +603,99 @@ impl Store for RedbStore {
         })
         .await
     }
+}
 
-    async fn run(&self, run_id: &RunId) -> StoreResult<Option<Run>> {
-        self.read_now(|db| {
-            let tx = db.begin_read().map_err(err)?;
-            let runs = tx.open_table(RUNS).map_err(err)?;
-            get_json(&runs, run_id.as_str())
-        })
+#[async_trait]
+impl LedgerStore for RedbStore {
+    async fn grant(&self, entry: LedgerEntry) -> StoreResult<i64> {
+        self.write(move |tx| post_entry(tx, &entry)).await
     }
 
-    async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>> {
-        let id = credit_tx_id.to_owned();
+    async fn grant_once(&self, entry: LedgerEntry, key: &GrantKey) -> StoreResult<GrantOutcome> {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Record {
+            fingerprint: String,
+            entry: LedgerEntry,
+        }
+        let key = key.clone();
+        // The write lock makes the read of the key, the balance check and the post one step.
+        self.write(move |tx| {
+            let mut keys = tx.open_table(GRANT_KEYS).map_err(err)?;
+            if let Some(first) = get_json::<&str, Record>(&keys, key.key.as_str())? {
+                return Ok(GrantOutcome::Repeated {
+                    entry: first.entry,
+                    fingerprint: first.fingerprint,
+                });
+            }
+            let balance = tx
+                .open_table(BALANCES)
+                .map_err(err)?
+                .get(entry.user_id.as_str())
+                .map_err(err)?
+                .map_or(0, |v| v.value());
+            if balance + entry.pts < 0 {
+                return Ok(GrantOutcome::Insufficient { balance });
+            }
+            let record = Record {
+                fingerprint: key.fingerprint,
+                entry,
+            };
+            keys.insert(key.key.as_str(), to_json(&record)?.as_slice())
+                .map_err(err)?;
+            let balance = post_entry(tx, &record.entry)?;
+            Ok(GrantOutcome::Granted {
+                entry: record.entry,
+                balance,
+            })
+        })
+        .await
+    }
+
+    async fn balance(&self, user_id: &UserId) -> StoreResult<i64> {
+        let user = user_id.to_owned();
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
-            let by_tx = tx.open_table(RUNS_BY_TX).map_err(err)?;
-            let Some(run_id) = by_tx
-                .get(id.as_str())
+            let table = tx.open_table(BALANCES).map_err(err)?;
+            Ok(table
+                .get(user.as_str())
                 .map_err(err)?
-                .map(|v| v.value().to_owned())
-            else {
-                return Ok(None);
-            };
-            let runs = tx.open_table(RUNS).map_err(err)?;
-            get_json(&runs, run_id.as_str())
+                .map_or(0, |v| v.value()))
         })
         .await
     }
 
-    async fn advance_run(
+    async fn ledger(
         &self,
-        run_id: &RunId,
-        change: RunChange,
-    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
-        let id = run_id.to_owned();
-        self.write(move |tx| {
-            let runs = tx.open_table(RUNS).map_err(err)?;
-            let run: Option<Run> = get_json(&runs, id.as_str())?;
-            drop(runs);
-            let Some(mut run) = run else { return Ok(None) };
-            let applied = match run.apply(change) {
-                Ok(applied) => applied,
-                Err(refused) => {
-                    tracing::debug!(%refused, "change refused");
-                    return Ok(None);
-                }
-            };
-            put_run(tx, &run)?;
-            if let Some(event) = &applied.event {
-                let mut events = tx.open_table(EVENTS).map_err(err)?;
-                let key = (run.run_id.as_str(), event.seq);
-                if events.get(key).map_err(err)?.is_some() {
-                    return Err(StoreError::new(format!(
-                        "event {} of {} written twice",
-                        event.seq, run.run_id
-                    )));
-                }
-                events
-                    .insert(key, to_json(event)?.as_slice())
-                    .map_err(err)?;
-            }
-            let mut files = tx.open_table(FILES).map_err(err)?;
-            let mut blob_files = tx.open_table(BLOB_FILES).map_err(err)?;
-            for file in &applied.files {
-                let at = (run.run_id.as_str(), file.n as u64);
-                match &file.body {
-                    FileBody::Inline(bytes) => {
-                        files
-                            .insert(at, (file.mime.as_str(), bytes.as_slice()))
-                            .map_err(err)?;
-                    }
-                    FileBody::Blob(key) => {
-                        blob_files
-                            .insert(at, (file.mime.as_str(), key.as_str()))
-                            .map_err(err)?;
-                    }
+        user_id: &UserId,
+        limit: usize,
+        before: Option<&CreditTxId>,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        let user = user_id.to_owned();
+        let before = before.cloned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let table = tx.open_table(LEDGER).map_err(err)?;
+            let upper = before.as_ref().map_or(ID_MAX, CreditTxId::as_str);
+            let mut entries = Vec::new();
+            for item in table
+                .range((user.as_str(), "")..(user.as_str(), upper))
+                .map_err(err)?
+                .rev()
+            {
+                let (_, v) = item.map_err(err)?;
+                entries.push(from_json(v.value())?);
+                if entries.len() == limit {
+                    break;
                 }
             }
-            if applied.refund_pts > 0 {
-                post_entry(tx, &run.refund_entry(applied.refund_pts))?;
-            }
-            if let Some(delivery) = &applied.delivery {
-                put_delivery(tx, delivery, None)?;
-            }
-            Ok(Some((run, applied.event)))
+            Ok(entries)
         })
         .await
     }
+}
 
+#[async_trait]
+impl ShareStore for RedbStore {
     async fn share_run(&self, share: Share) -> StoreResult<Share> {
         self.write(move |tx| {
             let mut by_run = tx.open_table(RUN_SHARES).map_err(err)?;
@@ -716,6 +769,39 @@ impl Store for RedbStore {
             };
             let shares = tx.open_table(SHARES).map_err(err)?;
             get_json(&shares, id.as_str())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for RedbStore {
+    async fn webhook_secret(&self, user_id: &UserId) -> StoreResult<Option<WebhookSecret>> {
+        self.read_now(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let table = tx.open_table(WEBHOOK_SECRETS).map_err(err)?;
+            let stored = table.get(user_id.as_str()).map_err(err)?;
+            Ok(stored.and_then(|v| WebhookSecret::parse(v.value())))
+        })
+    }
+
+    async fn put_webhook_secret(
+        &self,
+        user_id: &UserId,
+        secret: WebhookSecret,
+        replace: bool,
+    ) -> StoreResult<WebhookSecret> {
+        let user = user_id.to_owned();
+        self.write(move |tx| {
+            let mut table = tx.open_table(WEBHOOK_SECRETS).map_err(err)?;
+            if !replace {
+                let existing = table.get(user.as_str()).map_err(err)?;
+                if let Some(kept) = existing.and_then(|v| WebhookSecret::parse(v.value())) {
+                    return Ok(kept);
+                }
+            }
+            table.insert(user.as_str(), secret.as_str()).map_err(err)?;
+            Ok(secret)
         })
         .await
     }
@@ -798,78 +884,10 @@ impl Store for RedbStore {
         })
         .await
     }
+}
 
-    async fn run_events(
-        &self,
-        run_id: &RunId,
-        after: u64,
-        limit: usize,
-    ) -> StoreResult<Vec<RunEvent>> {
-        self.read_now(|db| {
-            let tx = db.begin_read().map_err(err)?;
-            let events = tx.open_table(EVENTS).map_err(err)?;
-            let mut out = Vec::new();
-            for item in events
-                .range::<(&str, u64)>((
-                    Bound::Excluded((run_id.as_str(), after)),
-                    Bound::Included((run_id.as_str(), u64::MAX)),
-                ))
-                .map_err(err)?
-            {
-                let (_, v) = item.map_err(err)?;
-                out.push(from_json(v.value())?);
-                if out.len() == limit {
-                    break;
-                }
-            }
-            Ok(out)
-        })
-    }
-
-    async fn output_file(&self, run_id: &RunId, n: usize) -> StoreResult<Option<OutputFile>> {
-        let id = run_id.to_owned();
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(err)?;
-            let at = (id.as_str(), n as u64);
-            let files = tx.open_table(FILES).map_err(err)?;
-            if let Some(v) = files.get(at).map_err(err)? {
-                let (mime, bytes) = v.value();
-                return Ok(Some(OutputFile {
-                    n,
-                    mime: mime.to_owned(),
-                    body: FileBody::Inline(bytes.to_vec()),
-                }));
-            }
-            let blob_files = tx.open_table(BLOB_FILES).map_err(err)?;
-            Ok(blob_files.get(at).map_err(err)?.map(|v| {
-                let (mime, key) = v.value();
-                OutputFile {
-                    n,
-                    mime: mime.to_owned(),
-                    body: FileBody::Blob(key.to_owned()),
-                }
-            }))
-        })
-        .await
-    }
-
-    async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
-        self.blocking(|db| {
-            let tx = db.begin_read().map_err(err)?;
-            let unfinished = tx.open_table(UNFINISHED).map_err(err)?;
-            let runs = tx.open_table(RUNS).map_err(err)?;
-            let mut out = Vec::new();
-            for item in unfinished.iter().map_err(err)? {
-                let (id, _) = item.map_err(err)?;
-                if let Some(run) = get_json::<&str, Run>(&runs, id.value())? {
-                    out.push(run);
-                }
-            }
-            Ok(out)
-        })
-        .await
-    }
-
+#[async_trait]
+impl CostStore for RedbStore {
     async fn record_tool_cost(&self, tool: &str, pts: i64) -> StoreResult<()> {
         let key = tool.to_owned();
         self.write(move |tx| {
@@ -919,6 +937,23 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn spell_stats(&self) -> StoreResult<Vec<SpellStats>> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let table = tx.open_table(SPELL_STATS).map_err(err)?;
+            let mut out = Vec::new();
+            for item in table.iter().map_err(err)? {
+                let (_, v) = item.map_err(err)?;
+                out.push(from_json(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl UploadStore for RedbStore {
     async fn put_upload(&self, upload: &Upload) -> StoreResult<()> {
         let upload = upload.clone();
         self.write(move |tx| {
@@ -938,19 +973,5 @@ impl Store for RedbStore {
             let table = tx.open_table(UPLOADS).map_err(err)?;
             get_json(&table, id.as_str())
         })
-    }
-
-    async fn spell_stats(&self) -> StoreResult<Vec<SpellStats>> {
-        self.blocking(|db| {
-            let tx = db.begin_read().map_err(err)?;
-            let table = tx.open_table(SPELL_STATS).map_err(err)?;
-            let mut out = Vec::new();
-            for item in table.iter().map_err(err)? {
-                let (_, v) = item.map_err(err)?;
-                out.push(from_json(v.value())?);
-            }
-            Ok(out)
-        })
-        .await
     }
 }

@@ -8,9 +8,9 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::{bearer, json, parse_object, str_field, whole_number, Handled, Problem};
-use spellcast_core::ids::UserId;
-use spellcast_core::ledger::{AdminGrant, AdminGrantError};
-use spellcast_core::App;
+use spellcast_application::accounts::{AdminGrant, AdminGrantError};
+use spellcast_application::App;
+use spellcast_domain::ids::UserId;
 
 /// The administrator an entry point has authenticated (an IAM principal's ARN), put in the
 /// request's extensions.

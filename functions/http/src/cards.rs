@@ -3,8 +3,8 @@
 
 use std::future::Future;
 
-use spellcast_core::memo::{Key, Rendered};
-use spellcast_core::App;
+use spellcast_application::memo::{Key, Rendered};
+use spellcast_application::App;
 
 use super::{Handled, Problem};
 

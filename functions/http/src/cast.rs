@@ -7,10 +7,10 @@ use http::StatusCode;
 use serde_json::{json, Value};
 
 use super::{json, parse_object, rate_limit, session, slug, str_field, Handled, Problem};
-use spellcast_core::cast::{Cast, CastRequest};
-use spellcast_core::run::Run;
-use spellcast_core::webhooks::WebhookTarget;
-use spellcast_core::App;
+use spellcast_application::cast::{Cast, CastRequest};
+use spellcast_application::App;
+use spellcast_domain::run::Run;
+use spellcast_domain::webhooks::WebhookTarget;
 
 fn accepted(run: &Run, status: StatusCode) -> http::Response<super::Body> {
     json(

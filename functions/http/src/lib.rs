@@ -32,9 +32,9 @@ use tracing::Instrument;
 
 pub use admin::AdminCaller;
 pub use problem::Problem;
-use spellcast_core::ids::Slug;
-use spellcast_core::limits::{Limit, Verdict};
-use spellcast_core::App;
+use spellcast_application::limits::{Limit, Verdict};
+use spellcast_application::App;
+use spellcast_domain::ids::Slug;
 
 /// Request bodies over this many bytes get 413 (but an upload's bytes: [`body_limit`]).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -43,7 +43,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// file input takes; everything else is JSON of at most [`MAX_BODY_BYTES`].
 pub fn body_limit(path: &str) -> usize {
     if UPLOAD_CONTENT.matches(path).is_some() {
-        spellcast_core::uploads::MAX_UPLOAD_BYTES as usize
+        spellcast_domain::uploads::MAX_UPLOAD_BYTES as usize
     } else {
         MAX_BODY_BYTES
     }
@@ -334,7 +334,7 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 /// The OpenAPI document as this process serves it: [`OPENAPI_JSON`], with what a cast's
 /// `context` must be for each spell of `catalog` (its own input schema, by slug), so the document
 /// says exactly what a cast accepts.
-pub fn openapi_document(catalog: &spellcast_core::catalog::Catalog) -> String {
+pub fn openapi_document(catalog: &spellcast_domain::catalog::Catalog) -> String {
     let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(OPENAPI_JSON) else {
         return OPENAPI_JSON.to_owned();
     };
@@ -686,7 +686,7 @@ pub(crate) fn query(req: &http::request::Parts, name: &str) -> Option<String> {
 /// Who a request is signed in as.
 pub(crate) struct SignedIn {
     /// The user.
-    pub sub: spellcast_core::ids::UserId,
+    pub sub: spellcast_domain::ids::UserId,
 }
 
 /// The signed-in user (a Bearer session, ours or the OpenID provider's), or 401.
@@ -698,8 +698,8 @@ pub(crate) async fn session(app: &App, req: &http::request::Parts) -> Result<Sig
 
 /// The user `token` signs in, or 401.
 pub(crate) async fn signed_in(app: &App, token: &str) -> Result<SignedIn, Problem> {
-    use spellcast_core::app::SignInError;
-    use spellcast_core::auth::TokenError;
+    use spellcast_application::app::SignInError;
+    use spellcast_application::auth::TokenError;
     match app.signed_in(token).await {
         Ok(sub) => Ok(SignedIn { sub }),
         Err(SignInError::Token(TokenError::Expired)) => {
@@ -785,7 +785,7 @@ mod tests {
     #[test]
     fn the_served_document_carries_each_spells_inputs_for_a_cast() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/spells");
-        let catalog = spellcast_core::catalog::Catalog::load(&dir).unwrap();
+        let catalog = spellcast_domain::catalog::Catalog::load(&dir).unwrap();
         let doc: Value = serde_json::from_str(&openapi_document(&catalog)).unwrap();
         let variants = doc["components"]["schemas"]["CastRequest"]["oneOf"]
             .as_array()

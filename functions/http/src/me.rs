@@ -6,8 +6,8 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::{json, query, session, Handled, Problem};
-use spellcast_core::ids::{CreditTxId, RunId};
-use spellcast_core::App;
+use spellcast_application::App;
+use spellcast_domain::ids::{CreditTxId, RunId};
 
 /// `GET /api/v1/me/balance`.
 pub async fn balance(app: &Arc<App>, req: &http::request::Parts) -> Handled {
@@ -15,7 +15,7 @@ pub async fn balance(app: &Arc<App>, req: &http::request::Parts) -> Handled {
     let balance = app.accounts().balance(&user.sub).await?;
     Ok(json(
         StatusCode::OK,
-        &json!({"userId": user.sub, "balances": {spellcast_core::ledger::PTS: balance}}),
+        &json!({"userId": user.sub, "balances": {spellcast_domain::ledger::PTS: balance}}),
     ))
 }
 
@@ -117,8 +117,8 @@ pub async fn dev_session(
     body: &bytes::Bytes,
 ) -> Handled {
     use serde_json::Value;
-    use spellcast_core::ids::UserId;
-    use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
+    use spellcast_domain::ids::UserId;
+    use spellcast_domain::ledger::{LedgerEntry, LedgerKind, PTS};
 
     // Each session is a user with points: so many per client address (an entry point that
     // cannot tell the address has no such endpoint).

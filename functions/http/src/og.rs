@@ -3,8 +3,8 @@
 
 use askama::Template;
 
-use spellcast_core::catalog::Spell;
-use spellcast_core::Config;
+use spellcast_application::Config;
+use spellcast_domain::catalog::Spell;
 
 #[derive(Template)]
 #[template(path = "og.html")]
@@ -130,7 +130,7 @@ pub fn render_not_found(config: &Config, slug: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-    use spellcast_core::catalog::SpellDef;
+    use spellcast_domain::catalog::SpellDef;
 
     #[test]
     fn markup_in_spell_text_is_escaped() {

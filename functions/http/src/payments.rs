@@ -8,10 +8,10 @@ use http::{header, HeaderValue, StatusCode};
 use serde_json::Value;
 
 use super::{json, parse_object, rate_limit, session, slug, str_field, Handled, Problem, Response};
-use spellcast_core::catalog::FieldError;
-use spellcast_core::invoice::json_hash;
-use spellcast_core::quote::QuoteRequest;
-use spellcast_core::App;
+use spellcast_application::quote::QuoteRequest;
+use spellcast_application::App;
+use spellcast_domain::errors::FieldError;
+use spellcast_domain::invoice::json_hash;
 
 pub(crate) fn idempotency_key(req: &http::request::Parts) -> Result<Option<String>, Problem> {
     let Some(raw) = req.headers.get("idempotency-key") else {

@@ -6,13 +6,13 @@ use http::{header, StatusCode};
 use serde_json::json;
 
 use super::{Body, Response};
-use spellcast_core::cancel::CancelError;
-use spellcast_core::cast::CastError;
-use spellcast_core::catalog::FieldError;
-use spellcast_core::ports::StoreError;
-use spellcast_core::quote::QuoteError;
-use spellcast_core::sharing::ShareError;
-use spellcast_core::viewing::ViewError;
+use spellcast_application::cancel::CancelError;
+use spellcast_application::cast::CastError;
+use spellcast_application::ports::StoreError;
+use spellcast_application::quote::QuoteError;
+use spellcast_application::sharing::ShareError;
+use spellcast_application::viewing::ViewError;
+use spellcast_domain::errors::FieldError;
 
 /// An error answer: status, stable code, a readable detail and, for validation, field errors.
 #[derive(Debug, Clone)]

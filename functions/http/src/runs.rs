@@ -7,10 +7,10 @@ use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 
 use super::{bearer, json, query, Body, Handled, Problem};
-use spellcast_core::auth::TokenError;
-use spellcast_core::ids::RunId;
-use spellcast_core::viewing::{FileAnswer, ViewError, Viewer};
-use spellcast_core::App;
+use spellcast_application::auth::TokenError;
+use spellcast_application::viewing::{FileAnswer, ViewError, Viewer};
+use spellcast_application::App;
+use spellcast_domain::ids::RunId;
 
 /// Reads the viewer's token: a session (only as `Authorization: Bearer`) or an invoice (there, or
 /// as `?token=` for `EventSource` and `<img>`, which cannot send headers); an invoice's expiry is
@@ -133,7 +133,7 @@ pub(crate) fn file_answer(file: FileAnswer, cache_control: &'static str) -> Hand
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; img-src 'self'; sandbox"),
     );
-    if !spellcast_core::ports::drawn_only(mime_text) {
+    if !spellcast_application::ports::drawn_only(mime_text) {
         headers.insert(
             header::CONTENT_DISPOSITION,
             HeaderValue::from_static("attachment"),

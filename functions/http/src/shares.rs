@@ -10,11 +10,11 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::{json, parse_object, session, Body, Handled, Problem};
-use spellcast_core::ids::{RunId, ShareId};
-use spellcast_core::run::Run;
-use spellcast_core::sharing::Share;
-use spellcast_core::viewing::{ViewError, Viewer};
-use spellcast_core::App;
+use spellcast_application::viewing::{ViewError, Viewer};
+use spellcast_application::App;
+use spellcast_domain::ids::{RunId, ShareId};
+use spellcast_domain::run::Run;
+use spellcast_domain::sharing::Share;
 
 /// How long a shared run's public answers may be kept: a minute at the CDN (an unshare takes
 /// effect within it), not at all in browsers (they ask again, a 304 when nothing changed).
@@ -155,7 +155,7 @@ pub async fn og(app: &Arc<App>, req: &http::request::Parts, raw_share_id: &str) 
     let found = match ShareId::parse(raw_share_id) {
         Some(id) => match app.sharing().shared(&id).await {
             Ok(found) => Some(found),
-            Err(spellcast_core::sharing::ShareError::NotFound) => None,
+            Err(spellcast_application::sharing::ShareError::NotFound) => None,
             Err(e) => return Err(e.into()),
         },
         None => None,
@@ -179,7 +179,7 @@ pub async fn og(app: &Arc<App>, req: &http::request::Parts, raw_share_id: &str) 
     let share_path = format!("/r/{raw_share_id}");
     let description: String = excerpt(app, run).chars().take(200).collect();
     let page = crate::og::render_share(&app.config, &origin, &share_path, &spell, &description);
-    let rendered = spellcast_core::memo::Rendered::new(page);
+    let rendered = spellcast_application::memo::Rendered::new(page);
     Ok(super::spells::cacheable(
         req,
         "text/html; charset=utf-8",
@@ -192,8 +192,8 @@ pub async fn og(app: &Arc<App>, req: &http::request::Parts, raw_share_id: &str) 
 /// output or a text excerpt), drawn once per process and kept while the run stays shared.
 #[cfg(feature = "cards")]
 pub async fn card(app: &Arc<App>, req: &http::request::Parts, raw_share_id: &str) -> Handled {
-    use spellcast_core::memo::Key;
-    use spellcast_core::run::{FileBody, OutputKind};
+    use spellcast_application::memo::Key;
+    use spellcast_domain::run::{FileBody, OutputKind};
 
     let id = ShareId::parse(raw_share_id).ok_or_else(Problem::share_not_found)?;
     // Looked up on every request: an unshared run is never answered from the memo.

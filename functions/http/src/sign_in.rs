@@ -12,8 +12,8 @@ use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
 use super::{json, parse_object, rate_limit, str_field, ClientAddr, Handled, Problem};
-use spellcast_core::oidc::RedeemError;
-use spellcast_core::App;
+use spellcast_application::oidc::RedeemError;
+use spellcast_application::App;
 
 /// `GET /api/v1/auth/config`: `{"oidc": {issuer, clientId, authorizationEndpoint, ...}}`, or
 /// `{"oidc": null}` where users sign in some other way (the local demo sessions).

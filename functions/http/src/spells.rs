@@ -7,8 +7,8 @@ use http::{header, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
 use super::{not_modified, respond, slug, Body, Handled, Problem, Response};
-use spellcast_core::memo::{Key, Rendered};
-use spellcast_core::App;
+use spellcast_application::memo::{Key, Rendered};
+use spellcast_application::App;
 
 /// Metadata changes at most with each price recomputation (15 min): shared caches keep it 5 min.
 const META_CACHE: &str = "public, max-age=60, s-maxage=300, stale-while-revalidate=600";
@@ -74,7 +74,7 @@ pub async fn meta(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) ->
         "steps": def.steps.iter().map(|s| json!({"id": s.id, "title": s.title, "tool": s.tool})).collect::<Vec<_>>(),
         "avgCostPtsCached": price.pts,
         "statsUpdatedAt": price.updated_at,
-        "assets": [{"asset": spellcast_core::ledger::PTS, "ptsPerUnit": "1"}],
+        "assets": [{"asset": spellcast_domain::ledger::PTS, "ptsPerUnit": "1"}],
         "og": {
             "title": def.title,
             "description": def.summary,

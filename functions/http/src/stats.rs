@@ -9,7 +9,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use super::{json, Handled, Problem};
-use spellcast_core::App;
+use spellcast_application::App;
 
 /// How far a signature's timestamp may be from now.
 const TOLERANCE_SECS: i64 = 300;

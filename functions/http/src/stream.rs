@@ -1,5 +1,5 @@
 //! `GET /api/v1/spells/{slug}/stream`: a run's events as Server-Sent Events, resumable with
-//! `Last-Event-ID`. What is sent and when is the core's [`Watching`](spellcast_core::watching)
+//! `Last-Event-ID`. What is sent and when is the core's [`Watching`](spellcast_application::watching)
 //! (pushed as stored, heartbeats, a clean close before the platform's time limit); this module
 //! frames it.
 
@@ -14,11 +14,11 @@ use tracing::Instrument;
 use super::runs::viewer;
 use super::{query, slug, Body, Handled, Problem};
 use futures::StreamExt;
-use spellcast_core::ids::CreditTxId;
-use spellcast_core::limits::Slot;
-use spellcast_core::run::RunEvent;
-use spellcast_core::watching::Watched;
-use spellcast_core::App;
+use spellcast_application::limits::Slot;
+use spellcast_application::watching::Watched;
+use spellcast_application::App;
+use spellcast_domain::ids::CreditTxId;
+use spellcast_domain::run::RunEvent;
 
 /// The first bytes of every stream: how long the browser waits before reconnecting.
 const RETRY: &[u8] = b"retry: 2000\n\n";
@@ -134,7 +134,7 @@ pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spellcast_core::run::{EventBody, StepStatus};
+    use spellcast_domain::run::{EventBody, StepStatus};
 
     #[test]
     fn a_frame_has_id_event_and_one_data_line() {

@@ -9,10 +9,11 @@ use http::{header, StatusCode};
 
 use super::{json, parse_object, rate_limit, response, session, str_field, whole_number};
 use super::{Body, Handled, Problem};
-use spellcast_core::auth::TokenError;
-use spellcast_core::ids::UploadId;
-use spellcast_core::uploads::{pending_key, UploadError, MAX_UPLOAD_BYTES};
-use spellcast_core::App;
+use spellcast_application::auth::TokenError;
+use spellcast_application::uploading::UploadError;
+use spellcast_application::App;
+use spellcast_domain::ids::UploadId;
+use spellcast_domain::uploads::{pending_key, MAX_UPLOAD_BYTES};
 
 /// `POST /api/v1/uploads` `{"mime", "bytes"}` → 201 with where to PUT the bytes.
 pub async fn request(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> Handled {

@@ -8,20 +8,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
+use spellcast_application::auth::TokenKeys;
+use spellcast_application::ports::{
+    BlobHead, Blobs, BusError, EventBus, StoreError, StoreResult, SystemClock,
+};
+use spellcast_application::pricing::PriceBook;
+use spellcast_application::tools::Toolbox;
+use spellcast_application::{App, Config};
 use spellcast_aws::{
     sdk_config_from_environment, DynamoStore, EventBridgeBus, PollingSignal, S3Blobs, Timeouts,
     WebhookQueue,
 };
-use spellcast_core::auth::TokenKeys;
-use spellcast_core::catalog::Catalog;
-use spellcast_core::ids::RunId;
-use spellcast_core::ports::{
-    BlobHead, Blobs, BusError, EventBus, ExecutionStarted, StoreError, StoreResult, SystemClock,
-};
-use spellcast_core::run::{Run, RunEvent};
-use spellcast_core::stats::PriceBook;
-use spellcast_core::tools::Toolbox;
-use spellcast_core::{App, Config};
+use spellcast_domain::catalog::Catalog;
+use spellcast_domain::events::ExecutionStarted;
+use spellcast_domain::ids::RunId;
+use spellcast_domain::run::{Run, RunEvent};
 use tracing_subscriber::filter::LevelFilter;
 
 use crate::settings::Settings;
@@ -164,7 +165,7 @@ impl Start {
         config.welcome_pts = settings.welcome_pts;
         config.origin_secret = settings.origin_secret.clone();
         let oidc = settings.oidc.clone().map(|provider| {
-            Arc::new(spellcast_core::oidc::OidcVerifier::new(
+            Arc::new(spellcast_application::oidc::OidcVerifier::new(
                 provider,
                 Arc::new(spellcast_aws::HttpsJson::default()),
             ))
@@ -247,7 +248,7 @@ impl Blobs for NoBlobs {
         &self,
         _key: &str,
         _ttl: Duration,
-        _served: &spellcast_core::ports::Served,
+        _served: &spellcast_application::ports::Served,
     ) -> StoreResult<Option<String>> {
         no_blobs()
     }
@@ -262,7 +263,7 @@ impl Blobs for NoBlobs {
         _mime: &str,
         _bytes: u64,
         _ttl: Duration,
-    ) -> StoreResult<Option<spellcast_core::uploads::SignedPut>> {
+    ) -> StoreResult<Option<spellcast_domain::uploads::SignedPut>> {
         no_blobs()
     }
 

@@ -19,7 +19,7 @@ pub fn install() {
             .init()
         {
             Ok(collector) => {
-                spellcast_core::metrics::describe();
+                spellcast_application::metrics::describe();
                 Some(collector)
             }
             Err(e) => {

@@ -11,9 +11,9 @@ use lambda_http::aws_lambda_events::encodings::Body as EventBody;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use spellcast_core::ports::ExecutionStarted;
-use spellcast_core::runner::Execution;
-use spellcast_core::App;
+use spellcast_application::runner::Execution;
+use spellcast_application::App;
+use spellcast_domain::events::ExecutionStarted;
 use spellcast_http as api;
 
 use crate::emf;

@@ -10,7 +10,7 @@ use http::header::CONTENT_TYPE;
 use http_body::Frame;
 use http_body_util::StreamBody;
 use lambda_http::{service_fn, Error};
-use spellcast_core::App;
+use spellcast_application::App;
 use spellcast_http::{self as api, Body, Endpoint};
 
 use crate::emf;

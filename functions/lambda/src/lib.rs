@@ -18,6 +18,6 @@ pub use events::{run_delivery, scheduled, serve_runner, serve_stats};
 pub use http::{iam_caller, serve, serve_streaming};
 pub use lambda_http::Error;
 pub use settings::Settings;
-pub use spellcast_core::tools::Toolbox;
+pub use spellcast_application::tools::Toolbox;
 pub use spellcast_http as endpoints;
 pub use webhooks::{serve_webhooks, webhook_batch};

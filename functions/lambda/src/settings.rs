@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use spellcast_core::limits::{Limits, StreamCaps};
-use spellcast_core::tool_config::ToolsConfig;
-use spellcast_core::Config;
+use spellcast_application::limits::{Limits, StreamCaps};
+use spellcast_application::tool_config::ToolsConfig;
+use spellcast_application::Config;
 
 /// Everything a function reads from its environment.
 #[derive(Debug, Clone)]
@@ -42,7 +42,7 @@ pub struct Settings {
     pub webhook_secret: Option<Vec<u8>>,
     /// The OpenID provider whose tokens sign users in (`SPELLCAST_OIDC_ISSUER` and
     /// `SPELLCAST_OIDC_AUDIENCE`, its client id), if one is configured.
-    pub oidc: Option<spellcast_core::oidc::OidcSettings>,
+    pub oidc: Option<spellcast_application::oidc::OidcSettings>,
     /// Points granted once to each new user (`SPELLCAST_WELCOME_PTS`, default 0).
     pub welcome_pts: i64,
     /// How often an idle stream sends a heartbeat (`SPELLCAST_HEARTBEAT_MS`, default
@@ -128,9 +128,9 @@ impl Settings {
         .collect();
         let oidc = match (var("SPELLCAST_OIDC_ISSUER"), var("SPELLCAST_OIDC_AUDIENCE")) {
             (None, None) => None,
-            (Some(issuer), Some(audience)) => {
-                Some(spellcast_core::oidc::OidcSettings::new(&issuer, &audience)?)
-            }
+            (Some(issuer), Some(audience)) => Some(spellcast_application::oidc::OidcSettings::new(
+                &issuer, &audience,
+            )?),
             _ => {
                 return Err("SPELLCAST_OIDC_ISSUER and SPELLCAST_OIDC_AUDIENCE go together".into())
             }

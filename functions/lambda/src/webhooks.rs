@@ -9,11 +9,11 @@ use std::sync::Arc;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use spellcast_application::delivering::Next;
+use spellcast_application::ports::WebhookSender;
+use spellcast_application::App;
 use spellcast_aws::WebhookQueue;
-use spellcast_core::delivering::Next;
-use spellcast_core::ids::RunId;
-use spellcast_core::webhooks::WebhookSender;
-use spellcast_core::App;
+use spellcast_domain::ids::RunId;
 
 use crate::emf;
 
@@ -94,7 +94,7 @@ where
 /// message must be given again.
 async fn handle(
     app: &App,
-    delivering: &spellcast_core::delivering::Delivering<'_>,
+    delivering: &spellcast_application::delivering::Delivering<'_>,
     queue: &WebhookQueue,
     message: Message,
 ) -> Option<Value> {

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use spellcast_application::limits::Limiter;
+use spellcast_application::ports::{Blobs, BusError, EventBus, Store};
 use spellcast_aws::{load_sdk_config, DynamoStore, EventBridgeBus, S3Blobs, Timeouts};
-use spellcast_core::ids::RunId;
-use spellcast_core::limits::Limiter;
-use spellcast_core::ports::{Blobs, BusError, EventBus, ExecutionStarted, Store};
-use spellcast_core::run::{Run, RunEvent};
+use spellcast_domain::events::ExecutionStarted;
+use spellcast_domain::ids::RunId;
+use spellcast_domain::run::{Run, RunEvent};
 use spellcast_embedded::{DiskBlobs, LocalBus, MemoryLimiter, RedbStore};
 
 use crate::config::Args;

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use spellcast_core::limits::{Limit, Limits, StreamCaps};
-use spellcast_core::tool_config::ToolsConfig;
-use spellcast_core::Config;
+use spellcast_application::limits::{Limit, Limits, StreamCaps};
+use spellcast_application::tool_config::ToolsConfig;
+use spellcast_application::Config;
 
 /// Spellcast as one local process: API, page, runner and stats on an embedded store.
 #[derive(Debug, Parser)]
@@ -76,7 +76,7 @@ pub struct Args {
     #[arg(long, env = "SPELLCAST_OIDC_AUDIENCE", requires = "oidc_issuer")]
     pub oidc_audience: Option<String>,
     /// The least time between refetches of the provider's keys for an unknown `kid`, in seconds.
-    #[arg(long, default_value_t = spellcast_core::oidc::OidcSettings::REFETCH_AFTER_SECS)]
+    #[arg(long, default_value_t = spellcast_application::oidc::OidcSettings::REFETCH_AFTER_SECS)]
     pub oidc_refetch_secs: u64,
     /// Points granted once to each user on their first signed-in request (SPEC §9.2).
     #[arg(long, env = "SPELLCAST_WELCOME_PTS", default_value_t = 0)]
@@ -123,7 +123,7 @@ pub struct Args {
     #[arg(long, default_value_t = Config::REPUBLISH_AFTER_MS)]
     pub republish_after_ms: u64,
     /// How long an upload stays usable by a cast, in seconds; one no cast used is deleted then.
-    #[arg(long, default_value_t = spellcast_core::uploads::UNUSED_TTL_SECS as u64)]
+    #[arg(long, default_value_t = spellcast_domain::uploads::UNUSED_TTL_SECS as u64)]
     pub upload_ttl_secs: u64,
     /// How often spell prices are recomputed, in seconds.
     #[arg(long, default_value_t = 900)]
@@ -218,8 +218,8 @@ impl Args {
     /// The OpenID provider's verifier, when one is configured.
     pub fn oidc(
         &self,
-    ) -> Result<Option<std::sync::Arc<spellcast_core::oidc::OidcVerifier>>, String> {
-        use spellcast_core::oidc::{OidcSettings, OidcVerifier};
+    ) -> Result<Option<std::sync::Arc<spellcast_application::oidc::OidcVerifier>>, String> {
+        use spellcast_application::oidc::{OidcSettings, OidcVerifier};
         let (Some(issuer), Some(audience)) = (&self.oidc_issuer, &self.oidc_audience) else {
             return Ok(None);
         };

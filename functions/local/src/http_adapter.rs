@@ -16,7 +16,7 @@ use futures::{FutureExt, StreamExt};
 use http::{header, Method, Request};
 use http_body_util::{BodyExt, Either, Full, Limited, StreamBody};
 use hyper::body::{Body as _, Frame, Incoming};
-use spellcast_core::App;
+use spellcast_application::App;
 use spellcast_http as api;
 
 use crate::site::Site;

@@ -12,12 +12,12 @@ mod workers;
 use std::sync::Arc;
 
 use clap::Parser;
-use spellcast_core::auth::TokenKeys;
-use spellcast_core::catalog::Catalog;
-use spellcast_core::ports::SystemClock;
-use spellcast_core::stats::PriceBook;
-use spellcast_core::App;
+use spellcast_application::auth::TokenKeys;
+use spellcast_application::ports::SystemClock;
+use spellcast_application::pricing::PriceBook;
+use spellcast_application::App;
 use spellcast_deliveries::{Deliveries, Reach};
+use spellcast_domain::catalog::Catalog;
 use spellcast_embedded::{LocalBus, LocalSignal};
 
 use config::{Args, StoreKind};

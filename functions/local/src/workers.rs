@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use spellcast_core::app::MetricsRender;
-use spellcast_core::delivering::Next;
-use spellcast_core::ports::ExecutionStarted;
-use spellcast_core::webhooks::WebhookSender;
-use spellcast_core::{metrics, App};
+use spellcast_application::app::MetricsRender;
+use spellcast_application::delivering::Next;
+use spellcast_application::ports::WebhookSender;
+use spellcast_application::{metrics, App};
+use spellcast_domain::events::ExecutionStarted;
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 /// How many runs execute at once in this process.

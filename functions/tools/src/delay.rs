@@ -5,9 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use spellcast_core::tools::{
-    delay_seconds, str_param, Progress, Tool, ToolCall, ToolError, ToolKind, ToolResult,
-};
+use spellcast_application::tools::{Progress, Tool, ToolCall, ToolError, ToolResult};
+use spellcast_domain::tool_kinds::{delay_seconds, str_param, ToolKind};
 
 /// Waits `seconds` (0..=60) in `ticks` (1..=100) equal parts. Costs 1 point per started second.
 pub struct Delay;

@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 
-use spellcast_core::tools::{str_param, Progress, Tool, ToolCall, ToolError, ToolResult};
+use spellcast_application::tools::{Progress, Tool, ToolCall, ToolError, ToolResult};
+use spellcast_domain::tool_kinds::str_param;
 
 /// Fails every call.
 pub struct Fail;

@@ -5,8 +5,9 @@
 use async_trait::async_trait;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use spellcast_core::run::{FileBody, NewOutput, OutputKind};
-use spellcast_core::tools::{str_param, Progress, Tool, ToolCall, ToolError, ToolResult};
+use spellcast_application::tools::{Progress, Tool, ToolCall, ToolError, ToolResult};
+use spellcast_domain::run::{FileBody, NewOutput, OutputKind};
+use spellcast_domain::tool_kinds::str_param;
 
 /// The `file.show` tool.
 pub struct FileShow;
@@ -73,8 +74,8 @@ impl Tool for FileShow {
 mod tests {
     use super::*;
     use crate::testing::{Files, Recorded};
-    use spellcast_core::ports::Blobs;
-    use spellcast_core::uploads::RunUpload;
+    use spellcast_application::ports::Blobs;
+    use spellcast_domain::uploads::RunUpload;
 
     #[tokio::test]
     async fn the_file_is_shown_by_reference_with_its_facts() {

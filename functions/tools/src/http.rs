@@ -8,11 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use spellcast_core::references::STEPS;
 #[cfg(test)]
-use spellcast_core::tool_config::parse_endpoints;
-use spellcast_core::tool_config::{check_url, HttpEndpoint};
-use spellcast_core::tools::{str_param, Progress, Tool, ToolCall, ToolError, ToolKind, ToolResult};
+use spellcast_application::tool_config::parse_endpoints;
+use spellcast_application::tool_config::{check_url, HttpEndpoint};
+use spellcast_application::tools::{Progress, Tool, ToolCall, ToolError, ToolResult};
+use spellcast_domain::catalog::STEPS;
+use spellcast_domain::tool_kinds::{str_param, ToolKind};
 
 use crate::json_output;
 

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use spellcast_core::run::{NewOutput, OutputKind};
-use spellcast_core::tool_config::ToolsConfig;
-use spellcast_core::tools::{str_param, Tool, ToolCall, ToolError, ToolKind, Toolbox};
+use spellcast_application::tool_config::ToolsConfig;
+use spellcast_application::tools::{Tool, ToolCall, ToolError, Toolbox};
+use spellcast_domain::run::{NewOutput, OutputKind};
+use spellcast_domain::tool_kinds::{str_param, ToolKind};
 
 pub use http::HttpTool;
 pub use llm::{estimate_tokens, metered_cost, LlmTool};
@@ -124,8 +125,8 @@ fn json_output(call: &ToolCall<'_>, value: Value) -> Result<NewOutput, ToolError
 #[cfg(test)]
 pub(crate) mod testing {
     use async_trait::async_trait;
-    pub use spellcast_core::testing::MemoryBlobs as Files;
-    use spellcast_core::tools::Progress;
+    pub use spellcast_application::testing::MemoryBlobs as Files;
+    use spellcast_application::tools::Progress;
     use std::sync::Mutex;
 
     /// Records progress reports.
@@ -143,7 +144,7 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spellcast_core::catalog::Catalog;
+    use spellcast_domain::catalog::Catalog;
     use std::path::Path;
 
     #[test]

@@ -16,12 +16,11 @@ use serde_json::{json, Value};
 use sse_stream::SseByteStream;
 use tokio::time::Instant;
 
-use spellcast_core::deltas::Coalescer;
-use spellcast_core::run::{NewOutput, OutputKind};
-use spellcast_core::tool_config::{check_url, LlmEndpoint};
-use spellcast_core::tools::{
-    max_tokens, str_param, Progress, Tool, ToolCall, ToolError, ToolResult, Usage,
-};
+use spellcast_application::deltas::Coalescer;
+use spellcast_application::tool_config::{check_url, LlmEndpoint};
+use spellcast_application::tools::{Progress, Tool, ToolCall, ToolError, ToolResult};
+use spellcast_domain::run::{NewOutput, OutputKind};
+use spellcast_domain::tool_kinds::{max_tokens, str_param, Usage};
 
 use crate::{check_template, render_template, title};
 

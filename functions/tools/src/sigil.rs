@@ -4,8 +4,9 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use spellcast_core::run::{FileBody, NewOutput, OutputKind};
-use spellcast_core::tools::{str_param, Progress, Tool, ToolCall, ToolError, ToolResult};
+use spellcast_application::tools::{Progress, Tool, ToolCall, ToolError, ToolResult};
+use spellcast_domain::run::{FileBody, NewOutput, OutputKind};
+use spellcast_domain::tool_kinds::str_param;
 
 use crate::{check_template, render_template, title};
 

@@ -3,8 +3,9 @@
 use async_trait::async_trait;
 use serde_json::Value;
 
-use spellcast_core::run::{NewOutput, OutputKind};
-use spellcast_core::tools::{str_param, Progress, Tool, ToolCall, ToolError, ToolResult};
+use spellcast_application::tools::{Progress, Tool, ToolCall, ToolError, ToolResult};
+use spellcast_domain::run::{NewOutput, OutputKind};
+use spellcast_domain::tool_kinds::str_param;
 
 use crate::{check_template, json_output, render_template, title};
 

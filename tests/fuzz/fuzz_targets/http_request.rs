@@ -13,12 +13,12 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use spellcast_core::auth::TokenKeys;
-use spellcast_core::catalog::Catalog;
-use spellcast_core::limits::{Limit, Limits};
-use spellcast_core::ports::SystemClock;
-use spellcast_core::stats::PriceBook;
-use spellcast_core::{App, Config};
+use spellcast_application::auth::TokenKeys;
+use spellcast_application::limits::{Limit, Limits};
+use spellcast_application::ports::SystemClock;
+use spellcast_application::pricing::PriceBook;
+use spellcast_application::{App, Config};
+use spellcast_domain::catalog::Catalog;
 use spellcast_embedded::{DiskBlobs, LocalBus, LocalSignal, MemoryLimiter, RedbStore};
 
 struct World {

@@ -6,7 +6,7 @@
 
 use futures::StreamExt;
 use libfuzzer_sys::fuzz_target;
-use spellcast_core::run::{EventBody, RunEvent, StepStatus};
+use spellcast_domain::run::{EventBody, RunEvent, StepStatus};
 use sse_stream::SseStream;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::Client;
 use chrono::Utc;
 use serde_json::json;
+use spellcast_application::ports::Store;
 use spellcast_aws::DynamoStore;
-use spellcast_core::ids::{new_id, CreditTxId, InvoiceId, RunId, Slug};
-use spellcast_core::invoice::{InvoiceRecord, InvoiceState, IssueOutcome};
-use spellcast_core::ledger::{LedgerEntry, LedgerKind, PTS};
-use spellcast_core::ports::{CastOutcome, NewCast, Store};
-use spellcast_core::run::{Run, RunStatus, StepState};
+use spellcast_domain::cast::{CastOutcome, NewCast};
+use spellcast_domain::ids::{new_id, CreditTxId, InvoiceId, RunId, Slug};
+use spellcast_domain::invoice::{InvoiceRecord, InvoiceState, IssueOutcome};
+use spellcast_domain::ledger::{LedgerEntry, LedgerKind, PTS};
+use spellcast_domain::run::{Run, RunStatus, StepState};
 
 /// How long the test tables keep events and idempotency keys.
 pub const RETENTION_DAYS: i64 = 7;

@@ -1,0 +1,121 @@
+//! Recovery: nothing paid for is ever lost. A queued run whose start event went missing is
+//! published again; a run stuck past its deadline (its runner died) is failed and refunded once.
+
+use crate::ports::{Clock, StoreResult};
+use crate::runner::RunLog;
+use spellcast_domain::catalog::Catalog;
+use spellcast_domain::events::ExecutionStarted;
+use spellcast_domain::ids::RunId;
+use spellcast_domain::run::{RunChange, RunError, RunStatus};
+
+/// What recovery needs: the spells (for their timeouts), where changes go, and the time.
+pub struct Recovery<'a> {
+    /// The spells.
+    pub catalog: &'a Catalog,
+    /// Where changes go (its bus also takes republished start events).
+    pub log: RunLog<'a>,
+    /// The time.
+    pub clock: &'a dyn Clock,
+    /// After this, a queued run's start event counts as lost.
+    pub republish_after: chrono::Duration,
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    /// Runs whose start event was published again.
+    pub republished: Vec<RunId>,
+    /// Runs failed and refunded for being stuck.
+    pub timed_out: Vec<RunId>,
+    /// Webhook deliveries announced again (their `webhook-id`s).
+    pub redelivered: Vec<String>,
+}
+
+/// Most stale deliveries one sweep announces again (the rest wait for the next sweep).
+const STALE_DELIVERIES: usize = 500;
+
+impl Recovery<'_> {
+    /// Looks at every unfinished run once.
+    pub async fn sweep(&self) -> StoreResult<Sweep> {
+        let now = self.clock.now();
+        let mut report = Sweep::default();
+        for run in self.log.store.unfinished_runs().await? {
+            let timeout = self
+                .catalog
+                .get(&run.slug)
+                .map(|s| s.timeout())
+                .unwrap_or_else(|| chrono::Duration::minutes(15));
+            let stuck = match run.status {
+                RunStatus::Running | RunStatus::Canceling => {
+                    run.deadline_at.is_some_and(|d| d < now)
+                }
+                // A run that never started within a whole timeout after several republications is
+                // refunded rather than left waiting for ever.
+                RunStatus::Queued => run.created_at + timeout + self.republish_after < now,
+                _ => false,
+            };
+            if stuck && run.status == RunStatus::Canceling {
+                // Its owner asked for a cancel and its runner died: it ends canceled, refunded
+                // by the cancel rule, as if the runner had stopped it.
+                if self
+                    .log
+                    .advance(&run.run_id, RunChange::Stop { at: now })
+                    .await?
+                    .is_some()
+                {
+                    tracing::warn!(run_id = %run.run_id, "stuck canceling run stopped");
+                    report.timed_out.push(run.run_id);
+                }
+            } else if stuck {
+                let change = RunChange::Fail {
+                    at: now,
+                    error: RunError {
+                        code: "timed_out".into(),
+                        message: "The run did not finish in time and was refunded".into(),
+                        step_id: run
+                            .steps
+                            .iter()
+                            .find(|s| s.status == spellcast_domain::run::StepStatus::Running)
+                            .map(|s| s.id.clone()),
+                    },
+                };
+                if self.log.advance(&run.run_id, change).await?.is_some() {
+                    tracing::warn!(run_id = %run.run_id, "stuck run failed and refunded");
+                    report.timed_out.push(run.run_id);
+                }
+            } else if run.status == RunStatus::Queued && run.created_at + self.republish_after < now
+            {
+                let event = ExecutionStarted {
+                    run_id: run.run_id.clone(),
+                    slug: run.slug.clone(),
+                };
+                match self.log.bus.execution_started(event).await {
+                    Ok(()) => {
+                        tracing::warn!(run_id = %run.run_id, "queued run published again");
+                        report.republished.push(run.run_id);
+                    }
+                    Err(e) => tracing::warn!(run_id = %run.run_id, error = %e, "republish failed"),
+                }
+            }
+        }
+        // A delivery still pending well after it was due lost its announcement (or its queue
+        // message): announce it again. At least once — a receiver may see it twice.
+        let stale = now - self.republish_after;
+        for delivery in self
+            .log
+            .store
+            .due_deliveries(stale, STALE_DELIVERIES)
+            .await?
+        {
+            let (run_id, id) = (&delivery.run_id, &delivery.webhook_id);
+            match self.log.bus.webhook_due(run_id, id).await {
+                Ok(()) => {
+                    tracing::warn!(%run_id, webhook_id = id, "webhook delivery announced again");
+                    report.redelivered.push(delivery.webhook_id);
+                }
+                Err(e) => tracing::warn!(%run_id, error = %e, "webhook announcement failed"),
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,494 @@
+//! The runner: executes a queued run step by step, appending an event for every change. It is
+//! idempotent under duplicate delivery: only the delivery that moves the run from queued to
+//! running executes anything.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use crate::ports::{Blobs, Clock, EventBus, RunSignal, Store, StoreResult};
+use crate::tools::{Progress, ToolCall, Toolbox};
+use spellcast_domain::catalog::Catalog;
+use spellcast_domain::ids::RunId;
+use spellcast_domain::prices::cost_key;
+use spellcast_domain::run::{
+    FileBody, Metered, NewOutput, OutputKind, Run, RunChange, RunError, RunEvent, RunStatus,
+    StepStatus,
+};
+
+/// What a delivery of `executionStarted` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Execution {
+    /// This delivery ran the spell; the run ended with this status.
+    Ran(spellcast_domain::run::RunStatus),
+    /// The run was not queued (a duplicate delivery, or already swept): nothing was done.
+    Skipped,
+}
+
+/// Where run changes go: the store (the truth), the signal (wakes this process's streams) and
+/// the bus (other consumers). Shared by the runner and recovery.
+#[derive(Clone, Copy)]
+pub struct RunLog<'a> {
+    /// Runs and their events.
+    pub store: &'a dyn Store,
+    /// Wakes streams.
+    pub signal: &'a dyn RunSignal,
+    /// Announces run events.
+    pub bus: &'a dyn EventBus,
+}
+
+impl RunLog<'_> {
+    /// Applies a change through the store, then announces its event (if it made one) and records
+    /// metrics. `None` when the run refused the change (it moved on without us).
+    pub async fn advance(
+        &self,
+        run_id: &RunId,
+        change: RunChange,
+    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
+        let Some((run, event)) = self.store.advance_run(run_id, change).await? else {
+            return Ok(None);
+        };
+        let Some(event) = event else {
+            return Ok(Some((run, None)));
+        };
+        self.signal.notify(run_id, &event);
+        crate::metrics::record(&run.slug, &event.body, run.duration_ms());
+        if let Err(e) = self.bus.run_event(&run, &event).await {
+            // The store holds the truth and streams read it; the bus copy is for other consumers.
+            tracing::warn!(error = %e, seq = event.seq, "run event not announced");
+        }
+        if let Some(webhook_id) = run.delivery_id(&event) {
+            // Stored with the event; a lost announcement is found again by the sweep.
+            if let Err(e) = self.bus.webhook_due(run_id, &webhook_id).await {
+                tracing::warn!(error = %e, webhook_id, "webhook delivery not announced");
+            }
+        }
+        Ok(Some((run, Some(event))))
+    }
+}
+
+/// How often a step in progress looks whether its run was canceled (one strongly consistent
+/// read of the run each time): how long a cancel may wait for a tool that is waiting.
+pub const CANCEL_POLL: Duration = Duration::from_millis(500);
+
+/// What executing a run needs: the spells, the tools, where changes go, and the time.
+pub struct Runner<'a> {
+    /// The spells.
+    pub catalog: &'a Catalog,
+    /// The tools their steps call.
+    pub tools: &'a Toolbox,
+    /// Where large outputs go.
+    pub blobs: &'a dyn Blobs,
+    /// Where changes go.
+    pub log: RunLog<'a>,
+    /// The time.
+    pub clock: &'a dyn Clock,
+}
+
+/// Reports a tool's progress as `stepUpdate` events, skipping reports that change nothing.
+struct StepProgress<'a> {
+    log: RunLog<'a>,
+    run_id: &'a RunId,
+    index: usize,
+    last: Mutex<f64>,
+    clock: &'a dyn Clock,
+}
+
+#[async_trait]
+impl Progress for StepProgress<'_> {
+    async fn report(&self, fraction: f64, message: Option<String>) {
+        let fraction = fraction.clamp(0.0, 1.0);
+        {
+            let Ok(mut last) = self.last.lock() else {
+                return;
+            };
+            if fraction <= *last && message.is_none() {
+                return;
+            }
+            *last = fraction;
+        }
+        let change = RunChange::Step {
+            index: self.index,
+            status: StepStatus::Running,
+            progress: fraction,
+            message,
+            at: self.clock.now(),
+            outputs: vec![],
+            metered: None,
+            attempt: None,
+        };
+        if let Err(e) = self.log.advance(self.run_id, change).await {
+            tracing::warn!(error = %e, "progress not recorded");
+        }
+    }
+
+    async fn append(&self, text: String, progress: f64) {
+        let change = RunChange::Delta {
+            index: self.index,
+            text,
+            progress: progress.clamp(0.0, 1.0),
+        };
+        if let Err(e) = self.log.advance(self.run_id, change).await {
+            tracing::warn!(error = %e, "answer text not recorded");
+        }
+    }
+}
+
+/// The wait before attempt `attempt + 1`: `first` seconds doubled per attempt, with jitter
+/// (between half and all of it), so retries of many runs do not arrive together.
+fn backoff(first: f64, attempt: u32) -> Duration {
+    let full = first * f64::from(1u32 << attempt.saturating_sub(1).min(16));
+    let jitter = 0.5 + rand::random::<f64>() * 0.5;
+    Duration::from_secs_f64((full * jitter).min(3600.0))
+}
+
+impl Runner<'_> {
+    /// Executes run `run_id` if it is still queued.
+    pub async fn execute(&self, run_id: &RunId) -> StoreResult<Execution> {
+        let span = tracing::info_span!("run", run_id = %run_id);
+        self.execute_inner(run_id).instrument(span).await
+    }
+
+    async fn execute_inner(&self, run_id: &RunId) -> StoreResult<Execution> {
+        let Some(run) = self.log.store.run(run_id).await? else {
+            tracing::warn!("execution asked for an unknown run");
+            return Ok(Execution::Skipped);
+        };
+        let fail = |code: &str, message: String, step_id: Option<String>| RunChange::Fail {
+            at: self.clock.now(),
+            error: RunError {
+                code: code.to_owned(),
+                message,
+                step_id,
+            },
+        };
+        let Some(spell) = self.catalog.get(&run.slug) else {
+            let change = fail(
+                "internal",
+                format!("spell `{}` is no longer in the catalog", run.slug),
+                None,
+            );
+            return Ok(match self.log.advance(run_id, change).await? {
+                Some((run, _)) => Execution::Ran(run.status),
+                None => Execution::Skipped,
+            });
+        };
+        let now = self.clock.now();
+        let deadline = now + spell.timeout();
+        let Some((run, _)) = self
+            .log
+            .advance(run_id, RunChange::Start { at: now, deadline })
+            .await?
+        else {
+            tracing::info!("run is not queued any more; duplicate delivery skipped");
+            return Ok(Execution::Skipped);
+        };
+        tracing::info!(slug = %run.slug, steps = run.steps.len(), "run started");
+        // The cast kept the run's uploads unless it was cut short; make sure (harmless twice).
+        if let Err(e) = crate::uploading::keep(self.blobs, &run.uploads).await {
+            tracing::warn!(error = %e, "uploads not kept");
+        }
+
+        let mut status = run.status;
+        for (index, step) in spell.def.steps.iter().enumerate() {
+            // Between steps: a safe point to stop at.
+            if status == RunStatus::Canceling {
+                return self.stop(run_id).await;
+            }
+            let Some(tool) = self.tools.get(&step.tool) else {
+                let change = fail(
+                    "internal",
+                    format!("tool `{}` is missing", step.tool),
+                    Some(step.id.clone()),
+                );
+                self.log.advance(run_id, change).await?;
+                return Ok(Execution::Ran(spellcast_domain::run::RunStatus::Failed));
+            };
+            let retry = step.retry();
+            // Points consumed by attempts that failed on the way (a cut stream's tokens).
+            let mut spent = 0i64;
+            let mut attempt = 1u32;
+            let outcome = loop {
+                let started = RunChange::Step {
+                    index,
+                    status: StepStatus::Running,
+                    progress: 0.0,
+                    message: None,
+                    outputs: vec![],
+                    at: self.clock.now(),
+                    metered: None,
+                    attempt: Some(attempt),
+                };
+                let run = match self.log.advance(run_id, started).await? {
+                    None => return Ok(Execution::Skipped),
+                    Some((run, _)) if run.status == RunStatus::Canceling => {
+                        return self.stop(run_id).await
+                    }
+                    Some((run, _)) => run,
+                };
+                let progress = StepProgress {
+                    log: self.log,
+                    run_id,
+                    index,
+                    last: Mutex::new(0.0),
+                    clock: self.clock,
+                };
+                // The references are read from the run as stored (SPEC §7.1).
+                let files = self.stored_texts(&run, index).await?;
+                let context = spellcast_domain::references::scope(&run, index, &files);
+                let call = ToolCall {
+                    params: &step.with,
+                    context: &context,
+                    run_id,
+                    uploads: &run.uploads,
+                    blobs: self.blobs,
+                };
+                let left = (deadline - self.clock.now()).to_std().unwrap_or_default();
+                // Inside the step: a tool that waits (a delay, a slow HTTP call, a model's
+                // stream) is dropped when the run is canceled, and the step does not count as
+                // done.
+                let result = tokio::select! {
+                    result = tokio::time::timeout(left, tool.call(call, &progress)) => result,
+                    () = self.canceled(run_id) => return self.stop(run_id).await,
+                };
+                match result {
+                    Ok(Ok(result)) => break Ok(result),
+                    Ok(Err(e)) if e.is_transient() && attempt < retry.attempts => {
+                        spent += e.cost_pts();
+                        let wait = backoff(retry.backoff_secs, attempt);
+                        let due =
+                            self.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                        if due >= deadline {
+                            break Err(e);
+                        }
+                        tracing::info!(step = %step.id, attempt, error = %e, ?wait, "attempt failed; trying again");
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = self.canceled(run_id) => return self.stop(run_id).await,
+                        }
+                        attempt += 1;
+                    }
+                    Ok(Err(e)) => {
+                        spent += e.cost_pts();
+                        break Err(e);
+                    }
+                    Err(_) => {
+                        let change = fail(
+                            "timed_out",
+                            "The step did not finish before the run's deadline".to_owned(),
+                            Some(step.id.clone()),
+                        );
+                        self.log.advance(run_id, change).await?;
+                        return Ok(Execution::Ran(RunStatus::Failed));
+                    }
+                }
+            };
+            let change = match outcome {
+                Ok(result) => {
+                    let cost_pts = spent.saturating_add(result.cost_pts);
+                    self.log
+                        .store
+                        .record_tool_cost(&cost_key(&spell, step), cost_pts)
+                        .await?;
+                    RunChange::Step {
+                        index,
+                        status: StepStatus::Succeeded,
+                        progress: 1.0,
+                        message: None,
+                        outputs: offload(self.blobs, run_id, result.outputs).await?,
+                        at: self.clock.now(),
+                        metered: Some(Metered {
+                            cost_pts,
+                            usage_estimated: result.usage.is_some_and(|u| u.estimated),
+                            usage: result.usage,
+                        }),
+                        attempt: None,
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(step = %step.id, error = %e, attempt, "step failed");
+                    // The error names its step by `stepId`: whoever shows it names the step
+                    // once (the page: "failed at “Strike the spark”: The spark fizzled…").
+                    fail("step_failed", e.to_string(), Some(step.id.clone()))
+                }
+            };
+            let failed = matches!(change, RunChange::Fail { .. });
+            match self.log.advance(run_id, change).await? {
+                None => return Ok(Execution::Skipped),
+                Some((run, _)) if failed => return Ok(Execution::Ran(run.status)),
+                Some((run, _)) => status = run.status,
+            }
+        }
+        // Every step succeeded: the run is done, even if a cancel came after its last step began.
+        let finished = self
+            .log
+            .advance(
+                run_id,
+                RunChange::Finish {
+                    at: self.clock.now(),
+                },
+            )
+            .await?;
+        Ok(match finished {
+            Some((run, _)) => {
+                tracing::info!(duration_ms = run.duration_ms(), "run succeeded");
+                Execution::Ran(run.status)
+            }
+            None => Execution::Skipped,
+        })
+    }
+
+    /// The texts earlier steps made that were stored as files (too long to travel with the
+    /// run), for their references.
+    async fn stored_texts(
+        &self,
+        run: &Run,
+        index: usize,
+    ) -> StoreResult<std::collections::BTreeMap<usize, String>> {
+        let mut texts = std::collections::BTreeMap::new();
+        for n in spellcast_domain::references::texts_to_read(run, index) {
+            let bytes = match self.log.store.output_file(&run.run_id, n).await? {
+                Some(file) => match file.body {
+                    FileBody::Inline(bytes) => Some(bytes),
+                    FileBody::Blob(key) => self.blobs.get(&key).await?,
+                },
+                None => None,
+            };
+            if let Some(bytes) = bytes {
+                texts.insert(n, String::from_utf8_lossy(&bytes).into_owned());
+            }
+        }
+        Ok(texts)
+    }
+
+    /// Ends a canceling run at a safe point, refunded by the cancel rule.
+    async fn stop(&self, run_id: &RunId) -> StoreResult<Execution> {
+        let stop = RunChange::Stop {
+            at: self.clock.now(),
+        };
+        Ok(match self.log.advance(run_id, stop).await? {
+            Some((run, _)) => {
+                tracing::info!(refunded_pts = run.refunded_pts, "run canceled");
+                Execution::Ran(run.status)
+            }
+            // The sweeper ended it first.
+            None => Execution::Skipped,
+        })
+    }
+
+    /// Returns once run `run_id` is canceling (looked at every [`CANCEL_POLL`]; a failed read
+    /// is looked at again next time).
+    async fn canceled(&self, run_id: &RunId) {
+        loop {
+            tokio::time::sleep(CANCEL_POLL).await;
+            match self.log.store.run(run_id).await {
+                Ok(Some(run)) if run.status == RunStatus::Canceling => return,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not look for a cancel"),
+            }
+        }
+    }
+}
+
+/// Files over this many bytes go to the blob store; smaller ones stay beside the run (a DynamoDB
+/// item holds at most 400 KB).
+pub const INLINE_FILE_MAX: usize = 256 * 1024;
+/// Inline values (text, JSON) whose JSON is over this many bytes become files: they would be
+/// copied into the run, its step event and its final event.
+pub const INLINE_VALUE_MAX: usize = 16 * 1024;
+
+/// Moves what is too large to travel with the run into the blob store: big files, and big inline
+/// values (which become files: text as `text/plain`, JSON as `application/json`). The key is the
+/// run and the content's hash, so a repeated delivery writes the same object.
+pub async fn offload(
+    blobs: &dyn Blobs,
+    run_id: &RunId,
+    outputs: Vec<NewOutput>,
+) -> StoreResult<Vec<NewOutput>> {
+    let mut kept = Vec::with_capacity(outputs.len());
+    for mut out in outputs {
+        if out.file.is_none() {
+            let large = out.value.as_ref().and_then(|value| {
+                let (bytes, mime) = match value {
+                    Value::String(text) => (text.clone().into_bytes(), "text/plain; charset=utf-8"),
+                    other => (other.to_string().into_bytes(), "application/json"),
+                };
+                (bytes.len() > INLINE_VALUE_MAX).then_some((bytes, mime))
+            });
+            if let Some((bytes, mime)) = large {
+                out.kind = OutputKind::File;
+                out.mime = mime.to_owned();
+                out.value = None;
+                out.file = Some(FileBody::Inline(bytes));
+            }
+        }
+        if let Some(FileBody::Inline(bytes)) = out.file.take_if(|f| match f {
+            FileBody::Inline(bytes) => bytes.len() > INLINE_FILE_MAX,
+            FileBody::Blob(_) => false,
+        }) {
+            let key = format!("runs/{run_id}/{}", hex::encode(Sha256::digest(&bytes)));
+            blobs.put(&key, &out.mime, bytes).await?;
+            out.file = Some(FileBody::Blob(key));
+        }
+        kept.push(out);
+    }
+    Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(kind: OutputKind, value: Option<Value>, file: Option<Vec<u8>>) -> NewOutput {
+        NewOutput {
+            kind,
+            mime: "application/octet-stream".into(),
+            title: Some("t".into()),
+            value,
+            file: file.map(FileBody::Inline),
+        }
+    }
+
+    #[tokio::test]
+    async fn what_is_too_large_to_travel_with_the_run_goes_to_the_blob_store() {
+        let blobs = crate::testing::MemoryBlobs::default();
+        let run: RunId = "run_1".into();
+        let big_file = vec![7u8; INLINE_FILE_MAX + 1];
+        let small_file = vec![1u8; INLINE_FILE_MAX];
+        let big_text = "x".repeat(INLINE_VALUE_MAX + 1);
+        let outputs = vec![
+            output(OutputKind::File, None, Some(big_file.clone())),
+            output(OutputKind::Image, None, Some(small_file.clone())),
+            output(
+                OutputKind::Text,
+                Some(Value::String(big_text.clone())),
+                None,
+            ),
+            output(OutputKind::Json, Some(serde_json::json!({"n": 1})), None),
+        ];
+        let kept = offload(&blobs, &run, outputs.clone()).await.unwrap();
+
+        let Some(FileBody::Blob(key)) = &kept[0].file else {
+            panic!("a large file is a reference: {:?}", kept[0].file)
+        };
+        assert!(key.starts_with("runs/run_1/") && key.len() == "runs/run_1/".len() + 64);
+        assert_eq!(blobs.get(key).await.unwrap(), Some(big_file));
+        assert_eq!(kept[1], outputs[1], "a file at the limit stays inline");
+        // A large text becomes a file, kept beside the run while under the file limit.
+        assert_eq!(kept[2].kind, OutputKind::File);
+        assert_eq!(kept[2].mime, "text/plain; charset=utf-8");
+        assert_eq!(kept[2].value, None);
+        assert_eq!(kept[2].file, Some(FileBody::Inline(big_text.into_bytes())));
+        assert_eq!(kept[3], outputs[3], "a small value stays inline");
+        assert_eq!(blobs.len(), 1);
+
+        // A repeated delivery writes the same key.
+        let again = offload(&blobs, &run, outputs).await.unwrap();
+        assert_eq!(again, kept);
+        assert_eq!(blobs.len(), 1);
+    }
+}
