@@ -131,6 +131,11 @@ def deployment(aws, tmp_path_factory):
     aws["events"].put_rule(Name=name + "-hooks", EventBusName=name,
                            EventPattern=json.dumps({"source": ["spellcast"], "detail-type": ["webhookDue"]}))
     aws["events"].put_targets(Rule=name + "-hooks", EventBusName=name, Targets=[{"Id": "hooks", "Arn": hooks_arn}])
+    # Everything published on the bus, to check that nothing goes out that no rule consumes.
+    audit = aws["sqs"].create_queue(QueueName=name + "-audit")["QueueUrl"]
+    audit_arn = aws["sqs"].get_queue_attributes(QueueUrl=audit, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    aws["events"].put_rule(Name=name + "-audit", EventBusName=name, EventPattern=json.dumps({"source": ["spellcast"]}))
+    aws["events"].put_targets(Rule=name + "-audit", EventBusName=name, Targets=[{"Id": "audit", "Arn": audit_arn}])
     # A real OpenID provider the functions verify users' tokens against (tests/oidc).
     provider = Provider(tmp_path_factory.mktemp("oidc"), free_port(), [make_key("ec", "ec-1")],
                         ["http://127.0.0.1:9/me"], OUT / "lambda-oidc-provider.log")
@@ -162,6 +167,7 @@ def deployment(aws, tmp_path_factory):
     emulator = Emulator(env, headers={"x-spellcast-origin": origin})
     try:
         yield {"local": local, "emulator": emulator, "queue": queue, "name": name, "hooks": hooks, "ca": ca,
+               "audit": audit,
                "provider": provider}
     finally:
         provider.stop()
@@ -712,3 +718,29 @@ def test_a_run_shared_through_the_cancel_function_unfurls_through_the_og_functio
     assert emulator.http.get(emulator.url_of("runs", f"/api/v1/shares/{share['shareId']}")).status_code == 404
     assert emulator.http.get(emulator.url_of("og", f"{share['url']}/og")).status_code == 404
     assert emulator.http.get(emulator.url_of("og", f"{share['url']}/og.png")).status_code == 404
+
+
+def test_only_events_a_rule_consumes_are_published(deployment, aws):
+    """A run's progress is read from the store by its streams: on the bus go only the events the
+    template routes somewhere (`executionStarted` to the runner, `webhookDue` to the webhooks
+    queue), each one a paid PutEvents entry."""
+    import re
+    routed = set(re.findall(r"detail-type: \[(\w+)\]", (ROOT / "infra" / "template.yaml").read_text()))
+    assert routed == {"executionStarted", "webhookDue"}, routed
+    emulator, local = deployment["emulator"], deployment["local"]
+    _, token = funded_user(local)
+    auth = {"authorization": f"Bearer {token}"}
+    _, cast = quote_and_cast(emulator, auth, "hello-sigil", {"name": "Audit"})
+    event = receive_execution(aws, deployment["queue"], cast["runId"])
+    ran = emulator.invoke("runner", event)
+    assert ran.status_code == 200 and ran.json()["status"] == "succeeded", ran.text
+    published = []
+    while True:
+        got = aws["sqs"].receive_message(QueueUrl=deployment["audit"], MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        if not got.get("Messages"):
+            break
+        for m in got["Messages"]:
+            aws["sqs"].delete_message(QueueUrl=deployment["audit"], ReceiptHandle=m["ReceiptHandle"])
+            published.append(json.loads(m["Body"])["detail-type"])
+    assert "executionStarted" in published, published
+    assert set(published) <= routed, f"published with no rule to consume them: {set(published) - routed}"

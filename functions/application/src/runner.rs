@@ -29,15 +29,17 @@ pub enum Execution {
     Skipped,
 }
 
-/// Where run changes go: the store (the truth), the signal (wakes this process's streams) and
-/// the bus (other consumers). Shared by the runner and recovery.
+/// Where run changes go: the store (the truth), the signal (wakes this process's streams) and,
+/// for an event that calls for a webhook delivery, the bus (the delivery worker). Run events
+/// themselves are not published: streams read the store, and nothing else consumes them.
+/// Shared by the runner and recovery.
 #[derive(Clone, Copy)]
 pub struct RunLog<'a> {
     /// Runs and their events.
     pub store: &'a dyn Store,
     /// Wakes streams.
     pub signal: &'a dyn RunSignal,
-    /// Announces run events.
+    /// Announces due webhook deliveries.
     pub bus: &'a dyn EventBus,
 }
 
@@ -57,10 +59,6 @@ impl RunLog<'_> {
         };
         self.signal.notify(run_id, &event);
         crate::metrics::record(&run.slug, &event.body, run.duration_ms());
-        if let Err(e) = self.bus.run_event(&run, &event).await {
-            // The store holds the truth and streams read it; the bus copy is for other consumers.
-            tracing::warn!(error = %e, seq = event.seq, "run event not announced");
-        }
         if let Some(webhook_id) = run.delivery_id(&event) {
             // Stored with the event; a lost announcement is found again by the sweep.
             if let Err(e) = self.bus.webhook_due(run_id, &webhook_id).await {

@@ -11,7 +11,6 @@ use aws_sdk_eventbridge::Client;
 use spellcast_application::ports::{BusError, EventBus};
 use spellcast_domain::events::ExecutionStarted;
 use spellcast_domain::ids::RunId;
-use spellcast_domain::run::{Run, RunEvent};
 
 /// The `source` of every Spellcast event (rules match on it).
 pub const SOURCE: &str = "spellcast";
@@ -149,26 +148,6 @@ impl EventBus for EventBridgeBus {
         self.put_all(vec![Entry {
             detail_type: "executionStarted".into(),
             detail,
-        }])
-        .await
-    }
-
-    async fn run_event(&self, run: &Run, event: &RunEvent) -> Result<(), BusError> {
-        let kind = event.body.kind();
-        if kind == "executionStarted" {
-            // The runner's own start is already known: `executionStarted` on the bus means
-            // "please execute", and must not trigger a second delivery.
-            return Ok(());
-        }
-        let detail = serde_json::json!({
-            "runId": run.run_id,
-            "slug": run.slug,
-            "seq": event.seq,
-            "data": serde_json::from_str::<serde_json::Value>(&event.body.data_json()).unwrap_or_default(),
-        });
-        self.put_all(vec![Entry {
-            detail_type: kind.into(),
-            detail: detail.to_string(),
         }])
         .await
     }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use spellcast_application::ports::{BusError, EventBus, RunSignal, RunWatcher};
 use spellcast_domain::events::ExecutionStarted;
 use spellcast_domain::ids::RunId;
-use spellcast_domain::run::{Run, RunEvent};
+use spellcast_domain::run::RunEvent;
 use tokio::sync::{mpsc, watch, Notify};
 
 /// Sends `executionStarted` to the runner of this process, and wakes its webhook worker.
@@ -39,12 +39,6 @@ impl EventBus for LocalBus {
         self.runner
             .send(event)
             .map_err(|_| BusError("no runner is listening".into()))
-    }
-
-    async fn run_event(&self, _run: &Run, event: &RunEvent) -> Result<(), BusError> {
-        // Streams read the store and are woken by the signal; nothing else listens locally.
-        tracing::debug!(seq = event.seq, kind = event.body.kind(), "run event");
-        Ok(())
     }
 
     async fn webhook_due(&self, _run_id: &RunId, _webhook_id: &str) -> Result<(), BusError> {

@@ -22,7 +22,6 @@ use spellcast_aws::{
 use spellcast_domain::catalog::Catalog;
 use spellcast_domain::events::ExecutionStarted;
 use spellcast_domain::ids::RunId;
-use spellcast_domain::run::{Run, RunEvent};
 use tracing_subscriber::filter::LevelFilter;
 
 use crate::settings::Settings;
@@ -213,10 +212,6 @@ pub struct NoEvents;
 #[async_trait]
 impl EventBus for NoEvents {
     async fn execution_started(&self, _event: ExecutionStarted) -> Result<(), BusError> {
-        Err(BusError("this function publishes no events".into()))
-    }
-
-    async fn run_event(&self, _run: &Run, _event: &RunEvent) -> Result<(), BusError> {
         Err(BusError("this function publishes no events".into()))
     }
 

@@ -9,7 +9,6 @@ use spellcast_application::ports::{Blobs, BusError, EventBus, Store};
 use spellcast_aws::{load_sdk_config, DynamoStore, EventBridgeBus, S3Blobs, Timeouts};
 use spellcast_domain::events::ExecutionStarted;
 use spellcast_domain::ids::RunId;
-use spellcast_domain::run::{Run, RunEvent};
 use spellcast_embedded::{DiskBlobs, LocalBus, MemoryLimiter, RedbStore};
 
 use crate::config::Args;
@@ -160,10 +159,6 @@ impl EventBus for Both {
     async fn execution_started(&self, event: ExecutionStarted) -> Result<(), BusError> {
         self.remote.execution_started(event.clone()).await?;
         self.local.execution_started(event).await
-    }
-
-    async fn run_event(&self, run: &Run, event: &RunEvent) -> Result<(), BusError> {
-        self.remote.run_event(run, event).await
     }
 
     async fn webhook_due(&self, run_id: &RunId, webhook_id: &str) -> Result<(), BusError> {

@@ -4,7 +4,6 @@ use async_trait::async_trait;
 
 use spellcast_domain::events::ExecutionStarted;
 use spellcast_domain::ids::RunId;
-use spellcast_domain::run::{Run, RunEvent};
 
 /// A bus failure (the event may not have been delivered).
 #[derive(Debug, thiserror::Error)]
@@ -16,8 +15,6 @@ pub struct BusError(pub String);
 pub trait EventBus: Send + Sync {
     /// Asks for a run to be executed.
     async fn execution_started(&self, event: ExecutionStarted) -> Result<(), BusError>;
-    /// Announces a run event to whoever listens (best effort: the store holds the truth).
-    async fn run_event(&self, run: &Run, event: &RunEvent) -> Result<(), BusError>;
     /// Asks for a stored webhook delivery to be attempted (best effort: a pending delivery
     /// stays in the store, where the sweep finds it again).
     async fn webhook_due(&self, run_id: &RunId, webhook_id: &str) -> Result<(), BusError>;
