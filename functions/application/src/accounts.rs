@@ -17,13 +17,15 @@ pub struct LedgerPage {
 /// What reading balances and ledgers needs: the store.
 pub struct Accounts<'a> {
     /// Balances and ledger entries.
-    pub store: &'a dyn crate::ports::Store,
+    pub ledger: &'a dyn crate::ports::LedgerStore,
+    /// Webhook signing secrets.
+    pub secrets: &'a dyn crate::ports::DeliveryStore,
 }
 
 impl Accounts<'_> {
     /// The user's balance in points (0 for a stranger).
     pub async fn balance(&self, user: &UserId) -> crate::ports::StoreResult<i64> {
-        self.store.balance(user).await
+        self.ledger.balance(user).await
     }
 
     /// The user's webhook signing secret, made on first use.
@@ -31,11 +33,11 @@ impl Accounts<'_> {
         &self,
         user: &UserId,
     ) -> crate::ports::StoreResult<spellcast_domain::webhooks::WebhookSecret> {
-        match self.store.webhook_secret(user).await? {
+        match self.secrets.webhook_secret(user).await? {
             Some(secret) => Ok(secret),
             None => {
                 let fresh = spellcast_domain::webhooks::WebhookSecret::generate();
-                self.store.put_webhook_secret(user, fresh, false).await
+                self.secrets.put_webhook_secret(user, fresh, false).await
             }
         }
     }
@@ -46,7 +48,7 @@ impl Accounts<'_> {
         user: &UserId,
     ) -> crate::ports::StoreResult<spellcast_domain::webhooks::WebhookSecret> {
         let fresh = spellcast_domain::webhooks::WebhookSecret::generate();
-        self.store.put_webhook_secret(user, fresh, true).await
+        self.secrets.put_webhook_secret(user, fresh, true).await
     }
 
     /// Grants `pts` to a user seen for the first time (SPEC §9.2): once per user, however many
@@ -65,7 +67,7 @@ impl Accounts<'_> {
             fingerprint: "welcome".into(),
         };
         let entry = LedgerEntry::grant(user, pts, "welcome", "spellcast", now);
-        self.store.grant_once(entry, &key).await.map(|_| ())
+        self.ledger.grant_once(entry, &key).await.map(|_| ())
     }
 
     /// An administrator's grant (SPEC §9.2): idempotent under `idempotency_key` (a replay of the
@@ -97,7 +99,7 @@ impl Accounts<'_> {
             &grant.granted_by,
             now,
         );
-        match self.store.grant_once(entry, &key).await? {
+        match self.ledger.grant_once(entry, &key).await? {
             GrantOutcome::Granted { entry, .. } => Ok(entry),
             GrantOutcome::Repeated { entry, fingerprint } if fingerprint == key.fingerprint => {
                 Ok(entry)
@@ -117,7 +119,7 @@ impl Accounts<'_> {
         before: Option<&CreditTxId>,
     ) -> crate::ports::StoreResult<LedgerPage> {
         // One more than asked tells whether another page follows.
-        let mut entries = self.store.ledger(user, limit + 1, before).await?;
+        let mut entries = self.ledger.ledger(user, limit + 1, before).await?;
         let more = entries.len() > limit;
         entries.truncate(limit);
         let next = more

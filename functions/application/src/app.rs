@@ -1,12 +1,18 @@
-//! The application: configuration plus the adapters behind each port, assembled once by an entry
-//! point's `main` and shared by every handler, the runner and the recovery sweeper.
+//! The application: its configuration and the adapters behind each port, assembled once by an
+//! entry point's `main` ([`App::new`]) and shared by every handler, the runner and the recovery
+//! sweeper, which reach the ports only through the use cases [`App`] hands out.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::auth::TokenKeys;
-use crate::ports::{Clock, EventBus, RunSignal, Store};
+use crate::limits::{Limiter, Limits, StreamCaps};
+use crate::oidc::{JsonFetcher, OidcSettings, OidcVerifier};
+use crate::ports::{Blobs, Clock, EventBus, RunSignal, Store};
 use crate::pricing::PriceBook;
+use crate::sign_in::WelcomeBook;
 use crate::tools::Toolbox;
 use spellcast_domain::catalog::Catalog;
 
@@ -23,8 +29,6 @@ pub struct Config {
     pub idempotency_ttl: chrono::Duration,
     /// How long a demo session lasts.
     pub session_ttl: chrono::Duration,
-    /// How often an idle stream sends `: ping`.
-    pub heartbeat: Duration,
     /// When a stream closes by itself so the client resumes (below the platform's limit).
     pub stream_limit: Duration,
     /// After this, a queued run's start event is presumed lost and published again.
@@ -32,7 +36,7 @@ pub struct Config {
     /// The stats webhook's HMAC secret; without one the webhook refuses every call.
     pub webhook_secret: Option<Vec<u8>>,
     /// Rate limits per user.
-    pub limits: crate::limits::Limits,
+    pub limits: Limits,
     /// Open streams one user may hold.
     pub streams_per_user: u32,
     /// Open streams one run may have.
@@ -50,6 +54,8 @@ pub struct Config {
     /// The bearer token of `POST /api/v1/admin/grants` where no entry point vouches for the
     /// caller (the local server's `--admin-token`); none: only such an entry point's callers.
     pub admin_token: Option<String>,
+    /// The OpenID provider whose tokens sign users in, if one is configured.
+    pub oidc: Option<OidcSettings>,
     /// The value CloudFront puts in every request to the API (`x-spellcast-origin`); with one,
     /// a request without it is refused (SPEC §9.3). None: no such check (the local server).
     pub origin_secret: Option<Vec<u8>>,
@@ -58,9 +64,6 @@ pub struct Config {
 impl Config {
     /// How long a quote stays payable unless configured otherwise.
     pub const INVOICE_TTL_SECS: u64 = 10 * 60;
-    /// How often an idle stream sends `: ping` unless configured otherwise (inside CloudFront's
-    /// 30 s default origin read timeout).
-    pub const HEARTBEAT_MS: u64 = 15_000;
     /// When a stream closes by itself unless configured otherwise: below Lambda's 15-minute
     /// limit, so the client resumes before the platform cuts it (the same locally, so both
     /// behave alike).
@@ -76,25 +79,25 @@ impl Config {
             invoice_ttl: chrono::Duration::seconds(Self::INVOICE_TTL_SECS as i64),
             idempotency_ttl: chrono::Duration::hours(24),
             session_ttl: chrono::Duration::hours(24),
-            heartbeat: Duration::from_millis(Self::HEARTBEAT_MS),
             stream_limit: Duration::from_secs(Self::STREAM_LIMIT_SECS),
             republish_after: chrono::Duration::milliseconds(Self::REPUBLISH_AFTER_MS as i64),
             webhook_secret: None,
-            limits: crate::limits::Limits::default(),
-            streams_per_user: crate::limits::StreamCaps::PER_USER,
-            streams_per_run: crate::limits::StreamCaps::PER_RUN,
+            limits: Limits::default(),
+            streams_per_user: StreamCaps::PER_USER,
+            streams_per_run: StreamCaps::PER_RUN,
             webhook_loopback: false,
             webhook_retry_divisor: 1,
             upload_ttl: chrono::Duration::seconds(spellcast_domain::uploads::UNUSED_TTL_SECS),
             welcome_pts: 0,
             admin_token: None,
+            oidc: None,
             origin_secret: None,
         }
     }
 
     /// The caps on open streams.
-    pub fn stream_caps(&self) -> crate::limits::StreamCaps {
-        crate::limits::StreamCaps::new(
+    pub fn stream_caps(&self) -> StreamCaps {
+        StreamCaps::new(
             self.streams_per_user,
             self.streams_per_run,
             self.stream_limit,
@@ -102,66 +105,109 @@ impl Config {
     }
 }
 
-/// Renders the process's metrics in Prometheus text format (the local server has one).
-pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
-
-/// Everything a handler needs.
-pub struct App {
-    /// Settings.
-    pub config: Config,
-    /// The spells.
-    pub catalog: Catalog,
-    /// The tools their steps call.
-    pub tools: Toolbox,
-    /// Durable state.
+/// The adapters behind the ports, as an entry point wires them.
+pub struct Ports {
+    /// Durable state (a function that touches only some of it still hands over the whole store).
     pub store: Arc<dyn Store>,
-    /// Large output files.
-    pub blobs: Arc<dyn crate::ports::Blobs>,
+    /// Files: large outputs, uploads, inputs.
+    pub blobs: Arc<dyn Blobs>,
     /// Execution events.
     pub bus: Arc<dyn EventBus>,
     /// Live run changes, for streams.
     pub signal: Arc<dyn RunSignal>,
     /// The time.
     pub clock: Arc<dyn Clock>,
-    /// Token signing and verification.
-    pub keys: TokenKeys,
-    /// The OpenID provider whose tokens sign users in, if one is configured.
-    pub oidc: Option<Arc<crate::oidc::OidcVerifier>>,
-    /// Users known to have had their welcome grant.
-    pub welcomed: WelcomeBook,
-    /// Cached spell prices.
-    pub prices: PriceBook,
-    /// Rendered public answers (meta, og pages), kept while what they show is unchanged.
-    pub rendered: crate::memo::Memo,
     /// Rate limit counters and open-stream counts.
-    pub limiter: Arc<dyn crate::limits::Limiter>,
-    /// `/metrics`, where the entry point serves it.
-    pub metrics: Option<MetricsRender>,
+    pub limiter: Arc<dyn Limiter>,
+    /// The tools steps call (none in a process that executes no runs).
+    pub tools: Toolbox,
+    /// Fetches the OpenID provider's documents, where one is configured (`Config::oidc`);
+    /// without it the provider's tokens are refused.
+    pub provider_documents: Option<Arc<dyn JsonFetcher>>,
+}
+
+/// The application, as every entry point serves it: settings, the spells, the token keys, and
+/// the ports, which only the use cases it hands out reach.
+pub struct App {
+    config: Config,
+    catalog: Catalog,
+    keys: TokenKeys,
+    oidc: Option<OidcVerifier>,
+    store: Arc<dyn Store>,
+    blobs: Arc<dyn Blobs>,
+    bus: Arc<dyn EventBus>,
+    signal: Arc<dyn RunSignal>,
+    clock: Arc<dyn Clock>,
+    limiter: Arc<dyn Limiter>,
+    tools: Toolbox,
+    welcomed: WelcomeBook,
+    prices: PriceBook,
 }
 
 impl App {
-    /// The user a session token (ours, or the OpenID provider's) names: the one place sessions
-    /// are verified. Their welcome grant is made on the first request this process sees.
-    pub async fn signed_in(
-        &self,
-        token: &str,
-    ) -> Result<spellcast_domain::ids::UserId, SignInError> {
-        use crate::auth::TokenError;
-        let user = match self.keys.verify_session(token) {
-            Ok(claims) => claims.sub,
-            Err(TokenError::Expired) => return Err(SignInError::Token(TokenError::Expired)),
-            Err(TokenError::Invalid) => match &self.oidc {
-                Some(provider) => provider.verify(token).await?,
-                None => return Err(SignInError::Token(TokenError::Invalid)),
-            },
+    /// The application over `ports`: the one constructor every entry point calls.
+    pub fn new(config: Config, catalog: Catalog, keys: TokenKeys, ports: Ports) -> App {
+        let oidc = match (config.oidc.clone(), ports.provider_documents) {
+            (Some(settings), Some(fetcher)) => Some(OidcVerifier::new(settings, fetcher)),
+            (Some(_), None) => {
+                tracing::error!("an OpenID provider is configured but nothing fetches its keys: its tokens are refused");
+                None
+            }
+            (None, _) => None,
         };
-        if self.config.welcome_pts > 0 && !self.welcomed.knows(&user) {
-            self.accounts()
-                .welcome(&user, self.config.welcome_pts, self.clock.now())
-                .await?;
-            self.welcomed.remember(&user);
+        App {
+            config,
+            catalog,
+            keys,
+            oidc,
+            store: ports.store,
+            blobs: ports.blobs,
+            bus: ports.bus,
+            signal: ports.signal,
+            clock: ports.clock,
+            limiter: ports.limiter,
+            tools: ports.tools,
+            welcomed: WelcomeBook::default(),
+            prices: PriceBook::default(),
         }
-        Ok(user)
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The spells.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Token signing and verification.
+    pub fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+
+    /// The OpenID provider whose tokens sign users in, if one is configured.
+    pub fn oidc(&self) -> Option<&OidcVerifier> {
+        self.oidc.as_ref()
+    }
+
+    /// Now, by the application's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Signing in: sessions verified, welcome grants, demo sessions.
+    pub fn sign_in(&self) -> crate::sign_in::SignIn<'_> {
+        crate::sign_in::SignIn {
+            keys: &self.keys,
+            oidc: self.oidc.as_ref(),
+            welcomed: &self.welcomed,
+            accounts: self.accounts(),
+            clock: self.clock.as_ref(),
+            welcome_pts: self.config.welcome_pts,
+            session_ttl: self.config.session_ttl,
+        }
     }
 
     /// The quoting use case, with the ports it needs.
@@ -169,7 +215,9 @@ impl App {
         crate::quote::Quotes {
             catalog: &self.catalog,
             prices: &self.prices,
-            store: self.store.as_ref(),
+            invoices: self.store.as_ref(),
+            ledger: self.store.as_ref(),
+            costs: self.store.as_ref(),
             keys: &self.keys,
             clock: self.clock.as_ref(),
             invoice_ttl: self.config.invoice_ttl,
@@ -181,7 +229,8 @@ impl App {
     pub fn casting(&self) -> crate::cast::Casting<'_> {
         crate::cast::Casting {
             catalog: &self.catalog,
-            store: self.store.as_ref(),
+            invoices: self.store.as_ref(),
+            uploads: self.store.as_ref(),
             bus: self.bus.as_ref(),
             keys: &self.keys,
             clock: self.clock.as_ref(),
@@ -201,36 +250,48 @@ impl App {
         }
     }
 
-    /// Balances and ledgers, with the port they need.
+    /// Balances and ledgers, with the ports they need.
     pub fn accounts(&self) -> crate::accounts::Accounts<'_> {
         crate::accounts::Accounts {
-            store: self.store.as_ref(),
+            ledger: self.store.as_ref(),
+            secrets: self.store.as_ref(),
         }
     }
 
     /// Viewing runs, with the ports it needs.
     pub fn viewing(&self) -> crate::viewing::Viewing<'_> {
         crate::viewing::Viewing {
-            store: self.store.as_ref(),
+            runs: self.store.as_ref(),
+            deliveries: self.store.as_ref(),
             blobs: self.blobs.as_ref(),
             clock: self.clock.as_ref(),
         }
     }
 
-    /// Watching a run, with the ports it needs (owned: a watch outlives its request).
-    pub fn watching(&self) -> crate::watching::Watching {
+    /// Watching a run with a ping after `heartbeat` without a write, with the ports it needs
+    /// (owned: a watch outlives its request).
+    pub fn watching(&self, heartbeat: Duration) -> crate::watching::Watching {
         crate::watching::Watching {
-            store: self.store.clone(),
+            runs: self.store.clone(),
             signal: self.signal.clone(),
-            heartbeat: self.config.heartbeat,
+            heartbeat,
             limit: self.config.stream_limit,
+        }
+    }
+
+    /// Rate limits and open-stream caps, with the ports they need.
+    pub fn limiting(&self) -> crate::limits::Limiting {
+        crate::limits::Limiting {
+            limiter: self.limiter.clone(),
+            clock: self.clock.clone(),
+            caps: self.config.stream_caps(),
         }
     }
 
     /// Where run changes go.
     pub fn run_log(&self) -> crate::runner::RunLog<'_> {
         crate::runner::RunLog {
-            store: self.store.as_ref(),
+            runs: self.store.as_ref(),
             signal: self.signal.as_ref(),
             bus: self.bus.as_ref(),
         }
@@ -243,6 +304,7 @@ impl App {
             tools: &self.tools,
             blobs: self.blobs.as_ref(),
             log: self.run_log(),
+            costs: self.store.as_ref(),
             clock: self.clock.as_ref(),
         }
     }
@@ -258,7 +320,8 @@ impl App {
     /// Sharing runs, with the ports it needs.
     pub fn sharing(&self) -> crate::sharing::Sharing<'_> {
         crate::sharing::Sharing {
-            store: self.store.as_ref(),
+            runs: self.store.as_ref(),
+            shares: self.store.as_ref(),
             clock: self.clock.as_ref(),
         }
     }
@@ -281,51 +344,19 @@ impl App {
         crate::recovery::Recovery {
             catalog: &self.catalog,
             log: self.run_log(),
+            deliveries: self.store.as_ref(),
             clock: self.clock.as_ref(),
             republish_after: self.config.republish_after,
         }
     }
 
-    /// Price recomputation, with the ports it needs.
+    /// Prices: looked up, and recomputed, with the ports they need.
     pub fn pricing(&self) -> crate::pricing::Pricing<'_> {
         crate::pricing::Pricing {
             catalog: &self.catalog,
             store: self.store.as_ref(),
             clock: self.clock.as_ref(),
             book: &self.prices,
-        }
-    }
-}
-
-/// Why a request is not signed in.
-#[derive(Debug, thiserror::Error)]
-pub enum SignInError {
-    /// The token is not good.
-    #[error(transparent)]
-    Token(#[from] crate::auth::TokenError),
-    /// The welcome grant could not be recorded.
-    #[error(transparent)]
-    Store(#[from] crate::ports::StoreError),
-}
-
-/// The users this process has seen welcomed, so a signed-in request costs no store write. Bounded:
-/// forgetting only costs one more (idempotent) write.
-#[derive(Default)]
-pub struct WelcomeBook(std::sync::Mutex<std::collections::HashSet<spellcast_domain::ids::UserId>>);
-
-impl WelcomeBook {
-    const MOST: usize = 100_000;
-
-    fn knows(&self, user: &spellcast_domain::ids::UserId) -> bool {
-        self.0.lock().is_ok_and(|set| set.contains(user))
-    }
-
-    fn remember(&self, user: &spellcast_domain::ids::UserId) {
-        if let Ok(mut set) = self.0.lock() {
-            if set.len() >= Self::MOST {
-                set.clear();
-            }
-            set.insert(user.clone());
         }
     }
 }

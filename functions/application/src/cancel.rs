@@ -45,7 +45,7 @@ impl Canceling<'_> {
         for _ in 0..ATTEMPTS {
             let run = self
                 .log
-                .store
+                .runs
                 .run(run_id)
                 .await?
                 .ok_or(ViewError::NotFound)?;

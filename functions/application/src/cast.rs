@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::auth::TokenKeys;
-use crate::ports::{Clock, EventBus, Store, StoreError};
+use crate::ports::{Clock, EventBus, InvoiceStore, StoreError, UploadStore};
 use spellcast_domain::cast::{CastOutcome, NewCast};
 use spellcast_domain::catalog::Catalog;
 use spellcast_domain::errors::FieldError;
@@ -17,8 +17,10 @@ use spellcast_domain::run::Run;
 pub struct Casting<'a> {
     /// The spells.
     pub catalog: &'a Catalog,
-    /// Invoices, balances, ledger and runs.
-    pub store: &'a dyn Store,
+    /// Invoices, and the cast transaction (invoice, balance, ledger, run).
+    pub invoices: &'a dyn InvoiceStore,
+    /// Uploads, for file inputs.
+    pub uploads: &'a dyn UploadStore,
     /// Where execution is asked for.
     pub bus: &'a dyn EventBus,
     /// Verifies invoice tokens.
@@ -124,7 +126,7 @@ impl Casting<'_> {
             &request.context,
             &request.user,
             now,
-            self.store,
+            self.uploads,
             self.blobs,
         )
         .await
@@ -145,7 +147,7 @@ impl Casting<'_> {
         run.uploads = uploads;
         let debit = run.debit_entry();
         let outcome = self
-            .store
+            .invoices
             .cast(NewCast {
                 invoice_id: claims.jti,
                 user_id: request.user,

@@ -5,14 +5,14 @@
 use chrono::{DateTime, Utc};
 
 use crate::ports::WebhookSender;
-use crate::ports::{Clock, Store, StoreResult};
+use crate::ports::{Clock, DeliveryStore, StoreResult};
 use spellcast_domain::ids::{RunId, UserId};
 use spellcast_domain::webhooks::{retry_after, Attempt, Delivery, Outgoing, WebhookSecret};
 
 /// What delivering needs: the store (deliveries, secrets), the outbound client, the time.
 pub struct Delivering<'a> {
     /// Deliveries and signing secrets.
-    pub store: &'a dyn Store,
+    pub store: &'a dyn DeliveryStore,
     /// The outbound HTTP client.
     pub sender: &'a dyn WebhookSender,
     /// The time.

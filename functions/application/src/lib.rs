@@ -15,7 +15,6 @@ pub mod cast;
 pub mod delivering;
 pub mod deltas;
 pub mod limits;
-pub mod memo;
 pub mod metrics;
 pub mod oidc;
 pub mod ports;
@@ -24,6 +23,7 @@ pub mod quote;
 pub mod recovery;
 pub mod runner;
 pub mod sharing;
+pub mod sign_in;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tool_config;

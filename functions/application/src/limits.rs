@@ -2,12 +2,13 @@
 //! address where there is none) in a fixed window. The counts live behind the [`RateLimiter`]
 //! port, so they hold across processes where the store does (DynamoDB on AWS).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::ports::StoreResult;
+use crate::ports::{Clock, StoreResult};
 use spellcast_domain::ids::{RunId, UserId};
 
 /// At most `max` hits per `window` for one subject.
@@ -171,6 +172,60 @@ pub trait StreamSlots: Send + Sync {
     ) -> StoreResult<Slot>;
     /// Gives back a slot taken for `user` and `run`.
     async fn give_back(&self, user: &UserId, run: &RunId) -> StoreResult<()>;
+}
+
+/// Rate limits and open-stream caps, as entry points apply them.
+pub struct Limiting {
+    /// The counters.
+    pub limiter: Arc<dyn Limiter>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// The caps on open streams.
+    pub caps: StreamCaps,
+}
+
+impl Limiting {
+    /// Counts one hit of `subject` against `limit`.
+    pub async fn hit(&self, limit: &Limit, subject: &str) -> StoreResult<Verdict> {
+        self.limiter.hit(limit, subject, self.clock.now()).await
+    }
+
+    /// Takes a slot for one more stream of `run` by `user`; `Err` with the cap reached
+    /// ([`Slot::UserFull`] or [`Slot::RunFull`]) when there is none.
+    pub async fn open_stream(
+        &self,
+        user: &UserId,
+        run: &RunId,
+    ) -> StoreResult<Result<StreamSlot, Slot>> {
+        Ok(
+            match self
+                .limiter
+                .take(user, run, &self.caps, self.clock.now())
+                .await?
+            {
+                Slot::Taken => Ok(StreamSlot {
+                    limiter: self.limiter.clone(),
+                    user: user.clone(),
+                    run: run.clone(),
+                }),
+                full => Err(full),
+            },
+        )
+    }
+}
+
+/// One open stream's slot, to give back when the stream ends (else its lease frees it).
+pub struct StreamSlot {
+    limiter: Arc<dyn Limiter>,
+    user: UserId,
+    run: RunId,
+}
+
+impl StreamSlot {
+    /// Gives the slot back.
+    pub async fn give_back(self) -> StoreResult<()> {
+        self.limiter.give_back(&self.user, &self.run).await
+    }
 }
 
 #[cfg(test)]

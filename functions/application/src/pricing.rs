@@ -11,7 +11,7 @@ use spellcast_domain::catalog::{Catalog, Spell};
 use spellcast_domain::ids::Slug;
 use spellcast_domain::prices::{average_price, nominal_price, SpellStats, ToolCostTotal};
 
-use crate::ports::{Clock, Store, StoreResult};
+use crate::ports::{Clock, CostStore, StoreResult};
 
 /// How long a process trusts its cached prices before reading the store again (matters where
 /// many instances share one store, as Lambdas do).
@@ -34,7 +34,7 @@ pub struct PriceBook {
 
 impl PriceBook {
     /// The price of `spell`: its cached average, or its nominal cost before any statistics.
-    pub async fn price(&self, spell: &Spell, store: &dyn Store) -> StoreResult<Price> {
+    pub async fn price(&self, spell: &Spell, store: &dyn CostStore) -> StoreResult<Price> {
         let fresh = self
             .cached
             .read()
@@ -75,7 +75,7 @@ pub struct Pricing<'a> {
     /// The spells.
     pub catalog: &'a Catalog,
     /// Measured costs and saved prices.
-    pub store: &'a dyn Store,
+    pub store: &'a dyn CostStore,
     /// The time.
     pub clock: &'a dyn Clock,
     /// This process's cached prices.
@@ -83,6 +83,11 @@ pub struct Pricing<'a> {
 }
 
 impl Pricing<'_> {
+    /// The price of `spell` now: its cached average, or its nominal cost before any statistics.
+    pub async fn price(&self, spell: &Spell) -> StoreResult<Price> {
+        self.book.price(spell, self.store).await
+    }
+
     /// Recomputes every spell's average cost from the measured step costs, saves it, and refreshes
     /// this process's cache (so cached metadata changes at once).
     pub async fn recompute(&self) -> StoreResult<Vec<SpellStats>> {

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{InvoiceClaims, TokenKeys};
-use crate::ports::{Clock, Store, StoreError};
+use crate::ports::{Clock, CostStore, InvoiceStore, LedgerStore, StoreError};
 use crate::pricing::PriceBook;
 use spellcast_domain::catalog::Catalog;
 use spellcast_domain::ids::{InvoiceId, Slug, UserId};
@@ -18,8 +18,12 @@ pub struct Quotes<'a> {
     pub catalog: &'a Catalog,
     /// Their prices.
     pub prices: &'a PriceBook,
-    /// Balances, invoices and idempotency keys.
-    pub store: &'a dyn Store,
+    /// Invoices and idempotency keys.
+    pub invoices: &'a dyn InvoiceStore,
+    /// Balances.
+    pub ledger: &'a dyn LedgerStore,
+    /// Saved prices.
+    pub costs: &'a dyn CostStore,
     /// Signs the invoice token.
     pub keys: &'a TokenKeys,
     /// The time.
@@ -115,7 +119,7 @@ impl Quotes<'_> {
         } = request;
         // A retry gets the first answer, whatever happened since (Stripe semantics).
         if let Some((key, request_hash)) = &idempotency {
-            if let Some(seen) = self.store.idempotency(&user, key).await? {
+            if let Some(seen) = self.invoices.idempotency(&user, key).await? {
                 return if seen.request_hash == *request_hash {
                     remembered(seen)
                 } else {
@@ -130,8 +134,8 @@ impl Quotes<'_> {
             .catalog
             .get(&slug)
             .ok_or_else(|| QuoteError::UnknownSpell(slug.clone()))?;
-        let price = self.prices.price(&spell, self.store).await?;
-        let balance = self.store.balance(&user).await?;
+        let price = self.prices.price(&spell, self.costs).await?;
+        let balance = self.ledger.balance(&user).await?;
         if balance < price.pts {
             return Err(QuoteError::InsufficientBalance {
                 balance,
@@ -184,7 +188,7 @@ impl Quotes<'_> {
                 })
             })
             .transpose()?;
-        match self.store.issue_invoice(record, idempotency).await? {
+        match self.invoices.issue_invoice(record, idempotency).await? {
             IssueOutcome::Issued => Ok(quote),
             IssueOutcome::Replayed(seen) => remembered(seen),
             IssueOutcome::KeyConflict => Err(QuoteError::KeyConflict),

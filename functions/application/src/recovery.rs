@@ -1,7 +1,7 @@
 //! Recovery: nothing paid for is ever lost. A queued run whose start event went missing is
 //! published again; a run stuck past its deadline (its runner died) is failed and refunded once.
 
-use crate::ports::{Clock, StoreResult};
+use crate::ports::{Clock, DeliveryStore, StoreResult};
 use crate::runner::RunLog;
 use spellcast_domain::catalog::Catalog;
 use spellcast_domain::events::ExecutionStarted;
@@ -14,6 +14,8 @@ pub struct Recovery<'a> {
     pub catalog: &'a Catalog,
     /// Where changes go (its bus also takes republished start events).
     pub log: RunLog<'a>,
+    /// Webhook deliveries, to find those whose announcement was lost.
+    pub deliveries: &'a dyn DeliveryStore,
     /// The time.
     pub clock: &'a dyn Clock,
     /// After this, a queued run's start event counts as lost.
@@ -39,7 +41,7 @@ impl Recovery<'_> {
     pub async fn sweep(&self) -> StoreResult<Sweep> {
         let now = self.clock.now();
         let mut report = Sweep::default();
-        for run in self.log.store.unfinished_runs().await? {
+        for run in self.log.runs.unfinished_runs().await? {
             let timeout = self
                 .catalog
                 .get(&run.slug)
@@ -102,8 +104,7 @@ impl Recovery<'_> {
         // message): announce it again. At least once — a receiver may see it twice.
         let stale = now - self.republish_after;
         for delivery in self
-            .log
-            .store
+            .deliveries
             .due_deliveries(stale, STALE_DELIVERIES)
             .await?
         {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use crate::ports::{Blobs, Clock, EventBus, RunSignal, Store, StoreResult};
+use crate::ports::{Blobs, Clock, CostStore, EventBus, RunSignal, RunStore, StoreResult};
 use crate::tools::{Progress, ToolCall, Toolbox};
 use spellcast_domain::catalog::Catalog;
 use spellcast_domain::ids::RunId;
@@ -36,7 +36,7 @@ pub enum Execution {
 #[derive(Clone, Copy)]
 pub struct RunLog<'a> {
     /// Runs and their events.
-    pub store: &'a dyn Store,
+    pub runs: &'a dyn RunStore,
     /// Wakes streams.
     pub signal: &'a dyn RunSignal,
     /// Announces due webhook deliveries.
@@ -51,7 +51,7 @@ impl RunLog<'_> {
         run_id: &RunId,
         change: RunChange,
     ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
-        let Some((run, event)) = self.store.advance_run(run_id, change).await? else {
+        let Some((run, event)) = self.runs.advance_run(run_id, change).await? else {
             return Ok(None);
         };
         let Some(event) = event else {
@@ -83,6 +83,8 @@ pub struct Runner<'a> {
     pub blobs: &'a dyn Blobs,
     /// Where changes go.
     pub log: RunLog<'a>,
+    /// Where what each step cost is totalled.
+    pub costs: &'a dyn CostStore,
     /// The time.
     pub clock: &'a dyn Clock,
 }
@@ -152,7 +154,7 @@ impl Runner<'_> {
     }
 
     async fn execute_inner(&self, run_id: &RunId) -> StoreResult<Execution> {
-        let Some(run) = self.log.store.run(run_id).await? else {
+        let Some(run) = self.log.runs.run(run_id).await? else {
             tracing::warn!("execution asked for an unknown run");
             return Ok(Execution::Skipped);
         };
@@ -288,8 +290,7 @@ impl Runner<'_> {
             let change = match outcome {
                 Ok(result) => {
                     let cost_pts = spent.saturating_add(result.cost_pts);
-                    self.log
-                        .store
+                    self.costs
                         .record_tool_cost(&cost_key(&spell, step), cost_pts)
                         .await?;
                     RunChange::Step {
@@ -349,7 +350,7 @@ impl Runner<'_> {
     ) -> StoreResult<std::collections::BTreeMap<usize, String>> {
         let mut texts = std::collections::BTreeMap::new();
         for n in spellcast_domain::references::texts_to_read(run, index) {
-            let bytes = match self.log.store.output_file(&run.run_id, n).await? {
+            let bytes = match self.log.runs.output_file(&run.run_id, n).await? {
                 Some(file) => match file.body {
                     FileBody::Inline(bytes) => Some(bytes),
                     FileBody::Blob(key) => self.blobs.get(&key).await?,
@@ -383,7 +384,7 @@ impl Runner<'_> {
     async fn canceled(&self, run_id: &RunId) {
         loop {
             tokio::time::sleep(CANCEL_POLL).await;
-            match self.log.store.run(run_id).await {
+            match self.log.runs.run(run_id).await {
                 Ok(Some(run)) if run.status == RunStatus::Canceling => return,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not look for a cancel"),

@@ -10,7 +10,33 @@ use spellcast_domain::ids::{UploadId, UserId};
 use spellcast_domain::uploads::*;
 
 use crate::auth::TokenKeys;
-use crate::ports::{Blobs, Clock, Store, StoreError};
+use crate::ports::{Blobs, Clock, StoreError, UploadStore};
+
+/// Why the bytes PUT to a local upload URL were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    /// The URL's token has expired.
+    #[error("the upload URL has expired: ask for another")]
+    Expired,
+    /// The URL's token is not good.
+    #[error("the upload URL's token is not valid")]
+    Invalid,
+    /// The token is for another upload.
+    #[error("the upload URL's token is for another upload")]
+    OtherUpload,
+    /// The PUT's `Content-Type` is not the one asked for.
+    #[error("the PUT must carry Content-Type: {0}")]
+    WrongType(String),
+    /// More bytes than asked for.
+    #[error("more bytes than the upload asked for")]
+    TooLarge,
+    /// Fewer bytes than asked for.
+    #[error("the PUT must send exactly {0} bytes")]
+    WrongSize(u64),
+    /// The blob store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Why an upload was not handed out.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +70,7 @@ pub enum InputError {
 /// time, and the public origin (for local URLs).
 pub struct Uploading<'a> {
     /// Upload records.
-    pub store: &'a dyn Store,
+    pub store: &'a dyn UploadStore,
     /// Where the bytes go.
     pub blobs: &'a dyn Blobs,
     /// Signs local upload URLs.
@@ -58,6 +84,39 @@ pub struct Uploading<'a> {
 }
 
 impl Uploading<'_> {
+    /// Takes the bytes of upload `id` PUT to the local server's upload URL with `token`, sent as
+    /// `content_type`: what an S3 presigned PUT checks (the token's upload, type and exact size,
+    /// and its expiry), then stores them where a cast looks for them.
+    pub async fn receive(
+        &self,
+        id: &str,
+        token: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<UploadId, ReceiveError> {
+        let claims = self.keys.verify_upload(token).map_err(|e| match e {
+            crate::auth::TokenError::Expired => ReceiveError::Expired,
+            crate::auth::TokenError::Invalid => ReceiveError::Invalid,
+        })?;
+        if UploadId::parse(id).as_ref() != Some(&claims.jti) {
+            return Err(ReceiveError::OtherUpload);
+        }
+        if !content_type.eq_ignore_ascii_case(&claims.mime) {
+            return Err(ReceiveError::WrongType(claims.mime));
+        }
+        if bytes.len() as u64 > claims.len {
+            return Err(ReceiveError::TooLarge);
+        }
+        if bytes.len() as u64 != claims.len {
+            return Err(ReceiveError::WrongSize(claims.len));
+        }
+        self.blobs
+            .put(&pending_key(&claims.jti), &claims.mime, bytes)
+            .await?;
+        tracing::info!(upload_id = %claims.jti, bytes = claims.len, "upload received");
+        Ok(claims.jti)
+    }
+
     /// Records an upload of `bytes` bytes of `mime` for `user` and says where to PUT them.
     pub async fn request(
         &self,
@@ -133,7 +192,7 @@ pub async fn check_inputs(
     context: &Value,
     user: &UserId,
     now: DateTime<Utc>,
-    store: &dyn Store,
+    store: &dyn UploadStore,
     blobs: &dyn Blobs,
 ) -> Result<Vec<RunUpload>, InputError> {
     let mut uploads = Vec::new();
@@ -162,7 +221,7 @@ async fn check_one(
     given: &Value,
     user: &UserId,
     now: DateTime<Utc>,
-    store: &dyn Store,
+    store: &dyn UploadStore,
     blobs: &dyn Blobs,
 ) -> Result<Result<RunUpload, String>, StoreError> {
     let Some(id) = given.as_str().and_then(UploadId::parse) else {

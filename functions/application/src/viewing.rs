@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::auth::InvoiceClaims;
-use crate::ports::{Blobs, Clock, Store, StoreError};
+use crate::ports::{Blobs, Clock, DeliveryStore, RunStore, StoreError};
 use spellcast_domain::ids::{CreditTxId, RunId, Slug, UserId};
 use spellcast_domain::run::{FileBody, Run};
 
@@ -75,7 +75,9 @@ impl Viewer {
 /// What viewing runs needs: the store and the time.
 pub struct Viewing<'a> {
     /// Runs and their files.
-    pub store: &'a dyn Store,
+    pub runs: &'a dyn RunStore,
+    /// Webhook deliveries, for their attempts.
+    pub deliveries: &'a dyn DeliveryStore,
     /// Large files.
     pub blobs: &'a dyn Blobs,
     /// The time.
@@ -91,7 +93,7 @@ impl Viewing<'_> {
         limit: usize,
         before: Option<&RunId>,
     ) -> Result<(Vec<Run>, Option<RunId>), StoreError> {
-        let mut runs = self.store.user_runs(user, limit + 1, before).await?;
+        let mut runs = self.runs.user_runs(user, limit + 1, before).await?;
         let next = if runs.len() > limit {
             runs.truncate(limit);
             runs.last().map(|r| r.run_id.clone())
@@ -103,7 +105,7 @@ impl Viewing<'_> {
 
     /// Run `run_id`, if `viewer` may see it.
     pub async fn run(&self, viewer: &Viewer, run_id: &RunId) -> Result<Run, ViewError> {
-        let run = self.store.run(run_id).await?.ok_or(ViewError::NotFound)?;
+        let run = self.runs.run(run_id).await?.ok_or(ViewError::NotFound)?;
         viewer.may_see(&run, self.clock.now())?;
         Ok(run)
     }
@@ -117,7 +119,7 @@ impl Viewing<'_> {
     ) -> Result<Vec<spellcast_domain::webhooks::Attempt>, ViewError> {
         self.run(viewer, run_id).await?;
         let mut attempts: Vec<_> = self
-            .store
+            .deliveries
             .deliveries(run_id)
             .await?
             .into_iter()
@@ -135,7 +137,7 @@ impl Viewing<'_> {
         slug: &Slug,
     ) -> Result<Run, ViewError> {
         let run = self
-            .store
+            .runs
             .run_by_credit_tx(credit_tx)
             .await?
             .filter(|run| run.slug == *slug)
@@ -154,7 +156,7 @@ impl Viewing<'_> {
     ) -> Result<FileAnswer, ViewError> {
         let run = self.run(viewer, run_id).await?;
         let file = self
-            .store
+            .runs
             .output_file(&run.run_id, n)
             .await?
             .ok_or(ViewError::NoSuchOutput)?;

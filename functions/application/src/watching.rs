@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::ports::{RunSignal, Store};
+use crate::ports::{RunSignal, RunStore};
 use spellcast_domain::ids::RunId;
 use spellcast_domain::run::{Run, RunEvent};
 
@@ -29,7 +29,7 @@ pub enum Watched {
 /// watch outlives the request that started it.
 pub struct Watching {
     /// Run events.
-    pub store: Arc<dyn Store>,
+    pub runs: Arc<dyn RunStore>,
     /// Wakes the watch when the run changes.
     pub signal: Arc<dyn RunSignal>,
     /// How long without a write before a [`Watched::Ping`].
@@ -61,7 +61,7 @@ impl Watching {
                 Some(event) if event.seq == after + 1 => (vec![event], true),
                 Some(event) if event.seq <= after => (vec![], false),
                 _ if caught_up => (vec![], false),
-                _ => match self.store.run_events(&run_id, after, PAGE).await {
+                _ => match self.runs.run_events(&run_id, after, PAGE).await {
                     Ok(events) => (events.into_iter().map(Arc::new).collect(), false),
                     Err(e) => {
                         tracing::error!(error = %e, "watch read failed; closing so the client resumes");
@@ -116,7 +116,7 @@ impl Watching {
 
     /// Whether the run is terminal (a store failure counts as ended: the client resumes).
     async fn has_ended(&self, run_id: &RunId) -> bool {
-        match self.store.run(run_id).await {
+        match self.runs.run(run_id).await {
             Ok(Some(run)) => run.status.is_terminal(),
             Ok(None) => true,
             Err(e) => {

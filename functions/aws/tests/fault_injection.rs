@@ -11,12 +11,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use spellcast_application::app::Ports;
 use spellcast_application::auth::TokenKeys;
 use spellcast_application::ports::{
     Clock, CostStore, DeliveryStore, InvoiceStore, LedgerStore, RunStore, ShareStore, Store,
     StoreError, StoreResult, UploadStore,
 };
-use spellcast_application::pricing::PriceBook;
 use spellcast_application::{App, Config};
 use spellcast_aws::DynamoStore;
 use spellcast_domain::cast::{CastOutcome, NewCast};
@@ -326,9 +326,7 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
     let spell = catalog.get(&Slug::parse(slug).unwrap()).unwrap();
     let (bus, mut executions) = LocalBus::new();
     let clock = Arc::new(ShiftedClock::default());
-    let app = App {
-        config: Config::new("http://test"),
-        catalog,
+    let ports = Ports {
         tools,
         store: faulty.clone(),
         // Large files: in cargo's scratch directory for integration tests.
@@ -341,14 +339,11 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
         bus: Arc::new(bus),
         signal: Arc::new(LocalSignal::default()),
         clock: clock.clone(),
-        keys: TokenKeys::hs256(&[1; 32], "test").unwrap(),
-        oidc: None,
-        welcomed: Default::default(),
-        prices: PriceBook::default(),
-        rendered: Default::default(),
         limiter: Arc::new(spellcast_embedded::MemoryLimiter::default()),
-        metrics: None,
+        provider_documents: None,
     };
+    let keys = TokenKeys::hs256(&[1; 32], "test").unwrap();
+    let app = App::new(Config::new("http://test"), catalog, keys, ports);
     let run = Run::queued(
         &spell,
         &invoice_id,
@@ -368,9 +363,9 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
     };
 
     // The client casts; on an error it retries the same cast once (the invoice makes it safe).
-    let outcome = match app.store.cast(cast.clone()).await {
+    let outcome = match faulty.cast(cast.clone()).await {
         Ok(outcome) => outcome,
-        Err(_) => app.store.cast(cast.clone()).await.unwrap(),
+        Err(_) => faulty.cast(cast.clone()).await.unwrap(),
     };
     let run_id = match outcome {
         CastOutcome::Created(run) | CastOutcome::Replayed(run) => run.run_id,

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::json;
+use spellcast_application::app::Ports;
 use spellcast_application::auth::TokenKeys;
 use spellcast_application::ports::{Store, SystemClock};
-use spellcast_application::pricing::PriceBook;
 use spellcast_application::runner::Execution;
 use spellcast_application::{App, Config};
 use spellcast_aws::DynamoStore;
@@ -1335,33 +1335,33 @@ async fn racing_failures_refund_exactly_once(store: Arc<dyn Store>) {
     assert_eq!(ledger_sum(store.as_ref(), "u").await, 100);
 }
 
+/// Large files: in cargo's scratch directory for integration tests.
+fn test_blobs() -> spellcast_embedded::DiskBlobs {
+    spellcast_embedded::DiskBlobs::open(Path::new(env!("CARGO_TARGET_TMPDIR")).join("blobs"))
+        .unwrap()
+}
+
 fn app(store: Arc<dyn Store>) -> Arc<App> {
     let tools = spellcast_tools::builtin();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/spells");
     let (bus, _) = LocalBus::new();
-    Arc::new(App {
-        config: Config::new("http://test"),
-        catalog: Catalog::load(&dir).unwrap(),
+    let ports = Ports {
         tools,
         store,
-        // Large files: in cargo's scratch directory for integration tests.
-        blobs: Arc::new(
-            spellcast_embedded::DiskBlobs::open(
-                Path::new(env!("CARGO_TARGET_TMPDIR")).join("blobs"),
-            )
-            .unwrap(),
-        ),
+        blobs: Arc::new(test_blobs()),
         bus: Arc::new(bus),
         signal: Arc::new(LocalSignal::default()),
         clock: Arc::new(SystemClock),
-        keys: TokenKeys::hs256(&[1; 32], "test").unwrap(),
-        oidc: None,
-        welcomed: Default::default(),
-        prices: PriceBook::default(),
-        rendered: Default::default(),
         limiter: Arc::new(spellcast_embedded::MemoryLimiter::default()),
-        metrics: None,
-    })
+        provider_documents: None,
+    };
+    let keys = TokenKeys::hs256(&[1; 32], "test").unwrap();
+    Arc::new(App::new(
+        Config::new("http://test"),
+        Catalog::load(&dir).unwrap(),
+        keys,
+        ports,
+    ))
 }
 
 async fn a_duplicate_delivery_executes_nothing_twice(store: Arc<dyn Store>) {
@@ -1371,7 +1371,7 @@ async fn a_duplicate_delivery_executes_nothing_twice(store: Arc<dyn Store>) {
         .unwrap();
     let app = app(store.clone());
     let spell = app
-        .catalog
+        .catalog()
         .get(&Slug::parse("hello-sigil").unwrap())
         .unwrap();
     let steps: Vec<&str> = spell.def.steps.iter().map(|s| s.id.as_str()).collect();
@@ -1484,7 +1484,7 @@ async fn outputs_of_any_size_fit_the_store(store: Arc<dyn Store>) {
             file: None,
         },
     ];
-    let outputs = spellcast_application::runner::offload(app.blobs.as_ref(), id, outputs)
+    let outputs = spellcast_application::runner::offload(&test_blobs(), id, outputs)
         .await
         .unwrap();
     let (done, event) = store

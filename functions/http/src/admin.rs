@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::{bearer, json, parse_object, str_field, whole_number, Handled, Problem};
+use crate::Api;
 use spellcast_application::accounts::{AdminGrant, AdminGrantError};
-use spellcast_application::App;
 use spellcast_domain::ids::UserId;
 
 /// The administrator an entry point has authenticated (an IAM principal's ARN), put in the
@@ -21,11 +21,11 @@ pub struct AdminCaller(pub String);
 const MOST_PTS: i64 = 1_000_000_000;
 
 /// Who is asking, or 401: the entry point's [`AdminCaller`], else the configured admin token.
-fn admin(app: &App, req: &http::request::Parts) -> Result<String, Problem> {
+fn admin(app: &Api, req: &http::request::Parts) -> Result<String, Problem> {
     if let Some(AdminCaller(who)) = req.extensions.get() {
         return Ok(who.clone());
     }
-    let expected = app.config.admin_token.as_deref().unwrap_or_default();
+    let expected = app.config().admin_token.as_deref().unwrap_or_default();
     let given = bearer(req).unwrap_or_default();
     let same = !expected.is_empty()
         && subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), given.as_bytes()).into();
@@ -40,7 +40,7 @@ fn admin(app: &App, req: &http::request::Parts) -> Result<String, Problem> {
 
 /// `POST /api/v1/admin/grants` `{"userId", "pts", "reason"}` with an optional `Idempotency-Key`:
 /// 201 with the ledger entry (the same entry again for a replay).
-pub async fn grant(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> Handled {
+pub async fn grant(app: &Arc<Api>, req: &http::request::Parts, body: &Bytes) -> Handled {
     let granted_by = admin(app, req)?;
     let idempotency_key = super::payments::idempotency_key(req)?;
     let fields = parse_object(body)?;
@@ -81,7 +81,7 @@ pub async fn grant(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> 
         granted_by,
         idempotency_key,
     };
-    match app.accounts().admin_grant(asked, app.clock.now()).await {
+    match app.accounts().admin_grant(asked, app.now()).await {
         Ok(entry) => {
             tracing::info!(user = %entry.user_id, pts = entry.pts, tx = %entry.tx_id, "admin grant");
             Ok(json(StatusCode::CREATED, &entry))

@@ -3,8 +3,8 @@
 
 use std::future::Future;
 
-use spellcast_application::memo::{Key, Rendered};
-use spellcast_application::App;
+use crate::memo::{Key, Rendered};
+use crate::Api;
 
 use super::{Handled, Problem};
 
@@ -19,7 +19,7 @@ pub(crate) struct CardText {
 /// The card kept under `key`, else the one `make` describes, drawn now and kept; answered with
 /// `cache` and an ETag.
 pub(crate) async fn card_answer<F, Fut>(
-    app: &App,
+    app: &Api,
     req: &http::request::Parts,
     key: Key,
     cache: &'static str,
@@ -29,7 +29,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<CardText, Problem>>,
 {
-    let rendered = match app.rendered.get(&key) {
+    let rendered = match app.memo.get(&key) {
         Some(kept) => kept,
         None => {
             let text = make().await?;
@@ -45,7 +45,7 @@ where
             .map_err(Problem::internal)?
             .map_err(Problem::internal)?;
             let rendered = Rendered::new(png);
-            app.rendered.put(key, rendered.clone());
+            app.memo.put(key, rendered.clone());
             rendered
         }
     };

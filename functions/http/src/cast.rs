@@ -7,8 +7,8 @@ use http::StatusCode;
 use serde_json::{json, Value};
 
 use super::{json, parse_object, rate_limit, session, slug, str_field, Handled, Problem};
+use crate::Api;
 use spellcast_application::cast::{Cast, CastRequest};
-use spellcast_application::App;
 use spellcast_domain::run::Run;
 use spellcast_domain::webhooks::WebhookTarget;
 
@@ -25,7 +25,7 @@ fn accepted(run: &Run, status: StatusCode) -> http::Response<super::Body> {
 
 /// The cast's `webhook` and `webhookEvents`, checked (422 `invalid_webhook`).
 fn webhook(
-    app: &App,
+    app: &Api,
     fields: &serde_json::Map<String, Value>,
 ) -> Result<Option<WebhookTarget>, Problem> {
     let invalid =
@@ -47,15 +47,15 @@ fn webhook(
         Some(Value::String(url)) => url,
         Some(_) => return Err(invalid("webhook must be an https URL".into())),
     };
-    WebhookTarget::parse(url, &events, app.config.webhook_loopback)
+    WebhookTarget::parse(url, &events, app.config().webhook_loopback)
         .map(Some)
         .map_err(|e| invalid(format!("webhook: {e}")))
 }
 
 /// `POST /api/v1/spells/cast`.
-pub async fn cast(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> Handled {
+pub async fn cast(app: &Arc<Api>, req: &http::request::Parts, body: &Bytes) -> Handled {
     let user = session(app, req).await?;
-    rate_limit(app, &app.config.limits.casts, user.sub.as_str()).await?;
+    rate_limit(app, &app.config().limits.casts, user.sub.as_str()).await?;
     let fields = parse_object(body)?;
     let raw_slug = str_field(&fields, "slug")?;
     let token = str_field(&fields, "invoiceId")?;

@@ -9,6 +9,7 @@ mod cards;
 mod cast;
 pub mod crawlers;
 mod me;
+pub mod memo;
 pub mod og;
 mod payments;
 pub mod problem;
@@ -34,6 +35,8 @@ pub use admin::AdminCaller;
 pub use problem::Problem;
 use spellcast_application::limits::{Limit, Verdict};
 use spellcast_application::App;
+
+use crate::memo::Memo;
 use spellcast_domain::ids::Slug;
 
 /// Request bodies over this many bytes get 413 (but an upload's bytes: [`body_limit`]).
@@ -75,9 +78,49 @@ pub fn request_id(req: &http::request::Parts) -> String {
         .unwrap_or_else(|| ulid::Ulid::new().to_string())
 }
 
+/// Renders the process's metrics in Prometheus text format (the local server has one).
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the HTTP layer serves: the application, and what only the HTTP layer uses. Derefs to
+/// the [`App`], whose use cases the handlers call.
+pub struct Api {
+    /// The application.
+    pub app: Arc<App>,
+    /// Rendered public answers (meta, og pages, cards), kept while what they show is unchanged.
+    pub memo: Memo,
+    /// How often an idle stream sends `: ping`.
+    pub heartbeat: std::time::Duration,
+    /// `/metrics`, where the entry point serves it.
+    pub metrics: Option<MetricsRender>,
+}
+
+impl Api {
+    /// How often an idle stream sends `: ping` unless configured otherwise (inside CloudFront's
+    /// 30 s default origin read timeout).
+    pub const HEARTBEAT_MS: u64 = 15_000;
+
+    /// Serves `app` with the default heartbeat and no metrics.
+    pub fn new(app: Arc<App>) -> Api {
+        Api {
+            app,
+            memo: Memo::default(),
+            heartbeat: std::time::Duration::from_millis(Self::HEARTBEAT_MS),
+            metrics: None,
+        }
+    }
+}
+
+impl std::ops::Deref for Api {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.app
+    }
+}
+
 /// The handler of an endpoint: the app, the request's head, its path parameters, its body.
 pub type Handler = for<'a> fn(
-    &'a Arc<App>,
+    &'a Arc<Api>,
     &'a http::request::Parts,
     &'a [&'a str],
     Bytes,
@@ -366,7 +409,7 @@ pub const OPENAPI: Endpoint = Endpoint {
             let mut r = respond(
                 StatusCode::OK,
                 "application/json",
-                openapi_document(&app.catalog),
+                openapi_document(app.catalog()),
             );
             r.headers_mut().insert(
                 header::CACHE_CONTROL,
@@ -422,8 +465,8 @@ pub const ORIGIN_HEADER: &str = "x-spellcast-origin";
 
 /// Whether a request came through the front door: there is no origin secret (the local server),
 /// or the request carries it.
-fn through_the_front_door(app: &App, req: &http::request::Parts) -> bool {
-    let Some(secret) = &app.config.origin_secret else {
+fn through_the_front_door(app: &Api, req: &http::request::Parts) -> bool {
+    let Some(secret) = &app.config().origin_secret else {
         return true;
     };
     let given = req
@@ -435,7 +478,7 @@ fn through_the_front_door(app: &App, req: &http::request::Parts) -> bool {
 }
 
 /// Answers one request with the first of `endpoints` whose path it names, else 404.
-pub async fn handle(app: Arc<App>, req: Request, endpoints: &[&Endpoint]) -> Response {
+pub async fn handle(app: Arc<Api>, req: Request, endpoints: &[&Endpoint]) -> Response {
     let (parts, body) = req.into_parts();
     let id = request_id(&parts);
     let span = tracing::info_span!("request", request_id = %id, method = %parts.method, path = %parts.uri.path());
@@ -638,8 +681,8 @@ pub(crate) fn slug(raw: &str) -> Result<Slug, Problem> {
 /// The site's origin for absolute URLs: the configured public URL, else (on AWS, where the
 /// functions cannot know the CloudFront domain at deploy time) the host CloudFront's viewer
 /// function copied into `x-spellcast-host`, else the request's `Host`.
-pub(crate) fn public_origin(app: &App, req: &http::request::Parts) -> String {
-    origin_of(&app.config.public_url, &req.headers)
+pub(crate) fn public_origin(app: &Api, req: &http::request::Parts) -> String {
+    origin_of(&app.config().public_url, &req.headers)
 }
 
 fn origin_of(configured: &str, headers: &http::HeaderMap) -> String {
@@ -690,17 +733,17 @@ pub(crate) struct SignedIn {
 }
 
 /// The signed-in user (a Bearer session, ours or the OpenID provider's), or 401.
-pub(crate) async fn session(app: &App, req: &http::request::Parts) -> Result<SignedIn, Problem> {
+pub(crate) async fn session(app: &Api, req: &http::request::Parts) -> Result<SignedIn, Problem> {
     let token = bearer(req)
         .ok_or_else(|| Problem::unauthorized("Sign in: a Bearer session token is required"))?;
     signed_in(app, &token).await
 }
 
 /// The user `token` signs in, or 401.
-pub(crate) async fn signed_in(app: &App, token: &str) -> Result<SignedIn, Problem> {
-    use spellcast_application::app::SignInError;
+pub(crate) async fn signed_in(app: &Api, token: &str) -> Result<SignedIn, Problem> {
     use spellcast_application::auth::TokenError;
-    match app.signed_in(token).await {
+    use spellcast_application::sign_in::SignInError;
+    match app.sign_in().verify(token).await {
         Ok(sub) => Ok(SignedIn { sub }),
         Err(SignInError::Token(TokenError::Expired)) => {
             Err(Problem::unauthorized("The session has expired"))
@@ -718,8 +761,8 @@ pub(crate) async fn signed_in(app: &App, token: &str) -> Result<SignedIn, Proble
 pub struct ClientAddr(pub std::net::IpAddr);
 
 /// Counts one hit of `subject` against `limit`: 429 `rate_limited` over it.
-pub(crate) async fn rate_limit(app: &App, limit: &Limit, subject: &str) -> Result<(), Problem> {
-    match app.limiter.hit(limit, subject, app.clock.now()).await? {
+pub(crate) async fn rate_limit(app: &Api, limit: &Limit, subject: &str) -> Result<(), Problem> {
+    match app.limiting().hit(limit, subject).await? {
         Verdict::Allowed => Ok(()),
         Verdict::Limited { retry_after_secs } => {
             tracing::info!(limit = limit.name, "rate limited");

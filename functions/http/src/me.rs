@@ -6,11 +6,11 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::{json, query, session, Handled, Problem};
-use spellcast_application::App;
+use crate::Api;
 use spellcast_domain::ids::{CreditTxId, RunId};
 
 /// `GET /api/v1/me/balance`.
-pub async fn balance(app: &Arc<App>, req: &http::request::Parts) -> Handled {
+pub async fn balance(app: &Arc<Api>, req: &http::request::Parts) -> Handled {
     let user = session(app, req).await?;
     let balance = app.accounts().balance(&user.sub).await?;
     Ok(json(
@@ -20,7 +20,7 @@ pub async fn balance(app: &Arc<App>, req: &http::request::Parts) -> Handled {
 }
 
 /// `GET /api/v1/me/ledger?limit=50&cursor=...`, newest first.
-pub async fn ledger(app: &Arc<App>, req: &http::request::Parts) -> Handled {
+pub async fn ledger(app: &Arc<Api>, req: &http::request::Parts) -> Handled {
     let user = session(app, req).await?;
     let limit = limit(req, 50, 200)?;
     let cursor =
@@ -55,7 +55,7 @@ fn limit(req: &http::request::Parts, default: usize, max: usize) -> Result<usize
 }
 
 /// `GET /api/v1/me/runs?limit=20&cursor=...`: the caller's runs, newest first (SPEC §3.11a).
-pub async fn runs(app: &Arc<App>, req: &http::request::Parts) -> Handled {
+pub async fn runs(app: &Arc<Api>, req: &http::request::Parts) -> Handled {
     let user = session(app, req).await?;
     let limit = limit(req, 20, 100)?;
     let cursor =
@@ -73,7 +73,7 @@ pub async fn runs(app: &Arc<App>, req: &http::request::Parts) -> Handled {
         .iter()
         .map(|run| {
             let title = app
-                .catalog
+                .catalog()
                 .get(&run.slug)
                 .map_or_else(|| run.slug.to_string(), |s| s.def.title.clone());
             json!({
@@ -98,7 +98,7 @@ pub async fn runs(app: &Arc<App>, req: &http::request::Parts) -> Handled {
 
 /// `GET /api/v1/me/webhook-secret` (made on first use) and `POST` (a new one): the secret that
 /// signs the user's run webhooks (SPEC §3.13). Never cached.
-pub async fn webhook_secret(app: &Arc<App>, req: &http::request::Parts) -> Handled {
+pub async fn webhook_secret(app: &Arc<Api>, req: &http::request::Parts) -> Handled {
     let user = session(app, req).await?;
     let accounts = app.accounts();
     let secret = if req.method == http::Method::POST {
@@ -112,18 +112,17 @@ pub async fn webhook_secret(app: &Arc<App>, req: &http::request::Parts) -> Handl
 /// `POST /api/v1/dev/session`: a session for a demo user, with demo points. Local server only.
 #[cfg(feature = "dev-session")]
 pub async fn dev_session(
-    app: &Arc<App>,
+    app: &Arc<Api>,
     req: &http::request::Parts,
     body: &bytes::Bytes,
 ) -> Handled {
     use serde_json::Value;
     use spellcast_domain::ids::UserId;
-    use spellcast_domain::ledger::{LedgerEntry, LedgerKind, PTS};
 
     // Each session is a user with points: so many per client address (an entry point that
     // cannot tell the address has no such endpoint).
     if let Some(super::ClientAddr(ip)) = req.extensions.get() {
-        super::rate_limit(app, &app.config.limits.sessions, &format!("addr:{ip}")).await?;
+        super::rate_limit(app, &app.config().limits.sessions, &format!("addr:{ip}")).await?;
     }
 
     let fields = if body.iter().all(u8::is_ascii_whitespace) {
@@ -160,30 +159,9 @@ pub async fn dev_session(
             }
         },
     };
-    let now = app.clock.now();
-    let balance = if grant > 0 {
-        app.store
-            .grant(LedgerEntry {
-                tx_id: CreditTxId::new(),
-                user_id: user_id.clone(),
-                kind: LedgerKind::Grant,
-                asset: PTS.into(),
-                pts: grant,
-                run_id: None,
-                invoice_id: None,
-                at: now,
-                reason: Some("demo".into()),
-                granted_by: Some("dev-session".into()),
-            })
-            .await?
-    } else {
-        app.store.balance(&user_id).await?
-    };
-    let token = app
-        .keys
-        .session(&user_id, now, now + app.config.session_ttl);
+    let session = app.sign_in().demo_session(&user_id, grant).await?;
     Ok(json(
         StatusCode::CREATED,
-        &json!({"token": token, "userId": user_id, "balancePts": balance}),
+        &json!({"token": session.token, "userId": user_id, "balancePts": session.balance}),
     ))
 }

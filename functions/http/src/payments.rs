@@ -8,8 +8,8 @@ use http::{header, HeaderValue, StatusCode};
 use serde_json::Value;
 
 use super::{json, parse_object, rate_limit, session, slug, str_field, Handled, Problem, Response};
+use crate::Api;
 use spellcast_application::quote::QuoteRequest;
-use spellcast_application::App;
 use spellcast_domain::errors::FieldError;
 use spellcast_domain::invoice::json_hash;
 
@@ -26,9 +26,9 @@ pub(crate) fn idempotency_key(req: &http::request::Parts) -> Result<Option<Strin
 }
 
 /// `POST /api/v1/payments/invoice`.
-pub async fn invoice(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> Handled {
+pub async fn invoice(app: &Arc<Api>, req: &http::request::Parts, body: &Bytes) -> Handled {
     let user = session(app, req).await?;
-    rate_limit(app, &app.config.limits.invoices, user.sub.as_str()).await?;
+    rate_limit(app, &app.config().limits.invoices, user.sub.as_str()).await?;
     let key = idempotency_key(req)?;
     let fields = parse_object(body)?;
     let raw_slug = str_field(&fields, "spellSlug")?;

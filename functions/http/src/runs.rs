@@ -7,16 +7,16 @@ use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 
 use super::{bearer, json, query, Body, Handled, Problem};
+use crate::Api;
 use spellcast_application::auth::TokenError;
 use spellcast_application::viewing::{FileAnswer, ViewError, Viewer};
-use spellcast_application::App;
 use spellcast_domain::ids::RunId;
 
 /// Reads the viewer's token: a session (only as `Authorization: Bearer`) or an invoice (there, or
 /// as `?token=` for `EventSource` and `<img>`, which cannot send headers); an invoice's expiry is
 /// judged per run, later.
 pub(crate) async fn viewer(
-    app: &App,
+    app: &Api,
     req: &http::request::Parts,
     invalid_code: &'static str,
 ) -> Result<Viewer, Problem> {
@@ -28,7 +28,7 @@ pub(crate) async fn viewer(
         )
     };
     if let Some(token) = bearer(req) {
-        if let Ok(invoice) = app.keys.verify_invoice_ignoring_expiry(&token) {
+        if let Ok(invoice) = app.keys().verify_invoice_ignoring_expiry(&token) {
             return Ok(Viewer::Invoice(invoice));
         }
         return match super::signed_in(app, &token).await {
@@ -39,14 +39,14 @@ pub(crate) async fn viewer(
     }
     let token = query(req, "token")
         .ok_or_else(|| Problem::unauthorized("A Bearer token (session or invoice) is required"))?;
-    app.keys
+    app.keys()
         .verify_invoice_ignoring_expiry(&token)
         .map(Viewer::Invoice)
         .map_err(|_: TokenError| invalid())
 }
 
 /// `GET /api/v1/runs/{runId}`.
-pub async fn snapshot(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &str) -> Handled {
+pub async fn snapshot(app: &Arc<Api>, req: &http::request::Parts, raw_run_id: &str) -> Handled {
     let viewer = viewer(app, req, "unauthorized").await?;
     let run_id = RunId::parse(raw_run_id).ok_or_else(Problem::run_not_found)?;
     let run = app.viewing().run(&viewer, &run_id).await?;
@@ -61,7 +61,7 @@ pub async fn snapshot(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &s
 
 /// `POST /api/v1/runs/{runId}/cancel`: the owner's session only (an invoice token opens a run for
 /// watching, not for changing it). 202 with the run as it is now.
-pub async fn cancel(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &str) -> Handled {
+pub async fn cancel(app: &Arc<Api>, req: &http::request::Parts, raw_run_id: &str) -> Handled {
     let session = super::session(app, req).await?;
     let run_id = RunId::parse(raw_run_id).ok_or_else(Problem::run_not_found)?;
     let run = app.canceling().cancel(&session.sub, &run_id).await?;
@@ -70,7 +70,7 @@ pub async fn cancel(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &str
 
 /// `GET /api/v1/runs/{runId}/webhooks`: every delivery attempt, oldest first (whoever may see
 /// the run).
-pub async fn webhooks(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &str) -> Handled {
+pub async fn webhooks(app: &Arc<Api>, req: &http::request::Parts, raw_run_id: &str) -> Handled {
     let viewer = viewer(app, req, "unauthorized").await?;
     let run_id = RunId::parse(raw_run_id).ok_or_else(Problem::run_not_found)?;
     let attempts = app.viewing().webhook_attempts(&viewer, &run_id).await?;
@@ -79,7 +79,7 @@ pub async fn webhooks(app: &Arc<App>, req: &http::request::Parts, raw_run_id: &s
 
 /// `GET /api/v1/runs/{runId}/outputs/{n}`.
 pub async fn output(
-    app: &Arc<App>,
+    app: &Arc<Api>,
     req: &http::request::Parts,
     raw_run_id: &str,
     n: &str,

@@ -10,8 +10,8 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::{json, parse_object, session, Body, Handled, Problem};
+use crate::Api;
 use spellcast_application::viewing::{ViewError, Viewer};
-use spellcast_application::App;
 use spellcast_domain::ids::{RunId, ShareId};
 use spellcast_domain::run::Run;
 use spellcast_domain::sharing::Share;
@@ -31,7 +31,7 @@ fn share_json(share: &Share) -> Value {
 
 /// `GET|POST|DELETE /api/v1/runs/{runId}/share`: the owner's session only.
 pub async fn share(
-    app: &Arc<App>,
+    app: &Arc<Api>,
     req: &http::request::Parts,
     raw_run_id: &str,
     body: &Bytes,
@@ -73,8 +73,8 @@ pub async fn share(
 
 /// A shared run as the public sees it: the spell, how it ended and its outputs (files by their
 /// public URLs); its inputs only if the owner said so. Never who cast it, or what it cost.
-pub fn public_json(app: &App, share: &Share, run: &Run) -> Value {
-    let spell = app.catalog.get(&run.slug);
+pub fn public_json(app: &Api, share: &Share, run: &Run) -> Value {
+    let spell = app.catalog().get(&run.slug);
     let outputs: Vec<Value> = run
         .outputs
         .iter()
@@ -112,7 +112,7 @@ fn cached(mut r: http::Response<Body>) -> http::Response<Body> {
 }
 
 /// `GET /api/v1/shares/{shareId}`: anyone.
-pub async fn shared(app: &Arc<App>, raw_share_id: &str) -> Handled {
+pub async fn shared(app: &Arc<Api>, raw_share_id: &str) -> Handled {
     let id = ShareId::parse(raw_share_id).ok_or_else(Problem::share_not_found)?;
     let (share, run) = app.sharing().shared(&id).await?;
     Ok(cached(json(
@@ -122,7 +122,7 @@ pub async fn shared(app: &Arc<App>, raw_share_id: &str) -> Handled {
 }
 
 /// `GET /api/v1/shares/{shareId}/outputs/{n}`: anyone, a shared run's file.
-pub async fn shared_output(app: &Arc<App>, raw_share_id: &str, n: &str) -> Handled {
+pub async fn shared_output(app: &Arc<Api>, raw_share_id: &str, n: &str) -> Handled {
     let id = ShareId::parse(raw_share_id).ok_or_else(Problem::share_not_found)?;
     let (_, run) = app.sharing().shared(&id).await?;
     let n = n
@@ -138,20 +138,20 @@ pub async fn shared_output(app: &Arc<App>, raw_share_id: &str, n: &str) -> Handl
 
 /// What a shared run's card and og page say under the title: its first non-blank text output
 /// (or JSON), else the spell's summary.
-fn excerpt(app: &App, run: &Run) -> String {
+fn excerpt(app: &Api, run: &Run) -> String {
     let text = run.outputs.iter().find_map(|o| match &o.value {
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
         Some(Value::String(_)) => None,
         Some(v) if o.url.is_none() => Some(v.to_string()),
         _ => None,
     });
-    text.or_else(|| app.catalog.get(&run.slug).map(|s| s.def.summary.clone()))
+    text.or_else(|| app.catalog().get(&run.slug).map(|s| s.def.summary.clone()))
         .unwrap_or_default()
 }
 
 /// `GET|HEAD /r/{shareId}/og`: the shared run's og page, for crawlers (a 404 page once
 /// unshared: crawlers show what they get).
-pub async fn og(app: &Arc<App>, req: &http::request::Parts, raw_share_id: &str) -> Handled {
+pub async fn og(app: &Arc<Api>, req: &http::request::Parts, raw_share_id: &str) -> Handled {
     let found = match ShareId::parse(raw_share_id) {
         Some(id) => match app.sharing().shared(&id).await {
             Ok(found) => Some(found),
@@ -162,12 +162,12 @@ pub async fn og(app: &Arc<App>, req: &http::request::Parts, raw_share_id: &str) 
     };
     let spell = found
         .as_ref()
-        .and_then(|(_, run)| app.catalog.get(&run.slug).map(|s| (s, run)));
+        .and_then(|(_, run)| app.catalog().get(&run.slug).map(|s| (s, run)));
     let Some((spell, run)) = spell else {
         let mut r = super::respond(
             StatusCode::NOT_FOUND,
             "text/html; charset=utf-8",
-            crate::og::render_share_not_found(&app.config),
+            crate::og::render_share_not_found(app.config()),
         );
         r.headers_mut().insert(
             http::header::CACHE_CONTROL,
@@ -178,8 +178,8 @@ pub async fn og(app: &Arc<App>, req: &http::request::Parts, raw_share_id: &str) 
     let origin = super::public_origin(app, req);
     let share_path = format!("/r/{raw_share_id}");
     let description: String = excerpt(app, run).chars().take(200).collect();
-    let page = crate::og::render_share(&app.config, &origin, &share_path, &spell, &description);
-    let rendered = spellcast_application::memo::Rendered::new(page);
+    let page = crate::og::render_share(app.config(), &origin, &share_path, &spell, &description);
+    let rendered = crate::memo::Rendered::new(page);
     Ok(super::spells::cacheable(
         req,
         "text/html; charset=utf-8",
@@ -191,9 +191,8 @@ pub async fn og(app: &Arc<App>, req: &http::request::Parts, raw_share_id: &str) 
 /// `GET|HEAD /r/{shareId}/og.png`: the shared run's card (the spell's title, its first image
 /// output or a text excerpt), drawn once per process and kept while the run stays shared.
 #[cfg(feature = "cards")]
-pub async fn card(app: &Arc<App>, req: &http::request::Parts, raw_share_id: &str) -> Handled {
-    use spellcast_application::memo::Key;
-    use spellcast_domain::run::{FileBody, OutputKind};
+pub async fn card(app: &Arc<Api>, req: &http::request::Parts, raw_share_id: &str) -> Handled {
+    use crate::memo::Key;
 
     let id = ShareId::parse(raw_share_id).ok_or_else(Problem::share_not_found)?;
     // Looked up on every request: an unshared run is never answered from the memo.
@@ -208,22 +207,15 @@ pub async fn card(app: &Arc<App>, req: &http::request::Parts, raw_share_id: &str
     super::cards::card_answer(app, req, key, SHARED_CACHE, || async {
         // The first image output, when its bytes are beside the run (a large one in the blob
         // store is left out: the card shows the text instead).
-        let mut image_png = None;
-        if let Some(n) = run.outputs.iter().position(|o| o.kind == OutputKind::Image) {
-            if let Some(file) = app.store.output_file(&run.run_id, n).await? {
-                if let FileBody::Inline(bytes) = file.body {
-                    image_png = Some(bytes);
-                }
-            }
-        }
+        let image_png = app.sharing().first_inline_image(&run).await?;
         Ok(super::cards::CardText {
             title: app
-                .catalog
+                .catalog()
                 .get(&run.slug)
                 .map_or(run.slug.to_string(), |s| s.def.title.clone()),
             excerpt: Some(excerpt(app, &run)),
             image_png,
-            footer: format!("{} · a shared run", app.config.site_name),
+            footer: format!("{} · a shared run", app.config().site_name),
         })
     })
     .await

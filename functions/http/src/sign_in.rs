@@ -12,13 +12,13 @@ use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
 use super::{json, parse_object, rate_limit, str_field, ClientAddr, Handled, Problem};
+use crate::Api;
 use spellcast_application::oidc::RedeemError;
-use spellcast_application::App;
 
 /// `GET /api/v1/auth/config`: `{"oidc": {issuer, clientId, authorizationEndpoint, ...}}`, or
 /// `{"oidc": null}` where users sign in some other way (the local demo sessions).
-pub async fn config(app: &Arc<App>) -> Handled {
-    let oidc = match &app.oidc {
+pub async fn config(app: &Arc<Api>) -> Handled {
+    let oidc = match &app.oidc() {
         None => serde_json::Value::Null,
         Some(provider) => serde_json::to_value(
             provider
@@ -37,14 +37,14 @@ pub async fn config(app: &Arc<App>) -> Handled {
 }
 
 /// `POST /api/v1/auth/token` `{"code", "codeVerifier", "redirectUri"}` → `{"token", "expiresIn"}`.
-pub async fn token(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> Handled {
-    let Some(provider) = &app.oidc else {
+pub async fn token(app: &Arc<Api>, req: &http::request::Parts, body: &Bytes) -> Handled {
+    let Some(provider) = &app.oidc() else {
         return Err(Problem::unauthorized(
             "No OpenID provider signs users in here",
         ));
     };
     if let Some(ClientAddr(ip)) = req.extensions.get() {
-        rate_limit(app, &app.config.limits.sessions, &format!("addr:{ip}")).await?;
+        rate_limit(app, &app.config().limits.sessions, &format!("addr:{ip}")).await?;
     }
     let fields = parse_object(body)?;
     let code = str_field(&fields, "code")?;

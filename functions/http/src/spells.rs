@@ -7,8 +7,8 @@ use http::{header, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
 use super::{not_modified, respond, slug, Body, Handled, Problem, Response};
-use spellcast_application::memo::{Key, Rendered};
-use spellcast_application::App;
+use crate::memo::{Key, Rendered};
+use crate::Api;
 
 /// Metadata changes at most with each price recomputation (15 min): shared caches keep it 5 min.
 const META_CACHE: &str = "public, max-age=60, s-maxage=300, stale-while-revalidate=600";
@@ -45,13 +45,13 @@ pub(crate) fn cacheable(
 }
 
 /// `GET /api/v1/spells/{slug}/meta`.
-pub async fn meta(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled {
+pub async fn meta(app: &Arc<Api>, req: &http::request::Parts, raw_slug: &str) -> Handled {
     let slug = slug(raw_slug)?;
     let spell = app
-        .catalog
+        .catalog()
         .get(&slug)
         .ok_or_else(|| Problem::spell_not_found(raw_slug))?;
-    let price = app.prices.price(&spell, app.store.as_ref()).await?;
+    let price = app.pricing().price(&spell).await?;
     let origin = super::public_origin(app, req);
     // Everything the document shows: the spell (fixed for the process), its price and when that
     // was computed, and the origin of its links.
@@ -62,7 +62,7 @@ pub async fn meta(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) ->
         price: Some((price.pts, price.updated_at)),
         share: None,
     };
-    let rendered = app.rendered.get_or_render(key, || {
+    let rendered = app.memo.get_or_render(key, || {
         let def = &spell.def;
         let body = json!({
         "slug": def.slug,
@@ -89,11 +89,11 @@ pub async fn meta(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) ->
 
 /// `GET /api/v1/spells`: every spell of the catalog with its price, cacheable like meta (its
 /// ETag changes with any price).
-pub async fn catalog(app: &Arc<App>, req: &http::request::Parts) -> Handled {
+pub async fn catalog(app: &Arc<Api>, req: &http::request::Parts) -> Handled {
     let origin = super::public_origin(app, req);
     let mut spells = Vec::new();
-    for spell in app.catalog.iter() {
-        let price = app.prices.price(spell, app.store.as_ref()).await?;
+    for spell in app.catalog().iter() {
+        let price = app.pricing().price(spell).await?;
         let def = &spell.def;
         spells.push(json!({
             "slug": def.slug,
@@ -109,8 +109,8 @@ pub async fn catalog(app: &Arc<App>, req: &http::request::Parts) -> Handled {
 }
 
 /// `GET|HEAD /spells/{slug}/og`: a 404 is an HTML page too, since crawlers show what they get.
-pub fn og(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled {
-    let spell = super::Slug::parse(raw_slug).and_then(|s| app.catalog.get(&s));
+pub fn og(app: &Arc<Api>, req: &http::request::Parts, raw_slug: &str) -> Handled {
+    let spell = super::Slug::parse(raw_slug).and_then(|s| app.catalog().get(&s));
     Ok(match spell {
         Some(spell) => {
             let origin = super::public_origin(app, req);
@@ -121,9 +121,9 @@ pub fn og(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled
                 price: None,
                 share: None,
             };
-            let rendered = app.rendered.get_or_render(key, || {
+            let rendered = app.memo.get_or_render(key, || {
                 Ok::<_, Problem>(Rendered::new(crate::og::render(
-                    &app.config,
+                    app.config(),
                     &origin,
                     &spell,
                 )))
@@ -134,7 +134,7 @@ pub fn og(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled
             let mut r = respond(
                 StatusCode::NOT_FOUND,
                 "text/html; charset=utf-8",
-                crate::og::render_not_found(&app.config, raw_slug),
+                crate::og::render_not_found(app.config(), raw_slug),
             );
             r.headers_mut().insert(
                 header::CACHE_CONTROL,
@@ -148,9 +148,9 @@ pub fn og(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled
 /// `GET|HEAD /spells/{slug}/og.png`: the card drawn for a spell that has no picture of its own
 /// (its title and summary), once per process, cacheable like the og page.
 #[cfg(feature = "cards")]
-pub async fn card(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled {
+pub async fn card(app: &Arc<Api>, req: &http::request::Parts, raw_slug: &str) -> Handled {
     let spell = super::Slug::parse(raw_slug)
-        .and_then(|s| app.catalog.get(&s))
+        .and_then(|s| app.catalog().get(&s))
         .ok_or_else(|| Problem::spell_not_found(raw_slug))?;
     let key = Key {
         answer: "spell-card",
@@ -164,7 +164,7 @@ pub async fn card(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) ->
             title: spell.def.title.clone(),
             excerpt: Some(spell.def.summary.clone()),
             image_png: None,
-            footer: app.config.site_name.clone(),
+            footer: app.config().site_name.clone(),
         })
     })
     .await

@@ -9,7 +9,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use super::{json, Handled, Problem};
-use spellcast_application::App;
+use crate::Api;
 
 /// How far a signature's timestamp may be from now.
 const TOLERANCE_SECS: i64 = 300;
@@ -48,22 +48,26 @@ pub fn verify_signature(
 }
 
 /// `POST /api/v1/internal/stats/refresh`.
-pub async fn refresh(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> Handled {
+pub async fn refresh(app: &Arc<Api>, req: &http::request::Parts, body: &Bytes) -> Handled {
     let header = |name: &str| {
         req.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
     };
-    let signed = app.config.webhook_secret.as_deref().is_some_and(|secret| {
-        verify_signature(
-            secret,
-            header("x-spellcast-timestamp"),
-            header("x-spellcast-signature"),
-            body,
-            app.clock.now().timestamp(),
-        )
-    });
+    let signed = app
+        .config()
+        .webhook_secret
+        .as_deref()
+        .is_some_and(|secret| {
+            verify_signature(
+                secret,
+                header("x-spellcast-timestamp"),
+                header("x-spellcast-signature"),
+                body,
+                app.now().timestamp(),
+            )
+        });
     if !signed {
         return Err(Problem::unauthorized(
             "The webhook signature is missing, wrong or too old",

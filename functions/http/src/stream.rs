@@ -13,10 +13,10 @@ use tracing::Instrument;
 
 use super::runs::viewer;
 use super::{query, slug, Body, Handled, Problem};
+use crate::Api;
 use futures::StreamExt;
 use spellcast_application::limits::Slot;
 use spellcast_application::watching::Watched;
-use spellcast_application::App;
 use spellcast_domain::ids::CreditTxId;
 use spellcast_domain::run::RunEvent;
 
@@ -63,7 +63,7 @@ fn event_id(raw: &str) -> Result<u64, Problem> {
 }
 
 /// `GET /api/v1/spells/{slug}/stream?creditTxId=...`.
-pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) -> Handled {
+pub async fn stream(app: &Arc<Api>, req: &http::request::Parts, raw_slug: &str) -> Handled {
     let slug = slug(raw_slug)?;
     let viewer = viewer(app, req, "invoice_invalid").await?;
     let credit_tx = query(req, "creditTxId")
@@ -84,28 +84,22 @@ pub async fn stream(app: &Arc<App>, req: &http::request::Parts, raw_slug: &str) 
 
     // SPEC 2: so many open streams per user and per run, across instances.
     let user = viewer.user().clone();
-    let caps = app.config.stream_caps();
-    let slot = app
-        .limiter
-        .take(&user, &run.run_id, &caps, app.clock.now())
-        .await?;
-    match slot {
-        Slot::Taken => {}
-        Slot::UserFull => return Err(Problem::rate_limited("open streams of this user", 5)),
-        Slot::RunFull => return Err(Problem::rate_limited("open streams of this run", 5)),
-    }
+    let slot = match app.limiting().open_stream(&user, &run.run_id).await? {
+        Ok(slot) => slot,
+        Err(Slot::RunFull) => return Err(Problem::rate_limited("open streams of this run", 5)),
+        Err(_) => return Err(Problem::rate_limited("open streams of this user", 5)),
+    };
 
     let (tx, rx) = mpsc::channel::<Watched>(32);
     let span = tracing::info_span!("stream", run_id = %run.run_id);
-    let watching = app.watching();
-    let limiter = app.limiter.clone();
+    let watching = app.watching(app.heartbeat);
     tokio::spawn(
         async move {
             // The body ends when the last sender goes: this one stays until the slot is given
             // back, so a Lambda is not frozen before it is.
             let open = tx.clone();
             watching.watch(&run, after, tx).await;
-            if let Err(e) = limiter.give_back(&user, &run.run_id).await {
+            if let Err(e) = slot.give_back().await {
                 tracing::warn!(error = %e, "stream slot not given back; its lease frees it");
             }
             drop(open);

@@ -9,16 +9,16 @@ use http::{header, StatusCode};
 
 use super::{json, parse_object, rate_limit, response, session, str_field, whole_number};
 use super::{Body, Handled, Problem};
-use spellcast_application::auth::TokenError;
-use spellcast_application::uploading::UploadError;
-use spellcast_application::App;
-use spellcast_domain::ids::UploadId;
-use spellcast_domain::uploads::{pending_key, MAX_UPLOAD_BYTES};
+
+use crate::Api;
+use spellcast_application::uploading::{ReceiveError, UploadError};
+
+use spellcast_domain::uploads::MAX_UPLOAD_BYTES;
 
 /// `POST /api/v1/uploads` `{"mime", "bytes"}` → 201 with where to PUT the bytes.
-pub async fn request(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -> Handled {
+pub async fn request(app: &Arc<Api>, req: &http::request::Parts, body: &Bytes) -> Handled {
     let user = session(app, req).await?;
-    rate_limit(app, &app.config.limits.uploads, user.sub.as_str()).await?;
+    rate_limit(app, &app.config().limits.uploads, user.sub.as_str()).await?;
     let fields = parse_object(body)?;
     let mime = str_field(&fields, "mime")?;
     let bytes = fields
@@ -45,43 +45,35 @@ pub async fn request(app: &Arc<App>, req: &http::request::Parts, body: &Bytes) -
 
 /// `PUT /api/v1/uploads/{uploadId}/content?token=…`: the local server's upload target. The token
 /// binds the upload, its type and its exact size, and expires, as an S3 presigned PUT does.
-pub async fn content(app: &Arc<App>, req: &http::request::Parts, id: &str, body: Bytes) -> Handled {
+pub async fn content(app: &Arc<Api>, req: &http::request::Parts, id: &str, body: Bytes) -> Handled {
     let token = super::query(req, "token")
         .ok_or_else(|| Problem::unauthorized("The upload URL's token is missing"))?;
-    let claims = app.keys.verify_upload(&token).map_err(|e| match e {
-        TokenError::Expired => Problem::unauthorized("The upload URL has expired: ask for another"),
-        TokenError::Invalid => Problem::unauthorized("The upload URL's token is not valid"),
-    })?;
-    if UploadId::parse(id).as_ref() != Some(&claims.jti) {
-        return Err(Problem::unauthorized(
-            "The upload URL's token is for another upload",
-        ));
-    }
     let sent_type = req
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !sent_type.eq_ignore_ascii_case(&claims.mime) {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "upload_mismatch",
-            format!("The PUT must carry Content-Type: {}", claims.mime),
-        ));
-    }
-    if body.len() as u64 > claims.len {
-        return Err(Problem::payload_too_large());
-    }
-    if body.len() as u64 != claims.len {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "upload_mismatch",
-            format!("The PUT must send exactly {} bytes", claims.len),
-        ));
-    }
-    app.blobs
-        .put(&pending_key(&claims.jti), &claims.mime, body.to_vec())
-        .await?;
-    tracing::info!(upload_id = %claims.jti, bytes = claims.len, "upload received");
+    let mismatch =
+        |detail: String| Problem::new(StatusCode::BAD_REQUEST, "upload_mismatch", detail);
+    app.uploading()
+        .receive(id, &token, sent_type, body.to_vec())
+        .await
+        .map_err(|e| match e {
+            ReceiveError::Expired => {
+                Problem::unauthorized("The upload URL has expired: ask for another")
+            }
+            ReceiveError::Invalid => Problem::unauthorized("The upload URL's token is not valid"),
+            ReceiveError::OtherUpload => {
+                Problem::unauthorized("The upload URL's token is for another upload")
+            }
+            ReceiveError::WrongType(mime) => {
+                mismatch(format!("The PUT must carry Content-Type: {mime}"))
+            }
+            ReceiveError::TooLarge => Problem::payload_too_large(),
+            ReceiveError::WrongSize(len) => {
+                mismatch(format!("The PUT must send exactly {len} bytes"))
+            }
+            ReceiveError::Store(e) => e.into(),
+        })?;
     Ok(response(StatusCode::NO_CONTENT, Body::Full(Bytes::new())))
 }

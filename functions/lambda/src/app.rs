@@ -12,7 +12,8 @@ use spellcast_application::auth::TokenKeys;
 use spellcast_application::ports::{
     BlobHead, Blobs, BusError, EventBus, StoreError, StoreResult, SystemClock,
 };
-use spellcast_application::pricing::PriceBook;
+
+use spellcast_application::app::Ports;
 use spellcast_application::tools::Toolbox;
 use spellcast_application::{App, Config};
 use spellcast_aws::{
@@ -22,6 +23,7 @@ use spellcast_aws::{
 use spellcast_domain::catalog::Catalog;
 use spellcast_domain::events::ExecutionStarted;
 use spellcast_domain::ids::RunId;
+use spellcast_http::Api;
 use tracing_subscriber::filter::LevelFilter;
 
 use crate::settings::Settings;
@@ -140,7 +142,7 @@ impl Start {
         bus: Arc<dyn EventBus>,
         blobs: Arc<dyn Blobs>,
         tools: Toolbox,
-    ) -> Result<Arc<App>, String> {
+    ) -> Result<Arc<Api>, String> {
         let settings = self.settings;
         let (catalog, left_out) = settings.tools.available(catalog()?);
         for warning in &left_out {
@@ -155,7 +157,6 @@ impl Start {
             chrono::Duration::days(RETENTION_DAYS),
         ));
         let mut config = Config::new(settings.public_url.as_str());
-        config.heartbeat = settings.heartbeat;
         config.stream_limit = settings.stream_limit;
         config.republish_after = settings.republish_after;
         config.webhook_secret = settings.webhook_secret.clone();
@@ -163,16 +164,8 @@ impl Start {
         (config.streams_per_user, config.streams_per_run) = settings.streams;
         config.welcome_pts = settings.welcome_pts;
         config.origin_secret = settings.origin_secret.clone();
-        let oidc = settings.oidc.clone().map(|provider| {
-            Arc::new(spellcast_application::oidc::OidcVerifier::new(
-                provider,
-                Arc::new(spellcast_aws::HttpsJson::default()),
-            ))
-        });
-        Ok(Arc::new(App {
-            config,
-            catalog,
-            tools,
+        config.oidc = settings.oidc.clone();
+        let ports = Ports {
             // Rate limits are counted in the table, so they hold across instances.
             limiter: store.clone(),
             store,
@@ -180,13 +173,17 @@ impl Start {
             bus,
             signal: Arc::new(PollingSignal::new(settings.poll.0, settings.poll.1)),
             clock: Arc::new(SystemClock),
-            keys: token_keys(&settings)?,
-            oidc,
-            welcomed: Default::default(),
-            prices: PriceBook::default(),
-            rendered: Default::default(),
-            metrics: None,
-        }))
+            tools,
+            // The provider's HTTPS client only where there is a provider.
+            provider_documents: settings.oidc.is_some().then(|| {
+                Arc::new(spellcast_aws::HttpsJson::default())
+                    as Arc<dyn spellcast_application::oidc::JsonFetcher>
+            }),
+        };
+        let app = App::new(config, catalog, token_keys(&settings)?, ports);
+        let mut api = Api::new(Arc::new(app));
+        api.heartbeat = settings.heartbeat;
+        Ok(Arc::new(api))
     }
 }
 

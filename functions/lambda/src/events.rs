@@ -2,6 +2,7 @@
 //! target) and the stats function (the 15-minute schedule, and the signed webhook through API
 //! Gateway, told apart by the event's shape).
 
+use spellcast_http::Api;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -53,7 +54,7 @@ pub async fn run_delivery(app: &App, event: &Value) -> Result<Value, Error> {
 }
 
 /// Serves the runner until the runtime stops.
-pub async fn serve_runner(app: Arc<App>) -> Result<(), Error> {
+pub async fn serve_runner(app: Arc<Api>) -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let app = app.clone();
         async move {
@@ -142,7 +143,7 @@ pub async fn http_response(response: api::Response) -> ApiGatewayV2httpResponse 
 }
 
 /// Serves the stats function: the schedule, or the webhook.
-pub async fn serve_stats(app: Arc<App>) -> Result<(), Error> {
+pub async fn serve_stats(app: Arc<Api>) -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let app = app.clone();
         async move {

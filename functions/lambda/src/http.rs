@@ -1,6 +1,7 @@
 //! `lambda_http` in front of the HTTP layer's handlers: requests in, core responses out, either
 //! buffered (API Gateway) or streamed (the stream function's URL with `RESPONSE_STREAM`).
 
+use spellcast_http::Api;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -10,7 +11,6 @@ use http::header::CONTENT_TYPE;
 use http_body::Frame;
 use http_body_util::StreamBody;
 use lambda_http::{service_fn, Error};
-use spellcast_application::App;
 use spellcast_http::{self as api, Body, Endpoint};
 
 use crate::emf;
@@ -26,7 +26,7 @@ pub fn into_request(req: lambda_http::Request) -> api::Request {
 /// invocation. Behind a Function URL with `AuthType: AWS_IAM` (the admin function's), the IAM
 /// principal that signed the request — which the Lambda service, not the caller, puts in the
 /// request context — is handed to the handlers as the [`api::AdminCaller`].
-pub async fn serve(app: Arc<App>, endpoints: &'static [&'static Endpoint]) -> Result<(), Error> {
+pub async fn serve(app: Arc<Api>, endpoints: &'static [&'static Endpoint]) -> Result<(), Error> {
     lambda_http::run(service_fn(move |req: lambda_http::Request| {
         let app = app.clone();
         async move {
@@ -64,7 +64,7 @@ pub fn iam_caller(req: &lambda_http::Request) -> Option<String> {
 /// Serves `endpoints` with streamed responses: each chunk the handler produces (each SSE event)
 /// is written to the client as it comes. Metrics flush when the body ends.
 pub async fn serve_streaming(
-    app: Arc<App>,
+    app: Arc<Api>,
     endpoints: &'static [&'static Endpoint],
 ) -> Result<(), Error> {
     lambda_http::run_with_streaming_response(service_fn(move |req: lambda_http::Request| {

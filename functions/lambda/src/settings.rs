@@ -46,7 +46,7 @@ pub struct Settings {
     /// Points granted once to each new user (`SPELLCAST_WELCOME_PTS`, default 0).
     pub welcome_pts: i64,
     /// How often an idle stream sends a heartbeat (`SPELLCAST_HEARTBEAT_MS`, default
-    /// [`Config::HEARTBEAT_MS`]).
+    /// [`spellcast_http::Api::HEARTBEAT_MS`]).
     pub heartbeat: Duration,
     /// When a stream closes by itself (`SPELLCAST_STREAM_LIMIT_SECS`, default
     /// [`Config::STREAM_LIMIT_SECS`]).
@@ -153,7 +153,7 @@ impl Settings {
             oidc,
             welcome_pts: number("SPELLCAST_WELCOME_PTS", 0)? as i64,
             heartbeat: Duration::from_millis(
-                number("SPELLCAST_HEARTBEAT_MS", Config::HEARTBEAT_MS)?.max(10),
+                number("SPELLCAST_HEARTBEAT_MS", spellcast_http::Api::HEARTBEAT_MS)?.max(10),
             ),
             stream_limit: Duration::from_secs(
                 number("SPELLCAST_STREAM_LIMIT_SECS", Config::STREAM_LIMIT_SECS)?.max(1),

@@ -4,6 +4,7 @@
 //! yet — goes back on the queue with a delay. A message that could not be handled (the store
 //! failed) is reported as a batch item failure: SQS gives it again, then to the dead-letter queue.
 
+use spellcast_http::Api;
 use std::sync::Arc;
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -109,7 +110,7 @@ async fn handle(
     let handled = match delivering.attempt(&named.run_id, &named.webhook_id).await {
         Ok(Next::Done) => Ok(()),
         Ok(Next::At(at)) => {
-            let wait = (at - app.clock.now()).to_std().unwrap_or_default();
+            let wait = (at - app.now()).to_std().unwrap_or_default();
             queue
                 .send(&named.run_id, &named.webhook_id, wait)
                 .await
@@ -132,7 +133,7 @@ async fn handle(
 
 /// Serves the webhooks function until the runtime stops.
 pub async fn serve_webhooks(
-    app: Arc<App>,
+    app: Arc<Api>,
     sender: Arc<dyn WebhookSender>,
     queue: WebhookQueue,
 ) -> Result<(), Error> {

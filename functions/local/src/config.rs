@@ -129,7 +129,7 @@ pub struct Args {
     #[arg(long, default_value_t = 900)]
     pub stats_interval_secs: u64,
     /// How often an idle stream sends a heartbeat, in milliseconds.
-    #[arg(long, default_value_t = Config::HEARTBEAT_MS)]
+    #[arg(long, default_value_t = spellcast_http::Api::HEARTBEAT_MS)]
     pub heartbeat_ms: u64,
     /// After how long a stream closes by itself (the client resumes), in seconds.
     #[arg(long, default_value_t = Config::STREAM_LIMIT_SECS)]
@@ -183,7 +183,6 @@ impl Args {
     /// The core's configuration.
     pub fn app_config(&self, public_url: &str) -> Config {
         let mut config = Config::new(public_url);
-        config.heartbeat = Duration::from_millis(self.heartbeat_ms.max(10));
         config.stream_limit = Duration::from_secs(self.stream_limit_secs.max(1));
         config.republish_after = chrono::Duration::milliseconds(self.republish_after_ms as i64);
         config.invoice_ttl = chrono::Duration::seconds(self.invoice_ttl_secs.max(1) as i64);
@@ -215,20 +214,19 @@ impl Args {
         }
     }
 
-    /// The OpenID provider's verifier, when one is configured.
-    pub fn oidc(
-        &self,
-    ) -> Result<Option<std::sync::Arc<spellcast_application::oidc::OidcVerifier>>, String> {
-        use spellcast_application::oidc::{OidcSettings, OidcVerifier};
+    /// The OpenID provider whose tokens sign users in, if one is configured.
+    pub fn oidc(&self) -> Result<Option<spellcast_application::oidc::OidcSettings>, String> {
         let (Some(issuer), Some(audience)) = (&self.oidc_issuer, &self.oidc_audience) else {
             return Ok(None);
         };
-        let mut settings = OidcSettings::new(issuer, audience)?;
+        let mut settings = spellcast_application::oidc::OidcSettings::new(issuer, audience)?;
         settings.refetch_after = Duration::from_secs(self.oidc_refetch_secs);
-        Ok(Some(std::sync::Arc::new(OidcVerifier::new(
-            settings,
-            std::sync::Arc::new(spellcast_aws::HttpsJson::default()),
-        ))))
+        Ok(Some(settings))
+    }
+
+    /// How often an idle stream sends a heartbeat.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.max(10))
     }
 
     /// The sweeper's period.

@@ -16,8 +16,8 @@ use futures::{FutureExt, StreamExt};
 use http::{header, Method, Request};
 use http_body_util::{BodyExt, Either, Full, Limited, StreamBody};
 use hyper::body::{Body as _, Frame, Incoming};
-use spellcast_application::App;
 use spellcast_http as api;
+use spellcast_http::Api;
 
 use crate::site::Site;
 
@@ -30,7 +30,7 @@ pub type Response = http::Response<LocalBody>;
 /// What every request is answered from: the app, the endpoints this server answers, how long a
 /// request body may take, and the site.
 pub struct Routes {
-    app: Arc<App>,
+    app: Arc<Api>,
     endpoints: Vec<&'static api::Endpoint>,
     body_read_timeout: Duration,
     site: Site,
@@ -39,7 +39,7 @@ pub struct Routes {
 impl Routes {
     /// The routes of the local server.
     pub fn new(
-        app: Arc<App>,
+        app: Arc<Api>,
         site: Site,
         endpoints: Vec<&'static api::Endpoint>,
         body_read_timeout: Duration,

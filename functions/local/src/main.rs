@@ -12,13 +12,14 @@ mod workers;
 use std::sync::Arc;
 
 use clap::Parser;
+use spellcast_application::app::Ports;
 use spellcast_application::auth::TokenKeys;
 use spellcast_application::ports::SystemClock;
-use spellcast_application::pricing::PriceBook;
 use spellcast_application::App;
 use spellcast_deliveries::{Deliveries, Reach};
 use spellcast_domain::catalog::Catalog;
 use spellcast_embedded::{LocalBus, LocalSignal};
+use spellcast_http::Api;
 
 use config::{Args, StoreKind};
 
@@ -84,23 +85,23 @@ async fn run(args: Args) -> Result<(), String> {
         .unwrap_or_else(|| format!("http://{bound}"));
 
     let metrics = workers::install_metrics()?;
-    let app = Arc::new(App {
-        config: args.app_config(&public_url),
-        catalog,
-        tools,
+    let mut config = args.app_config(&public_url);
+    config.oidc = args.oidc()?;
+    let ports = Ports {
         store: backend.store,
         blobs: backend.blobs,
         bus: backend.bus,
         signal: Arc::new(LocalSignal::default()),
         clock: Arc::new(SystemClock),
-        keys,
-        oidc: args.oidc()?,
-        welcomed: Default::default(),
-        prices: PriceBook::default(),
-        rendered: Default::default(),
         limiter: backend.limiter,
-        metrics: Some(metrics),
-    });
+        tools,
+        // The provider's HTTPS client only where there is a provider.
+        provider_documents: config.oidc.is_some().then(|| {
+            Arc::new(spellcast_aws::HttpsJson::default())
+                as Arc<dyn spellcast_application::oidc::JsonFetcher>
+        }),
+    };
+    let app = Arc::new(App::new(config, catalog, keys, ports));
 
     if args.no_runner {
         // Executions are not consumed: a cast stays queued, as if its start event were lost.
@@ -143,7 +144,12 @@ async fn run(args: Args) -> Result<(), String> {
         .copied()
         .filter(|e| demo || e.path != spellcast_http::DEV_SESSION.path)
         .collect();
-    let routes = http_adapter::Routes::new(app.clone(), site, endpoints, args.body_read_timeout());
+    let api = Arc::new(Api {
+        heartbeat: args.heartbeat(),
+        metrics: Some(metrics),
+        ..Api::new(app)
+    });
+    let routes = http_adapter::Routes::new(api, site, endpoints, args.body_read_timeout());
     println!("Spellcast is ready: open {public_url}/spells/hello-sigil");
     tracing::info!(addr = %bound, catalog = %args.catalog.display(), "listening");
     let handler = move |req| routes.clone().answer(req);

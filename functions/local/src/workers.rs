@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use spellcast_application::app::MetricsRender;
 use spellcast_application::delivering::Next;
 use spellcast_application::ports::WebhookSender;
 use spellcast_application::{metrics, App};
 use spellcast_domain::events::ExecutionStarted;
+use spellcast_http::MetricsRender;
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 /// How many runs execute at once in this process.
@@ -105,7 +105,7 @@ pub async fn webhook_worker(app: Arc<App>, sender: Arc<dyn WebhookSender>, annou
                     .buffer_unordered(PARALLEL_DELIVERIES)
                     .collect()
                     .await;
-                let now = app.clock.now();
+                let now = app.now();
                 for next in nexts {
                     if let Next::At(at) = next {
                         wait = wait.min((at - now).to_std().unwrap_or_default());

@@ -16,14 +16,15 @@ use libfuzzer_sys::fuzz_target;
 use spellcast_application::auth::TokenKeys;
 use spellcast_application::limits::{Limit, Limits};
 use spellcast_application::ports::SystemClock;
-use spellcast_application::pricing::PriceBook;
+use spellcast_application::app::Ports;
 use spellcast_application::{App, Config};
 use spellcast_domain::catalog::Catalog;
+use spellcast_http::Api;
 use spellcast_embedded::{DiskBlobs, LocalBus, LocalSignal, MemoryLimiter, RedbStore};
 
 struct World {
     runtime: tokio::runtime::Runtime,
-    app: Arc<App>,
+    app: Arc<Api>,
     session: String,
 }
 
@@ -49,23 +50,18 @@ fn world() -> &'static World {
         // up in the channel for the whole run.
         drop(executions);
         let blobs = std::env::temp_dir().join(format!("spellcast-fuzz-{}", std::process::id()));
-        let app = Arc::new(App {
-            config,
-            catalog: Catalog::load(&spells).expect("the sample catalog"),
+        let ports = Ports {
             tools: spellcast_tools::builtin(),
             store: Arc::new(RedbStore::in_memory().expect("an in-memory store")),
             blobs: Arc::new(DiskBlobs::open(blobs).expect("a blob directory")),
             bus: Arc::new(bus),
             signal: Arc::new(LocalSignal::default()),
             clock: Arc::new(SystemClock),
-            keys,
-            oidc: None,
-            welcomed: Default::default(),
-            prices: PriceBook::default(),
-            rendered: Default::default(),
             limiter: Arc::new(MemoryLimiter::default()),
-            metrics: None,
-        });
+            provider_documents: None,
+        };
+        let catalog = Catalog::load(&spells).expect("the sample catalog");
+        let app = Arc::new(Api::new(Arc::new(App::new(config, catalog, keys, ports))));
         World {
             runtime,
             app,
