@@ -8,6 +8,7 @@
 //! the runner.
 
 pub mod accounts;
+pub mod advancing;
 pub mod app;
 pub mod auth;
 pub mod cancel;

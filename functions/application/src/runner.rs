@@ -51,7 +51,7 @@ impl RunLog<'_> {
         run_id: &RunId,
         change: RunChange,
     ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
-        let Some((run, event)) = self.runs.advance_run(run_id, change).await? else {
+        let Some((run, event)) = crate::advancing::advance(self.runs, run_id, change).await? else {
             return Ok(None);
         };
         let Some(event) = event else {

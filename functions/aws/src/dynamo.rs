@@ -85,7 +85,7 @@ use spellcast_domain::ids::{CreditTxId, RunId, ShareId, UploadId, UserId};
 use spellcast_domain::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
 use spellcast_domain::ledger::{GrantKey, GrantOutcome, LedgerEntry};
 use spellcast_domain::prices::{SpellStats, ToolCostTotal};
-use spellcast_domain::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
+use spellcast_domain::run::{Applied, FileBody, OutputFile, Run, RunEvent, RunVersion};
 use spellcast_domain::sharing::Share;
 use spellcast_domain::uploads::Upload;
 use spellcast_domain::webhooks::{Attempt, Delivery, WebhookSecret};
@@ -603,86 +603,67 @@ impl RunStore for DynamoStore {
         }
     }
 
-    async fn advance_run(
+    async fn commit_run(
         &self,
-        run_id: &RunId,
-        change: RunChange,
-    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
-        for attempt in 1..=ATTEMPTS {
-            let Some(mut run) = self.run(run_id).await? else {
-                return Ok(None);
-            };
-            let (previous, previous_status) = (run.last_seq, run.status);
-            let outputs_before = run.outputs.len();
-            let applied = match run.apply(change.clone()) {
-                Ok(applied) => applied,
-                Err(refused) => {
-                    tracing::debug!(%refused, "change refused");
-                    return Ok(None);
-                }
-            };
-            let (head, body) = self.run_items(&run)?;
-            // Optimistic lock: the run must still be where we read it — its last event and its
-            // status (a cancel marks a running run `canceling` without an event). The body is
-            // written only when outputs were added: a progress tick rewrites the small head alone.
-            let locked = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(head))
-                .condition_expression("lastSeq = :previous AND #status = :status")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":previous", n(previous))
-                .expression_attribute_values(":status", s(previous_status.as_str()))
-                .build()
-                .map_err(err)?;
-            let mut items = vec![TransactWriteItem::builder().put(locked).build()];
-            if run.outputs.len() != outputs_before {
-                items.push(put(body, &self.table, None)?);
-            }
-            if let Some(event) = &applied.event {
-                let mut event_item = item(
-                    event,
-                    format!("EVENTS#{run_id}"),
-                    format!("{:020}", event.seq),
-                )?;
-                event_item.insert("ttl".into(), self.ttl(Utc::now()));
-                items.push(put(
-                    event_item,
-                    &self.table,
-                    Some("attribute_not_exists(pk)"),
-                )?);
-            }
-            for file in &applied.files {
-                let mut f = key(format!("FILE#{run_id}"), format!("{:06}", file.n));
-                f.insert("mime".into(), s(&file.mime));
-                match &file.body {
-                    FileBody::Inline(bytes) => {
-                        f.insert("bytes".into(), Av::B(bytes.clone().into()))
-                    }
-                    FileBody::Blob(blob) => f.insert("blob".into(), s(blob)),
-                };
-                items.push(put(f, &self.table, None)?);
-            }
-            if applied.refund_pts > 0 {
-                let refund = run.refund_entry(applied.refund_pts);
-                items.push(balance_add(&run.user_id, refund.pts, &self.table)?);
-                items.push(ledger_put(&refund, &self.table)?);
-            }
-            if let Some(delivery) = &applied.delivery {
-                items.push(put(
-                    self.delivery_item(delivery)?,
-                    &self.table,
-                    Some("attribute_not_exists(pk)"),
-                )?);
-            }
-            match self.transact(items).await? {
-                Ok(()) => return Ok(Some((run, applied.event))),
-                // Someone else changed the run (or a conflict): read again and re-decide.
-                Err(_) => backoff(attempt).await,
-            }
+        run: &Run,
+        applied: &Applied,
+        read: &RunVersion,
+    ) -> StoreResult<bool> {
+        let run_id = &run.run_id;
+        let (head, body) = self.run_items(run)?;
+        // Optimistic lock: the run must still be where it was read — its last event and its
+        // status. The body is written only when outputs were added: a progress tick rewrites
+        // the small head alone.
+        let locked = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(head))
+            .condition_expression("lastSeq = :previous AND #status = :status")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":previous", n(read.last_seq))
+            .expression_attribute_values(":status", s(read.status.as_str()))
+            .build()
+            .map_err(err)?;
+        let mut items = vec![TransactWriteItem::builder().put(locked).build()];
+        if run.outputs.len() != read.outputs {
+            items.push(put(body, &self.table, None)?);
         }
-        Err(StoreError::new(format!(
-            "advance_run {run_id}: too many conflicts"
-        )))
+        if let Some(event) = &applied.event {
+            let mut event_item = item(
+                event,
+                format!("EVENTS#{run_id}"),
+                format!("{:020}", event.seq),
+            )?;
+            event_item.insert("ttl".into(), self.ttl(Utc::now()));
+            items.push(put(
+                event_item,
+                &self.table,
+                Some("attribute_not_exists(pk)"),
+            )?);
+        }
+        for file in &applied.files {
+            let mut f = key(format!("FILE#{run_id}"), format!("{:06}", file.n));
+            f.insert("mime".into(), s(&file.mime));
+            match &file.body {
+                FileBody::Inline(bytes) => f.insert("bytes".into(), Av::B(bytes.clone().into())),
+                FileBody::Blob(blob) => f.insert("blob".into(), s(blob)),
+            };
+            items.push(put(f, &self.table, None)?);
+        }
+        if applied.refund_pts > 0 {
+            let refund = run.refund_entry(applied.refund_pts);
+            items.push(balance_add(&run.user_id, refund.pts, &self.table)?);
+            items.push(ledger_put(&refund, &self.table)?);
+        }
+        if let Some(delivery) = &applied.delivery {
+            items.push(put(
+                self.delivery_item(delivery)?,
+                &self.table,
+                Some("attribute_not_exists(pk)"),
+            )?);
+        }
+        // A refused transaction: someone else changed the run (or a conflict); the caller reads
+        // it again and decides afresh.
+        Ok(self.transact(items).await?.is_ok())
     }
 
     async fn run_events(

@@ -25,7 +25,7 @@ use spellcast_domain::ids::{new_id, CreditTxId, InvoiceId, RunId, ShareId, Slug,
 use spellcast_domain::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_domain::ledger::{LedgerEntry, LedgerKind, PTS};
 use spellcast_domain::prices::{SpellStats, ToolCostTotal};
-use spellcast_domain::run::{OutputFile, Run, RunChange, RunEvent, RunStatus};
+use spellcast_domain::run::{Applied, OutputFile, Run, RunEvent, RunStatus, RunVersion};
 use spellcast_domain::sharing::Share;
 use spellcast_domain::webhooks::{Attempt, Delivery, WebhookSecret};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
@@ -89,12 +89,13 @@ impl RunStore for FaultyStore {
         self.call(self.inner.run_by_credit_tx(credit_tx_id)).await
     }
 
-    async fn advance_run(
+    async fn commit_run(
         &self,
-        run_id: &RunId,
-        change: RunChange,
-    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
-        self.call(self.inner.advance_run(run_id, change)).await
+        run: &Run,
+        applied: &Applied,
+        read: &RunVersion,
+    ) -> StoreResult<bool> {
+        self.call(self.inner.commit_run(run, applied, read)).await
     }
 
     async fn run_events(

@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue as Av;
 use aws_sdk_dynamodb::Client;
 use chrono::Utc;
 use serde_json::json;
+use spellcast_application::advancing::advance;
 use spellcast_application::ports::{LedgerStore, RunStore};
 use spellcast_aws::DynamoStore;
 use spellcast_domain::ids::RunId;
@@ -95,21 +96,20 @@ async fn progress_ticks_rewrite_only_the_small_head(variable: &str) {
     let run = cast(&store, json!({ "prompt": prompt })).await;
     let id = &run.run_id;
     let now = Utc::now();
-    store
-        .advance_run(
-            id,
-            RunChange::Start {
-                at: now,
-                deadline: now + chrono::Duration::minutes(5),
-            },
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    advance(
+        &*store,
+        id,
+        RunChange::Start {
+            at: now,
+            deadline: now + chrono::Duration::minutes(5),
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
     mark_body(&client, &table, id).await;
     for i in 1..=20 {
-        store
-            .advance_run(id, tick(0, f64::from(i) / 25.0, vec![]))
+        advance(&*store, id, tick(0, f64::from(i) / 25.0, vec![]))
             .await
             .unwrap()
             .expect("a tick while running applies");
@@ -139,8 +139,7 @@ async fn progress_ticks_rewrite_only_the_small_head(variable: &str) {
         value: Some(json!("done")),
         file: None,
     };
-    store
-        .advance_run(id, tick(0, 1.0, vec![output]))
+    advance(&*store, id, tick(0, 1.0, vec![output]))
         .await
         .unwrap()
         .unwrap();
@@ -181,21 +180,21 @@ async fn unfinished_runs_spread_over_shards(variable: &str) {
     // A finished run leaves the index.
     let one = ids.iter().next().unwrap().clone();
     let now = Utc::now();
-    store
-        .advance_run(
-            &one,
-            RunChange::Fail {
-                at: now,
-                error: spellcast_domain::run::RunError {
-                    code: "x".into(),
-                    message: "m".into(),
-                    step_id: None,
-                },
+    advance(
+        &*store,
+        &one,
+        RunChange::Fail {
+            at: now,
+            error: spellcast_domain::run::RunError {
+                code: "x".into(),
+                message: "m".into(),
+                step_id: None,
             },
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(!raw(&client, &table, &one, "RUN")
         .await
         .contains_key("unfinished"));

@@ -491,6 +491,19 @@ pub fn cancel_refund(cost_pts: i64, not_succeeded: usize, of: usize) -> i64 {
     (i128::from(cost_pts) * not_succeeded as i128 / of as i128) as i64
 }
 
+/// What a run was when read for a change: a store commits the change only over the run as it
+/// still is (its last event and its status: a cancel marks a running run `canceling` without an
+/// event), and rewrites its outputs only when the change added some.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunVersion {
+    /// Its last event's seq.
+    pub last_seq: u64,
+    /// Its status.
+    pub status: RunStatus,
+    /// How many outputs it had.
+    pub outputs: usize,
+}
+
 /// What applying a change produced, for the store to write in the same transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
@@ -520,6 +533,15 @@ pub struct Refused {
 }
 
 impl Run {
+    /// What the run is now, to commit a change over it (see [`RunVersion`]).
+    pub fn version(&self) -> RunVersion {
+        RunVersion {
+            last_seq: self.last_seq,
+            status: self.status,
+            outputs: self.outputs.len(),
+        }
+    }
+
     /// A new queued run of `spell`, paid by invoice `invoice_id`, with fresh run and debit ids.
     pub fn queued(
         spell: &crate::catalog::Spell,

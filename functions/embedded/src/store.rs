@@ -34,7 +34,7 @@ use spellcast_domain::ids::{CreditTxId, RunId, ShareId, UploadId, UserId};
 use spellcast_domain::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_domain::ledger::{GrantKey, GrantOutcome, LedgerEntry};
 use spellcast_domain::prices::{SpellStats, ToolCostTotal};
-use spellcast_domain::run::{FileBody, OutputFile, Run, RunChange, RunEvent};
+use spellcast_domain::run::{Applied, FileBody, OutputFile, Run, RunEvent, RunVersion};
 use spellcast_domain::sharing::Share;
 use spellcast_domain::uploads::Upload;
 use spellcast_domain::webhooks::{Attempt, Delivery, WebhookSecret};
@@ -375,24 +375,22 @@ impl RunStore for RedbStore {
         .await
     }
 
-    async fn advance_run(
+    async fn commit_run(
         &self,
-        run_id: &RunId,
-        change: RunChange,
-    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
-        let id = run_id.to_owned();
+        run: &Run,
+        applied: &Applied,
+        read: &RunVersion,
+    ) -> StoreResult<bool> {
+        let (run, applied, read) = (run.clone(), applied.clone(), *read);
         self.write(move |tx| {
             let runs = tx.open_table(RUNS).map_err(err)?;
-            let run: Option<Run> = get_json(&runs, id.as_str())?;
+            let stored: Option<Run> = get_json(&runs, run.run_id.as_str())?;
             drop(runs);
-            let Some(mut run) = run else { return Ok(None) };
-            let applied = match run.apply(change) {
-                Ok(applied) => applied,
-                Err(refused) => {
-                    tracing::debug!(%refused, "change refused");
-                    return Ok(None);
-                }
-            };
+            // Only over the run as it was read: its last event and its status.
+            match stored {
+                Some(s) if s.last_seq == read.last_seq && s.status == read.status => {}
+                _ => return Ok(false),
+            }
             put_run(tx, &run)?;
             if let Some(event) = &applied.event {
                 let mut events = tx.open_table(EVENTS).map_err(err)?;
@@ -430,7 +428,7 @@ impl RunStore for RedbStore {
             if let Some(delivery) = &applied.delivery {
                 put_delivery(tx, delivery, None)?;
             }
-            Ok(Some((run, applied.event)))
+            Ok(true)
         })
         .await
     }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use spellcast_domain::ids::{CreditTxId, RunId, UserId};
-use spellcast_domain::run::{OutputFile, Run, RunChange, RunEvent};
+use spellcast_domain::run::{Applied, OutputFile, Run, RunEvent, RunVersion};
 
 use super::StoreResult;
 
@@ -22,14 +22,17 @@ pub trait RunStore: Send + Sync {
     ) -> StoreResult<Vec<Run>>;
     /// A run by its debit's transaction id.
     async fn run_by_credit_tx(&self, credit_tx_id: &CreditTxId) -> StoreResult<Option<Run>>;
-    /// Applies `change` with [`Run::apply`] and writes the run, its new event (if the change
-    /// makes one), any output files and any refund, atomically: only over the run as it was read
-    /// (its `last_seq` and status). `None` when the run refused the change.
-    async fn advance_run(
+    /// Commits what [`Run::apply`] made of a change: `run` as it now is, with what `applied`
+    /// says to write beside it (its new event, output files, a refund with its ledger entry, a
+    /// webhook delivery), atomically — only if the stored run is still at `read`. `false`, with
+    /// nothing written, when it moved on: the caller reads it again and decides afresh. The
+    /// store decides nothing else (`crate::advancing` holds the loop).
+    async fn commit_run(
         &self,
-        run_id: &RunId,
-        change: RunChange,
-    ) -> StoreResult<Option<(Run, Option<RunEvent>)>>;
+        run: &Run,
+        applied: &Applied,
+        read: &RunVersion,
+    ) -> StoreResult<bool>;
     /// Events with seq greater than `after`, in order, at most `limit`.
     async fn run_events(
         &self,

@@ -1,0 +1,49 @@
+//! Changing a run: read it, let [`Run::apply`] decide, commit only if it is still as read —
+//! else read it again and decide afresh. The one place this loop lives; the stores only read
+//! and commit-if-unchanged.
+
+use std::time::Duration;
+
+use crate::ports::{RunStore, StoreError, StoreResult};
+use spellcast_domain::ids::RunId;
+use spellcast_domain::run::{Run, RunChange, RunEvent};
+
+/// How often a change is decided again after another writer moved the run on.
+const ATTEMPTS: u32 = 12;
+
+/// Applies `change` to the stored run and commits it with what it makes (event, files, refund,
+/// delivery). `None` when there is no such run or it refused the change (it moved on without
+/// us); the run as committed and its new event otherwise.
+pub async fn advance(
+    runs: &dyn RunStore,
+    run_id: &RunId,
+    change: RunChange,
+) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
+    for attempt in 1..=ATTEMPTS {
+        let Some(mut run) = runs.run(run_id).await? else {
+            return Ok(None);
+        };
+        let read = run.version();
+        let applied = match run.apply(change.clone()) {
+            Ok(applied) => applied,
+            Err(refused) => {
+                tracing::debug!(%refused, "change refused");
+                return Ok(None);
+            }
+        };
+        if runs.commit_run(&run, &applied, &read).await? {
+            return Ok(Some((run, applied.event)));
+        }
+        backoff(attempt).await;
+    }
+    Err(StoreError::new(format!(
+        "changing run {run_id}: too many conflicts"
+    )))
+}
+
+/// A jittered wait that doubles with each attempt (capped), so racing writers spread out.
+async fn backoff(attempt: u32) {
+    let cap = 10u64 << attempt.min(6);
+    let ms = rand::random::<u64>() % cap + 5;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
