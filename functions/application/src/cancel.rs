@@ -70,3 +70,135 @@ impl Canceling<'_> {
         Err(StoreError::new(format!("cancel {run_id}: the run kept changing")).into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Fixture;
+    use serde_json::json;
+    use spellcast_domain::run::StepStatus;
+
+    /// A spell `t` of four steps: 4 points.
+    fn fixture() -> Fixture {
+        let step = |id: &str| json!({"id": id, "title": id, "tool": "text.render", "with": {"template": "x"}});
+        Fixture::new(spellcast_domain::testing::catalog_of(json!([
+            step("a"),
+            step("b"),
+            step("c"),
+            step("d")
+        ])))
+    }
+
+    #[tokio::test]
+    async fn a_queued_run_canceled_is_refunded_in_full_once() {
+        let f = fixture();
+        let run = f.cast_run("u", json!({})).await;
+        assert_eq!(f.balance("u"), 0);
+        let canceled = f
+            .canceling()
+            .cancel(&"u".into(), &run.run_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            (canceled.status, canceled.refunded_pts),
+            (RunStatus::Canceled, 4)
+        );
+        assert_eq!(f.balance("u"), 4);
+        // Again: the same answer, no second refund.
+        let again = f
+            .canceling()
+            .cancel(&"u".into(), &run.run_id)
+            .await
+            .unwrap();
+        assert_eq!(again.status, RunStatus::Canceled);
+        assert_eq!(f.balance("u"), 4);
+    }
+
+    #[tokio::test]
+    async fn a_running_run_is_refunded_for_the_steps_it_did_not_do_when_it_stops() {
+        let f = fixture();
+        let run = f.cast_run("u", json!({})).await;
+        let log = f.run_log();
+        let now = f.clock.now();
+        log.advance(
+            &run.run_id,
+            RunChange::Start {
+                at: now,
+                deadline: now + chrono::Duration::minutes(1),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        log.advance(
+            &run.run_id,
+            RunChange::Step {
+                index: 0,
+                status: StepStatus::Succeeded,
+                progress: 1.0,
+                message: None,
+                outputs: vec![],
+                attempt: None,
+                metered: None,
+                at: now,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        // Running: marked canceling, nothing refunded while its runner winds down.
+        let canceling = f
+            .canceling()
+            .cancel(&"u".into(), &run.run_id)
+            .await
+            .unwrap();
+        assert_eq!(canceling.status, RunStatus::Canceling);
+        assert_eq!(f.balance("u"), 0);
+        let (stopped, _) = log
+            .advance(&run.run_id, RunChange::Stop { at: now })
+            .await
+            .unwrap()
+            .unwrap();
+        // One step of four done: three of four points back.
+        assert_eq!(
+            (stopped.status, stopped.refunded_pts),
+            (RunStatus::Canceled, 3)
+        );
+        assert_eq!(f.balance("u"), 3);
+    }
+
+    #[tokio::test]
+    async fn only_the_owner_cancels_and_an_ended_run_stays_as_it_ended() {
+        let f = fixture();
+        let run = f.cast_run("u", json!({})).await;
+        let stranger = f.canceling().cancel(&"v".into(), &run.run_id).await;
+        assert!(
+            matches!(stranger, Err(CancelError::View(_))),
+            "{stranger:?}"
+        );
+        let now = f.clock.now();
+        let log = f.run_log();
+        log.advance(
+            &run.run_id,
+            RunChange::Start {
+                at: now,
+                deadline: now + chrono::Duration::minutes(1),
+            },
+        )
+        .await
+        .unwrap();
+        let fail = RunChange::Fail {
+            at: now,
+            error: spellcast_domain::run::RunError {
+                code: "x".into(),
+                message: "x".into(),
+                step_id: None,
+            },
+        };
+        log.advance(&run.run_id, fail).await.unwrap().unwrap();
+        let balance = f.balance("u");
+        let late = f.canceling().cancel(&"u".into(), &run.run_id).await;
+        assert!(matches!(late, Err(CancelError::Finished(_))), "{late:?}");
+        assert_eq!(f.balance("u"), balance);
+    }
+}

@@ -190,3 +190,117 @@ impl Casting<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quote::QuoteRequest;
+    use crate::testing::Fixture;
+    use serde_json::json;
+    use spellcast_domain::ledger::LedgerKind;
+
+    /// A spell `t` of two `text.render` steps: 2 points nominally.
+    fn fixture() -> Fixture {
+        Fixture::new(spellcast_domain::testing::catalog_of(json!([
+            {"id": "a", "title": "A", "tool": "text.render", "with": {"template": "a"}},
+            {"id": "b", "title": "B", "tool": "text.render", "with": {"template": "b"}}
+        ])))
+    }
+
+    async fn quote(f: &Fixture, user: &str) -> String {
+        f.quotes()
+            .quote(QuoteRequest {
+                user: user.into(),
+                slug: Slug::parse("t").unwrap(),
+                asset: "PTS".into(),
+                idempotency: None,
+            })
+            .await
+            .unwrap()
+            .invoice_id
+    }
+
+    fn request<'r>(user: &str, invoice: &'r str, context: Value) -> CastRequest<'r> {
+        CastRequest {
+            user: user.into(),
+            slug: Slug::parse("t").unwrap(),
+            invoice,
+            context,
+            webhook: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_quote_is_paid_once_whatever_the_retries() {
+        let f = fixture();
+        f.fund("u", 10).await;
+        let invoice = quote(&f, "u").await;
+        let casting = f.casting();
+        let Cast::Created(run) = casting
+            .cast(request("u", &invoice, json!({"n": 1})))
+            .await
+            .unwrap()
+        else {
+            panic!("the first cast creates the run")
+        };
+        assert_eq!((run.cost_pts, f.balance("u")), (2, 8));
+        // A retry of the same cast answers with the same run and pays nothing.
+        let Cast::Replayed(again) = casting
+            .cast(request("u", &invoice, json!({"n": 1})))
+            .await
+            .unwrap()
+        else {
+            panic!("a retry replays")
+        };
+        assert_eq!(again.run_id, run.run_id);
+        // The invoice cannot pay for other inputs.
+        let other = casting.cast(request("u", &invoice, json!({"n": 2}))).await;
+        assert!(
+            matches!(other, Err(CastError::InvoiceConsumed)),
+            "{other:?}"
+        );
+        assert_eq!(f.balance("u"), 8);
+        let debits = f.store.with(|s| {
+            s.ledger
+                .iter()
+                .filter(|e| e.kind == LedgerKind::Debit)
+                .count()
+        });
+        assert_eq!(debits, 1);
+        assert_eq!(*f.bus.started.lock().unwrap(), vec![run.run_id]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_cast_pays_nothing_and_queues_nothing() {
+        let f = fixture();
+        f.fund("u", 2).await;
+        let invoice = quote(&f, "u").await;
+        // Someone else's invoice, and inputs that break the spell's schema (not an object).
+        let stolen = f.casting().cast(request("v", &invoice, json!({}))).await;
+        assert!(matches!(stolen, Err(CastError::InvoiceOfAnotherUser)));
+        let invalid = f.casting().cast(request("u", &invoice, json!([1]))).await;
+        assert!(matches!(invalid, Err(CastError::InvalidContext(_))));
+        // The balance dropped below the quote since: refused, the invoice still open.
+        f.fund("u", -1).await;
+        let poor = f.casting().cast(request("u", &invoice, json!({}))).await;
+        assert!(
+            matches!(
+                poor,
+                Err(CastError::InsufficientBalance {
+                    balance: 1,
+                    cost_pts: 2
+                })
+            ),
+            "{poor:?}"
+        );
+        // Paid in time, it would have gone through; paid late, it is expired.
+        f.fund("u", 1).await;
+        f.clock
+            .advance(chrono::Duration::minutes(Fixture::INVOICE_TTL_MINUTES + 1));
+        let late = f.casting().cast(request("u", &invoice, json!({}))).await;
+        assert!(matches!(late, Err(CastError::InvoiceExpired)), "{late:?}");
+        assert_eq!(f.balance("u"), 2);
+        assert!(f.store.with(|s| s.runs.is_empty()));
+        assert!(f.bus.started.lock().unwrap().is_empty());
+    }
+}

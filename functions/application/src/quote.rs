@@ -205,3 +205,88 @@ fn remembered(seen: IdempotencyRecord) -> Result<Quote, QuoteError> {
 fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Fixture;
+    use serde_json::json;
+    use spellcast_domain::prices::SpellStats;
+
+    /// A spell `t` of a 3-second delay (3 points nominally) and a sigil (5).
+    fn fixture() -> Fixture {
+        Fixture::new(spellcast_domain::testing::catalog_of(json!([
+            {"id": "a", "title": "A", "tool": "time.delay", "with": {"seconds": 3}},
+            {"id": "b", "title": "B", "tool": "image.sigil", "with": {"seed": "x"}}
+        ])))
+    }
+
+    fn ask(user: &str, key: Option<(&str, &str)>) -> QuoteRequest {
+        QuoteRequest {
+            user: user.into(),
+            slug: Slug::parse("t").unwrap(),
+            asset: PTS.into(),
+            idempotency: key.map(|(k, h)| (k.to_owned(), h.to_owned())),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_quote_is_the_nominal_price_until_an_average_is_saved() {
+        let f = fixture();
+        f.fund("u", 100).await;
+        let quote = f.quotes().quote(ask("u", None)).await.unwrap();
+        assert_eq!((quote.cost_pts, quote.amount.as_str()), (8, "8"));
+        // The claims the cast will check say the same price.
+        let claims = f
+            .keys
+            .verify_invoice_ignoring_expiry(&quote.invoice_id)
+            .unwrap();
+        assert_eq!(claims.cost, 8);
+
+        let measured = fixture();
+        measured.fund("u", 100).await;
+        measured.store.with(|s| {
+            s.stats = vec![SpellStats {
+                slug: Slug::parse("t").unwrap(),
+                avg_cost_pts: 4,
+                updated_at: measured.clock.now(),
+            }]
+        });
+        let quote = measured.quotes().quote(ask("u", None)).await.unwrap();
+        assert_eq!(quote.cost_pts, 4);
+    }
+
+    #[tokio::test]
+    async fn a_balance_below_the_price_gets_no_invoice() {
+        let f = fixture();
+        f.fund("u", 7).await;
+        let refused = f.quotes().quote(ask("u", None)).await;
+        assert!(
+            matches!(
+                refused,
+                Err(QuoteError::InsufficientBalance {
+                    balance: 7,
+                    cost_pts: 8
+                })
+            ),
+            "{refused:?}"
+        );
+        assert!(f.store.with(|s| s.invoices.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_retried_key_gets_the_first_quote_and_another_request_a_conflict() {
+        let f = fixture();
+        f.fund("u", 100).await;
+        let first = f.quotes().quote(ask("u", Some(("k", "h1")))).await.unwrap();
+        f.clock.advance(chrono::Duration::minutes(1));
+        let again = f.quotes().quote(ask("u", Some(("k", "h1")))).await.unwrap();
+        assert_eq!(again, first);
+        let other = f.quotes().quote(ask("u", Some(("k", "h2")))).await;
+        assert!(matches!(other, Err(QuoteError::KeyConflict)), "{other:?}");
+        // Keys are per user.
+        f.fund("v", 100).await;
+        assert!(f.quotes().quote(ask("v", Some(("k", "h2")))).await.is_ok());
+        assert_eq!(f.store.with(|s| s.invoices.len()), 2);
+    }
+}

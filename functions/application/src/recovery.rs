@@ -120,3 +120,94 @@ impl Recovery<'_> {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Fixture;
+    use serde_json::json;
+
+    /// A spell `t` of two steps (2 points) that times out after 120 s.
+    fn fixture() -> Fixture {
+        let catalog = spellcast_domain::testing::catalog_of(json!([
+            {"id": "a", "title": "A", "tool": "text.render", "with": {"template": "a"}},
+            {"id": "b", "title": "B", "tool": "text.render", "with": {"template": "b"}}
+        ]));
+        assert_eq!(catalog.iter().next().unwrap().timeout().num_seconds(), 120);
+        Fixture::new(catalog)
+    }
+
+    fn minutes(n: i64) -> chrono::Duration {
+        chrono::Duration::minutes(n)
+    }
+
+    async fn start(f: &Fixture, run_id: &RunId, deadline_in: chrono::Duration) {
+        let now = f.clock.now();
+        let change = RunChange::Start {
+            at: now,
+            deadline: now + deadline_in,
+        };
+        f.run_log().advance(run_id, change).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_queued_run_is_published_again_then_refunded_if_it_never_starts() {
+        let f = fixture();
+        let run = f.cast_run("u", json!({})).await;
+        let recovery = f.recovery(minutes(1));
+        // Young: left alone.
+        assert_eq!(recovery.sweep().await.unwrap(), Sweep::default());
+        // Older than the republish delay: its start is published again, it stays paid.
+        f.clock.advance(minutes(2));
+        let sweep = recovery.sweep().await.unwrap();
+        assert_eq!(sweep.republished, vec![run.run_id.clone()]);
+        assert_eq!(f.bus.started.lock().unwrap().len(), 2);
+        assert_eq!(f.balance("u"), 0);
+        // Never started within its timeout and the republish delay: failed and refunded, once.
+        f.clock.advance(minutes(2));
+        let sweep = recovery.sweep().await.unwrap();
+        assert_eq!(sweep.timed_out, vec![run.run_id.clone()]);
+        assert_eq!(f.balance("u"), 2);
+        assert_eq!(recovery.sweep().await.unwrap(), Sweep::default());
+        assert_eq!(f.balance("u"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_running_run_is_failed_and_refunded_only_past_its_deadline() {
+        let f = fixture();
+        let run = f.cast_run("u", json!({})).await;
+        start(&f, &run.run_id, minutes(5)).await;
+        let recovery = f.recovery(minutes(1));
+        f.clock.advance(minutes(4));
+        assert_eq!(recovery.sweep().await.unwrap(), Sweep::default());
+        f.clock.advance(minutes(2));
+        let sweep = recovery.sweep().await.unwrap();
+        assert_eq!(sweep.timed_out, vec![run.run_id.clone()]);
+        let failed = f.store.with(|s| s.runs[&run.run_id].clone());
+        assert_eq!(failed.status, RunStatus::Failed);
+        assert_eq!(failed.error.unwrap().code, "timed_out");
+        assert_eq!(f.balance("u"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_canceling_run_whose_runner_died_ends_canceled_by_the_cancel_rule() {
+        let f = fixture();
+        let run = f.cast_run("u", json!({})).await;
+        start(&f, &run.run_id, minutes(5)).await;
+        let now = f.clock.now();
+        f.run_log()
+            .advance(&run.run_id, RunChange::Cancel { at: now })
+            .await
+            .unwrap();
+        f.clock.advance(minutes(6));
+        let sweep = f.recovery(minutes(1)).sweep().await.unwrap();
+        assert_eq!(sweep.timed_out, vec![run.run_id.clone()]);
+        let stopped = f.store.with(|s| s.runs[&run.run_id].clone());
+        // No step done: everything back, as a stop by its runner would have given.
+        assert_eq!(
+            (stopped.status, stopped.refunded_pts),
+            (RunStatus::Canceled, 2)
+        );
+        assert_eq!(f.balance("u"), 2);
+    }
+}

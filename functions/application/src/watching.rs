@@ -126,3 +126,104 @@ impl Watching {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::Clock;
+    use crate::testing::{Fixture, QuietSignal};
+    use serde_json::json;
+    use spellcast_domain::run::{RunChange, RunError};
+
+    fn fixture() -> Fixture {
+        Fixture::new(spellcast_domain::testing::catalog_of(json!([
+            {"id": "a", "title": "A", "tool": "text.render", "with": {"template": "a"}}
+        ])))
+    }
+
+    fn watching(f: &Fixture, heartbeat_ms: u64, limit_ms: u64) -> Watching {
+        Watching {
+            runs: f.store.clone(),
+            signal: Arc::new(QuietSignal),
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            limit: Duration::from_millis(limit_ms),
+        }
+    }
+
+    /// Everything a watch sends until it ends.
+    async fn watch(w: Watching, run: &Run, after: u64) -> Vec<Watched> {
+        let (tx, mut rx) = mpsc::channel(64);
+        w.watch(run, after, tx).await;
+        let mut got = Vec::new();
+        while let Some(item) = rx.recv().await {
+            got.push(item);
+        }
+        got
+    }
+
+    fn seqs(got: &[Watched]) -> Vec<u64> {
+        got.iter()
+            .filter_map(|w| match w {
+                Watched::Event(e) => Some(e.seq),
+                Watched::Ping => None,
+            })
+            .collect()
+    }
+
+    async fn ended_run(f: &Fixture) -> Run {
+        let run = f.cast_run("u", json!({})).await;
+        let now = f.clock.now();
+        let log = f.run_log();
+        let start = RunChange::Start {
+            at: now,
+            deadline: now + chrono::Duration::minutes(1),
+        };
+        log.advance(&run.run_id, start).await.unwrap().unwrap();
+        let fail = RunChange::Fail {
+            at: now,
+            error: RunError {
+                code: "x".into(),
+                message: "x".into(),
+                step_id: None,
+            },
+        };
+        let (run, _) = log.advance(&run.run_id, fail).await.unwrap().unwrap();
+        run
+    }
+
+    #[tokio::test]
+    async fn a_watch_sends_what_follows_and_ends_with_the_terminal_event() {
+        let f = fixture();
+        let run = ended_run(&f).await;
+        assert_eq!(
+            seqs(&watch(watching(&f, 1000, 60_000), &run, 0).await),
+            [1, 2]
+        );
+        assert_eq!(seqs(&watch(watching(&f, 1000, 60_000), &run, 1).await), [2]);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_watch_pings_and_closes_at_its_limit() {
+        let f = fixture();
+        let run = f.cast_run("u", json!({})).await;
+        let opened = Instant::now();
+        let got = watch(watching(&f, 20, 150), &run, 0).await;
+        assert!(opened.elapsed() >= Duration::from_millis(150));
+        assert!(seqs(&got).is_empty());
+        let pings = got.iter().filter(|w| matches!(w, Watched::Ping)).count();
+        assert!(
+            (3..=8).contains(&pings),
+            "{pings} pings in 150 ms at one per 20 ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watch_from_beyond_the_end_closes_once_the_run_has_ended() {
+        let f = fixture();
+        let run = ended_run(&f).await;
+        let opened = Instant::now();
+        let got = watch(watching(&f, 1000, 60_000), &run, run.last_seq + 5).await;
+        assert!(got.is_empty());
+        assert!(opened.elapsed() < Duration::from_secs(5));
+    }
+}

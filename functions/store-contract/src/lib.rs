@@ -1601,7 +1601,7 @@ async fn play(store: &dyn Store, ops: Vec<Op>) -> Result<(), String> {
                         None => continue,
                     },
                 };
-                let applied = advance(&*store, &r.id, change.clone())
+                let applied = advance(store, &r.id, change.clone())
                     .await
                     .map_err(|e| e.to_string())?;
                 match (applied, expected) {
