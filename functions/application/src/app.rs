@@ -8,21 +8,20 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::auth::TokenKeys;
-use crate::limits::{Limiter, Limits, StreamCaps};
 use crate::oidc::{JsonFetcher, OidcSettings, OidcVerifier};
+use crate::ports::Limiter;
 use crate::ports::{Blobs, Clock, EventBus, RunSignal, Store};
 use crate::pricing::PriceBook;
 use crate::sign_in::WelcomeBook;
 use crate::tools::Toolbox;
 use spellcast_domain::catalog::Catalog;
+use spellcast_domain::limits::{Limits, StreamCaps};
 
 /// Settings that differ between deployments.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The public origin, for absolute URLs in og tags (`https://spellcast.example`).
     pub public_url: String,
-    /// The site name shown in shares.
-    pub site_name: String,
     /// How long a quote stays payable.
     pub invoice_ttl: chrono::Duration,
     /// How long an `Idempotency-Key` is remembered.
@@ -75,7 +74,6 @@ impl Config {
     pub fn new(public_url: impl Into<String>) -> Self {
         Config {
             public_url: public_url.into().trim_end_matches('/').to_owned(),
-            site_name: "Spellcast".into(),
             invoice_ttl: chrono::Duration::seconds(Self::INVOICE_TTL_SECS as i64),
             idempotency_ttl: chrono::Duration::hours(24),
             session_ttl: chrono::Duration::hours(24),
@@ -280,8 +278,8 @@ impl App {
     }
 
     /// Rate limits and open-stream caps, with the ports they need.
-    pub fn limiting(&self) -> crate::limits::Limiting {
-        crate::limits::Limiting {
+    pub fn limiting(&self) -> crate::limiting::Limiting {
+        crate::limiting::Limiting {
             limiter: self.limiter.clone(),
             clock: self.clock.clone(),
             caps: self.config.stream_caps(),

@@ -15,7 +15,7 @@ pub mod cancel;
 pub mod cast;
 pub mod delivering;
 pub mod deltas;
-pub mod limits;
+pub mod limiting;
 pub mod metrics;
 pub mod oidc;
 pub mod ports;

@@ -75,15 +75,16 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use spellcast_application::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
 use spellcast_application::ports::{
     CostStore, DeliveryStore, InvoiceStore, LedgerStore, RunStore, ShareStore, StoreError,
     StoreResult, UploadStore,
 };
+use spellcast_application::ports::{RateLimiter, StreamSlots};
 use spellcast_domain::cast::{CastCheck, CastOutcome, NewCast};
 use spellcast_domain::ids::{CreditTxId, RunId, ShareId, UploadId, UserId};
 use spellcast_domain::invoice::{IdempotencyRecord, InvoiceRecord, IssueOutcome};
 use spellcast_domain::ledger::{GrantKey, GrantOutcome, LedgerEntry};
+use spellcast_domain::limits::{Limit, Slot, StreamCaps, Verdict};
 use spellcast_domain::prices::{SpellStats, ToolCostTotal};
 use spellcast_domain::run::{Applied, FileBody, OutputFile, Run, RunEvent, RunVersion};
 use spellcast_domain::sharing::Share;

@@ -5,10 +5,11 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
-use spellcast_application::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
 use spellcast_application::ports::InvoiceStore;
+use spellcast_application::ports::{RateLimiter, StreamSlots};
 use spellcast_domain::ids::{InvoiceId, Slug};
 use spellcast_domain::invoice::{InvoiceRecord, InvoiceState, IssueOutcome};
+use spellcast_domain::limits::{Limit, Slot, StreamCaps, Verdict};
 
 mod common;
 

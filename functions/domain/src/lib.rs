@@ -13,6 +13,7 @@ pub mod events;
 pub mod ids;
 pub mod invoice;
 pub mod ledger;
+pub mod limits;
 pub mod prices;
 pub mod references;
 pub mod run;

@@ -7,9 +7,10 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use spellcast_application::limits::{Limit, RateLimiter, Slot, StreamCaps, StreamSlots, Verdict};
+use spellcast_application::ports::{RateLimiter, StreamSlots};
 use spellcast_application::ports::{StoreError, StoreResult};
 use spellcast_domain::ids::{RunId, UserId};
+use spellcast_domain::limits::{Limit, Slot, StreamCaps, Verdict};
 
 /// Above this many counters, ended windows are dropped before counting.
 const PRUNE_ABOVE: usize = 10_000;

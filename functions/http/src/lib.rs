@@ -33,8 +33,8 @@ use tracing::Instrument;
 
 pub use admin::AdminCaller;
 pub use problem::Problem;
-use spellcast_application::limits::{Limit, Verdict};
 use spellcast_application::App;
+use spellcast_domain::limits::{Limit, Verdict};
 
 use crate::memo::Memo;
 use spellcast_domain::ids::Slug;
@@ -88,6 +88,8 @@ pub struct Api {
     pub app: Arc<App>,
     /// Rendered public answers (meta, og pages, cards), kept while what they show is unchanged.
     pub memo: Memo,
+    /// The site name shown in shared links and cards.
+    pub site_name: String,
     /// How often an idle stream sends `: ping`.
     pub heartbeat: std::time::Duration,
     /// `/metrics`, where the entry point serves it.
@@ -99,11 +101,12 @@ impl Api {
     /// 30 s default origin read timeout).
     pub const HEARTBEAT_MS: u64 = 15_000;
 
-    /// Serves `app` with the default heartbeat and no metrics.
+    /// Serves `app` as "Spellcast", with the default heartbeat and no metrics.
     pub fn new(app: Arc<App>) -> Api {
         Api {
             app,
             memo: Memo::default(),
+            site_name: "Spellcast".into(),
             heartbeat: std::time::Duration::from_millis(Self::HEARTBEAT_MS),
             metrics: None,
         }

@@ -3,7 +3,6 @@
 
 use askama::Template;
 
-use spellcast_application::Config;
 use spellcast_domain::catalog::Spell;
 
 #[derive(Template)]
@@ -50,7 +49,7 @@ pub fn image_url(origin: &str, spell: &Spell) -> String {
 }
 
 /// The og page of a spell on the site at `origin`.
-pub fn render(config: &Config, origin: &str, spell: &Spell) -> String {
+pub fn render(site_name: &str, origin: &str, spell: &Spell) -> String {
     let url = canonical_url(origin, spell);
     let image = image_url(origin, spell);
     let alt = match &spell.def.og {
@@ -58,7 +57,7 @@ pub fn render(config: &Config, origin: &str, spell: &Spell) -> String {
         None => format!("A card with the spell's title, {}", spell.def.title),
     };
     let page = OgPage {
-        site_name: &config.site_name,
+        site_name,
         title: &spell.def.title,
         description: &spell.def.summary,
         url: &url,
@@ -79,7 +78,7 @@ pub fn render(config: &Config, origin: &str, spell: &Spell) -> String {
 /// The og page of a shared run (`/r/{shareId}`) on the site at `origin`: the spell's title, a
 /// description of the run, and its rendered card as the image.
 pub fn render_share(
-    config: &Config,
+    site_name: &str,
     origin: &str,
     share_path: &str,
     spell: &Spell,
@@ -87,11 +86,11 @@ pub fn render_share(
 ) -> String {
     let url = format!("{origin}{share_path}");
     let image = format!("{url}/og.png");
-    let title = format!("{} — a run shared on {}", spell.def.title, config.site_name);
+    let title = format!("{} — a run shared on {}", spell.def.title, site_name);
     let alt = format!("A card of a run of {}", spell.def.title);
     let cast_url = canonical_url(origin, spell);
     let page = OgPage {
-        site_name: &config.site_name,
+        site_name,
         title: &title,
         description,
         url: &url,
@@ -106,9 +105,9 @@ pub fn render_share(
 }
 
 /// The page for a shared run that does not exist (or no longer: unshared).
-pub fn render_share_not_found(config: &Config) -> String {
+pub fn render_share_not_found(site_name: &str) -> String {
     let page = NotFoundPage {
-        site_name: &config.site_name,
+        site_name,
         heading: "Shared run not found",
         message: "This link does not lead to a shared run: it may have been unshared.",
     };
@@ -116,10 +115,10 @@ pub fn render_share_not_found(config: &Config) -> String {
 }
 
 /// The page for a spell that does not exist.
-pub fn render_not_found(config: &Config, slug: &str) -> String {
+pub fn render_not_found(site_name: &str, slug: &str) -> String {
     let message = format!("There is no spell called “{slug}”.");
     let page = NotFoundPage {
-        site_name: &config.site_name,
+        site_name,
         heading: "Spell not found",
         message: &message,
     };
@@ -143,11 +142,7 @@ mod tests {
         }))
         .unwrap();
         let spell = Spell::check(def).unwrap();
-        let html = render(
-            &Config::new("https://s.example"),
-            "https://s.example",
-            &spell,
-        );
+        let html = render("Spellcast", "https://s.example", &spell);
         assert!(!html.contains("<script>"));
         assert!(!html.contains("<img src=x"));
         assert!(

@@ -167,7 +167,7 @@ pub async fn og(app: &Arc<Api>, req: &http::request::Parts, raw_share_id: &str) 
         let mut r = super::respond(
             StatusCode::NOT_FOUND,
             "text/html; charset=utf-8",
-            crate::og::render_share_not_found(app.config()),
+            crate::og::render_share_not_found(&app.site_name),
         );
         r.headers_mut().insert(
             http::header::CACHE_CONTROL,
@@ -178,7 +178,7 @@ pub async fn og(app: &Arc<Api>, req: &http::request::Parts, raw_share_id: &str) 
     let origin = super::public_origin(app, req);
     let share_path = format!("/r/{raw_share_id}");
     let description: String = excerpt(app, run).chars().take(200).collect();
-    let page = crate::og::render_share(app.config(), &origin, &share_path, &spell, &description);
+    let page = crate::og::render_share(&app.site_name, &origin, &share_path, &spell, &description);
     let rendered = crate::memo::Rendered::new(page);
     Ok(super::spells::cacheable(
         req,
@@ -215,7 +215,7 @@ pub async fn card(app: &Arc<Api>, req: &http::request::Parts, raw_share_id: &str
                 .map_or(run.slug.to_string(), |s| s.def.title.clone()),
             excerpt: Some(excerpt(app, &run)),
             image_png,
-            footer: format!("{} · a shared run", app.config().site_name),
+            footer: format!("{} · a shared run", app.site_name),
         })
     })
     .await

@@ -123,7 +123,7 @@ pub fn og(app: &Arc<Api>, req: &http::request::Parts, raw_slug: &str) -> Handled
             };
             let rendered = app.memo.get_or_render(key, || {
                 Ok::<_, Problem>(Rendered::new(crate::og::render(
-                    app.config(),
+                    &app.site_name,
                     &origin,
                     &spell,
                 )))
@@ -134,7 +134,7 @@ pub fn og(app: &Arc<Api>, req: &http::request::Parts, raw_slug: &str) -> Handled
             let mut r = respond(
                 StatusCode::NOT_FOUND,
                 "text/html; charset=utf-8",
-                crate::og::render_not_found(app.config(), raw_slug),
+                crate::og::render_not_found(&app.site_name, raw_slug),
             );
             r.headers_mut().insert(
                 header::CACHE_CONTROL,
@@ -164,7 +164,7 @@ pub async fn card(app: &Arc<Api>, req: &http::request::Parts, raw_slug: &str) ->
             title: spell.def.title.clone(),
             excerpt: Some(spell.def.summary.clone()),
             image_png: None,
-            footer: app.config().site_name.clone(),
+            footer: app.site_name.clone(),
         })
     })
     .await

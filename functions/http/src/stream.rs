@@ -15,9 +15,9 @@ use super::runs::viewer;
 use super::{query, slug, Body, Handled, Problem};
 use crate::Api;
 use futures::StreamExt;
-use spellcast_application::limits::Slot;
 use spellcast_application::watching::Watched;
 use spellcast_domain::ids::CreditTxId;
+use spellcast_domain::limits::Slot;
 use spellcast_domain::run::RunEvent;
 
 /// The first bytes of every stream: how long the browser waits before reconnecting.

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use spellcast_application::limits::{Limits, StreamCaps};
 use spellcast_application::tool_config::ToolsConfig;
 use spellcast_application::Config;
+use spellcast_domain::limits::{Limits, StreamCaps};
 
 /// Everything a function reads from its environment.
 #[derive(Debug, Clone)]

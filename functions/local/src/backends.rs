@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use spellcast_application::limits::Limiter;
+use spellcast_application::ports::Limiter;
 use spellcast_application::ports::{Blobs, BusError, EventBus, Store};
 use spellcast_aws::{load_sdk_config, DynamoStore, EventBridgeBus, S3Blobs, Timeouts};
 use spellcast_domain::events::ExecutionStarted;

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use spellcast_application::limits::{Limit, Limits, StreamCaps};
 use spellcast_application::tool_config::ToolsConfig;
 use spellcast_application::Config;
+use spellcast_domain::limits::{Limit, Limits, StreamCaps};
 
 /// Spellcast as one local process: API, page, runner and stats on an embedded store.
 #[derive(Debug, Parser)]

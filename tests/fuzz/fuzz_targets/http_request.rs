@@ -13,14 +13,14 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use spellcast_application::auth::TokenKeys;
-use spellcast_application::limits::{Limit, Limits};
-use spellcast_application::ports::SystemClock;
 use spellcast_application::app::Ports;
+use spellcast_application::auth::TokenKeys;
+use spellcast_application::ports::SystemClock;
 use spellcast_application::{App, Config};
 use spellcast_domain::catalog::Catalog;
-use spellcast_http::Api;
+use spellcast_domain::limits::{Limit, Limits};
 use spellcast_embedded::{DiskBlobs, LocalBus, LocalSignal, MemoryLimiter, RedbStore};
+use spellcast_http::Api;
 
 struct World {
     runtime: tokio::runtime::Runtime,

@@ -1,15 +1,10 @@
 //! Rate limits (SPEC §2): at most so many requests of a kind per subject (a user, or a client
-//! address where there is none) in a fixed window. The counts live behind the [`RateLimiter`]
-//! port, so they hold across processes where the store does (DynamoDB on AWS).
+//! address where there is none) in a fixed window, and caps on open streams per user and per run.
+//! The rules only; the counts live behind the application's limiter port.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-
-use crate::ports::{Clock, StoreResult};
-use spellcast_domain::ids::{RunId, UserId};
 
 /// At most `max` hits per `window` for one subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,18 +103,6 @@ pub enum Verdict {
     },
 }
 
-/// Counts hits per limit, subject and window.
-#[async_trait]
-pub trait RateLimiter: Send + Sync {
-    /// Counts one hit of `subject` against `limit` at `now` and says whether it may go on.
-    async fn hit(&self, limit: &Limit, subject: &str, now: DateTime<Utc>) -> StoreResult<Verdict>;
-}
-
-/// What guards against too much: request rates and open streams, counted together.
-pub trait Limiter: RateLimiter + StreamSlots {}
-
-impl<T: RateLimiter + StreamSlots> Limiter for T {}
-
 /// Caps on open streams (SPEC §2): per user, and per run, each held for at most `lease`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamCaps {
@@ -157,75 +140,6 @@ pub enum Slot {
     UserFull,
     /// The run has as many open streams as allowed.
     RunFull,
-}
-
-/// Counts open streams per user and per run.
-#[async_trait]
-pub trait StreamSlots: Send + Sync {
-    /// Takes a slot for one more stream of `run` by `user`, unless a cap is reached.
-    async fn take(
-        &self,
-        user: &UserId,
-        run: &RunId,
-        caps: &StreamCaps,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Slot>;
-    /// Gives back a slot taken for `user` and `run`.
-    async fn give_back(&self, user: &UserId, run: &RunId) -> StoreResult<()>;
-}
-
-/// Rate limits and open-stream caps, as entry points apply them.
-pub struct Limiting {
-    /// The counters.
-    pub limiter: Arc<dyn Limiter>,
-    /// The time.
-    pub clock: Arc<dyn Clock>,
-    /// The caps on open streams.
-    pub caps: StreamCaps,
-}
-
-impl Limiting {
-    /// Counts one hit of `subject` against `limit`.
-    pub async fn hit(&self, limit: &Limit, subject: &str) -> StoreResult<Verdict> {
-        self.limiter.hit(limit, subject, self.clock.now()).await
-    }
-
-    /// Takes a slot for one more stream of `run` by `user`; `Err` with the cap reached
-    /// ([`Slot::UserFull`] or [`Slot::RunFull`]) when there is none.
-    pub async fn open_stream(
-        &self,
-        user: &UserId,
-        run: &RunId,
-    ) -> StoreResult<Result<StreamSlot, Slot>> {
-        Ok(
-            match self
-                .limiter
-                .take(user, run, &self.caps, self.clock.now())
-                .await?
-            {
-                Slot::Taken => Ok(StreamSlot {
-                    limiter: self.limiter.clone(),
-                    user: user.clone(),
-                    run: run.clone(),
-                }),
-                full => Err(full),
-            },
-        )
-    }
-}
-
-/// One open stream's slot, to give back when the stream ends (else its lease frees it).
-pub struct StreamSlot {
-    limiter: Arc<dyn Limiter>,
-    user: UserId,
-    run: RunId,
-}
-
-impl StreamSlot {
-    /// Gives the slot back.
-    pub async fn give_back(self) -> StoreResult<()> {
-        self.limiter.give_back(&self.user, &self.run).await
-    }
 }
 
 #[cfg(test)]
