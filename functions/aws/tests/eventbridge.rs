@@ -12,10 +12,10 @@ use spellcast_application::ports::BusError;
 use spellcast_aws::{Entry, EventBridgeBus, PutEvents, SOURCE};
 use spellcast_domain::ids::new_id;
 
-mod common;
+mod engines;
 
 async fn moto() -> Option<SdkConfig> {
-    common::engine("SPELLCAST_MOTO_ENDPOINT").await
+    engines::engine("SPELLCAST_MOTO_ENDPOINT").await
 }
 
 /// A bus, a rule matching Spellcast's events, and an SQS queue as its target.

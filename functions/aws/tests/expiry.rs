@@ -11,9 +11,9 @@ use spellcast_domain::ids::{InvoiceId, Slug};
 use spellcast_domain::invoice::{InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_domain::limits::{Limit, Slot, StreamCaps, Verdict};
 
-mod common;
+mod engines;
 
-use common::fixtures::{fresh_table, RETENTION_DAYS};
+use engines::fixtures::{fresh_table, RETENTION_DAYS};
 
 async fn invoices_expire_after_the_retention(variable: &str) {
     let Some((client, table, store)) = fresh_table(variable, "expiry").await else {

@@ -30,7 +30,7 @@ use spellcast_domain::sharing::Share;
 use spellcast_domain::webhooks::{Attempt, Delivery, WebhookSecret};
 use spellcast_embedded::{LocalBus, LocalSignal, RedbStore};
 
-mod common;
+mod engines;
 
 /// Fails call number `fail_at` (1-based), before or after forwarding it.
 struct FaultyStore {
@@ -272,7 +272,7 @@ async fn backend(moto: bool) -> Option<Arc<dyn Store>> {
     if !moto {
         return Some(Arc::new(RedbStore::in_memory().unwrap()));
     }
-    let config = common::engine("SPELLCAST_MOTO_ENDPOINT").await?;
+    let config = engines::engine("SPELLCAST_MOTO_ENDPOINT").await?;
     let store = DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&config),
         format!("faults-{}", new_id("t").replace('_', "-")),

@@ -12,10 +12,10 @@ use spellcast_application::ports::Store;
 use spellcast_aws::DynamoStore;
 use spellcast_domain::ids::new_id;
 
-mod common;
+mod engines;
 
 async fn dynamo(variable: &str) -> Option<Arc<dyn Store>> {
-    let config = common::engine(variable).await?;
+    let config = engines::engine(variable).await?;
     let table = format!("contract-{}", new_id("t").replace('_', "-"));
     let store = DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&config),

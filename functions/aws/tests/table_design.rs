@@ -16,9 +16,9 @@ use spellcast_domain::ids::RunId;
 use spellcast_domain::ledger::LedgerKind;
 use spellcast_domain::run::{NewOutput, OutputKind, Run, RunChange, StepStatus};
 
-mod common;
+mod engines;
 
-use common::fixtures::{cast_with, entry, fresh_table};
+use engines::fixtures::{cast_with, entry, fresh_table};
 
 type Item = HashMap<String, Av>;
 

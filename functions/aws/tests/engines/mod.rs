@@ -1,4 +1,4 @@
-//! Shared by the AWS test suites: the `SdkConfig` for a test engine named by an environment
+//! The test engines the AWS suites run on: the `SdkConfig` for an engine named by an environment
 //! variable (scripts/test starts moto and DynamoDB Local and sets them), and test data
 //! ([`fixtures`]).
 
