@@ -47,3 +47,39 @@ async fn backoff(attempt: u32) {
     let ms = rand::random::<u64>() % cap + 5;
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use spellcast_domain::run::RunStatus;
+
+    use super::*;
+    use crate::ports::Clock;
+    use crate::testing::Fixture;
+
+    #[tokio::test]
+    async fn a_change_that_lost_a_race_is_decided_again_over_the_run_as_it_became() {
+        let f = Fixture::new(spellcast_domain::testing::catalog_of(json!([
+            {"id": "a", "title": "A", "tool": "text.render", "with": {"template": "a"}}
+        ])));
+        let run = f.cast_run("u", json!({})).await;
+        let now = f.clock.now();
+        // The start is decided over a queued run; a cancel ends it before the start commits.
+        // Decided again, the start is refused: nothing is written over the cancel, and the
+        // refund stands alone.
+        f.store
+            .with(|s| s.race = Some(RunChange::Cancel { at: now }));
+        let start = RunChange::Start {
+            at: now,
+            deadline: now + chrono::Duration::minutes(1),
+        };
+        assert!(advance(f.store.as_ref(), &run.run_id, start)
+            .await
+            .unwrap()
+            .is_none());
+        let stored = f.store.with(|s| s.runs[&run.run_id].clone());
+        assert_eq!((stored.status, stored.last_seq), (RunStatus::Canceled, 1));
+        assert_eq!(f.store.with(|s| s.conflicts), 1);
+        assert_eq!(f.balance("u"), 1);
+    }
+}

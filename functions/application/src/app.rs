@@ -287,8 +287,8 @@ impl App {
     }
 
     /// Where run changes go.
-    pub fn run_log(&self) -> crate::runner::RunLog<'_> {
-        crate::runner::RunLog {
+    pub fn run_log(&self) -> crate::run_log::RunLog<'_> {
+        crate::run_log::RunLog {
             runs: self.store.as_ref(),
             signal: self.signal.as_ref(),
             bus: self.bus.as_ref(),

@@ -3,7 +3,7 @@
 //! the next safe point. Asking again changes nothing; a run that already ended stays as it is.
 
 use crate::ports::{Clock, StoreError};
-use crate::runner::RunLog;
+use crate::run_log::RunLog;
 use crate::viewing::{ViewError, Viewer};
 use spellcast_domain::ids::{RunId, UserId};
 use spellcast_domain::run::{Run, RunChange, RunStatus};

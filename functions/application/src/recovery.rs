@@ -2,7 +2,7 @@
 //! published again; a run stuck past its deadline (its runner died) is failed and refunded once.
 
 use crate::ports::{Clock, DeliveryStore, StoreResult};
-use crate::runner::RunLog;
+use crate::run_log::RunLog;
 use spellcast_domain::catalog::Catalog;
 use spellcast_domain::events::ExecutionStarted;
 use spellcast_domain::ids::RunId;

@@ -10,14 +10,14 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use crate::ports::{Blobs, Clock, CostStore, EventBus, RunSignal, RunStore, StoreResult};
+use crate::ports::{Blobs, Clock, CostStore, StoreResult};
+use crate::run_log::RunLog;
 use crate::tools::{Progress, ToolCall, Toolbox};
 use spellcast_domain::catalog::Catalog;
 use spellcast_domain::ids::RunId;
 use spellcast_domain::prices::cost_key;
 use spellcast_domain::run::{
-    FileBody, Metered, NewOutput, OutputKind, Run, RunChange, RunError, RunEvent, RunStatus,
-    StepStatus,
+    FileBody, Metered, NewOutput, OutputKind, Run, RunChange, RunError, RunStatus, StepStatus,
 };
 
 /// What a delivery of `executionStarted` did.
@@ -27,46 +27,6 @@ pub enum Execution {
     Ran(spellcast_domain::run::RunStatus),
     /// The run was not queued (a duplicate delivery, or already swept): nothing was done.
     Skipped,
-}
-
-/// Where run changes go: the store (the truth), the signal (wakes this process's streams) and,
-/// for an event that calls for a webhook delivery, the bus (the delivery worker). Run events
-/// themselves are not published: streams read the store, and nothing else consumes them.
-/// Shared by the runner and recovery.
-#[derive(Clone, Copy)]
-pub struct RunLog<'a> {
-    /// Runs and their events.
-    pub runs: &'a dyn RunStore,
-    /// Wakes streams.
-    pub signal: &'a dyn RunSignal,
-    /// Announces due webhook deliveries.
-    pub bus: &'a dyn EventBus,
-}
-
-impl RunLog<'_> {
-    /// Applies a change through the store, then announces its event (if it made one) and records
-    /// metrics. `None` when the run refused the change (it moved on without us).
-    pub async fn advance(
-        &self,
-        run_id: &RunId,
-        change: RunChange,
-    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
-        let Some((run, event)) = crate::advancing::advance(self.runs, run_id, change).await? else {
-            return Ok(None);
-        };
-        let Some(event) = event else {
-            return Ok(Some((run, None)));
-        };
-        self.signal.notify(run_id, &event);
-        crate::metrics::record(&run.slug, &event.body, run.duration_ms());
-        if let Some(webhook_id) = run.delivery_id(&event) {
-            // Stored with the event; a lost announcement is found again by the sweep.
-            if let Err(e) = self.bus.webhook_due(run_id, &webhook_id).await {
-                tracing::warn!(error = %e, webhook_id, "webhook delivery not announced");
-            }
-        }
-        Ok(Some((run, Some(event))))
-    }
 }
 
 /// How often a step in progress looks whether its run was canceled (one strongly consistent

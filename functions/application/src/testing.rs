@@ -20,7 +20,7 @@ use spellcast_domain::ids::{CreditTxId, InvoiceId, RunId, UploadId, UserId};
 use spellcast_domain::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_domain::ledger::{GrantKey, GrantOutcome, LedgerEntry};
 use spellcast_domain::prices::{SpellStats, ToolCostTotal};
-use spellcast_domain::run::{Applied, OutputFile, Run, RunEvent, RunVersion};
+use spellcast_domain::run::{Applied, OutputFile, Run, RunChange, RunEvent, RunVersion};
 use spellcast_domain::uploads::{SignedPut, Upload};
 use spellcast_domain::webhooks::{Attempt, Delivery, WebhookSecret};
 
@@ -114,9 +114,28 @@ pub struct MemoryState {
     pub deliveries: Vec<Delivery>,
     /// Commits refused because the run had moved on.
     pub conflicts: usize,
+    /// A change another writer commits just before the next commit: a race, staged.
+    pub race: Option<RunChange>,
 }
 
 impl MemoryStore {
+    /// Writes a committed change: the run, its event, its refund, its delivery.
+    fn write(s: &mut MemoryState, run: &Run, applied: &Applied) {
+        s.runs.insert(run.run_id.clone(), run.clone());
+        if let Some(event) = &applied.event {
+            s.events
+                .entry(run.run_id.clone())
+                .or_default()
+                .push(event.clone());
+        }
+        if applied.refund_pts > 0 {
+            Self::post(s, &run.refund_entry(applied.refund_pts));
+        }
+        if let Some(delivery) = &applied.delivery {
+            s.deliveries.push(delivery.clone());
+        }
+    }
+
     /// A look at (or a change of) what the store holds.
     pub fn with<T>(&self, f: impl FnOnce(&mut MemoryState) -> T) -> T {
         let mut state = self.0.lock().expect("the memory store's lock");
@@ -168,24 +187,18 @@ impl RunStore for MemoryStore {
         read: &RunVersion,
     ) -> StoreResult<bool> {
         Ok(self.with(|s| {
+            if let Some(change) = s.race.take() {
+                let mut other = s.runs[&run.run_id].clone();
+                if let Ok(applied) = other.apply(change) {
+                    Self::write(s, &other, &applied);
+                }
+            }
             let stored = s.runs.get(&run.run_id).map(Run::version);
             if stored.is_none_or(|v| v.last_seq != read.last_seq || v.status != read.status) {
                 s.conflicts += 1;
                 return false;
             }
-            s.runs.insert(run.run_id.clone(), run.clone());
-            if let Some(event) = &applied.event {
-                s.events
-                    .entry(run.run_id.clone())
-                    .or_default()
-                    .push(event.clone());
-            }
-            if applied.refund_pts > 0 {
-                Self::post(s, &run.refund_entry(applied.refund_pts));
-            }
-            if let Some(delivery) = &applied.delivery {
-                s.deliveries.push(delivery.clone());
-            }
+            Self::write(s, run, applied);
             true
         }))
     }
@@ -567,8 +580,8 @@ impl Fixture {
     }
 
     /// Where run changes go.
-    pub fn run_log(&self) -> crate::runner::RunLog<'_> {
-        crate::runner::RunLog {
+    pub fn run_log(&self) -> crate::run_log::RunLog<'_> {
+        crate::run_log::RunLog {
             runs: self.store.as_ref(),
             signal: &QuietSignal,
             bus: &self.bus,

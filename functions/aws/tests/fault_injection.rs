@@ -20,7 +20,6 @@ use spellcast_application::ports::{
 use spellcast_application::{App, Config};
 use spellcast_aws::DynamoStore;
 use spellcast_domain::cast::{CastOutcome, NewCast};
-use spellcast_domain::catalog::Catalog;
 use spellcast_domain::ids::{new_id, CreditTxId, InvoiceId, RunId, ShareId, Slug, UserId};
 use spellcast_domain::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_domain::ledger::{LedgerEntry, LedgerKind, PTS};
@@ -322,8 +321,10 @@ async fn scenario(inner: Arc<dyn Store>, slug: &str, fail_at: usize, after: bool
 
     let faulty = Arc::new(FaultyStore::new(inner.clone(), fail_at, after));
     let tools = spellcast_tools::builtin();
-    let catalog =
-        Catalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/spells")).unwrap();
+    let catalog = spellcast_application::catalog_files::load_catalog(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/spells"),
+    )
+    .unwrap();
     let spell = catalog.get(&Slug::parse(slug).unwrap()).unwrap();
     let (bus, mut executions) = LocalBus::new();
     let clock = Arc::new(ShiftedClock::default());

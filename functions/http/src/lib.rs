@@ -831,7 +831,7 @@ mod tests {
     #[test]
     fn the_served_document_carries_each_spells_inputs_for_a_cast() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/spells");
-        let catalog = spellcast_domain::catalog::Catalog::load(&dir).unwrap();
+        let catalog = spellcast_application::catalog_files::load_catalog(&dir).unwrap();
         let doc: Value = serde_json::from_str(&openapi_document(&catalog)).unwrap();
         let variants = doc["components"]["schemas"]["CastRequest"]["oneOf"]
             .as_array()

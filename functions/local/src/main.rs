@@ -17,7 +17,6 @@ use spellcast_application::auth::TokenKeys;
 use spellcast_application::ports::SystemClock;
 use spellcast_application::App;
 use spellcast_deliveries::{Deliveries, Reach};
-use spellcast_domain::catalog::Catalog;
 use spellcast_embedded::{LocalBus, LocalSignal};
 use spellcast_http::Api;
 
@@ -55,7 +54,8 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let tools_config = args.tools_config()?;
     let tools = spellcast_tools::configured(&tools_config)?;
-    let catalog = Catalog::load(&args.catalog).map_err(|e| e.to_string())?;
+    let catalog = spellcast_application::catalog_files::load_catalog(&args.catalog)
+        .map_err(|e| e.to_string())?;
     // Checked whole first: a broken reference is an error even in a spell left out below.
     spellcast_tools::builtin().check_references(&catalog)?;
     let (catalog, left_out) = tools_config.available(catalog);

@@ -15,7 +15,6 @@ use spellcast_application::ports::{Store, SystemClock};
 use spellcast_application::runner::Execution;
 use spellcast_application::{App, Config};
 use spellcast_domain::cast::CastOutcome;
-use spellcast_domain::catalog::Catalog;
 use spellcast_domain::ids::{new_id, RunId, Slug, UserId};
 use spellcast_domain::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, IssueOutcome};
 use spellcast_domain::ledger::{LedgerKind, PTS};
@@ -1293,7 +1292,7 @@ fn app(store: Arc<dyn Store>) -> Arc<App> {
     let keys = TokenKeys::hs256(&[1; 32], "test").unwrap();
     Arc::new(App::new(
         Config::new("http://test"),
-        Catalog::load(&dir).unwrap(),
+        spellcast_application::catalog_files::load_catalog(&dir).unwrap(),
         keys,
         ports,
     ))

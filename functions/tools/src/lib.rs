@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn the_sample_catalog_can_be_executed_by_the_builtin_tools() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/spells");
-        let catalog = Catalog::load(&dir).unwrap();
+        let catalog = spellcast_application::catalog_files::load_catalog(&dir).unwrap();
         let config = ToolsConfig::parse(
             r#"{"llm": {"local": {"baseUrl": "http://127.0.0.1:9/v1", "model": "m"}}}"#,
         )

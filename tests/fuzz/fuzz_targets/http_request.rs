@@ -15,9 +15,9 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use spellcast_application::app::Ports;
 use spellcast_application::auth::TokenKeys;
+use spellcast_application::catalog_files::load_catalog;
 use spellcast_application::ports::SystemClock;
 use spellcast_application::{App, Config};
-use spellcast_domain::catalog::Catalog;
 use spellcast_domain::limits::{Limit, Limits};
 use spellcast_embedded::{DiskBlobs, LocalBus, LocalSignal, MemoryLimiter, RedbStore};
 use spellcast_http::Api;
@@ -60,7 +60,7 @@ fn world() -> &'static World {
             limiter: Arc::new(MemoryLimiter::default()),
             provider_documents: None,
         };
-        let catalog = Catalog::load(&spells).expect("the sample catalog");
+        let catalog = load_catalog(&spells).expect("the sample catalog");
         let app = Arc::new(Api::new(Arc::new(App::new(config, catalog, keys, ports))));
         World {
             runtime,
