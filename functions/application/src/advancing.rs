@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::ports::{RunStore, StoreError, StoreResult};
 use spellcast_domain::ids::RunId;
-use spellcast_domain::run::{Run, RunChange, RunEvent};
+use spellcast_domain::run::{Lease, Run, RunChange, RunEvent};
 
 /// How often a change is decided again after another writer moved the run on.
 const ATTEMPTS: u32 = 12;
@@ -19,12 +19,36 @@ pub async fn advance(
     run_id: &RunId,
     change: RunChange,
 ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
+    decide(runs, run_id, None, change).await
+}
+
+/// [`advance`] for the runner holding `lease`: refused once another runner took the run over;
+/// it renews the lease.
+pub async fn advance_held(
+    runs: &dyn RunStore,
+    run_id: &RunId,
+    lease: Lease,
+    change: RunChange,
+) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
+    decide(runs, run_id, Some(lease), change).await
+}
+
+async fn decide(
+    runs: &dyn RunStore,
+    run_id: &RunId,
+    lease: Option<Lease>,
+    change: RunChange,
+) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
     for attempt in 1..=ATTEMPTS {
         let Some(mut run) = runs.run(run_id).await? else {
             return Ok(None);
         };
         let read = run.version();
-        let applied = match run.apply(change.clone()) {
+        let decided = match lease {
+            Some(lease) => run.apply_held(lease, change.clone()),
+            None => run.apply(change.clone()),
+        };
+        let applied = match decided {
             Ok(applied) => applied,
             Err(refused) => {
                 tracing::debug!(%refused, "change refused");
@@ -72,6 +96,7 @@ mod tests {
         let start = RunChange::Start {
             at: now,
             deadline: now + chrono::Duration::minutes(1),
+            lease_until: now + chrono::Duration::minutes(1),
         };
         assert!(advance(f.store.as_ref(), &run.run_id, start)
             .await

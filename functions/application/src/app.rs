@@ -32,6 +32,9 @@ pub struct Config {
     pub stream_limit: Duration,
     /// After this, a queued run's start event is presumed lost and published again.
     pub republish_after: chrono::Duration,
+    /// How long a runner holds a run without writing (SPEC §8.1): one lost for longer loses it
+    /// to the next runner recovery sends.
+    pub lease: chrono::Duration,
     /// The stats webhook's HMAC secret; without one the webhook refuses every call.
     pub webhook_secret: Option<Vec<u8>>,
     /// Rate limits per user.
@@ -69,6 +72,8 @@ impl Config {
     pub const STREAM_LIMIT_SECS: u64 = 14 * 60;
     /// After how long a queued run's start event counts as lost unless configured otherwise.
     pub const REPUBLISH_AFTER_MS: u64 = 60_000;
+    /// How long a runner holds a run without writing unless configured otherwise.
+    pub const LEASE_MS: u64 = 30_000;
 
     /// Defaults for a deployment at `public_url`.
     pub fn new(public_url: impl Into<String>) -> Self {
@@ -79,6 +84,7 @@ impl Config {
             session_ttl: chrono::Duration::hours(24),
             stream_limit: Duration::from_secs(Self::STREAM_LIMIT_SECS),
             republish_after: chrono::Duration::milliseconds(Self::REPUBLISH_AFTER_MS as i64),
+            lease: chrono::Duration::milliseconds(Self::LEASE_MS as i64),
             webhook_secret: None,
             limits: Limits::default(),
             streams_per_user: StreamCaps::PER_USER,
@@ -304,6 +310,7 @@ impl App {
             log: self.run_log(),
             costs: self.store.as_ref(),
             clock: self.clock.as_ref(),
+            lease: self.config.lease,
         }
     }
 

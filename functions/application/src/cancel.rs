@@ -125,6 +125,7 @@ mod tests {
             RunChange::Start {
                 at: now,
                 deadline: now + chrono::Duration::minutes(1),
+                lease_until: now + chrono::Duration::minutes(1),
             },
         )
         .await
@@ -183,6 +184,7 @@ mod tests {
             RunChange::Start {
                 at: now,
                 deadline: now + chrono::Duration::minutes(1),
+                lease_until: now + chrono::Duration::minutes(1),
             },
         )
         .await

@@ -1,12 +1,14 @@
 //! Recovery: nothing paid for is ever lost. A queued run whose start event went missing is
-//! published again; a run stuck past its deadline (its runner died) is failed and refunded once.
+//! published again; a run whose runner was lost (its lease ran out) is sent to a runner again,
+//! which takes it over at its first step not succeeded; a run stuck past its deadline is failed
+//! and refunded once.
 
 use crate::ports::{Clock, DeliveryStore, StoreResult};
 use crate::run_log::RunLog;
 use spellcast_domain::catalog::Catalog;
 use spellcast_domain::events::ExecutionStarted;
 use spellcast_domain::ids::RunId;
-use spellcast_domain::run::{RunChange, RunError, RunStatus};
+use spellcast_domain::run::{Run, RunChange, RunError, RunStatus};
 
 /// What recovery needs: the spells (for their timeouts), where changes go, and the time.
 pub struct Recovery<'a> {
@@ -29,6 +31,8 @@ pub struct Sweep {
     pub republished: Vec<RunId>,
     /// Runs failed and refunded for being stuck.
     pub timed_out: Vec<RunId>,
+    /// Runs whose runner was lost, sent to a runner to take them over.
+    pub resumed: Vec<RunId>,
     /// Webhook deliveries announced again (their `webhook-id`s).
     pub redelivered: Vec<String>,
 }
@@ -47,10 +51,11 @@ impl Recovery<'_> {
                 .get(&run.slug)
                 .map(|s| s.timeout())
                 .unwrap_or_else(|| chrono::Duration::minutes(15));
+            let lost = run.lease_expired(now);
             let stuck = match run.status {
-                RunStatus::Running | RunStatus::Canceling => {
-                    run.deadline_at.is_some_and(|d| d < now)
-                }
+                // A canceling run whose runner was lost stops now: nobody else will.
+                RunStatus::Canceling => lost || run.deadline_at.is_some_and(|d| d < now),
+                RunStatus::Running => run.deadline_at.is_some_and(|d| d < now),
                 // A run that never started within a whole timeout after several republications is
                 // refunded rather than left waiting for ever.
                 RunStatus::Queued => run.created_at + timeout + self.republish_after < now,
@@ -85,19 +90,19 @@ impl Recovery<'_> {
                     tracing::warn!(run_id = %run.run_id, "stuck run failed and refunded");
                     report.timed_out.push(run.run_id);
                 }
-            } else if run.status == RunStatus::Queued && run.created_at + self.republish_after < now
-            {
-                let event = ExecutionStarted {
-                    run_id: run.run_id.clone(),
-                    slug: run.slug.clone(),
-                };
-                match self.log.bus.execution_started(event).await {
-                    Ok(()) => {
-                        tracing::warn!(run_id = %run.run_id, "queued run published again");
-                        report.republished.push(run.run_id);
-                    }
-                    Err(e) => tracing::warn!(run_id = %run.run_id, error = %e, "republish failed"),
+            } else if run.status == RunStatus::Running && lost {
+                // Its runner was lost: the runner this reaches takes it over (one wins the
+                // lease if several do).
+                if self.publish(&run).await {
+                    tracing::warn!(run_id = %run.run_id, "run of a lost runner sent to be resumed");
+                    report.resumed.push(run.run_id);
                 }
+            } else if run.status == RunStatus::Queued
+                && run.created_at + self.republish_after < now
+                && self.publish(&run).await
+            {
+                tracing::warn!(run_id = %run.run_id, "queued run published again");
+                report.republished.push(run.run_id);
             }
         }
         // A delivery still pending well after it was due lost its announcement (or its queue
@@ -118,6 +123,21 @@ impl Recovery<'_> {
             }
         }
         Ok(report)
+    }
+
+    /// Sends `run` to a runner again; whether the bus took it.
+    async fn publish(&self, run: &Run) -> bool {
+        let event = ExecutionStarted {
+            run_id: run.run_id.clone(),
+            slug: run.slug.clone(),
+        };
+        match self.log.bus.execution_started(event).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(run_id = %run.run_id, error = %e, "publishing the run failed");
+                false
+            }
+        }
     }
 }
 
@@ -141,11 +161,18 @@ mod tests {
         chrono::Duration::minutes(n)
     }
 
-    async fn start(f: &Fixture, run_id: &RunId, deadline_in: chrono::Duration) {
+    /// Starts the run, due by `deadline_in`, its runner's lease until `lease_in`.
+    async fn start(
+        f: &Fixture,
+        run_id: &RunId,
+        deadline_in: chrono::Duration,
+        lease_in: chrono::Duration,
+    ) {
         let now = f.clock.now();
         let change = RunChange::Start {
             at: now,
             deadline: now + deadline_in,
+            lease_until: now + lease_in,
         };
         f.run_log().advance(run_id, change).await.unwrap().unwrap();
     }
@@ -176,7 +203,7 @@ mod tests {
     async fn a_running_run_is_failed_and_refunded_only_past_its_deadline() {
         let f = fixture();
         let run = f.cast_run("u", json!({})).await;
-        start(&f, &run.run_id, minutes(5)).await;
+        start(&f, &run.run_id, minutes(5), minutes(5)).await;
         let recovery = f.recovery(minutes(1));
         f.clock.advance(minutes(4));
         assert_eq!(recovery.sweep().await.unwrap(), Sweep::default());
@@ -193,7 +220,7 @@ mod tests {
     async fn a_canceling_run_whose_runner_died_ends_canceled_by_the_cancel_rule() {
         let f = fixture();
         let run = f.cast_run("u", json!({})).await;
-        start(&f, &run.run_id, minutes(5)).await;
+        start(&f, &run.run_id, minutes(5), minutes(5)).await;
         let now = f.clock.now();
         f.run_log()
             .advance(&run.run_id, RunChange::Cancel { at: now })
@@ -207,6 +234,52 @@ mod tests {
         assert_eq!(
             (stopped.status, stopped.refunded_pts),
             (RunStatus::Canceled, 2)
+        );
+        assert_eq!(f.balance("u"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_runner_was_lost_is_sent_to_a_runner_again_before_its_deadline() {
+        let f = fixture();
+        let run = f.cast_run("u", json!({})).await;
+        let lease = chrono::Duration::seconds(30);
+        start(&f, &run.run_id, minutes(5), lease).await;
+        let recovery = f.recovery(minutes(1));
+        f.clock.advance(chrono::Duration::seconds(20));
+        assert_eq!(recovery.sweep().await.unwrap(), Sweep::default());
+        // The lease ran out: its runner is presumed lost, and the run goes to a runner again
+        // (the cast's start event, then this one), still paid.
+        f.clock.advance(chrono::Duration::seconds(11));
+        let sweep = recovery.sweep().await.unwrap();
+        assert_eq!(sweep.resumed, vec![run.run_id.clone()]);
+        assert_eq!(
+            *f.bus.started.lock().unwrap(),
+            [run.run_id.clone(), run.run_id.clone()]
+        );
+        assert_eq!(
+            f.store.with(|s| s.runs[&run.run_id].status),
+            RunStatus::Running
+        );
+        assert_eq!(f.balance("u"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_canceling_run_whose_runner_was_lost_stops_without_waiting_for_its_deadline() {
+        let f = fixture();
+        let run = f.cast_run("u", json!({})).await;
+        start(&f, &run.run_id, minutes(5), chrono::Duration::seconds(30)).await;
+        let now = f.clock.now();
+        f.run_log()
+            .advance(&run.run_id, RunChange::Cancel { at: now })
+            .await
+            .unwrap();
+        f.clock.advance(chrono::Duration::seconds(31));
+        let sweep = f.recovery(minutes(1)).sweep().await.unwrap();
+        assert_eq!(sweep.timed_out, vec![run.run_id.clone()]);
+        assert!(sweep.resumed.is_empty());
+        assert_eq!(
+            f.store.with(|s| s.runs[&run.run_id].status),
+            RunStatus::Canceled
         );
         assert_eq!(f.balance("u"), 2);
     }

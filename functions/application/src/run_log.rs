@@ -4,7 +4,7 @@
 
 use crate::ports::{EventBus, RunSignal, RunStore, StoreResult};
 use spellcast_domain::ids::RunId;
-use spellcast_domain::run::{Run, RunChange, RunEvent};
+use spellcast_domain::run::{Lease, Run, RunChange, RunEvent};
 
 /// Where run changes go: the store (the truth), the signal (wakes this process's streams) and,
 /// for an event that calls for a webhook delivery, the bus (the delivery worker). Run events
@@ -28,7 +28,28 @@ impl RunLog<'_> {
         run_id: &RunId,
         change: RunChange,
     ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
-        let Some((run, event)) = crate::advancing::advance(self.runs, run_id, change).await? else {
+        let done = crate::advancing::advance(self.runs, run_id, change).await?;
+        self.announce(run_id, done).await
+    }
+
+    /// [`RunLog::advance`] for the runner holding `lease`: refused once another runner took the
+    /// run over; it renews the lease.
+    pub async fn advance_held(
+        &self,
+        run_id: &RunId,
+        lease: Lease,
+        change: RunChange,
+    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
+        let done = crate::advancing::advance_held(self.runs, run_id, lease, change).await?;
+        self.announce(run_id, done).await
+    }
+
+    async fn announce(
+        &self,
+        run_id: &RunId,
+        done: Option<(Run, Option<RunEvent>)>,
+    ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
+        let Some((run, event)) = done else {
             return Ok(None);
         };
         let Some(event) = event else {

@@ -17,7 +17,8 @@ use spellcast_domain::catalog::Catalog;
 use spellcast_domain::ids::RunId;
 use spellcast_domain::prices::cost_key;
 use spellcast_domain::run::{
-    FileBody, Metered, NewOutput, OutputKind, Run, RunChange, RunError, RunStatus, StepStatus,
+    FileBody, Lease, Metered, NewOutput, OutputKind, Run, RunChange, RunError, RunStatus,
+    StepStatus,
 };
 
 /// What a delivery of `executionStarted` did.
@@ -47,15 +48,49 @@ pub struct Runner<'a> {
     pub costs: &'a dyn CostStore,
     /// The time.
     pub clock: &'a dyn Clock,
+    /// How long a run is held without a write (SPEC §8.1): a runner lost for longer loses it.
+    pub lease: chrono::Duration,
+}
+
+/// A runner's hold on one run: every change it makes goes through here, fenced by the lease it
+/// took the run with, and renews it.
+#[derive(Clone, Copy)]
+struct Holding<'a> {
+    log: RunLog<'a>,
+    run_id: &'a RunId,
+    fence: u64,
+    lease: chrono::Duration,
+    clock: &'a dyn Clock,
+}
+
+impl Holding<'_> {
+    /// Applies the holder's change; `None` when the run refused it or another runner holds it.
+    async fn advance(&self, change: RunChange) -> StoreResult<Option<Run>> {
+        let lease = Lease {
+            fence: self.fence,
+            until: self.clock.now() + self.lease,
+        };
+        Ok(self
+            .log
+            .advance_held(self.run_id, lease, change)
+            .await?
+            .map(|(run, _)| run))
+    }
+}
+
+/// Why a step in progress was dropped.
+enum Interruption {
+    /// Its owner canceled the run: stop it at this safe point.
+    Canceled,
+    /// Another runner took the run over (this one was presumed lost): touch nothing more.
+    Lost,
 }
 
 /// Reports a tool's progress as `stepUpdate` events, skipping reports that change nothing.
 struct StepProgress<'a> {
-    log: RunLog<'a>,
-    run_id: &'a RunId,
+    holding: Holding<'a>,
     index: usize,
     last: Mutex<f64>,
-    clock: &'a dyn Clock,
 }
 
 #[async_trait]
@@ -76,12 +111,12 @@ impl Progress for StepProgress<'_> {
             status: StepStatus::Running,
             progress: fraction,
             message,
-            at: self.clock.now(),
+            at: self.holding.clock.now(),
             outputs: vec![],
             metered: None,
             attempt: None,
         };
-        if let Err(e) = self.log.advance(self.run_id, change).await {
+        if let Err(e) = self.holding.advance(change).await {
             tracing::warn!(error = %e, "progress not recorded");
         }
     }
@@ -92,7 +127,7 @@ impl Progress for StepProgress<'_> {
             text,
             progress: progress.clamp(0.0, 1.0),
         };
-        if let Err(e) = self.log.advance(self.run_id, change).await {
+        if let Err(e) = self.holding.advance(change).await {
             tracing::warn!(error = %e, "answer text not recorded");
         }
     }
@@ -107,7 +142,8 @@ fn backoff(first: f64, attempt: u32) -> Duration {
 }
 
 impl Runner<'_> {
-    /// Executes run `run_id` if it is still queued.
+    /// Executes run `run_id` if it is still queued, or takes it over at its first step not
+    /// succeeded if its runner was lost (its lease ran out before its deadline).
     pub async fn execute(&self, run_id: &RunId) -> StoreResult<Execution> {
         let span = tracing::info_span!("run", run_id = %run_id);
         self.execute_inner(run_id).instrument(span).await
@@ -138,16 +174,47 @@ impl Runner<'_> {
             });
         };
         let now = self.clock.now();
-        let deadline = now + spell.timeout();
-        let Some((run, _)) = self
-            .log
-            .advance(run_id, RunChange::Start { at: now, deadline })
-            .await?
-        else {
-            tracing::info!("run is not queued any more; duplicate delivery skipped");
+        let take = match run.status {
+            RunStatus::Queued => Some(RunChange::Start {
+                at: now,
+                deadline: now + spell.timeout(),
+                lease_until: now + self.lease,
+            }),
+            // Past its deadline it is recovery's to fail and refund, not to resume.
+            RunStatus::Running
+                if run.lease_expired(now) && run.deadline_at.is_some_and(|d| d > now) =>
+            {
+                Some(RunChange::Resume {
+                    at: now,
+                    lease_until: now + self.lease,
+                    repeatable: spell.repeatable_steps(),
+                })
+            }
+            _ => None,
+        };
+        let taken = match take {
+            Some(change) => self.log.advance(run_id, change).await?,
+            None => None,
+        };
+        let Some((run, _)) = taken else {
+            tracing::info!("run is neither queued nor lost by its runner; delivery skipped");
             return Ok(Execution::Skipped);
         };
-        tracing::info!(slug = %run.slug, steps = run.steps.len(), "run started");
+        if run.status.is_terminal() {
+            // Taken over with a step cut off that is not safe to repeat: failed and refunded.
+            tracing::warn!(error = ?run.error, "run interrupted");
+            return Ok(Execution::Ran(run.status));
+        }
+        let resumed = run.lease_fence > 1;
+        tracing::info!(slug = %run.slug, steps = run.steps.len(), resumed, "run taken");
+        let deadline = run.deadline_at.unwrap_or(now + spell.timeout());
+        let holding = Holding {
+            log: self.log,
+            run_id,
+            fence: run.lease_fence,
+            lease: self.lease,
+            clock: self.clock,
+        };
         // The cast kept the run's uploads unless it was cut short; make sure (harmless twice).
         if let Err(e) = crate::uploading::keep(self.blobs, &run.uploads).await {
             tracing::warn!(error = %e, "uploads not kept");
@@ -155,9 +222,13 @@ impl Runner<'_> {
 
         let mut status = run.status;
         for (index, step) in spell.def.steps.iter().enumerate() {
+            // A step that succeeded before a takeover is never executed again.
+            if run.steps[index].status == StepStatus::Succeeded {
+                continue;
+            }
             // Between steps: a safe point to stop at.
             if status == RunStatus::Canceling {
-                return self.stop(run_id).await;
+                return self.stop(holding).await;
             }
             let Some(tool) = self.tools.get(&step.tool) else {
                 let change = fail(
@@ -165,8 +236,10 @@ impl Runner<'_> {
                     format!("tool `{}` is missing", step.tool),
                     Some(step.id.clone()),
                 );
-                self.log.advance(run_id, change).await?;
-                return Ok(Execution::Ran(spellcast_domain::run::RunStatus::Failed));
+                return Ok(match holding.advance(change).await? {
+                    Some(run) => Execution::Ran(run.status),
+                    None => Execution::Skipped,
+                });
             };
             let retry = step.retry();
             // Points consumed by attempts that failed on the way (a cut stream's tokens).
@@ -183,19 +256,17 @@ impl Runner<'_> {
                     metered: None,
                     attempt: Some(attempt),
                 };
-                let run = match self.log.advance(run_id, started).await? {
+                let run = match holding.advance(started).await? {
                     None => return Ok(Execution::Skipped),
-                    Some((run, _)) if run.status == RunStatus::Canceling => {
-                        return self.stop(run_id).await
+                    Some(run) if run.status == RunStatus::Canceling => {
+                        return self.stop(holding).await
                     }
-                    Some((run, _)) => run,
+                    Some(run) => run,
                 };
                 let progress = StepProgress {
-                    log: self.log,
-                    run_id,
+                    holding,
                     index,
                     last: Mutex::new(0.0),
-                    clock: self.clock,
                 };
                 // The references are read from the run as stored (SPEC §7.1).
                 let files = self.stored_texts(&run, index).await?;
@@ -209,11 +280,11 @@ impl Runner<'_> {
                 };
                 let left = (deadline - self.clock.now()).to_std().unwrap_or_default();
                 // Inside the step: a tool that waits (a delay, a slow HTTP call, a model's
-                // stream) is dropped when the run is canceled, and the step does not count as
-                // done.
+                // stream) is dropped when the run is canceled or taken over, and the step does
+                // not count as done.
                 let result = tokio::select! {
                     result = tokio::time::timeout(left, tool.call(call, &progress)) => result,
-                    () = self.canceled(run_id) => return self.stop(run_id).await,
+                    why = self.interrupted(holding) => return self.interrupt(holding, why).await,
                 };
                 match result {
                     Ok(Ok(result)) => break Ok(result),
@@ -228,7 +299,7 @@ impl Runner<'_> {
                         tracing::info!(step = %step.id, attempt, error = %e, ?wait, "attempt failed; trying again");
                         tokio::select! {
                             () = tokio::time::sleep(wait) => {}
-                            () = self.canceled(run_id) => return self.stop(run_id).await,
+                            why = self.interrupted(holding) => return self.interrupt(holding, why).await,
                         }
                         attempt += 1;
                     }
@@ -242,17 +313,24 @@ impl Runner<'_> {
                             "The step did not finish before the run's deadline".to_owned(),
                             Some(step.id.clone()),
                         );
-                        self.log.advance(run_id, change).await?;
-                        return Ok(Execution::Ran(RunStatus::Failed));
+                        return Ok(match holding.advance(change).await? {
+                            Some(run) => Execution::Ran(run.status),
+                            None => Execution::Skipped,
+                        });
                     }
                 }
             };
             let change = match outcome {
                 Ok(result) => {
                     let cost_pts = spent.saturating_add(result.cost_pts);
-                    self.costs
+                    // The price statistics may miss a step; the run never fails for it.
+                    if let Err(e) = self
+                        .costs
                         .record_tool_cost(&cost_key(&spell, step), cost_pts)
-                        .await?;
+                        .await
+                    {
+                        tracing::warn!(step = %step.id, error = %e, "step cost not recorded");
+                    }
                     RunChange::Step {
                         index,
                         status: StepStatus::Succeeded,
@@ -276,24 +354,20 @@ impl Runner<'_> {
                 }
             };
             let failed = matches!(change, RunChange::Fail { .. });
-            match self.log.advance(run_id, change).await? {
+            match holding.advance(change).await? {
                 None => return Ok(Execution::Skipped),
-                Some((run, _)) if failed => return Ok(Execution::Ran(run.status)),
-                Some((run, _)) => status = run.status,
+                Some(run) if failed => return Ok(Execution::Ran(run.status)),
+                Some(run) => status = run.status,
             }
         }
         // Every step succeeded: the run is done, even if a cancel came after its last step began.
-        let finished = self
-            .log
-            .advance(
-                run_id,
-                RunChange::Finish {
-                    at: self.clock.now(),
-                },
-            )
+        let finished = holding
+            .advance(RunChange::Finish {
+                at: self.clock.now(),
+            })
             .await?;
         Ok(match finished {
-            Some((run, _)) => {
+            Some(run) => {
                 tracing::info!(duration_ms = run.duration_ms(), "run succeeded");
                 Execution::Ran(run.status)
             }
@@ -325,29 +399,59 @@ impl Runner<'_> {
     }
 
     /// Ends a canceling run at a safe point, refunded by the cancel rule.
-    async fn stop(&self, run_id: &RunId) -> StoreResult<Execution> {
+    async fn stop(&self, holding: Holding<'_>) -> StoreResult<Execution> {
         let stop = RunChange::Stop {
             at: self.clock.now(),
         };
-        Ok(match self.log.advance(run_id, stop).await? {
-            Some((run, _)) => {
+        Ok(match holding.advance(stop).await? {
+            Some(run) => {
                 tracing::info!(refunded_pts = run.refunded_pts, "run canceled");
                 Execution::Ran(run.status)
             }
-            // The sweeper ended it first.
+            // The sweeper ended it first, or another runner holds it.
             None => Execution::Skipped,
         })
     }
 
-    /// Returns once run `run_id` is canceling (looked at every [`CANCEL_POLL`]; a failed read
-    /// is looked at again next time).
-    async fn canceled(&self, run_id: &RunId) {
+    /// What a runner does when its step was dropped: stop a canceled run; leave a run taken
+    /// over to its new runner.
+    async fn interrupt(&self, holding: Holding<'_>, why: Interruption) -> StoreResult<Execution> {
+        match why {
+            Interruption::Canceled => self.stop(holding).await,
+            Interruption::Lost => {
+                tracing::warn!("another runner took the run over; this one stops");
+                Ok(Execution::Skipped)
+            }
+        }
+    }
+
+    /// Returns once the held run is canceling or held by another runner, looked at every
+    /// [`CANCEL_POLL`] (a failed read is looked at again next time). It keeps the lease while
+    /// a step runs quietly: renewed once half of it is gone.
+    async fn interrupted(&self, holding: Holding<'_>) -> Interruption {
         loop {
             tokio::time::sleep(CANCEL_POLL).await;
-            match self.log.runs.run(run_id).await {
-                Ok(Some(run)) if run.status == RunStatus::Canceling => return,
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "could not look for a cancel"),
+            match self.log.runs.run(holding.run_id).await {
+                Ok(Some(run)) if run.lease_fence != holding.fence => return Interruption::Lost,
+                Ok(Some(run)) if run.status == RunStatus::Canceling => {
+                    return Interruption::Canceled
+                }
+                Ok(Some(run)) => {
+                    let now = self.clock.now();
+                    if run
+                        .lease_until
+                        .is_none_or(|until| until - now < self.lease / 2)
+                    {
+                        match holding.advance(RunChange::Renew).await {
+                            Ok(Some(_)) => {}
+                            // Refused: the run moved on without us (it is looked at again).
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!(error = %e, "lease not renewed"),
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not look at the run"),
             }
         }
     }
@@ -401,6 +505,267 @@ pub async fn offload(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Fixture;
+    use crate::tools::{ToolError, ToolResult};
+    use serde_json::json;
+    use spellcast_domain::run::EventBody;
+    use spellcast_domain::tool_kinds::ToolKind;
+    use std::sync::Arc;
+
+    /// A tool that answers its `template` as it is and remembers each call: the template and
+    /// the context it was called with.
+    #[derive(Default)]
+    struct Counting(Mutex<Vec<(String, Value)>>);
+
+    impl Counting {
+        fn calls(&self) -> Vec<String> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(t, _)| t.clone())
+                .collect()
+        }
+    }
+
+    #[async_trait]
+    impl crate::tools::Tool for Counting {
+        async fn call(
+            &self,
+            call: ToolCall<'_>,
+            _progress: &dyn Progress,
+        ) -> Result<ToolResult, ToolError> {
+            let template = call.params["template"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            self.0
+                .lock()
+                .unwrap()
+                .push((template.clone(), call.context.clone()));
+            Ok(ToolResult {
+                outputs: vec![NewOutput {
+                    kind: OutputKind::Text,
+                    mime: "text/plain".into(),
+                    title: None,
+                    value: Some(Value::String(template)),
+                    file: None,
+                }],
+                cost_pts: 1,
+                usage: None,
+            })
+        }
+    }
+
+    fn three_steps() -> Fixture {
+        Fixture::new(spellcast_domain::testing::catalog_of(json!([
+            {"id": "a", "title": "A", "tool": "text.render", "with": {"template": "a"}},
+            {"id": "b", "title": "B", "tool": "text.render", "with": {"template": "b"}},
+            {"id": "c", "title": "C", "tool": "text.render", "with": {"template": "c"}}
+        ])))
+    }
+
+    fn step(index: usize, status: StepStatus, text: Option<&str>) -> RunChange {
+        RunChange::Step {
+            index,
+            status,
+            progress: 0.0,
+            message: None,
+            outputs: text
+                .map(|t| NewOutput {
+                    kind: OutputKind::Text,
+                    mime: "text/plain".into(),
+                    title: None,
+                    value: Some(Value::String(t.into())),
+                    file: None,
+                })
+                .into_iter()
+                .collect(),
+            at: Utc::now(),
+            metered: None,
+            attempt: None,
+        }
+    }
+
+    /// What a first runner did before it was lost: started the run, finished step `a` with
+    /// `text`, and started step `b`.
+    async fn lost_in_step_b(f: &Fixture, run_id: &RunId) {
+        let now = f.clock.now();
+        let log = f.run_log();
+        let start = RunChange::Start {
+            at: now,
+            deadline: now + chrono::Duration::minutes(2),
+            lease_until: now + chrono::Duration::seconds(Fixture::LEASE_SECS),
+        };
+        log.advance(run_id, start).await.unwrap().unwrap();
+        let held = Lease {
+            fence: 1,
+            until: now + chrono::Duration::seconds(Fixture::LEASE_SECS),
+        };
+        let done = step(0, StepStatus::Succeeded, Some("what the first runner made"));
+        log.advance_held(run_id, held, done).await.unwrap().unwrap();
+        let running = step(1, StepStatus::Running, None);
+        log.advance_held(run_id, held, running)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    use chrono::Utc;
+
+    #[tokio::test]
+    async fn a_run_whose_runner_was_lost_goes_on_from_its_first_step_not_succeeded() {
+        let f = three_steps();
+        let run = f.cast_run("u", json!({})).await;
+        lost_in_step_b(&f, &run.run_id).await;
+        let counting = Arc::new(Counting::default());
+        let tools = Toolbox::default().with(ToolKind::TextRender, counting.clone());
+
+        // Before the lease ran out, the run is its first runner's.
+        let runner = f.runner(&tools);
+        assert_eq!(
+            runner.execute(&run.run_id).await.unwrap(),
+            Execution::Skipped
+        );
+        f.clock
+            .advance(chrono::Duration::seconds(Fixture::LEASE_SECS + 1));
+        assert_eq!(
+            runner.execute(&run.run_id).await.unwrap(),
+            Execution::Ran(RunStatus::Succeeded)
+        );
+
+        assert_eq!(
+            counting.calls(),
+            ["b", "c"],
+            "step a is never executed again"
+        );
+        // Later steps read what the first runner made, as stored.
+        let (_, context) = &counting.0.lock().unwrap()[1];
+        assert_eq!(context["steps"]["a"]["text"], "what the first runner made");
+        let stored = f.store.with(|s| s.runs[&run.run_id].clone());
+        assert_eq!(stored.lease_fence, 2);
+        assert_eq!(stored.outputs.len(), 3);
+        assert_eq!(f.balance("u"), 0, "paid once, nothing refunded");
+        let resumed: Vec<usize> = f.store.with(|s| {
+            s.events[&run.run_id]
+                .iter()
+                .filter_map(|e| match e.body {
+                    EventBody::StepUpdate {
+                        index,
+                        resumed: true,
+                        ..
+                    } => Some(index),
+                    _ => None,
+                })
+                .collect()
+        });
+        assert_eq!(resumed, [1], "the stream shows the step taken up again");
+        // A second delivery finds nothing to take.
+        assert_eq!(
+            runner.execute(&run.run_id).await.unwrap(),
+            Execution::Skipped
+        );
+    }
+
+    #[tokio::test]
+    async fn a_runner_that_lost_its_run_changes_nothing() {
+        let f = three_steps();
+        let run = f.cast_run("u", json!({})).await;
+        lost_in_step_b(&f, &run.run_id).await;
+        f.clock
+            .advance(chrono::Duration::seconds(Fixture::LEASE_SECS + 1));
+        let now = f.clock.now();
+        let resume = RunChange::Resume {
+            at: now,
+            lease_until: now + chrono::Duration::seconds(Fixture::LEASE_SECS),
+            repeatable: vec![true; 3],
+        };
+        f.run_log()
+            .advance(&run.run_id, resume)
+            .await
+            .unwrap()
+            .unwrap();
+        let before = f.store.with(|s| s.runs[&run.run_id].clone());
+
+        // The first runner wakes up and finishes its step: refused, whatever its change.
+        let stale = Lease {
+            fence: 1,
+            until: now + chrono::Duration::seconds(Fixture::LEASE_SECS),
+        };
+        let log = f.run_log();
+        for change in [
+            step(1, StepStatus::Succeeded, Some("late")),
+            RunChange::Renew,
+            RunChange::Fail {
+                at: now,
+                error: RunError {
+                    code: "step_failed".into(),
+                    message: "late".into(),
+                    step_id: None,
+                },
+            },
+        ] {
+            assert!(log
+                .advance_held(&run.run_id, stale, change)
+                .await
+                .unwrap()
+                .is_none());
+        }
+        assert_eq!(f.store.with(|s| s.runs[&run.run_id].clone()), before);
+        assert_eq!(f.balance("u"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_step_cut_off_that_is_not_safe_to_repeat_fails_the_run_refunded_once() {
+        let f = Fixture::new(spellcast_domain::testing::catalog_of(json!([
+            {"id": "a", "title": "A", "tool": "text.render", "with": {"template": "a"}},
+            {"id": "b", "title": "B", "tool": "http", "with": {"endpoint": "orders"}},
+            {"id": "c", "title": "C", "tool": "text.render", "with": {"template": "c"}}
+        ])));
+        let run = f.cast_run("u", json!({})).await;
+        lost_in_step_b(&f, &run.run_id).await;
+        f.clock
+            .advance(chrono::Duration::seconds(Fixture::LEASE_SECS + 1));
+        let counting = Arc::new(Counting::default());
+        let tools = Toolbox::default()
+            .with(ToolKind::TextRender, counting.clone())
+            .with(ToolKind::Http, counting.clone());
+        let runner = f.runner(&tools);
+        assert_eq!(
+            runner.execute(&run.run_id).await.unwrap(),
+            Execution::Ran(RunStatus::Failed)
+        );
+        assert_eq!(
+            runner.execute(&run.run_id).await.unwrap(),
+            Execution::Skipped
+        );
+        assert!(
+            counting.calls().is_empty(),
+            "the cut-off call is not made again"
+        );
+        let stored = f.store.with(|s| s.runs[&run.run_id].clone());
+        let error = stored.error.unwrap();
+        assert_eq!(
+            (error.code.as_str(), error.step_id.as_deref()),
+            ("interrupted", Some("b"))
+        );
+        assert_eq!(stored.refunded_pts, stored.cost_pts);
+        assert_eq!(f.balance("u"), stored.cost_pts, "refunded in full, once");
+    }
+
+    #[tokio::test]
+    async fn a_step_whose_cost_is_not_recorded_still_succeeds() {
+        let f = three_steps();
+        let run = f.cast_run("u", json!({})).await;
+        f.store.with(|s| s.costs_fail = true);
+        let counting = Arc::new(Counting::default());
+        let tools = Toolbox::default().with(ToolKind::TextRender, counting.clone());
+        assert_eq!(
+            f.runner(&tools).execute(&run.run_id).await.unwrap(),
+            Execution::Ran(RunStatus::Succeeded)
+        );
+        assert_eq!(counting.calls(), ["a", "b", "c"]);
+    }
 
     fn output(kind: OutputKind, value: Option<Value>, file: Option<Vec<u8>>) -> NewOutput {
         NewOutput {

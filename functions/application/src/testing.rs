@@ -116,6 +116,8 @@ pub struct MemoryState {
     pub conflicts: usize,
     /// A change another writer commits just before the next commit: a race, staged.
     pub race: Option<RunChange>,
+    /// Recording a step's cost fails (a throttled counter).
+    pub costs_fail: bool,
 }
 
 impl MemoryStore {
@@ -194,7 +196,7 @@ impl RunStore for MemoryStore {
                 }
             }
             let stored = s.runs.get(&run.run_id).map(Run::version);
-            if stored.is_none_or(|v| v.last_seq != read.last_seq || v.status != read.status) {
+            if stored.as_ref() != Some(read) {
                 s.conflicts += 1;
                 return false;
             }
@@ -352,7 +354,10 @@ impl LedgerStore for MemoryStore {
 #[async_trait]
 impl CostStore for MemoryStore {
     async fn record_tool_cost(&self, _tool: &str, _pts: i64) -> StoreResult<()> {
-        Ok(())
+        match self.with(|s| s.costs_fail) {
+            true => Err(StoreError::new("the cost counter is throttled")),
+            false => Ok(()),
+        }
     }
 
     async fn tool_costs(&self) -> StoreResult<Vec<ToolCostTotal>> {
@@ -521,6 +526,8 @@ pub struct Fixture {
 impl Fixture {
     /// How long a quote stays payable here.
     pub const INVOICE_TTL_MINUTES: i64 = 10;
+    /// How long a runner holds a run here.
+    pub const LEASE_SECS: i64 = 30;
 
     /// The ports over `catalog`, the clock at a fixed time, the store empty.
     pub fn new(catalog: spellcast_domain::catalog::Catalog) -> Fixture {
@@ -593,6 +600,19 @@ impl Fixture {
         crate::cancel::Canceling {
             log: self.run_log(),
             clock: &self.clock,
+        }
+    }
+
+    /// The runner, with `tools`, holding runs for [`Fixture::LEASE_SECS`].
+    pub fn runner<'a>(&'a self, tools: &'a crate::tools::Toolbox) -> crate::runner::Runner<'a> {
+        crate::runner::Runner {
+            catalog: &self.catalog,
+            tools,
+            blobs: &self.blobs,
+            log: self.run_log(),
+            costs: self.store.as_ref(),
+            clock: &self.clock,
+            lease: chrono::Duration::seconds(Self::LEASE_SECS),
         }
     }
 

@@ -177,6 +177,7 @@ mod tests {
         let start = RunChange::Start {
             at: now,
             deadline: now + chrono::Duration::minutes(1),
+            lease_until: now + chrono::Duration::minutes(1),
         };
         log.advance(&run.run_id, start).await.unwrap().unwrap();
         let fail = RunChange::Fail {

@@ -612,16 +612,24 @@ impl RunStore for DynamoStore {
     ) -> StoreResult<bool> {
         let run_id = &run.run_id;
         let (head, body) = self.run_items(run)?;
-        // Optimistic lock: the run must still be where it was read — its last event and its
-        // status. The body is written only when outputs were added: a progress tick rewrites
-        // the small head alone.
+        // Optimistic lock: the run must still be where it was read — its last event, its status
+        // and its lease's fencing number (a run stored before leases has none: 0). The body is
+        // written only when outputs were added: a progress tick rewrites the small head alone.
+        let fenced = if read.fence == 0 {
+            "(attribute_not_exists(leaseFence) OR leaseFence = :fence)"
+        } else {
+            "leaseFence = :fence"
+        };
         let locked = Put::builder()
             .table_name(&self.table)
             .set_item(Some(head))
-            .condition_expression("lastSeq = :previous AND #status = :status")
+            .condition_expression(format!(
+                "lastSeq = :previous AND #status = :status AND {fenced}"
+            ))
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":previous", n(read.last_seq))
             .expression_attribute_values(":status", s(read.status.as_str()))
+            .expression_attribute_values(":fence", n(read.fence))
             .build()
             .map_err(err)?;
         let mut items = vec![TransactWriteItem::builder().put(locked).build()];

@@ -102,6 +102,7 @@ async fn progress_ticks_rewrite_only_the_small_head(variable: &str) {
         RunChange::Start {
             at: now,
             deadline: now + chrono::Duration::minutes(5),
+            lease_until: now + chrono::Duration::minutes(5),
         },
     )
     .await

@@ -67,6 +67,11 @@ impl StepDef {
         }
     }
 
+    /// Whether a call cut off with its runner may be made again (SPEC §8.1).
+    pub fn repeatable(&self) -> bool {
+        self.kind().is_some_and(|k| k.repeatable(&self.with))
+    }
+
     /// Its retry policy: as written, or the tool's default.
     pub fn retry(&self) -> RetryDef {
         self.retry.unwrap_or_else(|| RetryDef {
@@ -268,6 +273,11 @@ impl Spell {
     /// When a run of this spell is presumed stuck, counted from its start.
     pub fn timeout(&self) -> chrono::Duration {
         chrono::Duration::seconds(self.def.timeout_secs as i64)
+    }
+
+    /// Whether each step (by index) may be executed again after its runner was lost.
+    pub fn repeatable_steps(&self) -> Vec<bool> {
+        self.def.steps.iter().map(StepDef::repeatable).collect()
     }
 }
 

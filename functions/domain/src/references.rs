@@ -306,6 +306,7 @@ mod tests {
         run.apply(RunChange::Start {
             at: now,
             deadline: now,
+            lease_until: now,
         })
         .unwrap();
         let text = NewOutput {
@@ -354,6 +355,7 @@ mod tests {
         run.apply(RunChange::Start {
             at: now,
             deadline: now,
+            lease_until: now,
         })
         .unwrap();
         // What the runner's offload makes of a text over the inline limit.

@@ -250,6 +250,13 @@ pub struct Run {
     pub finished_at: Option<DateTime<Utc>>,
     /// After this, a sweeper fails it: the runner is presumed dead.
     pub deadline_at: Option<DateTime<Utc>>,
+    /// The fencing number of the lease its runner holds: raised by every start and takeover, so
+    /// a runner that lost the run can change nothing (SPEC §8.1). 0: never held.
+    #[serde(default)]
+    pub lease_fence: u64,
+    /// Until when its runner holds it; past this, another runner may take it over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<DateTime<Utc>>,
     /// Why it failed.
     pub error: Option<RunError>,
     /// The seq of its last event (events are numbered 1, 2, 3, ...).
@@ -307,6 +314,9 @@ pub enum EventBody {
         /// Which attempt this is, for a step that is tried again (SPEC §8.3).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attempt: Option<u32>,
+        /// The step is taken up again by another runner after its own was lost (SPEC §8.1).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resumed: bool,
     },
     /// Text a running step appended to its answer (SPEC §7.2).
     #[serde(rename = "stepDelta", rename_all = "camelCase")]
@@ -420,13 +430,28 @@ pub struct RunEvent {
 /// A change asked of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunChange {
-    /// The runner takes a queued run.
+    /// The runner takes a queued run, and its lease.
     Start {
         /// Now.
         at: DateTime<Utc>,
         /// When a sweeper may presume the runner dead.
         deadline: DateTime<Utc>,
+        /// Until when the runner holds the run unless it renews its lease.
+        lease_until: DateTime<Utc>,
     },
+    /// Another runner takes over a running run whose lease ran out (its runner was lost), at
+    /// the first step not succeeded. A step that was in flight is taken up again only if it is
+    /// safe to repeat; else the run fails `interrupted`, refunded in full.
+    Resume {
+        /// Now.
+        at: DateTime<Utc>,
+        /// Until when the new runner holds the run unless it renews its lease.
+        lease_until: DateTime<Utc>,
+        /// Whether each step (by index) is safe to execute again.
+        repeatable: Vec<bool>,
+    },
+    /// The holder keeps its lease (through [`Run::apply_held`]); nothing else changes.
+    Renew,
     /// A step moves.
     Step {
         /// Which step.
@@ -481,6 +506,15 @@ pub enum RunChange {
     },
 }
 
+/// A runner's hold on a run: the fencing number it took the run with, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The run's `lease_fence` when the runner took it.
+    pub fence: u64,
+    /// Until when it holds the run unless it writes again.
+    pub until: DateTime<Utc>,
+}
+
 /// What a run canceled while running gives back: the share of its price for the steps that had
 /// not succeeded, rounded down (`floor(cost × notSucceeded / of)`, in integers).
 pub fn cancel_refund(cost_pts: i64, not_succeeded: usize, of: usize) -> i64 {
@@ -492,14 +526,17 @@ pub fn cancel_refund(cost_pts: i64, not_succeeded: usize, of: usize) -> i64 {
 }
 
 /// What a run was when read for a change: a store commits the change only over the run as it
-/// still is (its last event and its status: a cancel marks a running run `canceling` without an
-/// event), and rewrites its outputs only when the change added some.
+/// still is (its last event, its status — a cancel marks a running run `canceling` without an
+/// event — and its lease's fencing number), and rewrites its outputs only when the change added
+/// some.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunVersion {
     /// Its last event's seq.
     pub last_seq: u64,
     /// Its status.
     pub status: RunStatus,
+    /// Its lease's fencing number.
+    pub fence: u64,
     /// How many outputs it had.
     pub outputs: usize,
 }
@@ -538,6 +575,7 @@ impl Run {
         RunVersion {
             last_seq: self.last_seq,
             status: self.status,
+            fence: self.lease_fence,
             outputs: self.outputs.len(),
         }
     }
@@ -573,6 +611,8 @@ impl Run {
             started_at: None,
             finished_at: None,
             deadline_at: None,
+            lease_fence: 0,
+            lease_until: None,
             error: None,
             last_seq: 0,
             webhook: None,
@@ -635,18 +675,44 @@ impl Run {
         }
     }
 
+    /// Applies a change of the runner that holds `lease`: refused unless the run's lease still
+    /// has its fencing number (another runner took the run over); the lease is renewed until
+    /// `lease.until` with it.
+    pub fn apply_held(&mut self, lease: Lease, change: RunChange) -> Result<Applied, Refused> {
+        if self.lease_fence != lease.fence {
+            return Err(self.refuse("another runner holds the run"));
+        }
+        let applied = self.apply(change)?;
+        if !self.status.is_terminal() {
+            self.lease_until = Some(lease.until);
+        }
+        Ok(applied)
+    }
+
+    /// Whether a runner may take the run over at `now`: it is running and its lease ran out.
+    pub fn lease_expired(&self, now: DateTime<Utc>) -> bool {
+        matches!(self.status, RunStatus::Running | RunStatus::Canceling)
+            && self.lease_until.is_none_or(|until| until <= now)
+    }
+
     /// Applies a change: checks it fits, updates the run, and returns the event to append.
     pub fn apply(&mut self, change: RunChange) -> Result<Applied, Refused> {
         let mut files = Vec::new();
         let mut refund_pts = 0;
         let body = match change {
-            RunChange::Start { at, deadline } => {
+            RunChange::Start {
+                at,
+                deadline,
+                lease_until,
+            } => {
                 if self.status != RunStatus::Queued {
                     return Err(self.refuse("only a queued run can start"));
                 }
                 self.status = RunStatus::Running;
                 self.started_at = Some(at);
                 self.deadline_at = Some(deadline);
+                self.lease_fence += 1;
+                self.lease_until = Some(lease_until);
                 EventBody::ExecutionStarted {
                     run_id: self.run_id.clone(),
                     credit_tx_id: self.credit_tx_id.clone(),
@@ -737,7 +803,78 @@ impl Run {
                     outputs: (!shown.is_empty()).then_some(shown),
                     at: Some(at),
                     attempt,
+                    resumed: false,
                 }
+            }
+            RunChange::Resume {
+                at,
+                lease_until,
+                repeatable,
+            } => {
+                if self.status != RunStatus::Running {
+                    return Err(self.refuse("only a running run is taken over"));
+                }
+                if self.lease_until.is_some_and(|until| until > at) {
+                    return Err(self.refuse("its runner still holds it"));
+                }
+                self.lease_fence += 1;
+                self.lease_until = Some(lease_until);
+                let Some(index) = self
+                    .steps
+                    .iter()
+                    .position(|s| s.status != StepStatus::Succeeded)
+                else {
+                    // Every step succeeded: only the finish is left, and it makes the event.
+                    return Ok(Applied {
+                        event: None,
+                        refund_pts: 0,
+                        files,
+                        delivery: None,
+                    });
+                };
+                let step = &mut self.steps[index];
+                if step.status == StepStatus::Running
+                    && !repeatable.get(index).copied().unwrap_or(false)
+                {
+                    let step_id = Some(step.id.clone());
+                    return self.apply(RunChange::Fail {
+                        at,
+                        error: RunError {
+                            code: "interrupted".into(),
+                            message: "The step was cut off when its runner was lost, and it is not safe to repeat; the run was refunded".into(),
+                            step_id,
+                        },
+                    });
+                }
+                step.status = StepStatus::Running;
+                step.progress = 0.0;
+                step.message = None;
+                step.partial = None;
+                step.attempt = None;
+                EventBody::StepUpdate {
+                    run_id: self.run_id.clone(),
+                    step_id: step.id.clone(),
+                    index,
+                    of: self.steps.len(),
+                    status: StepStatus::Running,
+                    progress: 0.0,
+                    message: None,
+                    outputs: None,
+                    at: Some(at),
+                    attempt: None,
+                    resumed: true,
+                }
+            }
+            RunChange::Renew => {
+                if !matches!(self.status, RunStatus::Running | RunStatus::Canceling) {
+                    return Err(self.refuse("only a running run has a lease"));
+                }
+                return Ok(Applied {
+                    event: None,
+                    refund_pts: 0,
+                    files,
+                    delivery: None,
+                });
             }
             RunChange::Delta {
                 index,
@@ -972,6 +1109,7 @@ mod tests {
             .apply(RunChange::Start {
                 at: now,
                 deadline: now,
+                lease_until: now,
             })
             .unwrap();
         let event = started.event.unwrap();
@@ -1064,6 +1202,7 @@ mod tests {
         let start = RunChange::Start {
             at: now,
             deadline: now,
+            lease_until: now,
         };
         for change in [
             RunChange::Cancel { at: now },
@@ -1083,6 +1222,7 @@ mod tests {
         run.apply(RunChange::Start {
             at: now,
             deadline: now,
+            lease_until: now,
         })
         .unwrap();
         run.apply(step(0, StepStatus::Succeeded, vec![])).unwrap();
@@ -1121,6 +1261,7 @@ mod tests {
         run.apply(RunChange::Start {
             at: now,
             deadline: now,
+            lease_until: now,
         })
         .unwrap();
         run.apply(step(0, StepStatus::Succeeded, vec![])).unwrap();
@@ -1155,12 +1296,14 @@ mod tests {
         run.apply(RunChange::Start {
             at: now,
             deadline: now,
+            lease_until: now,
         })
         .unwrap();
         assert!(run
             .apply(RunChange::Start {
                 at: now,
-                deadline: now
+                deadline: now,
+                lease_until: now
             })
             .is_err());
     }

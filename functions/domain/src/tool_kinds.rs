@@ -162,6 +162,16 @@ impl ToolKind {
         }
     }
 
+    /// Whether a call cut off with its runner may be made again (SPEC §8.1): the built-ins and
+    /// `llm.chat` change nothing outside the run; an `http` call may, so only a step that says
+    /// `"repeatable": true` is.
+    pub fn repeatable(self, params: &Value) -> bool {
+        match self {
+            ToolKind::Http => params.get("repeatable") == Some(&Value::Bool(true)),
+            _ => true,
+        }
+    }
+
     /// What a call is quoted before any call was measured.
     pub fn nominal_cost(self, params: &Value) -> i64 {
         match self {

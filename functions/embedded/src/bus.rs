@@ -140,6 +140,7 @@ mod tests {
                 outputs: None,
                 at: None,
                 attempt: None,
+                resumed: false,
             },
         }
     }

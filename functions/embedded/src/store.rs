@@ -386,10 +386,9 @@ impl RunStore for RedbStore {
             let runs = tx.open_table(RUNS).map_err(err)?;
             let stored: Option<Run> = get_json(&runs, run.run_id.as_str())?;
             drop(runs);
-            // Only over the run as it was read: its last event and its status.
-            match stored {
-                Some(s) if s.last_seq == read.last_seq && s.status == read.status => {}
-                _ => return Ok(false),
+            // Only over the run as it was read: its last event, its status, its lease.
+            if stored.map(|s| s.version()) != Some(read) {
+                return Ok(false);
             }
             put_run(tx, &run)?;
             if let Some(event) = &applied.event {

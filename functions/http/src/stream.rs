@@ -145,6 +145,7 @@ mod tests {
                 outputs: None,
                 at: None,
                 attempt: None,
+                resumed: false,
             },
         };
         let text = String::from_utf8(frame(&event).to_vec()).unwrap();

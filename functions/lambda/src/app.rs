@@ -159,6 +159,7 @@ impl Start {
         let mut config = Config::new(settings.public_url.as_str());
         config.stream_limit = settings.stream_limit;
         config.republish_after = settings.republish_after;
+        config.lease = settings.lease;
         config.webhook_secret = settings.webhook_secret.clone();
         config.limits = settings.limits;
         (config.streams_per_user, config.streams_per_run) = settings.streams;

@@ -88,6 +88,7 @@ pub async fn recover(app: &App) -> Result<Value, Error> {
     Ok(json!({
         "republished": sweep.republished,
         "timedOut": sweep.timed_out,
+        "resumed": sweep.resumed,
         "redelivered": sweep.redelivered,
     }))
 }

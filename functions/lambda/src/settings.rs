@@ -55,6 +55,8 @@ pub struct Settings {
     pub poll: (Duration, Duration),
     /// After this, a queued run's start event counts as lost (`SPELLCAST_REPUBLISH_AFTER_SECS`).
     pub republish_after: chrono::Duration,
+    /// How long a runner holds a run without writing (`SPELLCAST_LEASE_MS`).
+    pub lease: chrono::Duration,
     /// Generous SDK timeouts for a slow local engine (`SPELLCAST_AWS_TIMEOUT_SECS`; unset on AWS).
     pub aws_timeout: Option<Duration>,
     /// The tool configuration (SPEC §7.4): the JSON document `SPELLCAST_TOOLS`, with the `http`
@@ -159,6 +161,9 @@ impl Settings {
                 number("SPELLCAST_STREAM_LIMIT_SECS", Config::STREAM_LIMIT_SECS)?.max(1),
             ),
             poll: (fastest, slowest.max(fastest)),
+            lease: chrono::Duration::milliseconds(
+                number("SPELLCAST_LEASE_MS", Config::LEASE_MS)?.max(100) as i64,
+            ),
             republish_after: chrono::Duration::seconds(number(
                 "SPELLCAST_REPUBLISH_AFTER_SECS",
                 Config::REPUBLISH_AFTER_MS / 1000,

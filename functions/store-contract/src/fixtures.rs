@@ -69,6 +69,8 @@ pub fn queued_run(user: &str, invoice_id: &InvoiceId, steps: &[&str]) -> Run {
         started_at: None,
         finished_at: None,
         deadline_at: None,
+        lease_fence: 0,
+        lease_until: None,
         error: None,
         last_seq: 0,
         webhook: None,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::json;
-use spellcast_application::advancing::advance;
+use spellcast_application::advancing::{advance, advance_held};
 use spellcast_application::app::Ports;
 use spellcast_application::auth::TokenKeys;
 use spellcast_application::ports::{Store, SystemClock};
@@ -20,7 +20,7 @@ use spellcast_domain::invoice::{IdempotencyRecord, InvoiceRecord, InvoiceState, 
 use spellcast_domain::ledger::{LedgerKind, PTS};
 use spellcast_domain::prices::SpellStats;
 use spellcast_domain::run::{
-    EventBody, FileBody, Metered, NewOutput, OutputKind, RunChange, RunError, RunStatus,
+    EventBody, FileBody, Lease, Metered, NewOutput, OutputKind, RunChange, RunError, RunStatus,
     StepStatus, Usage,
 };
 use spellcast_domain::webhooks::{Attempt, WebhookSecret, WebhookTarget};
@@ -35,7 +35,7 @@ use fixtures::{cast_ok, entry, invoice, new_cast};
 #[macro_export]
 macro_rules! store_contract {
     ($backend:path) => {
-        $crate::store_contract!(@each $backend, an_upload_is_kept_for_its_owner_and_a_run_keeps_its_files, grants_move_the_balance_and_the_ledger_pages_newest_first, idempotency_keys_replay_or_conflict, a_cast_consumes_debits_and_queues_atomically, refused_casts_change_nothing, runs_advance_through_their_state_machine, a_failure_refunds_once, many_casts_of_one_invoice_spend_once, many_invoices_over_a_small_balance_never_go_below_zero, racing_failures_refund_exactly_once, a_users_runs_are_listed_newest_first_in_pages, a_webhook_secret_is_kept_once_and_rotated, deliveries_are_written_with_their_events_and_attempted_once_each, a_run_is_shared_once_and_unshared, a_cancel_refunds_by_its_rule_once, racing_cancels_settle_to_one_outcome, a_duplicate_delivery_executes_nothing_twice, costs_and_prices_are_kept, the_ledger_follows_its_model, outputs_of_any_size_fit_the_store, a_streamed_answer_and_its_metering_are_kept, a_keyed_grant_is_posted_once_and_never_below_zero);
+        $crate::store_contract!(@each $backend, an_upload_is_kept_for_its_owner_and_a_run_keeps_its_files, grants_move_the_balance_and_the_ledger_pages_newest_first, idempotency_keys_replay_or_conflict, a_cast_consumes_debits_and_queues_atomically, refused_casts_change_nothing, runs_advance_through_their_state_machine, a_failure_refunds_once, many_casts_of_one_invoice_spend_once, many_invoices_over_a_small_balance_never_go_below_zero, racing_failures_refund_exactly_once, a_users_runs_are_listed_newest_first_in_pages, a_webhook_secret_is_kept_once_and_rotated, deliveries_are_written_with_their_events_and_attempted_once_each, a_run_is_shared_once_and_unshared, a_cancel_refunds_by_its_rule_once, racing_cancels_settle_to_one_outcome, a_duplicate_delivery_executes_nothing_twice, costs_and_prices_are_kept, the_ledger_follows_its_model, outputs_of_any_size_fit_the_store, a_streamed_answer_and_its_metering_are_kept, a_keyed_grant_is_posted_once_and_never_below_zero, racing_runners_take_a_lost_run_once_and_a_stale_one_writes_nothing);
     };
     (@each $backend:path, $($check:ident),*) => { $(
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -138,6 +138,7 @@ pub async fn an_upload_is_kept_for_its_owner_and_a_run_keeps_its_files(store: Ar
         RunChange::Start {
             at: now,
             deadline: now + chrono::Duration::minutes(1),
+            lease_until: now + chrono::Duration::minutes(1),
         },
     )
     .await
@@ -161,6 +162,7 @@ pub async fn a_streamed_answer_and_its_metering_are_kept(store: Arc<dyn Store>) 
     let start = RunChange::Start {
         at: now,
         deadline: now + chrono::Duration::minutes(1),
+        lease_until: now + chrono::Duration::minutes(1),
     };
     advance(&*store, id, start).await.unwrap().unwrap();
     assert!(
@@ -566,6 +568,7 @@ pub async fn runs_advance_through_their_state_machine(store: Arc<dyn Store>) {
         RunChange::Start {
             at: now,
             deadline: now + chrono::Duration::minutes(1),
+            lease_until: now + chrono::Duration::minutes(1),
         },
     )
     .await
@@ -580,7 +583,8 @@ pub async fn runs_advance_through_their_state_machine(store: Arc<dyn Store>) {
         id,
         RunChange::Start {
             at: now,
-            deadline: now
+            deadline: now,
+            lease_until: now
         }
     )
     .await
@@ -807,6 +811,7 @@ pub async fn a_cancel_refunds_by_its_rule_once(store: Arc<dyn Store>) {
         RunChange::Start {
             at: now,
             deadline: now + chrono::Duration::minutes(5),
+            lease_until: now + chrono::Duration::minutes(5),
         },
         step(0, StepStatus::Succeeded, vec![]),
     ] {
@@ -877,6 +882,7 @@ pub async fn racing_cancels_settle_to_one_outcome(store: Arc<dyn Store>) {
             RunChange::Start {
                 at: now,
                 deadline: now + chrono::Duration::minutes(5),
+                lease_until: now + chrono::Duration::minutes(5),
             },
             step(0, StepStatus::Succeeded, vec![]),
             step(1, StepStatus::Succeeded, vec![]),
@@ -1048,6 +1054,7 @@ pub async fn deliveries_are_written_with_their_events_and_attempted_once_each(
     let start = RunChange::Start {
         at,
         deadline: at + chrono::Duration::minutes(5),
+        lease_until: at + chrono::Duration::minutes(5),
     };
     advance(&*store, id, start.clone()).await.unwrap().unwrap();
     advance(&*store, &plain.run_id, start.clone())
@@ -1354,6 +1361,81 @@ pub async fn a_duplicate_delivery_executes_nothing_twice(store: Arc<dyn Store>) 
 }
 
 /// A check of the contract (see the crate's tests for what it holds).
+pub async fn racing_runners_take_a_lost_run_once_and_a_stale_one_writes_nothing(
+    store: Arc<dyn Store>,
+) {
+    store
+        .grant(entry("u", LedgerKind::Grant, 10))
+        .await
+        .unwrap();
+    let run = cast_ok(store.as_ref(), "u", 3, &["a", "b", "c"]).await;
+    let id = &run.run_id;
+    let now = Utc::now();
+    let minute = chrono::Duration::minutes(1);
+    let start = RunChange::Start {
+        at: now,
+        deadline: now + minute * 10,
+        lease_until: now + minute,
+    };
+    advance(&*store, id, start).await.unwrap().unwrap();
+    let first = Lease {
+        fence: 1,
+        until: now + minute,
+    };
+    let done = attempt(0, StepStatus::Succeeded, None, vec![], None);
+    advance_held(&*store, id, first, done)
+        .await
+        .unwrap()
+        .unwrap();
+    // The first runner is about to finish step b when it stalls; its lease runs out.
+    let mut stale = store.run(id).await.unwrap().unwrap();
+    let read = stale.version();
+    let late = attempt(1, StepStatus::Succeeded, None, vec![], None);
+    let stale_change = stale.apply_held(first, late.clone()).unwrap();
+
+    // Eight runners race to take the run over: one wins the lease.
+    let later = now + minute * 2;
+    let racers = (0..8).map(|_| {
+        let store = store.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let resume = RunChange::Resume {
+                at: later,
+                lease_until: later + chrono::Duration::minutes(1),
+                repeatable: vec![true; 3],
+            };
+            advance(&*store, &id, resume).await.unwrap()
+        })
+    });
+    let mut won = 0;
+    for racer in racers {
+        won += usize::from(racer.await.unwrap().is_some());
+    }
+    assert_eq!(won, 1, "one runner takes the lease");
+    let taken = store.run(id).await.unwrap().unwrap();
+    assert_eq!(taken.lease_fence, 2);
+    assert_eq!(taken.steps[0].status, StepStatus::Succeeded);
+
+    // The stale runner wakes: its commit over the run as it read it is refused by the store,
+    // and its change decided afresh is refused by the run.
+    assert!(!store
+        .commit_run(&stale, &stale_change, &read)
+        .await
+        .unwrap());
+    assert!(advance_held(&*store, id, first, late)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.run(id).await.unwrap().unwrap(), taken);
+    let events = store.run_events(id, 0, 100).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=taken.last_seq).collect::<Vec<_>>()
+    );
+    assert_eq!(store.balance(&"u".into()).await.unwrap(), 7);
+}
+
+/// A check of the contract (see the crate's tests for what it holds).
 pub async fn costs_and_prices_are_kept(store: Arc<dyn Store>) {
     store.record_tool_cost("s/a/text.render", 2).await.unwrap();
     store.record_tool_cost("s/a/text.render", 3).await.unwrap();
@@ -1395,6 +1477,7 @@ pub async fn outputs_of_any_size_fit_the_store(store: Arc<dyn Store>) {
         RunChange::Start {
             at: now,
             deadline: now + chrono::Duration::minutes(5),
+            lease_until: now + chrono::Duration::minutes(5),
         },
     )
     .await
@@ -1567,6 +1650,7 @@ async fn play(store: &dyn Store, ops: Vec<Op>) -> Result<(), String> {
                         RunChange::Start {
                             at: now,
                             deadline: now + chrono::Duration::minutes(5),
+                            lease_until: now + chrono::Duration::minutes(5),
                         },
                         (r.status == RunStatus::Queued).then_some(RunStatus::Running),
                     ),
