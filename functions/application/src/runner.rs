@@ -640,7 +640,7 @@ mod tests {
             "step a is never executed again"
         );
         // Later steps read what the first runner made, as stored.
-        let (_, context) = &counting.0.lock().unwrap()[1];
+        let context = counting.0.lock().unwrap()[1].1.clone();
         assert_eq!(context["steps"]["a"]["text"], "what the first runner made");
         let stored = f.store.with(|s| s.runs[&run.run_id].clone());
         assert_eq!(stored.lease_fence, 2);
