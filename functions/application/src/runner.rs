@@ -28,6 +28,9 @@ pub enum Execution {
     Ran(spellcast_domain::run::RunStatus),
     /// The run was not queued (a duplicate delivery, or already swept): nothing was done.
     Skipped,
+    /// This delivery ran steps until its time was up, then let the run go and asked for the
+    /// next runner (SPEC §8.2).
+    HandedOver,
 }
 
 /// How often a step in progress looks whether its run was canceled (one strongly consistent
@@ -145,11 +148,28 @@ impl Runner<'_> {
     /// Executes run `run_id` if it is still queued, or takes it over at its first step not
     /// succeeded if its runner was lost (its lease ran out before its deadline).
     pub async fn execute(&self, run_id: &RunId) -> StoreResult<Execution> {
-        let span = tracing::info_span!("run", run_id = %run_id);
-        self.execute_inner(run_id).instrument(span).await
+        self.execute_until(run_id, None).await
     }
 
-    async fn execute_inner(&self, run_id: &RunId) -> StoreResult<Execution> {
+    /// [`Runner::execute`] within a time limit (a Lambda invocation's): once `hand_over_at` has
+    /// passed, the run is let go before its next step and sent to the next runner, so no run is
+    /// bounded by one invocation. At least one step is executed each time.
+    pub async fn execute_until(
+        &self,
+        run_id: &RunId,
+        hand_over_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> StoreResult<Execution> {
+        let span = tracing::info_span!("run", run_id = %run_id);
+        self.execute_inner(run_id, hand_over_at)
+            .instrument(span)
+            .await
+    }
+
+    async fn execute_inner(
+        &self,
+        run_id: &RunId,
+        hand_over_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> StoreResult<Execution> {
         let Some(run) = self.log.runs.run(run_id).await? else {
             tracing::warn!("execution asked for an unknown run");
             return Ok(Execution::Skipped);
@@ -221,15 +241,20 @@ impl Runner<'_> {
         }
 
         let mut status = run.status;
+        let mut executed = 0;
         for (index, step) in spell.def.steps.iter().enumerate() {
             // A step that succeeded before a takeover is never executed again.
             if run.steps[index].status == StepStatus::Succeeded {
                 continue;
             }
-            // Between steps: a safe point to stop at.
+            // Between steps: a safe point to stop at, or to hand over at.
             if status == RunStatus::Canceling {
                 return self.stop(holding).await;
             }
+            if executed > 0 && hand_over_at.is_some_and(|at| self.clock.now() >= at) {
+                return self.hand_over(holding).await;
+            }
+            executed += 1;
             let Some(tool) = self.tools.get(&step.tool) else {
                 let change = fail(
                     "internal",
@@ -411,6 +436,26 @@ impl Runner<'_> {
             // The sweeper ended it first, or another runner holds it.
             None => Execution::Skipped,
         })
+    }
+
+    /// Lets the held run go and sends it to the next runner. Should the event be lost, the run's
+    /// lease has ended, so recovery sends it again.
+    async fn hand_over(&self, holding: Holding<'_>) -> StoreResult<Execution> {
+        let release = RunChange::Release {
+            at: self.clock.now(),
+        };
+        let Some(run) = holding.advance(release).await? else {
+            return Ok(Execution::Skipped);
+        };
+        let next = spellcast_domain::events::ExecutionStarted {
+            run_id: run.run_id.clone(),
+            slug: run.slug.clone(),
+        };
+        if let Err(e) = self.log.bus.execution_started(next).await {
+            tracing::warn!(error = %e, "hand-over not published; recovery will send the run on");
+        }
+        tracing::info!("run handed over to the next runner");
+        Ok(Execution::HandedOver)
     }
 
     /// What a runner does when its step was dropped: stop a canceled run; leave a run taken
@@ -751,6 +796,54 @@ mod tests {
         );
         assert_eq!(stored.refunded_pts, stored.cost_pts);
         assert_eq!(f.balance("u"), stored.cost_pts, "refunded in full, once");
+    }
+
+    #[tokio::test]
+    async fn a_runner_out_of_time_hands_the_run_over_between_steps() {
+        let f = three_steps();
+        let run = f.cast_run("u", json!({})).await;
+        let counting = Arc::new(Counting::default());
+        let tools = Toolbox::default().with(ToolKind::TextRender, counting.clone());
+        let runner = f.runner(&tools);
+        // Out of time from the start: one step, then the run goes to the next runner.
+        let now = Some(f.clock.now());
+        assert_eq!(
+            runner.execute_until(&run.run_id, now).await.unwrap(),
+            Execution::HandedOver
+        );
+        assert_eq!(counting.calls(), ["a"]);
+        assert_eq!(
+            f.bus.started.lock().unwrap().len(),
+            2,
+            "the cast's event and the hand-over's"
+        );
+        let released = f.store.with(|s| s.runs[&run.run_id].clone());
+        assert_eq!(
+            (released.status, released.lease_until),
+            (RunStatus::Running, now)
+        );
+        // The next runner takes it over at once (no lease to wait out), at the next step.
+        assert_eq!(
+            runner.execute_until(&run.run_id, now).await.unwrap(),
+            Execution::HandedOver
+        );
+        assert_eq!(
+            runner.execute(&run.run_id).await.unwrap(),
+            Execution::Ran(RunStatus::Succeeded)
+        );
+        assert_eq!(counting.calls(), ["a", "b", "c"], "each step once");
+        let events = f.store.with(|s| s.events[&run.run_id].clone());
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=events.len() as u64).collect::<Vec<_>>()
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e.body, EventBody::StepUpdate { resumed: true, .. })),
+            "nothing was cut off, so nothing is taken up again"
+        );
+        assert_eq!(f.balance("u"), 0);
     }
 
     #[tokio::test]

@@ -12,6 +12,9 @@ use crate::errors::FieldError;
 use crate::ids::Slug;
 use crate::tool_kinds::{str_param, ToolKind};
 
+/// The longest a run of any spell may take: a day.
+pub const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
 /// The name under which templates read the results of earlier steps (`steps.<id>.text`).
 pub const STEPS: &str = "steps";
 
@@ -159,6 +162,12 @@ impl Spell {
         }
         if def.title.trim().is_empty() {
             return Err("the title is empty".into());
+        }
+        // Runs outlive a runner's invocation (SPEC §8.2), up to a day.
+        if !(1..=MAX_TIMEOUT_SECS).contains(&def.timeout_secs) {
+            return Err(format!(
+                "`timeoutSecs` must be from 1 to {MAX_TIMEOUT_SECS} (24 hours)"
+            ));
         }
         let mut ids = std::collections::BTreeSet::new();
         for step in &def.steps {
@@ -412,5 +421,17 @@ mod tests {
         d.steps[0].tool = "nope".into();
         let err = Spell::check(d).unwrap_err();
         assert!(err.contains("unknown tool"), "{err}");
+    }
+
+    #[test]
+    fn a_spell_may_take_up_to_a_day() {
+        let mut d = def(json!({"type": "object"}));
+        d.timeout_secs = MAX_TIMEOUT_SECS;
+        assert!(Spell::check(d.clone()).is_ok());
+        for wrong in [0, MAX_TIMEOUT_SECS + 1] {
+            d.timeout_secs = wrong;
+            let err = Spell::check(d.clone()).unwrap_err();
+            assert!(err.contains("timeoutSecs"), "{err}");
+        }
     }
 }

@@ -452,6 +452,12 @@ pub enum RunChange {
     },
     /// The holder keeps its lease (through [`Run::apply_held`]); nothing else changes.
     Renew,
+    /// The holder lets the run go between steps (its invocation's time is running out): the
+    /// next runner takes it over at once, at its next step.
+    Release {
+        /// Now: the lease ends.
+        at: DateTime<Utc>,
+    },
     /// A step moves.
     Step {
         /// Which step.
@@ -682,8 +688,9 @@ impl Run {
         if self.lease_fence != lease.fence {
             return Err(self.refuse("another runner holds the run"));
         }
+        let renews = !matches!(change, RunChange::Release { .. });
         let applied = self.apply(change)?;
-        if !self.status.is_terminal() {
+        if renews && !self.status.is_terminal() {
             self.lease_until = Some(lease.until);
         }
         Ok(applied)
@@ -819,12 +826,13 @@ impl Run {
                 }
                 self.lease_fence += 1;
                 self.lease_until = Some(lease_until);
-                let Some(index) = self
+                let in_flight = self
                     .steps
                     .iter()
-                    .position(|s| s.status != StepStatus::Succeeded)
-                else {
-                    // Every step succeeded: only the finish is left, and it makes the event.
+                    .position(|s| s.status == StepStatus::Running);
+                let Some(index) = in_flight else {
+                    // Lost (or handed over) between steps: the next one starts as usual, and
+                    // its start is the event.
                     return Ok(Applied {
                         event: None,
                         refund_pts: 0,
@@ -833,9 +841,7 @@ impl Run {
                     });
                 };
                 let step = &mut self.steps[index];
-                if step.status == StepStatus::Running
-                    && !repeatable.get(index).copied().unwrap_or(false)
-                {
+                if !repeatable.get(index).copied().unwrap_or(false) {
                     let step_id = Some(step.id.clone());
                     return self.apply(RunChange::Fail {
                         at,
@@ -865,9 +871,12 @@ impl Run {
                     resumed: true,
                 }
             }
-            RunChange::Renew => {
+            RunChange::Renew | RunChange::Release { .. } => {
                 if !matches!(self.status, RunStatus::Running | RunStatus::Canceling) {
                     return Err(self.refuse("only a running run has a lease"));
+                }
+                if let RunChange::Release { at } = change {
+                    self.lease_until = Some(at);
                 }
                 return Ok(Applied {
                     event: None,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use lambda_http::aws_lambda_events::encodings::Body as EventBody;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -41,24 +42,54 @@ pub fn execution(event: &Value) -> Result<ExecutionStarted, String> {
         .map_err(|e| format!("bad executionStarted detail: {e}"))
 }
 
-/// Executes the run an `executionStarted` event names. Only the delivery that moves the run
-/// from queued to running does anything, so a duplicate delivery is answered `skipped`. A store
-/// failure is returned as an error: Lambda retries, then the event lands in the dead-letter queue.
-pub async fn run_delivery(app: &App, event: &Value) -> Result<Value, Error> {
+/// Executes the run an `executionStarted` event names: a queued run, or one whose runner was
+/// lost or handed it over. A duplicate delivery is answered `skipped`. Once `hand_over_at` has
+/// passed the run is handed to the next invocation between steps. A store failure is returned
+/// as an error: Lambda retries, then the event lands in the dead-letter queue.
+pub async fn run_delivery(
+    app: &App,
+    event: &Value,
+    hand_over_at: Option<DateTime<Utc>>,
+) -> Result<Value, Error> {
     let started = execution(event)?;
-    let outcome = app.runner().execute(&started.run_id).await?;
+    let outcome = app
+        .runner()
+        .execute_until(&started.run_id, hand_over_at)
+        .await?;
     Ok(match outcome {
         Execution::Ran(status) => json!({ "runId": started.run_id, "ran": true, "status": status }),
         Execution::Skipped => json!({ "runId": started.run_id, "ran": false }),
+        Execution::HandedOver => {
+            json!({ "runId": started.run_id, "ran": true, "handedOver": true })
+        }
     })
 }
 
-/// Serves the runner until the runtime stops.
-pub async fn serve_runner(app: Arc<Api>) -> Result<(), Error> {
+/// When an invocation ending at `deadline` (epoch milliseconds, from its context) hands its run
+/// over: with a quarter of its time left, at most two minutes (time for the step under way to
+/// end), or after `budget` (`SPELLCAST_HANDOVER_BUDGET_MS`) if that comes first.
+pub fn hand_over_at(
+    deadline_ms: u64,
+    now: DateTime<Utc>,
+    budget: Option<std::time::Duration>,
+) -> DateTime<Utc> {
+    let deadline = DateTime::<Utc>::from_timestamp_millis(deadline_ms as i64).unwrap_or(now);
+    let margin = ((deadline - now) / 4).min(chrono::Duration::minutes(2));
+    let by_deadline = deadline - margin.max(chrono::Duration::zero());
+    match budget.and_then(|b| chrono::Duration::from_std(b).ok()) {
+        Some(budget) => by_deadline.min(now + budget),
+        None => by_deadline,
+    }
+}
+
+/// Serves the runner until the runtime stops, each invocation handing its run over in time
+/// (see [`hand_over_at`]).
+pub async fn serve_runner(app: Arc<Api>, budget: Option<std::time::Duration>) -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let app = app.clone();
         async move {
-            let result = run_delivery(&app, &event.payload).await;
+            let by = hand_over_at(event.context.deadline, Utc::now(), budget);
+            let result = run_delivery(&app, &event.payload, Some(by)).await;
             emf::flush();
             result
         }
@@ -165,6 +196,22 @@ pub async fn serve_stats(app: Arc<Api>) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_is_handed_over_with_time_left_for_the_step_under_way() {
+        let now = Utc::now();
+        let in_secs = |s: i64| (now + chrono::Duration::seconds(s)).timestamp_millis() as u64;
+        let secs = |at: DateTime<Utc>| (at - now).num_milliseconds() as f64 / 1000.0;
+        // 15 minutes: two minutes before the end.
+        assert_eq!(secs(hand_over_at(in_secs(900), now, None)).round(), 780.0);
+        // 40 seconds: a quarter of it left.
+        assert_eq!(secs(hand_over_at(in_secs(40), now, None)).round(), 30.0);
+        // A budget shorter than that wins.
+        let budget = Some(std::time::Duration::from_millis(1500));
+        assert_eq!(secs(hand_over_at(in_secs(900), now, budget)), 1.5);
+        // A deadline already past: hand over after the first step.
+        assert!(hand_over_at(in_secs(-5), now, None) <= now);
+    }
 
     #[test]
     fn the_recovery_tick_is_told_from_the_schedule_and_from_requests() {

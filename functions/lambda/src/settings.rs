@@ -57,6 +57,9 @@ pub struct Settings {
     pub republish_after: chrono::Duration,
     /// How long a runner holds a run without writing (`SPELLCAST_LEASE_MS`).
     pub lease: chrono::Duration,
+    /// How long one runner invocation executes steps before it hands its run over
+    /// (`SPELLCAST_HANDOVER_BUDGET_MS`; unset: until shortly before its timeout).
+    pub handover_budget: Option<Duration>,
     /// Generous SDK timeouts for a slow local engine (`SPELLCAST_AWS_TIMEOUT_SECS`; unset on AWS).
     pub aws_timeout: Option<Duration>,
     /// The tool configuration (SPEC §7.4): the JSON document `SPELLCAST_TOOLS`, with the `http`
@@ -161,6 +164,10 @@ impl Settings {
                 number("SPELLCAST_STREAM_LIMIT_SECS", Config::STREAM_LIMIT_SECS)?.max(1),
             ),
             poll: (fastest, slowest.max(fastest)),
+            handover_budget: var("SPELLCAST_HANDOVER_BUDGET_MS")
+                .map(|v| v.parse::<u64>().map(Duration::from_millis))
+                .transpose()
+                .map_err(|_| "SPELLCAST_HANDOVER_BUDGET_MS must be a whole number".to_owned())?,
             lease: chrono::Duration::milliseconds(
                 number("SPELLCAST_LEASE_MS", Config::LEASE_MS)?.max(100) as i64,
             ),

@@ -5,9 +5,10 @@ use spellcast_lambda::{serve_runner, start, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let start = start().await?;
+    let budget = start.settings.handover_budget;
     let tools = spellcast_tools::configured(&start.settings.tools)?;
     let bus = start.events();
     let blobs = start.blobs()?;
     let app = start.app(bus, blobs, tools)?;
-    serve_runner(app).await
+    serve_runner(app, budget).await
 }
