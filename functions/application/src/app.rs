@@ -35,6 +35,9 @@ pub struct Config {
     /// How long a runner holds a run without writing (SPEC §8.1): one lost for longer loses it
     /// to the next runner recovery sends.
     pub lease: chrono::Duration,
+    /// A `time.delay` at least this long is a durable wait (SPEC §8.2): nothing stays alive to
+    /// wait it out.
+    pub durable_wait_after: chrono::Duration,
     /// The stats webhook's HMAC secret; without one the webhook refuses every call.
     pub webhook_secret: Option<Vec<u8>>,
     /// Rate limits per user.
@@ -74,6 +77,8 @@ impl Config {
     pub const REPUBLISH_AFTER_MS: u64 = 60_000;
     /// How long a runner holds a run without writing unless configured otherwise.
     pub const LEASE_MS: u64 = 30_000;
+    /// How long a wait must be to be durable unless configured otherwise.
+    pub const DURABLE_WAIT_AFTER_MS: u64 = 60_000;
 
     /// Defaults for a deployment at `public_url`.
     pub fn new(public_url: impl Into<String>) -> Self {
@@ -85,6 +90,7 @@ impl Config {
             stream_limit: Duration::from_secs(Self::STREAM_LIMIT_SECS),
             republish_after: chrono::Duration::milliseconds(Self::REPUBLISH_AFTER_MS as i64),
             lease: chrono::Duration::milliseconds(Self::LEASE_MS as i64),
+            durable_wait_after: chrono::Duration::milliseconds(Self::DURABLE_WAIT_AFTER_MS as i64),
             webhook_secret: None,
             limits: Limits::default(),
             streams_per_user: StreamCaps::PER_USER,
@@ -311,6 +317,7 @@ impl App {
             costs: self.store.as_ref(),
             clock: self.clock.as_ref(),
             lease: self.config.lease,
+            durable_wait_after: self.config.durable_wait_after,
         }
     }
 

@@ -62,6 +62,16 @@ impl Canceling<'_> {
             };
             if let Some((run, _)) = self.log.advance(run_id, change).await? {
                 tracing::info!(run_id = %run_id, status = run.status.as_str(), "cancel asked");
+                // No runner holds it (it waits, or its runner was lost): nobody else will stop
+                // it at a safe point, so it stops now.
+                if run.status == RunStatus::Canceling && run.lease_expired(self.clock.now()) {
+                    let stop = RunChange::Stop {
+                        at: self.clock.now(),
+                    };
+                    if let Some((stopped, _)) = self.log.advance(run_id, stop).await? {
+                        return Ok(stopped);
+                    }
+                }
                 return Ok(run);
             }
             // Refused: the run moved on between the read and the change (it started, ended, or

@@ -90,6 +90,18 @@ impl Recovery<'_> {
                     tracing::warn!(run_id = %run.run_id, "stuck run failed and refunded");
                     report.timed_out.push(run.run_id);
                 }
+            } else if let Some(until) = run.waiting_until().filter(|u| *u > now) {
+                // A durable wait: sent when due (a bus with timers sets one again, as after a
+                // restart; on AWS a later sweep sends it).
+                if run.status == RunStatus::Running {
+                    let due = ExecutionStarted {
+                        run_id: run.run_id.clone(),
+                        slug: run.slug.clone(),
+                    };
+                    if let Err(e) = self.log.bus.execution_due(due, until).await {
+                        tracing::warn!(run_id = %run.run_id, error = %e, "wake-up not scheduled");
+                    }
+                }
             } else if run.status == RunStatus::Running && lost {
                 // Its runner was lost: the runner this reaches takes it over (one wins the
                 // lease if several do).

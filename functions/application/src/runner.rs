@@ -31,6 +31,8 @@ pub enum Execution {
     /// This delivery ran steps until its time was up, then let the run go and asked for the
     /// next runner (SPEC §8.2).
     HandedOver,
+    /// A step waits (a durable wait): the run was let go, to be taken up when the wait is due.
+    Waiting,
 }
 
 /// How often a step in progress looks whether its run was canceled (one strongly consistent
@@ -53,6 +55,8 @@ pub struct Runner<'a> {
     pub clock: &'a dyn Clock,
     /// How long a run is held without a write (SPEC §8.1): a runner lost for longer loses it.
     pub lease: chrono::Duration,
+    /// A wait at least this long is durable (SPEC §8.2): the runner lets the run go meanwhile.
+    pub durable_wait_after: chrono::Duration,
 }
 
 /// A runner's hold on one run: every change it makes goes through here, fenced by the lease it
@@ -255,6 +259,40 @@ impl Runner<'_> {
                 return self.hand_over(holding).await;
             }
             executed += 1;
+            if let Some(wait) = step.durable_wait(self.durable_wait_after) {
+                let now = self.clock.now();
+                let change = match run.steps[index].until {
+                    // Taken up when the wait was due: the step is done.
+                    Some(until) if until <= now => RunChange::Step {
+                        index,
+                        status: StepStatus::Succeeded,
+                        progress: 1.0,
+                        message: None,
+                        outputs: vec![],
+                        at: now,
+                        metered: Some(Metered {
+                            cost_pts: step.kind().map_or(0, |k| k.nominal_cost(&step.with)),
+                            ..Metered::default()
+                        }),
+                        attempt: None,
+                    },
+                    _ if now + wait > deadline => fail(
+                        "timed_out",
+                        "The wait would end after the run's deadline".to_owned(),
+                        Some(step.id.clone()),
+                    ),
+                    _ => {
+                        return self.wait(holding, &run, index, now + wait).await;
+                    }
+                };
+                let failed = matches!(change, RunChange::Fail { .. });
+                match holding.advance(change).await? {
+                    None => return Ok(Execution::Skipped),
+                    Some(run) if failed => return Ok(Execution::Ran(run.status)),
+                    Some(run) => status = run.status,
+                }
+                continue;
+            }
             let Some(tool) = self.tools.get(&step.tool) else {
                 let change = fail(
                     "internal",
@@ -436,6 +474,33 @@ impl Runner<'_> {
             // The sweeper ended it first, or another runner holds it.
             None => Execution::Skipped,
         })
+    }
+
+    /// Lets the held run go while step `index` waits until `until`, and asks for a runner then.
+    async fn wait(
+        &self,
+        holding: Holding<'_>,
+        run: &Run,
+        index: usize,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<Execution> {
+        let change = RunChange::Wait {
+            index,
+            at: self.clock.now(),
+            until,
+        };
+        if holding.advance(change).await?.is_none() {
+            return Ok(Execution::Skipped);
+        }
+        let due = spellcast_domain::events::ExecutionStarted {
+            run_id: run.run_id.clone(),
+            slug: run.slug.clone(),
+        };
+        if let Err(e) = self.log.bus.execution_due(due, until).await {
+            tracing::warn!(error = %e, "wake-up not scheduled; recovery will send the run when due");
+        }
+        tracing::info!(%until, "run waits");
+        Ok(Execution::Waiting)
     }
 
     /// Lets the held run go and sends it to the next runner. Should the event be lost, the run's
@@ -844,6 +909,104 @@ mod tests {
             "nothing was cut off, so nothing is taken up again"
         );
         assert_eq!(f.balance("u"), 0);
+    }
+
+    /// A text, a wait of 90 s (durable: at least a minute here), a text; due in 120 s.
+    fn with_a_long_wait() -> Fixture {
+        Fixture::new(spellcast_domain::testing::catalog_of(json!([
+            {"id": "a", "title": "A", "tool": "text.render", "with": {"template": "a"}},
+            {"id": "w", "title": "W", "tool": "time.delay", "with": {"seconds": 90, "ticks": 1}},
+            {"id": "c", "title": "C", "tool": "text.render", "with": {"template": "c"}}
+        ])))
+    }
+
+    #[tokio::test]
+    async fn a_long_wait_lets_the_run_go_until_it_is_due() {
+        let f = with_a_long_wait();
+        let run = f.cast_run("u", json!({})).await;
+        let counting = Arc::new(Counting::default());
+        let tools = Toolbox::default().with(ToolKind::TextRender, counting.clone());
+        let runner = f.runner(&tools);
+        assert_eq!(
+            runner.execute(&run.run_id).await.unwrap(),
+            Execution::Waiting
+        );
+        let until = f.clock.now() + chrono::Duration::seconds(90);
+        assert_eq!(*f.bus.later.lock().unwrap(), [(run.run_id.clone(), until)]);
+        let waiting = f.store.with(|s| s.runs[&run.run_id].clone());
+        assert_eq!(waiting.steps[1].status, StepStatus::Waiting);
+        assert_eq!(waiting.steps[1].until, Some(until));
+        assert!(
+            waiting.lease_expired(f.clock.now()),
+            "no runner holds a waiting run"
+        );
+        let shown = f
+            .store
+            .with(|s| s.events[&run.run_id].last().cloned().unwrap());
+        assert!(matches!(
+            shown.body,
+            EventBody::StepUpdate { status: StepStatus::Waiting, until: Some(u), .. } if u == until
+        ));
+
+        // Before it is due, nobody takes it: not a runner, not the sweep (which sets the timer
+        // again, as after a restart).
+        f.clock.advance(chrono::Duration::seconds(60));
+        assert_eq!(
+            runner.execute(&run.run_id).await.unwrap(),
+            Execution::Skipped
+        );
+        let sweep = f
+            .recovery(chrono::Duration::minutes(1))
+            .sweep()
+            .await
+            .unwrap();
+        assert!(
+            sweep.resumed.is_empty() && sweep.timed_out.is_empty(),
+            "{sweep:?}"
+        );
+        assert_eq!(f.bus.later.lock().unwrap().len(), 2);
+
+        f.clock.advance(chrono::Duration::seconds(31));
+        assert_eq!(
+            runner.execute(&run.run_id).await.unwrap(),
+            Execution::Ran(RunStatus::Succeeded)
+        );
+        assert_eq!(counting.calls(), ["a", "c"]);
+        let done = f.store.with(|s| s.runs[&run.run_id].clone());
+        assert_eq!(
+            (done.steps[1].status, done.steps[1].until),
+            (StepStatus::Succeeded, None)
+        );
+        assert_eq!(f.balance("u"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_run_canceled_while_it_waits_stops_at_once_by_the_cancel_rule() {
+        let f = with_a_long_wait();
+        let run = f.cast_run("u", json!({})).await;
+        let counting = Arc::new(Counting::default());
+        let tools = Toolbox::default().with(ToolKind::TextRender, counting.clone());
+        assert_eq!(
+            f.runner(&tools).execute(&run.run_id).await.unwrap(),
+            Execution::Waiting
+        );
+        let canceled = f
+            .canceling()
+            .cancel(&"u".into(), &run.run_id)
+            .await
+            .unwrap();
+        assert_eq!(canceled.status, RunStatus::Canceled);
+        // One step of three succeeded: two thirds back, rounded down.
+        let expected = spellcast_domain::run::cancel_refund(canceled.cost_pts, 2, 3);
+        assert_eq!(canceled.refunded_pts, expected);
+        assert_eq!(f.balance("u"), expected);
+        // The wake-up finds nothing to do.
+        f.clock.advance(chrono::Duration::seconds(91));
+        assert_eq!(
+            f.runner(&tools).execute(&run.run_id).await.unwrap(),
+            Execution::Skipped
+        );
+        assert_eq!(counting.calls(), ["a"]);
     }
 
     #[tokio::test]

@@ -468,6 +468,8 @@ pub struct RecordingBus {
     pub started: Mutex<Vec<RunId>>,
     /// Deliveries announced as due.
     pub due: Mutex<Vec<String>>,
+    /// Runs asked for at a later time, and when.
+    pub later: Mutex<Vec<(RunId, DateTime<Utc>)>>,
 }
 
 #[async_trait]
@@ -479,6 +481,15 @@ impl EventBus for RecordingBus {
 
     async fn webhook_due(&self, _run_id: &RunId, webhook_id: &str) -> Result<(), BusError> {
         self.due.lock().expect("lock").push(webhook_id.to_owned());
+        Ok(())
+    }
+
+    async fn execution_due(
+        &self,
+        event: ExecutionStarted,
+        at: DateTime<Utc>,
+    ) -> Result<(), BusError> {
+        self.later.lock().expect("lock").push((event.run_id, at));
         Ok(())
     }
 }
@@ -528,6 +539,8 @@ impl Fixture {
     pub const INVOICE_TTL_MINUTES: i64 = 10;
     /// How long a runner holds a run here.
     pub const LEASE_SECS: i64 = 30;
+    /// How long a wait must be to be durable here.
+    pub const DURABLE_WAIT_AFTER_SECS: i64 = 60;
 
     /// The ports over `catalog`, the clock at a fixed time, the store empty.
     pub fn new(catalog: spellcast_domain::catalog::Catalog) -> Fixture {
@@ -613,6 +626,7 @@ impl Fixture {
             costs: self.store.as_ref(),
             clock: &self.clock,
             lease: chrono::Duration::seconds(Self::LEASE_SECS),
+            durable_wait_after: chrono::Duration::seconds(Self::DURABLE_WAIT_AFTER_SECS),
         }
     }
 

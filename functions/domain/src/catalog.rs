@@ -70,6 +70,17 @@ impl StepDef {
         }
     }
 
+    /// How long the step waits, if it is a wait of at least `durable_after` (a `time.delay`):
+    /// such a wait is durable (SPEC §8.2) — no runner stays to wait it out.
+    pub fn durable_wait(&self, durable_after: chrono::Duration) -> Option<chrono::Duration> {
+        if self.kind() != Some(ToolKind::TimeDelay) {
+            return None;
+        }
+        let seconds = self.with.get("seconds").and_then(Value::as_f64)?;
+        let wait = chrono::Duration::milliseconds((seconds * 1000.0) as i64);
+        (wait >= durable_after).then_some(wait)
+    }
+
     /// Whether a call cut off with its runner may be made again (SPEC §8.1).
     pub fn repeatable(&self) -> bool {
         self.kind().is_some_and(|k| k.repeatable(&self.with))

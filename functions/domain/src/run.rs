@@ -58,6 +58,8 @@ pub enum StepStatus {
     Pending,
     /// Started, with progress.
     Running,
+    /// Waiting until its `until` (a durable wait, SPEC §8.2): no runner holds the run meanwhile.
+    Waiting,
     /// Done.
     Succeeded,
     /// Failed; the run fails with it.
@@ -85,6 +87,9 @@ pub struct StepState {
     /// Which attempt is running or ran last (SPEC §8.3), once the step started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// When its wait ends, while it is `waiting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
     /// What it actually cost, every attempt included, once it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_pts: Option<i64>,
@@ -115,6 +120,7 @@ impl StepState {
             message: None,
             partial: None,
             attempt: None,
+            until: None,
             cost_pts: None,
             usage: None,
             usage_estimated: false,
@@ -317,6 +323,9 @@ pub enum EventBody {
         /// The step is taken up again by another runner after its own was lost (SPEC §8.1).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         resumed: bool,
+        /// When its wait ends, for a step that is `waiting` (SPEC §8.2).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<DateTime<Utc>>,
     },
     /// Text a running step appended to its answer (SPEC §7.2).
     #[serde(rename = "stepDelta", rename_all = "camelCase")]
@@ -452,6 +461,16 @@ pub enum RunChange {
     },
     /// The holder keeps its lease (through [`Run::apply_held`]); nothing else changes.
     Renew,
+    /// The holder lets the run go while a step waits (a durable wait): the step is `waiting`
+    /// until `until`, and no runner holds the run meanwhile.
+    Wait {
+        /// Which step.
+        index: usize,
+        /// Now.
+        at: DateTime<Utc>,
+        /// When the wait ends.
+        until: DateTime<Utc>,
+    },
     /// The holder lets the run go between steps (its invocation's time is running out): the
     /// next runner takes it over at once, at its next step.
     Release {
@@ -688,12 +707,20 @@ impl Run {
         if self.lease_fence != lease.fence {
             return Err(self.refuse("another runner holds the run"));
         }
-        let renews = !matches!(change, RunChange::Release { .. });
+        let renews = !matches!(change, RunChange::Release { .. } | RunChange::Wait { .. });
         let applied = self.apply(change)?;
         if renews && !self.status.is_terminal() {
             self.lease_until = Some(lease.until);
         }
         Ok(applied)
+    }
+
+    /// When the step that waits (a durable wait) is due, if one does.
+    pub fn waiting_until(&self) -> Option<DateTime<Utc>> {
+        self.steps
+            .iter()
+            .find(|s| s.status == StepStatus::Waiting)
+            .and_then(|s| s.until)
     }
 
     /// Whether a runner may take the run over at `now`: it is running and its lease ran out.
@@ -783,6 +810,7 @@ impl Run {
                 let progress = progress.clamp(0.0, 1.0);
                 let step = &mut self.steps[index];
                 step.status = status;
+                step.until = None;
                 step.progress = progress;
                 step.message = message.clone();
                 step.outputs.extend(made);
@@ -811,6 +839,7 @@ impl Run {
                     at: Some(at),
                     attempt,
                     resumed: false,
+                    until: None,
                 }
             }
             RunChange::Resume {
@@ -823,6 +852,9 @@ impl Run {
                 }
                 if self.lease_until.is_some_and(|until| until > at) {
                     return Err(self.refuse("its runner still holds it"));
+                }
+                if self.waiting_until().is_some_and(|until| until > at) {
+                    return Err(self.refuse("its wait is not over"));
                 }
                 self.lease_fence += 1;
                 self.lease_until = Some(lease_until);
@@ -869,6 +901,7 @@ impl Run {
                     at: Some(at),
                     attempt: None,
                     resumed: true,
+                    until: None,
                 }
             }
             RunChange::Renew | RunChange::Release { .. } => {
@@ -884,6 +917,38 @@ impl Run {
                     files,
                     delivery: None,
                 });
+            }
+            RunChange::Wait { index, at, until } => {
+                if self.status != RunStatus::Running {
+                    return Err(self.refuse("only a running run waits"));
+                }
+                let of = self.steps.len();
+                let Some(step) = self.steps.get_mut(index) else {
+                    return Err(self.refuse("no such step"));
+                };
+                if matches!(step.status, StepStatus::Succeeded | StepStatus::Failed) {
+                    return Err(self.refuse("the step already ended"));
+                }
+                step.status = StepStatus::Waiting;
+                step.until = Some(until);
+                step.progress = 0.0;
+                step.message = None;
+                // Nobody holds the run while it waits; whoever is sent when it is due takes it.
+                self.lease_until = Some(at);
+                EventBody::StepUpdate {
+                    run_id: self.run_id.clone(),
+                    step_id: step.id.clone(),
+                    index,
+                    of,
+                    status: StepStatus::Waiting,
+                    progress: 0.0,
+                    message: None,
+                    outputs: None,
+                    at: Some(at),
+                    attempt: None,
+                    resumed: false,
+                    until: Some(until),
+                }
             }
             RunChange::Delta {
                 index,
@@ -977,7 +1042,7 @@ impl Run {
                     .min(self.cost_pts - self.refunded_pts);
                 // A step cut short did not happen.
                 for step in &mut self.steps {
-                    if step.status == StepStatus::Running {
+                    if matches!(step.status, StepStatus::Running | StepStatus::Waiting) {
                         step.status = StepStatus::Pending;
                     }
                 }

@@ -72,7 +72,8 @@ impl ToolKind {
                 number_in(params, "size", 64.0, 1024.0)
             }
             ToolKind::TimeDelay => {
-                number_in(params, "seconds", 0.0, 60.0)?;
+                // Up to a day: a long wait is durable (SPEC §8.2).
+                number_in(params, "seconds", 0.0, 86_400.0)?;
                 number_in(params, "ticks", 1.0, 100.0)
             }
             ToolKind::Fail => Ok(()),

@@ -6,16 +6,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use spellcast_application::ports::{BusError, EventBus, RunSignal, RunWatcher};
 use spellcast_domain::events::ExecutionStarted;
 use spellcast_domain::ids::RunId;
 use spellcast_domain::run::RunEvent;
 use tokio::sync::{mpsc, watch, Notify};
 
-/// Sends `executionStarted` to the runner of this process, and wakes its webhook worker.
+/// Sends `executionStarted` to the runner of this process (now, or when a run's wait is due),
+/// and wakes its webhook worker.
 pub struct LocalBus {
     runner: mpsc::UnboundedSender<ExecutionStarted>,
     webhooks: Arc<Notify>,
+    /// The due time of each run with a timer set: one timer per run and due time, whoever asks.
+    due: Arc<Mutex<HashMap<RunId, DateTime<Utc>>>>,
 }
 
 impl LocalBus {
@@ -24,7 +28,15 @@ impl LocalBus {
     pub fn new() -> (Self, mpsc::UnboundedReceiver<ExecutionStarted>) {
         let (runner, rx) = mpsc::unbounded_channel();
         let webhooks = Arc::new(Notify::new());
-        (LocalBus { runner, webhooks }, rx)
+        let due = Arc::default();
+        (
+            LocalBus {
+                runner,
+                webhooks,
+                due,
+            },
+            rx,
+        )
     }
 
     /// What the webhook worker waits on: notified when a delivery is due now.
@@ -44,6 +56,32 @@ impl EventBus for LocalBus {
     async fn webhook_due(&self, _run_id: &RunId, _webhook_id: &str) -> Result<(), BusError> {
         // The worker reads what is due from the store; this only spares it a wait.
         self.webhooks.notify_one();
+        Ok(())
+    }
+
+    /// A timer in this process. The due time is also in the store: after a restart, recovery's
+    /// first sweep sets the timers again.
+    async fn execution_due(
+        &self,
+        event: ExecutionStarted,
+        at: DateTime<Utc>,
+    ) -> Result<(), BusError> {
+        if lock(&self.due).insert(event.run_id.clone(), at) == Some(at) {
+            return Ok(());
+        }
+        let (runner, due) = (self.runner.clone(), self.due.clone());
+        tokio::spawn(async move {
+            let wait = (at - Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(wait).await;
+            {
+                let mut due = lock(&due);
+                if due.get(&event.run_id) != Some(&at) {
+                    return; // set again for another time
+                }
+                due.remove(&event.run_id);
+            }
+            let _ = runner.send(event);
+        });
         Ok(())
     }
 }
@@ -82,8 +120,8 @@ impl RunSignal for LocalSignal {
 }
 
 /// The map stays usable even if a holder panicked: it only ever holds whole entries.
-fn lock(runs: &Mutex<Runs>) -> MutexGuard<'_, Runs> {
-    runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct LocalWatcher {
@@ -141,6 +179,7 @@ mod tests {
                 at: None,
                 attempt: None,
                 resumed: false,
+                until: None,
             },
         }
     }

@@ -146,6 +146,7 @@ mod tests {
                 at: None,
                 attempt: None,
                 resumed: false,
+                until: None,
             },
         };
         let text = String::from_utf8(frame(&event).to_vec()).unwrap();

@@ -62,6 +62,7 @@ pub async fn run_delivery(
         Execution::HandedOver => {
             json!({ "runId": started.run_id, "ran": true, "handedOver": true })
         }
+        Execution::Waiting => json!({ "runId": started.run_id, "ran": true, "waiting": true }),
     })
 }
 

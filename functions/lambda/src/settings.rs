@@ -57,6 +57,8 @@ pub struct Settings {
     pub republish_after: chrono::Duration,
     /// How long a runner holds a run without writing (`SPELLCAST_LEASE_MS`).
     pub lease: chrono::Duration,
+    /// A `time.delay` at least this long is durable (`SPELLCAST_DURABLE_WAIT_AFTER_MS`).
+    pub durable_wait_after: chrono::Duration,
     /// How long one runner invocation executes steps before it hands its run over
     /// (`SPELLCAST_HANDOVER_BUDGET_MS`; unset: until shortly before its timeout).
     pub handover_budget: Option<Duration>,
@@ -164,6 +166,10 @@ impl Settings {
                 number("SPELLCAST_STREAM_LIMIT_SECS", Config::STREAM_LIMIT_SECS)?.max(1),
             ),
             poll: (fastest, slowest.max(fastest)),
+            durable_wait_after: chrono::Duration::milliseconds(number(
+                "SPELLCAST_DURABLE_WAIT_AFTER_MS",
+                Config::DURABLE_WAIT_AFTER_MS,
+            )? as i64),
             handover_budget: var("SPELLCAST_HANDOVER_BUDGET_MS")
                 .map(|v| v.parse::<u64>().map(Duration::from_millis))
                 .transpose()

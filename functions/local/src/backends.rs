@@ -166,4 +166,13 @@ impl EventBus for Both {
         self.remote.webhook_due(run_id, webhook_id).await?;
         self.local.webhook_due(run_id, webhook_id).await
     }
+
+    async fn execution_due(
+        &self,
+        event: ExecutionStarted,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), BusError> {
+        // This process's runner executes, so this process keeps the timer.
+        self.local.execution_due(event, at).await
+    }
 }

@@ -123,6 +123,10 @@ pub struct Args {
     /// lost (the process killed) is resumed by the sweep once this ran out.
     #[arg(long, default_value_t = Config::LEASE_MS, value_parser = clap::value_parser!(u64).range(100..))]
     pub lease_ms: u64,
+    /// A `time.delay` at least this long, in milliseconds, is a durable wait: the run is let go
+    /// and taken up again when due (a timer here, set again from the store after a restart).
+    #[arg(long, default_value_t = Config::DURABLE_WAIT_AFTER_MS)]
+    pub durable_wait_after_ms: u64,
     /// After how long a queued run's start event counts as lost, in milliseconds.
     #[arg(long, default_value_t = Config::REPUBLISH_AFTER_MS)]
     pub republish_after_ms: u64,
@@ -190,6 +194,8 @@ impl Args {
         config.stream_limit = Duration::from_secs(self.stream_limit_secs.max(1));
         config.republish_after = chrono::Duration::milliseconds(self.republish_after_ms as i64);
         config.lease = chrono::Duration::milliseconds(self.lease_ms as i64);
+        config.durable_wait_after =
+            chrono::Duration::milliseconds(self.durable_wait_after_ms as i64);
         config.invoice_ttl = chrono::Duration::seconds(self.invoice_ttl_secs.max(1) as i64);
         config.webhook_secret = self.webhook_secret.clone().map(String::into_bytes);
         config.limits = Limits::per_minute(self.invoices_per_minute, self.casts_per_minute);
