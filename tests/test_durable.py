@@ -131,3 +131,62 @@ def test_a_cut_off_step_not_safe_to_repeat_fails_the_run_refunded_once(start, ca
     assert kinds.count("refund") == 1 and kinds.count("debit") == 1
     events = second.events(cast, inv["invoiceId"])
     assert events[-1][1] == "spellExecutionError" and events[-1][2]["code"] == "interrupted"
+
+
+NAP = {
+    "slug": "nap", "version": 1, "title": "Nap", "summary": "s", "description": "d", "timeoutSecs": 60,
+    "inputs": {"type": "object"},
+    "steps": [{"id": "a", "title": "Before", "tool": "text.render", "with": {"template": "a"}},
+              {"id": "nap", "title": "Nap", "tool": "time.delay", "with": {"seconds": 4, "ticks": 4}},
+              {"id": "c", "title": "After", "tool": "text.render", "with": {"template": "c"}}],
+}
+
+
+def until_waiting(server, inv, cast):
+    """Reads the stream until the nap waits; the events so far."""
+    events = server.events(cast, inv["invoiceId"], stop_after=5)
+    assert events[-1][1] == "stepUpdate" and events[-1][2]["status"] == "waiting", events
+    return events
+
+
+def test_a_long_wait_holds_no_runner_and_crosses_a_restart(start, catalog, tmp_path):
+    (catalog / "nap.json").write_text(json.dumps(NAP))
+    args = ("--data-dir", str(tmp_path / "data"), "--durable-wait-after-ms", "1000", "--sweep-interval-ms", "200")
+    first = start(*args)
+    user = first.session(user_id="napper")
+    inv, cast = first.quote_and_cast(user["token"], "nap", {})
+    events = until_waiting(first, inv, cast)
+    until = events[-1][2]["until"]
+    snapshot = first.run(user["token"], cast["runId"])
+    assert snapshot["status"] == "running"
+    assert snapshot["steps"][1]["status"] == "waiting" and snapshot["steps"][1]["until"] == until
+    first.kill()  # nothing was waiting in it: the due time is in the store
+
+    second = start(*args)
+    run = second.wait_for_status(user["token"], cast["runId"], timeout=20)
+    assert run["status"] == "succeeded" and run["refundedPts"] == 0
+    assert run["finishedAt"] >= until, (run["finishedAt"], until)
+    events = second.events(cast, inv["invoiceId"])
+    assert [e[0] for e in events] == list(range(1, len(events) + 1))
+    nap = [(e[2]["status"], e[2].get("until")) for e in events if e[1] == "stepUpdate" and e[2]["stepId"] == "nap"]
+    # It waited, then was done: never `running` (nothing executed the delay in a process).
+    assert nap == [("waiting", until), ("succeeded", None)], nap
+    assert second.balance(user["token"]) == 1000 - inv["costPts"]
+
+
+def test_a_run_canceled_while_it_waits_stops_at_once(start, catalog):
+    (catalog / "nap.json").write_text(json.dumps(NAP))
+    server = start("--durable-wait-after-ms", "1000")
+    user = server.session(user_id="waiting-canceler")
+    inv, cast = server.quote_and_cast(user["token"], "nap", {})
+    until_waiting(server, inv, cast)
+    r = server.http.post(f"/api/v1/runs/{cast['runId']}/cancel", headers={"authorization": f"Bearer {user['token']}"})
+    assert r.status_code == 202, r.text
+    # One step of three done: two thirds back, rounded down, at once (no runner to wind down).
+    refund = inv["costPts"] * 2 // 3
+    assert r.json()["status"] == "canceled" and r.json()["refundedPts"] == refund, r.json()
+    assert r.json()["steps"][1]["status"] == "pending" and "until" not in r.json()["steps"][1]
+    assert server.balance(user["token"]) == 1000 - inv["costPts"] + refund
+    time.sleep(4.5)  # past the wait: nothing wakes
+    assert server.run(user["token"], cast["runId"])["status"] == "canceled"
+    assert server.balance(user["token"]) == 1000 - inv["costPts"] + refund

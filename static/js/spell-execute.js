@@ -129,10 +129,19 @@ function answer(i, text, afresh) {
   }
 }
 
+// A durable wait (SPEC §8.2) counts down on the page; the server takes the run up when due.
+function left(until) {
+  const secs = Math.max(0, Math.ceil((Date.parse(until) - Date.now()) / 1000));
+  const h = Math.floor(secs / 3600), m = Math.floor((secs % 3600) / 60), s = secs % 60;
+  const pad = (n) => String(n).padStart(2, "0");
+  return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
+}
+setInterval(() => steps.forEach((s, i) => s.status === "waiting" && paintStep(i)), 1000);
+
 function paintStep(i) {
   const s = steps[i];
   const li = $(`s${i}`);
-  const label = { pending: "waiting", running: `running, ${Math.round(s.progress * 100)}%`, succeeded: "done", failed: "failed", canceled: "canceled" }[s.status];
+  const label = { pending: "not started", running: `running, ${Math.round(s.progress * 100)}%`, waiting: `waiting, ${left(s.until)} left`, succeeded: "done", failed: "failed", canceled: "canceled" }[s.status];
   li.querySelector(".st").textContent = `(${label}${s.message ? ` — ${s.message}` : ""})`;
   li.querySelector("progress").value = s.status === "succeeded" ? 1 : s.progress;
   li.dataset.status = s.status;
@@ -213,7 +222,7 @@ function stream(state) {
   });
   on("executionStarted", (d) => steps.length || showSteps(d.steps));
   on("stepUpdate", (d) => {
-    Object.assign(steps[d.index], { status: d.status, progress: d.progress, message: d.message });
+    Object.assign(steps[d.index], { status: d.status, progress: d.progress, message: d.message, until: d.until });
     paintStep(d.index);
     if (d.attempt) answer(d.index, "", true); // each attempt answers afresh
   });

@@ -445,11 +445,15 @@ async fn cast(
                     streamed.remove(str_of(&data["stepId"]));
                 }
                 if kind == "stepUpdate" {
+                    // A durable wait says when it ends, and how long that is from now.
+                    let wait = data["until"]
+                        .as_str()
+                        .map(|until| show::wait_message(until, chrono::Utc::now()));
                     shown.step(
                         index,
                         str_of(&data["status"]),
                         data["progress"].as_f64().unwrap_or(0.0),
-                        data["message"].as_str(),
+                        wait.as_deref().or(data["message"].as_str()),
                     );
                 }
             },

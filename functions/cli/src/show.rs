@@ -140,6 +140,7 @@ impl Progress {
                 bar.set_position((done * PER_MILLE as f64) as u64);
                 bar.set_message(match (status, message) {
                     ("running", Some(m)) => m.to_owned(),
+                    ("waiting", Some(m)) => format!("waiting {m}"),
                     (s, _) => s.to_owned(),
                 });
                 let total: u64 = steps.iter().map(|b| b.position()).sum();
@@ -183,6 +184,22 @@ impl Progress {
     }
 }
 
+/// What a waiting step says: when its wait ends (UTC), and how long that is from `now`
+/// (`until 14:05:00 UTC, 1:30 left`).
+pub fn wait_message(until: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Ok(at) = chrono::DateTime::parse_from_rfc3339(until) else {
+        return format!("until {until}");
+    };
+    let secs = (at.with_timezone(&chrono::Utc) - now).num_seconds().max(0);
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let left = if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    };
+    format!("until {} UTC, {left} left", at.format("%H:%M:%S"))
+}
+
 /// A title cut to fit the bar's label.
 fn short(title: &str) -> String {
     if title.chars().count() <= 24 {
@@ -190,4 +207,29 @@ fn short(title: &str) -> String {
     }
     let cut: String = title.chars().take(23).collect();
     format!("{cut}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_says_when_it_ends_and_how_long_that_is() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-06T14:03:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            wait_message("2026-12-06T14:05:00Z", now),
+            "until 14:05:00 UTC, 1:30 left"
+        );
+        assert_eq!(
+            wait_message("2026-12-06T16:05:05.5Z", now),
+            "until 16:05:05 UTC, 2:01:35 left"
+        );
+        assert_eq!(
+            wait_message("2026-12-06T14:00:00Z", now),
+            "until 14:00:00 UTC, 0:00 left"
+        );
+        assert_eq!(wait_message("soon", now), "until soon");
+    }
 }

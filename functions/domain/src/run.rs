@@ -1044,6 +1044,7 @@ impl Run {
                 for step in &mut self.steps {
                     if matches!(step.status, StepStatus::Running | StepStatus::Waiting) {
                         step.status = StepStatus::Pending;
+                        step.until = None;
                     }
                 }
                 self.end_canceled(at, refund_pts)
