@@ -167,7 +167,7 @@ def deployment(aws, tmp_path_factory):
     emulator = Emulator(env, headers={"x-spellcast-origin": origin})
     try:
         yield {"local": local, "emulator": emulator, "queue": queue, "name": name, "hooks": hooks, "ca": ca,
-               "audit": audit,
+               "audit": audit, "env": env, "origin": origin,
                "provider": provider}
     finally:
         provider.stop()
@@ -482,6 +482,133 @@ def test_a_lost_start_event_is_published_again_by_the_recovery_tick(deployment, 
     assert ran.json()["status"] == "succeeded", ran.text
     ledger = emulator.http.get(emulator.url_of("balance", "/api/v1/me/ledger"), headers=auth).json()["entries"]
     assert sorted(e["kind"] for e in ledger) == ["debit", "grant"]
+
+
+def durable_emulator(deployment, log_name):
+    """A second emulator over the same table and bus whose runner hands its run over after half a
+    second (SPELLCAST_HANDOVER_BUDGET_MS), holds a run for 1.5 s without writing (its lease), and
+    lets a run go for any wait of 0.9 s or more (a durable wait: slow-scroll's "read" step)."""
+    env = dict(deployment["env"], SPELLCAST_HANDOVER_BUDGET_MS="500", SPELLCAST_LEASE_MS="1500",
+               SPELLCAST_DURABLE_WAIT_AFTER_MS="900")
+    emulator = Emulator(env, headers={"x-spellcast-origin": deployment["origin"]}, log=OUT / log_name)
+    # The emulator starts a function on its first call: warm the runner (an unknown run: skipped).
+    warm = emulator.invoke("runner", {"detail-type": "executionStarted", "source": "spellcast",
+                                      "detail": {"runId": "run_unknown", "slug": "slow-scroll"}})
+    assert warm.status_code == 200 and warm.json()["ran"] is False, warm.text
+    return emulator
+
+
+@pytest.fixture(scope="module")
+def durable(deployment):
+    emulator = durable_emulator(deployment, "lambda-emulator-durable.log")
+    yield emulator
+    emulator.stop()
+
+
+def relay(emulator, aws, deployment, cast):
+    """Delivers the run's executionStarted events to the runner function until it ends, as the
+    rule would, and plays the recovery tick when the run waits (no scheduler fires on moto):
+    [(seconds the invocation took, its answer)]."""
+    invocations = []
+    for _ in range(30):
+        event = receive_execution(aws, deployment["queue"], cast["runId"])
+        began = time.monotonic()
+        r = emulator.invoke("runner", event)
+        invocations.append((time.monotonic() - began, r.json()))
+        assert r.status_code == 200, r.text
+        if "status" in r.json():
+            return invocations
+        if r.json().get("waiting"):
+            time.sleep(1.2)  # the wait is due: the every-minute tick sends the run on
+            tick = emulator.invoke("stats", {"spellcast": "recover"})
+            assert cast["runId"] in tick.json()["resumed"], tick.text
+    raise AssertionError(f"the run did not end: {invocations}")
+
+
+def test_a_run_crosses_many_runner_invocations_and_a_durable_wait(deployment, aws, durable):
+    """SPEC 8.2 on AWS: the runner function hands the run over before its time is up, so the run
+    takes several invocations, none much longer than its budget; a long wait ends the invocation,
+    and the recovery tick sends the run on when it is due."""
+    _, token = funded_user(deployment["local"])
+    auth = {"authorization": f"Bearer {token}"}
+    invoice, cast = quote_and_cast(durable, auth, "slow-scroll", {"topic": "relay"})
+    invocations = relay(durable, aws, deployment, cast)
+    answers = [a for _, a in invocations]
+    assert answers[-1]["status"] == "succeeded", answers
+    assert sum(1 for a in answers if a.get("handedOver")) >= 2, answers
+    assert sum(1 for a in answers if a.get("waiting")) == 1, answers
+    # Each invocation ends at most one step past its budget (slow-scroll's longest step: 1 s).
+    assert max(took for took, _ in invocations) < 0.5 + 1.0 + 1.0, invocations
+    events = read_stream(durable, cast, invoice["invoiceId"])
+    assert [e[0] for e in events] == list(range(1, len(events) + 1))
+    read = [(e[2]["status"], e[2].get("until")) for e in events if e[1] == "stepUpdate" and e[2]["stepId"] == "read"]
+    assert [s for s, _ in read] == ["waiting", "succeeded"] and read[0][1], read
+    snapshot = durable.http.get(durable.url_of("runs", f"/api/v1/runs/{cast['runId']}"), headers=auth).json()
+    assert snapshot["refundedPts"] == 0 and len(snapshot["outputs"]) == 2
+
+
+def runner_pids(marker):
+    """The runner function processes whose environment holds `marker`."""
+    pids = []
+    for proc in pathlib.Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "exe").resolve().name == "runner" and \
+                    marker.encode() in (proc / "environ").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_runner_function_killed_mid_step_is_resumed_through_the_recovery_tick(deployment, aws):
+    """SPEC 8.1 on AWS: the runner's process dies mid-step (and its emulator with it: a lost
+    execution environment); once its lease has run out the recovery tick, in a fresh environment,
+    sends the run to a runner again, which takes it up at that step (`resumed`); the steps done
+    before are not run again, and nothing is refunded."""
+    _, token = funded_user(deployment["local"])
+    auth = {"authorization": f"Bearer {token}"}
+    lost = durable_emulator(deployment, "lambda-emulator-lost.log")
+    try:
+        invoice, cast = quote_and_cast(lost, auth, "slow-scroll", {"topic": "lost"})
+        event = receive_execution(aws, deployment["queue"], cast["runId"])
+
+        def doomed():
+            try:
+                lost.invoke("runner", event)
+            except httpx.HTTPError:
+                pass  # its process is killed: the emulator answers late or not at all
+
+        threading.Thread(target=doomed, daemon=True).start()
+        deadline = time.monotonic() + 30
+        while True:  # until the first step (0.8 s of ticks) is under way
+            snapshot = lost.http.get(lost.url_of("runs", f"/api/v1/runs/{cast['runId']}"), headers=auth).json()
+            if snapshot["steps"][0]["status"] == "running":
+                break
+            assert time.monotonic() < deadline, snapshot
+            time.sleep(0.05)
+        pids = runner_pids("SPELLCAST_LEASE_MS=1500")
+        assert pids, "the runner process"
+        for pid in pids:
+            os.kill(pid, 9)
+    finally:
+        lost.stop()
+    fresh = durable_emulator(deployment, "lambda-emulator-fresh.log")
+    try:
+        time.sleep(1.6)  # the lease has run out
+        tick = fresh.invoke("stats", {"spellcast": "recover"})
+        assert cast["runId"] in tick.json()["resumed"] and cast["runId"] not in tick.json()["timedOut"], tick.text
+        answers = [a for _, a in relay(fresh, aws, deployment, cast)]
+        assert answers[-1]["status"] == "succeeded", answers
+        events = read_stream(fresh, cast, invoice["invoiceId"])
+        assert [e[0] for e in events] == list(range(1, len(events) + 1))
+        resumed = [e[2]["stepId"] for e in events if e[1] == "stepUpdate" and e[2].get("resumed")]
+        assert resumed == ["unroll"], resumed
+        succeeded = [e[2]["stepId"] for e in events if e[1] == "stepUpdate" and e[2]["status"] == "succeeded"]
+        assert succeeded == ["unroll", "read", "copy", "seal", "record"], succeeded
+        snapshot = fresh.http.get(fresh.url_of("runs", f"/api/v1/runs/{cast['runId']}"), headers=auth).json()
+        assert snapshot["status"] == "succeeded" and snapshot["refundedPts"] == 0
+    finally:
+        fresh.stop()
 
 
 def test_each_function_answers_only_for_its_own_endpoints(deployment):
