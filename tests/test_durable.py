@@ -133,15 +133,6 @@ def test_a_cut_off_step_not_safe_to_repeat_fails_the_run_refunded_once(start, ca
     assert events[-1][1] == "spellExecutionError" and events[-1][2]["code"] == "interrupted"
 
 
-NAP = {
-    "slug": "nap", "version": 1, "title": "Nap", "summary": "s", "description": "d", "timeoutSecs": 60,
-    "inputs": {"type": "object"},
-    "steps": [{"id": "a", "title": "Before", "tool": "text.render", "with": {"template": "a"}},
-              {"id": "nap", "title": "Nap", "tool": "time.delay", "with": {"seconds": 4, "ticks": 4}},
-              {"id": "c", "title": "After", "tool": "text.render", "with": {"template": "c"}}],
-}
-
-
 def until_waiting(server, inv, cast):
     """Reads the stream until the nap waits; the events so far."""
     events = server.events(cast, inv["invoiceId"], stop_after=5)
@@ -150,7 +141,6 @@ def until_waiting(server, inv, cast):
 
 
 def test_a_long_wait_holds_no_runner_and_crosses_a_restart(start, catalog, tmp_path):
-    (catalog / "nap.json").write_text(json.dumps(NAP))
     args = ("--data-dir", str(tmp_path / "data"), "--durable-wait-after-ms", "1000", "--sweep-interval-ms", "200")
     first = start(*args)
     user = first.session(user_id="napper")
@@ -175,7 +165,6 @@ def test_a_long_wait_holds_no_runner_and_crosses_a_restart(start, catalog, tmp_p
 
 
 def test_a_run_canceled_while_it_waits_stops_at_once(start, catalog):
-    (catalog / "nap.json").write_text(json.dumps(NAP))
     server = start("--durable-wait-after-ms", "1000")
     user = server.session(user_id="waiting-canceler")
     inv, cast = server.quote_and_cast(user["token"], "nap", {})

@@ -136,7 +136,7 @@ function left(until) {
   const pad = (n) => String(n).padStart(2, "0");
   return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
 }
-setInterval(() => steps.forEach((s, i) => s.status === "waiting" && paintStep(i)), 1000);
+setInterval(() => steps.forEach((s, i) => s.status === "waiting" && paintStep(i)), 250);
 
 function paintStep(i) {
   const s = steps[i];

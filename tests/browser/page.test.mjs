@@ -158,6 +158,28 @@ test("cancel from the keyboard: asked to confirm, stopped mid-step, the steps no
   assert.deepEqual(page.errors, []);
 });
 
+test("a long wait counts down on the page, holding no runner, then the run goes on", { timeout: 60000 }, async () => {
+  const napping = await startServer("nap", "--durable-wait-after-ms", "2000");
+  try {
+    const page = await open("nap", napping.url);
+    await page.click("#cast");
+    const label = () => page.textContent("#s1 .st");
+    await page.waitForFunction(() => /waiting, 0:0\d left/.test(document.querySelector("#s1 .st")?.textContent ?? ""));
+    const first = await label();
+    await page.waitForTimeout(2100);
+    const later = await label();
+    const secs = (text) => Number(/0:0(\d) left/.exec(text)[1]);
+    assert.ok(secs(later) < secs(first), `the countdown moves: ${first} then ${later}`);
+    await page.screenshot({ path: join(SHOTS, "nap-waiting.png"), fullPage: true });
+    await noAxeViolations(page, "waiting");
+    await waitForEnd(page);
+    assert.deepEqual((await progress(page)).steps, ["succeeded", "succeeded", "succeeded"]);
+    assert.deepEqual(page.errors, []);
+  } finally {
+    napping.stop();
+  }
+});
+
 test("keyboard only: fill and submit without the mouse", { timeout: 30000 }, async () => {
   const page = await open("hello-sigil");
   for (let i = 0; i < 10 && (await page.evaluate(() => document.activeElement?.id)) !== "f-name"; i++) {
