@@ -8,7 +8,8 @@ use serde_json::Value;
 use spellcast_application::tools::{Progress, Tool, ToolCall, ToolError, ToolResult};
 use spellcast_domain::tool_kinds::{delay_seconds, str_param, ToolKind};
 
-/// Waits `seconds` (0..=60) in `ticks` (1..=100) equal parts. Costs 1 point per started second.
+/// Waits `seconds` (0..=86400; a long one is a durable wait, which the runner keeps instead: SPEC
+/// §8.2) in `ticks` (1..=100) equal parts. Costs 1 point per started second.
 pub struct Delay;
 
 #[async_trait]
@@ -68,7 +69,7 @@ mod tests {
     #[test]
     fn out_of_range_parameters_are_refused() {
         let kind = ToolKind::TimeDelay;
-        assert!(kind.check(&json!({"seconds": 61})).is_err());
+        assert!(kind.check(&json!({"seconds": 86_401})).is_err());
         assert!(kind.check(&json!({"ticks": 0})).is_err());
         assert!(kind.check(&json!({"seconds": 1.5, "ticks": 3})).is_ok());
     }
