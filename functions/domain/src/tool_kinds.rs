@@ -309,8 +309,12 @@ mod tests {
     #[test]
     fn parameters_are_checked_at_load() {
         assert!(ToolKind::TextRender.check(&json!({})).is_err());
-        assert!(ToolKind::TimeDelay.check(&json!({"seconds": 86_401})).is_err());
-        assert!(ToolKind::TimeDelay.check(&json!({"seconds": 86_400})).is_ok());
+        assert!(ToolKind::TimeDelay
+            .check(&json!({"seconds": 86_401}))
+            .is_err());
+        assert!(ToolKind::TimeDelay
+            .check(&json!({"seconds": 86_400}))
+            .is_ok());
         assert!(ToolKind::TimeDelay.check(&json!({"seconds": 2})).is_ok());
         assert!(ToolKind::ImageSigil
             .check(&json!({"seed": "x", "size": 8}))

@@ -24,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
         outputs: None,
         at: None,
         attempt: None,
+        resumed: false,
+        until: None,
     };
     let delta = EventBody::StepDelta {
         run_id: "run_fuzz".into(),
