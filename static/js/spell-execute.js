@@ -1,5 +1,5 @@
-// The spell page: its form (from the JSON Schema), quote, cast, the run live, the outputs; also
-// /runs/{runId}. Spell text and user input go into the page as text only, never as HTML.
+// The spell page (and /runs/{runId}): form, quote, cast, the run live, outputs. Spell text and
+// input go in as text only, never as HTML.
 
 import { Problem, api, el, session, showBalance } from "/static/js/common.js";
 
@@ -17,7 +17,7 @@ function alertBox(text, ok, action) {
   box.replaceChildren(el("p", { textContent: text }), action ?? "");
 }
 
-// ---- the form ---------------------------------------------------------------------------------
+// ---- the form
 
 let meta;
 const fields = {};
@@ -104,12 +104,12 @@ function showErrors(errors) {
   return errors.length > 0;
 }
 
-// ---- the run ----------------------------------------------------------------------------------
+// ---- the run
 
 let steps = [];
 let lastSeq = 0;
 
-// A model's answer grows in a fixed-height box made up front: nothing below moves.
+// A model's answer grows in a fixed-height box: nothing below moves.
 function showSteps(list) {
   steps = list.map((s) => ({ ...s, status: s.status || "pending", progress: s.progress || 0 }));
   $("run").hidden = false;
@@ -129,14 +129,9 @@ function answer(i, text, afresh) {
   }
 }
 
-// A durable wait (SPEC §8.2) counts down on the page; the server takes the run up when due.
-function left(until) {
-  const secs = Math.max(0, Math.ceil((Date.parse(until) - Date.now()) / 1000));
-  const h = Math.floor(secs / 3600), m = Math.floor((secs % 3600) / 60), s = secs % 60;
-  const pad = (n) => String(n).padStart(2, "0");
-  return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
-}
-setInterval(() => steps.forEach((s, i) => s.status === "waiting" && paintStep(i)), 250);
+// A durable wait counts down; the server takes the run up when due.
+const left = (u) => new Date(Math.max(0, Date.parse(u) - Date.now() + 999) || 0).toISOString().slice(11, 19).replace(/^00:0?/, "");
+setInterval(() => steps.forEach((s, i) => s.status == "waiting" && paintStep(i)), 250);
 
 function paintStep(i) {
   const s = steps[i];
@@ -231,25 +226,17 @@ function stream(state) {
     steps[d.index].progress = d.progress;
     paintStep(d.index);
   });
-  on("executionFinished", (d) => {
-    source.close();
-    finished({ status: "succeeded", outputs: d.outputs, durationMs: d.durationMs }, state);
-  });
-  on("executionCanceled", (d) => {
-    source.close();
-    finished({ status: "canceled", refundedPts: d.refundedPts }, state);
-  });
-  on("spellExecutionError", (d) => {
-    source.close();
-    finished({ status: "failed", refundedPts: d.refundedPts, error: { stepId: d.stepId, message: d.message } }, state);
-  });
+  const end = (run) => { source.close(); finished(run, state); };
+  on("executionFinished", (d) => end({ ...d, status: "succeeded" }));
+  on("executionCanceled", (d) => end({ ...d, status: "canceled" }));
+  on("spellExecutionError", (d) => end({ ...d, status: "failed", error: d }));
   source.onerror = () => {
     if (source.readyState === EventSource.CLOSED) restore(state); // the server said no more: settle from the snapshot
     else $("conn").textContent = "Connection lost — reconnecting…";
   };
 }
 
-// Shows a run from its snapshot (read now unless given), then follows it live while it goes.
+// Shows a run from its snapshot (read unless given), then follows it live.
 async function restore(state, snapshot) {
   try {
     const run = snapshot ?? (await api(`/api/v1/runs/${state.runId}`, state.invoice));
@@ -267,8 +254,7 @@ async function restore(state, snapshot) {
   }
 }
 
-// While a run goes, its owner may cancel it (after a confirmation): the runner stops at its next
-// safe point and the steps not done are refunded; the stream then brings `executionCanceled`.
+// The owner may cancel a run that goes (once confirmed); the stream brings `executionCanceled`.
 function going(state, canceling) {
   const button = $("cancel");
   button.hidden = false;
@@ -304,7 +290,7 @@ async function cast(event) {
     $("quote").textContent = ` · your quote: ${quote.costPts} points`;
     const run = await api("/api/v1/spells/cast", token, { slug, invoiceId: quote.invoiceId, context: ctx });
     const state = { runId: run.runId, streamUrl: run.streamUrl, invoice: quote.invoiceId };
-    // The run has its own page from now on: a reload or a shared tab finds it on the server.
+    // The run has its own page now: a reload or another tab finds it on the server.
     history.pushState(null, "", `/runs/${encodeURIComponent(run.runId)}`);
     lastSeq = 0;
     $("outputs").replaceChildren(el("p", { className: "muted", textContent: "The outputs appear here when the spell is done." }));
@@ -322,10 +308,9 @@ async function cast(event) {
   }
 }
 
-// ---- start ------------------------------------------------------------------------------------
+// ---- start
 
-// Preview users of the old two-step payment arrive with ?preview=1 (the preview's links carried
-// it); they see a banner until they dismiss it, and the dismissal is remembered.
+// Preview users (?preview=1) see a banner until they dismiss it, for good.
 const params = new URLSearchParams(location.search);
 if (params.has("preview")) localStorage.setItem("spellcast.preview", "1");
 if (localStorage.getItem("spellcast.preview") && !localStorage.getItem("spellcast.bannerDismissed")) {
