@@ -8,7 +8,6 @@ use crate::ports::{Clock, EventBus, InvoiceStore, StoreError, UploadStore};
 use spellcast_domain::cast::{CastOutcome, NewCast};
 use spellcast_domain::catalog::Catalog;
 use spellcast_domain::errors::FieldError;
-use spellcast_domain::events::ExecutionStarted;
 use spellcast_domain::ids::{Slug, UserId};
 use spellcast_domain::invoice::json_hash;
 use spellcast_domain::run::Run;
@@ -163,10 +162,7 @@ impl Casting<'_> {
                 if let Err(e) = crate::uploading::keep(self.blobs, &run.uploads).await {
                     tracing::warn!(run_id = %run.run_id, error = %e, "uploads not kept yet");
                 }
-                let event = ExecutionStarted {
-                    run_id: run.run_id.clone(),
-                    slug: run.slug.clone(),
-                };
+                let event = run.execution();
                 if let Err(e) = self.bus.execution_started(event).await {
                     // The run is paid and queued; recovery publishes it again.
                     tracing::warn!(run_id = %run.run_id, error = %e, "executionStarted not published");

@@ -6,7 +6,6 @@
 use crate::ports::{Clock, DeliveryStore, StoreResult};
 use crate::run_log::RunLog;
 use spellcast_domain::catalog::Catalog;
-use spellcast_domain::events::ExecutionStarted;
 use spellcast_domain::ids::RunId;
 use spellcast_domain::run::{Run, RunChange, RunError, RunStatus};
 
@@ -94,10 +93,7 @@ impl Recovery<'_> {
                 // A durable wait: sent when due (a bus with timers sets one again, as after a
                 // restart; on AWS a later sweep sends it).
                 if run.status == RunStatus::Running {
-                    let due = ExecutionStarted {
-                        run_id: run.run_id.clone(),
-                        slug: run.slug.clone(),
-                    };
+                    let due = run.execution();
                     if let Err(e) = self.log.bus.execution_due(due, until).await {
                         tracing::warn!(run_id = %run.run_id, error = %e, "wake-up not scheduled");
                     }
@@ -139,10 +135,7 @@ impl Recovery<'_> {
 
     /// Sends `run` to a runner again; whether the bus took it.
     async fn publish(&self, run: &Run) -> bool {
-        let event = ExecutionStarted {
-            run_id: run.run_id.clone(),
-            slug: run.slug.clone(),
-        };
+        let event = run.execution();
         match self.log.bus.execution_started(event).await {
             Ok(()) => true,
             Err(e) => {

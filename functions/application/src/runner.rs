@@ -229,8 +229,10 @@ impl Runner<'_> {
             tracing::warn!(error = ?run.error, "run interrupted");
             return Ok(Execution::Ran(run.status));
         }
-        let resumed = run.lease_fence > 1;
-        tracing::info!(slug = %run.slug, steps = run.steps.len(), resumed, "run taken");
+        // A start takes the first lease; any later one is a takeover (a lost runner, a hand-over
+        // or a wait's end).
+        let taken_over = run.lease_fence > 1;
+        tracing::info!(slug = %run.slug, steps = run.steps.len(), taken_over, "run taken");
         let deadline = run.deadline_at.unwrap_or(now + spell.timeout());
         let holding = Holding {
             log: self.log,
@@ -492,10 +494,7 @@ impl Runner<'_> {
         if holding.advance(change).await?.is_none() {
             return Ok(Execution::Skipped);
         }
-        let due = spellcast_domain::events::ExecutionStarted {
-            run_id: run.run_id.clone(),
-            slug: run.slug.clone(),
-        };
+        let due = run.execution();
         if let Err(e) = self.log.bus.execution_due(due, until).await {
             tracing::warn!(error = %e, "wake-up not scheduled; recovery will send the run when due");
         }
@@ -512,10 +511,7 @@ impl Runner<'_> {
         let Some(run) = holding.advance(release).await? else {
             return Ok(Execution::Skipped);
         };
-        let next = spellcast_domain::events::ExecutionStarted {
-            run_id: run.run_id.clone(),
-            slug: run.slug.clone(),
-        };
+        let next = run.execution();
         if let Err(e) = self.log.bus.execution_started(next).await {
             tracing::warn!(error = %e, "hand-over not published; recovery will send the run on");
         }

@@ -645,6 +645,14 @@ impl Run {
         }
     }
 
+    /// The bus event that sends this run to a runner (to start it, take it over, or go on).
+    pub fn execution(&self) -> crate::events::ExecutionStarted {
+        crate::events::ExecutionStarted {
+            run_id: self.run_id.clone(),
+            slug: self.slug.clone(),
+        }
+    }
+
     /// The ledger entry that pays for this run (its id is the run's `creditTxId`).
     pub fn debit_entry(&self) -> crate::ledger::LedgerEntry {
         self.ledger_entry(
