@@ -69,6 +69,15 @@ fn attempt(
     }
 }
 
+/// The runner's start at `at`, due (and holding its lease) until `until`.
+fn start_until(at: chrono::DateTime<Utc>, until: chrono::DateTime<Utc>) -> RunChange {
+    RunChange::Start {
+        at,
+        deadline: until,
+        lease_until: until,
+    }
+}
+
 fn delta(index: usize, text: &str) -> RunChange {
     RunChange::Delta {
         index,
@@ -135,11 +144,7 @@ pub async fn an_upload_is_kept_for_its_owner_and_a_run_keeps_its_files(store: Ar
     advance(
         &*store,
         &run_id,
-        RunChange::Start {
-            at: now,
-            deadline: now + chrono::Duration::minutes(1),
-            lease_until: now + chrono::Duration::minutes(1),
-        },
+        start_until(now, now + chrono::Duration::minutes(1)),
     )
     .await
     .unwrap()
@@ -159,11 +164,7 @@ pub async fn a_streamed_answer_and_its_metering_are_kept(store: Arc<dyn Store>) 
     let run = cast_ok(store.as_ref(), "u", 4, &["ask", "echo"]).await;
     let id = &run.run_id;
     let now = Utc::now();
-    let start = RunChange::Start {
-        at: now,
-        deadline: now + chrono::Duration::minutes(1),
-        lease_until: now + chrono::Duration::minutes(1),
-    };
+    let start = start_until(now, now + chrono::Duration::minutes(1));
     advance(&*store, id, start).await.unwrap().unwrap();
     assert!(
         advance(&*store, id, delta(0, "early"))
@@ -565,11 +566,7 @@ pub async fn runs_advance_through_their_state_machine(store: Arc<dyn Store>) {
     let (started, ev) = advance(
         &*store,
         id,
-        RunChange::Start {
-            at: now,
-            deadline: now + chrono::Duration::minutes(1),
-            lease_until: now + chrono::Duration::minutes(1),
-        },
+        start_until(now, now + chrono::Duration::minutes(1)),
     )
     .await
     .unwrap()
@@ -578,18 +575,10 @@ pub async fn runs_advance_through_their_state_machine(store: Arc<dyn Store>) {
         (started.status, ev.map(|e| e.seq)),
         (RunStatus::Running, Some(1))
     );
-    assert!(advance(
-        &*store,
-        id,
-        RunChange::Start {
-            at: now,
-            deadline: now,
-            lease_until: now
-        }
-    )
-    .await
-    .unwrap()
-    .is_none());
+    assert!(advance(&*store, id, start_until(now, now))
+        .await
+        .unwrap()
+        .is_none());
     advance(&*store, id, step(0, StepStatus::Running, vec![]))
         .await
         .unwrap()
@@ -808,11 +797,7 @@ pub async fn a_cancel_refunds_by_its_rule_once(store: Arc<dyn Store>) {
     let id = &running.run_id;
     let now = Utc::now();
     for change in [
-        RunChange::Start {
-            at: now,
-            deadline: now + chrono::Duration::minutes(5),
-            lease_until: now + chrono::Duration::minutes(5),
-        },
+        start_until(now, now + chrono::Duration::minutes(5)),
         step(0, StepStatus::Succeeded, vec![]),
     ] {
         advance(&*store, id, change).await.unwrap().unwrap();
@@ -879,11 +864,7 @@ pub async fn racing_cancels_settle_to_one_outcome(store: Arc<dyn Store>) {
         let id = run.run_id.clone();
         let now = Utc::now();
         for change in [
-            RunChange::Start {
-                at: now,
-                deadline: now + chrono::Duration::minutes(5),
-                lease_until: now + chrono::Duration::minutes(5),
-            },
+            start_until(now, now + chrono::Duration::minutes(5)),
             step(0, StepStatus::Succeeded, vec![]),
             step(1, StepStatus::Succeeded, vec![]),
         ] {
@@ -1474,11 +1455,7 @@ pub async fn outputs_of_any_size_fit_the_store(store: Arc<dyn Store>) {
     advance(
         &*store,
         id,
-        RunChange::Start {
-            at: now,
-            deadline: now + chrono::Duration::minutes(5),
-            lease_until: now + chrono::Duration::minutes(5),
-        },
+        start_until(now, now + chrono::Duration::minutes(5)),
     )
     .await
     .unwrap()
@@ -1647,11 +1624,7 @@ async fn play(store: &dyn Store, ops: Vec<Op>) -> Result<(), String> {
                 let going = matches!(r.status, RunStatus::Running | RunStatus::Canceling);
                 let (change, expected) = match &op {
                     Op::Start { .. } => (
-                        RunChange::Start {
-                            at: now,
-                            deadline: now + chrono::Duration::minutes(5),
-                            lease_until: now + chrono::Duration::minutes(5),
-                        },
+                        start_until(now, now + chrono::Duration::minutes(5)),
                         (r.status == RunStatus::Queued).then_some(RunStatus::Running),
                     ),
                     Op::StepDone { .. } => (
