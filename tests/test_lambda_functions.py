@@ -5,6 +5,7 @@ as EventBridge would, the stream function's SSE read while the run progresses (a
 snapshot, a duplicate delivery, the schedule, and the EMF metrics the runner writes.
 
 Runs in the DynamoDB pass of the suite (moto is up there); the embedded pass has no AWS engine."""
+import datetime
 import hashlib
 import hmac
 import http.server
@@ -131,6 +132,8 @@ def deployment(aws, tmp_path_factory):
     aws["events"].put_rule(Name=name + "-hooks", EventBusName=name,
                            EventPattern=json.dumps({"source": ["spellcast"], "detail-type": ["webhookDue"]}))
     aws["events"].put_targets(Rule=name + "-hooks", EventBusName=name, Targets=[{"Id": "hooks", "Arn": hooks_arn}])
+    # The template's wake-ups queue (durable waits; the durable emulators' runner sends to it).
+    wake_ups = aws["sqs"].create_queue(QueueName=name + "-wake-ups")["QueueUrl"]
     # Everything published on the bus, to check that nothing goes out that no rule consumes.
     audit = aws["sqs"].create_queue(QueueName=name + "-audit")["QueueUrl"]
     audit_arn = aws["sqs"].get_queue_attributes(QueueUrl=audit, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -167,6 +170,7 @@ def deployment(aws, tmp_path_factory):
     emulator = Emulator(env, headers={"x-spellcast-origin": origin})
     try:
         yield {"local": local, "emulator": emulator, "queue": queue, "name": name, "hooks": hooks, "ca": ca,
+               "wake_ups": wake_ups,
                "audit": audit, "env": env, "origin": origin,
                "provider": provider}
     finally:
@@ -487,14 +491,19 @@ def test_a_lost_start_event_is_published_again_by_the_recovery_tick(deployment, 
 def durable_emulator(deployment, log_name):
     """A second emulator over the same table and bus whose runner hands its run over after half a
     second (SPELLCAST_HANDOVER_BUDGET_MS), holds a run for 1.5 s without writing (its lease), and
-    lets a run go for any wait of 0.9 s or more (a durable wait: slow-scroll's "read" step)."""
+    lets a run go for any wait of 0.9 s or more (a durable wait: slow-scroll's "read" step), to be
+    woken through the wake-ups queue."""
     env = dict(deployment["env"], SPELLCAST_HANDOVER_BUDGET_MS="500", SPELLCAST_LEASE_MS="1500",
-               SPELLCAST_DURABLE_WAIT_AFTER_MS="900")
+               SPELLCAST_DURABLE_WAIT_AFTER_MS="900", SPELLCAST_WAKE_UPS_QUEUE_URL=deployment["wake_ups"])
     emulator = Emulator(env, headers={"x-spellcast-origin": deployment["origin"]}, log=OUT / log_name)
     # The emulator starts a function on its first call: warm the runner (an unknown run: skipped).
     warm = emulator.invoke("runner", {"detail-type": "executionStarted", "source": "spellcast",
                                       "detail": {"runId": "run_unknown", "slug": "slow-scroll"}})
     assert warm.status_code == 200 and warm.json()["ran"] is False, warm.text
+    # And the runs function, which the tests poll while a step is under way (its first start
+    # can take longer than a step).
+    warm = emulator.http.get(emulator.url_of("runs", "/api/v1/runs/run_unknown"))
+    assert warm.status_code in (401, 404), warm.text
     return emulator
 
 
@@ -505,13 +514,29 @@ def durable(deployment):
     emulator.stop()
 
 
-def relay(emulator, aws, deployment, cast):
-    """Delivers the run's executionStarted events to the runner function until it ends, as the
-    rule would, and plays the recovery tick when the run waits (no scheduler fires on moto):
-    [(seconds the invocation took, its answer)]."""
+def receive_wake_up(aws, queue, run_id, timeout=30):
+    """The wake-up for `run_id` from the wake-ups queue, as its event source would take it:
+    (its body, seconds between its due time and its receipt)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = aws["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for m in got.get("Messages", []):
+            aws["sqs"].delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+            body = json.loads(m["Body"])
+            if body["runId"] == run_id:
+                due = datetime.datetime.fromisoformat(body["dueAt"].replace("Z", "+00:00"))
+                late = (datetime.datetime.now(datetime.timezone.utc) - due).total_seconds()
+                return m["Body"], late
+    raise AssertionError(f"no wake-up for {run_id} reached the queue")
+
+
+def relay(emulator, aws, deployment, cast, auth):
+    """Plays the runner's event sources until the run ends: its executionStarted events (the
+    rule) and its wake-ups (the wake-ups queue, whose messages moto holds back for their delay):
+    [(seconds the invocation took, its answer)]; a wake-up's answer is {"lateBy": seconds}."""
     invocations = []
+    event = receive_execution(aws, deployment["queue"], cast["runId"])
     for _ in range(30):
-        event = receive_execution(aws, deployment["queue"], cast["runId"])
         began = time.monotonic()
         r = emulator.invoke("runner", event)
         invocations.append((time.monotonic() - began, r.json()))
@@ -519,24 +544,35 @@ def relay(emulator, aws, deployment, cast):
         if "status" in r.json():
             return invocations
         if r.json().get("waiting"):
-            time.sleep(1.2)  # the wait is due: the every-minute tick sends the run on
-            tick = emulator.invoke("stats", {"spellcast": "recover"})
-            assert cast["runId"] in tick.json()["resumed"], tick.text
+            body, late = receive_wake_up(aws, deployment["wake_ups"], cast["runId"])
+            began = time.monotonic()
+            r = emulator.invoke("runner", sqs_event(body))
+            assert r.status_code == 200 and r.json() == {"batchItemFailures": []}, r.text
+            invocations.append((time.monotonic() - began, {"lateBy": late}))
+            run = emulator.http.get(emulator.url_of("runs", f"/api/v1/runs/{cast['runId']}"), headers=auth).json()
+            if run["status"] in ("succeeded", "failed", "canceled"):
+                invocations.append((0, {"status": run["status"]}))
+                return invocations
+        event = receive_execution(aws, deployment["queue"], cast["runId"])
     raise AssertionError(f"the run did not end: {invocations}")
 
 
 def test_a_run_crosses_many_runner_invocations_and_a_durable_wait(deployment, aws, durable):
     """SPEC 8.2 on AWS: the runner function hands the run over before its time is up, so the run
     takes several invocations, none much longer than its budget; a long wait ends the invocation,
-    and the recovery tick sends the run on when it is due."""
+    and its wake-up, held back by the queue for the wait's delay, sends the run on when due (no
+    recovery tick): never early, at most SQS's whole second (and a poll) late."""
     _, token = funded_user(deployment["local"])
     auth = {"authorization": f"Bearer {token}"}
     invoice, cast = quote_and_cast(durable, auth, "slow-scroll", {"topic": "relay"})
-    invocations = relay(durable, aws, deployment, cast)
+    invocations = relay(durable, aws, deployment, cast, auth)
     answers = [a for _, a in invocations]
     assert answers[-1]["status"] == "succeeded", answers
-    assert sum(1 for a in answers if a.get("handedOver")) >= 2, answers
+    # A wake-up's invocation may hand over too (its answer is the queue's: no outcome shown).
+    assert len(answers) >= 4 and sum(1 for a in answers if a.get("handedOver")) >= 1, answers
     assert sum(1 for a in answers if a.get("waiting")) == 1, answers
+    late = [a["lateBy"] for a in answers if "lateBy" in a]
+    assert len(late) == 1 and 0 <= late[0] < 2.0, answers
     # Each invocation ends at most one step past its budget (slow-scroll's longest step: 1 s).
     assert max(took for took, _ in invocations) < 0.5 + 1.0 + 1.0, invocations
     events = read_stream(durable, cast, invoice["invoiceId"])
@@ -597,7 +633,7 @@ def test_a_runner_function_killed_mid_step_is_resumed_through_the_recovery_tick(
         time.sleep(1.6)  # the lease has run out
         tick = fresh.invoke("stats", {"spellcast": "recover"})
         assert cast["runId"] in tick.json()["resumed"] and cast["runId"] not in tick.json()["timedOut"], tick.text
-        answers = [a for _, a in relay(fresh, aws, deployment, cast)]
+        answers = [a for _, a in relay(fresh, aws, deployment, cast, auth)]
         assert answers[-1]["status"] == "succeeded", answers
         events = read_stream(fresh, cast, invoice["invoiceId"])
         assert [e[0] for e in events] == list(range(1, len(events) + 1))

@@ -97,6 +97,30 @@ def test_the_runner_has_its_rule_and_dead_letters_and_stats_its_schedule(templat
     assert f'pub const RECOVERY_TICK: &str = r#"{tick["Input"]}"#;' in events_rs
 
 
+def test_durable_waits_wake_their_runs_through_the_wake_ups_queue(template):
+    """SPEC 8.2 on AWS: the runner sends a wake-up with the wait's delay to the wake-ups queue
+    (and may send nothing else there), whose target is the runner itself; a message it fails
+    on ends among the runner's dead letters; the queue outlives one runner invocation."""
+    resources = template["Resources"]
+    by_binary = {fn["Metadata"]["BuildProperties"]["Binary"]: fn for fn in functions(template).values()}
+    runner = by_binary["runner"]["Properties"]
+    source = next(e["Properties"] for e in runner["Events"].values() if e["Type"] == "SQS")
+    assert source["Queue"] == {"GetAtt": "WakeUpsQueue.Arn"}
+    assert source["BatchSize"] == 1, "one run per invocation: each hands over within its own time"
+    assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue = resources["WakeUpsQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * setting(template, by_binary["runner"], "Timeout")
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"GetAtt": "RunnerDeadLetterQueue.Arn"}
+    assert runner["Environment"]["Variables"]["SPELLCAST_WAKE_UPS_QUEUE_URL"] == {"Ref": "WakeUpsQueue"}
+    sends = [st for p in runner["Policies"] for st in p["Statement"] if "sqs:SendMessage" in st["Action"]]
+    assert [st["Resource"] for st in sends] == [{"GetAtt": "WakeUpsQueue.Arn"}]
+    # No other function may put wake-ups on it.
+    for binary, fn in by_binary.items():
+        if binary != "runner":
+            env = fn["Properties"].get("Environment", {}).get("Variables", {})
+            assert "SPELLCAST_WAKE_UPS_QUEUE_URL" not in env, binary
+
+
 def test_the_functions_that_count_limits_may_update_the_table(template):
     """Rate counters (invoice, cast) and open-stream counters (stream) are table updates."""
     by_binary = {fn["Metadata"]["BuildProperties"]["Binary"]: fn for fn in functions(template).values()}

@@ -89,15 +89,9 @@ impl Recovery<'_> {
                     tracing::warn!(run_id = %run.run_id, "stuck run failed and refunded");
                     report.timed_out.push(run.run_id);
                 }
-            } else if let Some(until) = run.waiting_until().filter(|u| *u > now) {
-                // A durable wait: sent when due (a bus with timers sets one again, as after a
-                // restart; on AWS a later sweep sends it).
-                if run.status == RunStatus::Running {
-                    let due = run.execution();
-                    if let Err(e) = self.log.bus.execution_due(due, until).await {
-                        tracing::warn!(run_id = %run.run_id, error = %e, "wake-up not scheduled");
-                    }
-                }
+            } else if run.waiting_until().is_some_and(|until| until > now) {
+                // A durable wait not due yet: its wake-up is set (and if that was lost, the
+                // sweep after it is due sends the run on, as a lost runner's).
             } else if run.status == RunStatus::Running && lost {
                 // Its runner was lost: the runner this reaches takes it over (one wins the
                 // lease if several do).
@@ -131,6 +125,27 @@ impl Recovery<'_> {
             }
         }
         Ok(report)
+    }
+
+    /// Sets the wake-up of every run in a durable wait again: what a process whose timers are
+    /// its own (the local server) does at start, its old timers having died with the old
+    /// process. A bus whose timers are durable (the wake-ups queue on AWS) does not need it.
+    pub async fn wake_waiting(&self) -> StoreResult<usize> {
+        let now = self.clock.now();
+        let mut set = 0;
+        for run in self.log.runs.unfinished_runs().await? {
+            let Some(until) = run.waiting_until().filter(|until| *until > now) else {
+                continue;
+            };
+            if run.status != RunStatus::Running {
+                continue;
+            }
+            match self.log.bus.execution_due(run.execution(), until).await {
+                Ok(()) => set += 1,
+                Err(e) => tracing::warn!(run_id = %run.run_id, error = %e, "wake-up not set"),
+            }
+        }
+        Ok(set)
     }
 
     /// Sends `run` to a runner again; whether the bus took it.

@@ -169,6 +169,25 @@ impl Runner<'_> {
             .await
     }
 
+    /// A wake-up for a run whose wait is due at `due_at` (SPEC §8.2): executed if it is due, or,
+    /// if the timer fired early (one hop of a wait longer than the bus's longest delay), the
+    /// wake-up is set again (answered [`Execution::Waiting`]).
+    pub async fn wake_up(
+        &self,
+        event: spellcast_domain::events::ExecutionStarted,
+        due_at: chrono::DateTime<chrono::Utc>,
+        hand_over_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> StoreResult<Execution> {
+        if due_at <= self.clock.now() {
+            return self.execute_until(&event.run_id, hand_over_at).await;
+        }
+        let run_id = event.run_id.clone();
+        if let Err(e) = self.log.bus.execution_due(event, due_at).await {
+            tracing::warn!(%run_id, error = %e, "wake-up not set again; recovery will send the run when due");
+        }
+        Ok(Execution::Waiting)
+    }
+
     async fn execute_inner(
         &self,
         run_id: &RunId,
@@ -944,27 +963,38 @@ mod tests {
             EventBody::StepUpdate { status: StepStatus::Waiting, until: Some(u), .. } if u == until
         ));
 
-        // Before it is due, nobody takes it: not a runner, not the sweep (which sets the timer
-        // again, as after a restart).
+        // Before it is due, nobody takes it: not a runner, not the sweep. A wake-up that comes
+        // early (one hop of a long wait) is set again for the same time; a process starting
+        // anew sets the timers of waiting runs again.
         f.clock.advance(chrono::Duration::seconds(60));
         assert_eq!(
             runner.execute(&run.run_id).await.unwrap(),
             Execution::Skipped
         );
-        let sweep = f
-            .recovery(chrono::Duration::minutes(1))
-            .sweep()
-            .await
-            .unwrap();
+        let recovery = f.recovery(chrono::Duration::minutes(1));
+        let sweep = recovery.sweep().await.unwrap();
         assert!(
             sweep.resumed.is_empty() && sweep.timed_out.is_empty(),
             "{sweep:?}"
         );
-        assert_eq!(f.bus.later.lock().unwrap().len(), 2);
+        assert_eq!(
+            f.bus.later.lock().unwrap().len(),
+            1,
+            "a sweep sets no timer"
+        );
+        assert_eq!(recovery.wake_waiting().await.unwrap(), 1);
+        assert_eq!(
+            runner.wake_up(run.execution(), until, None).await.unwrap(),
+            Execution::Waiting
+        );
+        assert_eq!(
+            f.bus.later.lock().unwrap()[1..],
+            [(run.run_id.clone(), until), (run.run_id.clone(), until)]
+        );
 
         f.clock.advance(chrono::Duration::seconds(31));
         assert_eq!(
-            runner.execute(&run.run_id).await.unwrap(),
+            runner.wake_up(run.execution(), until, None).await.unwrap(),
             Execution::Ran(RunStatus::Succeeded)
         );
         assert_eq!(counting.calls(), ["a", "c"]);

@@ -1,5 +1,5 @@
 //! Spellcast on AWS services: [`DynamoStore`] (the store port on DynamoDB), [`EventBridgeBus`]
-//! (execution events on EventBridge), [`S3Blobs`] (large output files in S3), [`WebhookQueue`] (webhook retries on SQS), [`PollingSignal`] (streams in another process than the
+//! (execution events on EventBridge), [`S3Blobs`] (large output files in S3), [`DelayQueue`] (webhook retries and durable waits' wake-ups on SQS, [`WakeUpBus`]), [`PollingSignal`] (streams in another process than the
 //! runner learn of new events by reading the store), and the `SdkConfig` every client of a process
 //! shares: [`sdk_config_from_environment`] in Lambda functions, [`load_sdk_config`] elsewhere.
 
@@ -18,4 +18,4 @@ pub use dynamo::DynamoStore;
 pub use eventbridge::{Entry, EventBridgeBus, PutEvents, SOURCE};
 pub use json_fetcher::HttpsJson;
 pub use signal::PollingSignal;
-pub use sqs::{WebhookQueue, MAX_DELAY};
+pub use sqs::{DelayQueue, WakeUp, WakeUpBus, MAX_DELAY};

@@ -17,8 +17,8 @@ use spellcast_application::app::Ports;
 use spellcast_application::tools::Toolbox;
 use spellcast_application::{App, Config};
 use spellcast_aws::{
-    sdk_config_from_environment, DynamoStore, EventBridgeBus, PollingSignal, S3Blobs, Timeouts,
-    WebhookQueue,
+    sdk_config_from_environment, DelayQueue, DynamoStore, EventBridgeBus, PollingSignal, S3Blobs,
+    Timeouts, WakeUpBus,
 };
 use spellcast_domain::catalog::Catalog;
 use spellcast_domain::events::ExecutionStarted;
@@ -126,13 +126,29 @@ impl Start {
     }
 
     /// The webhooks queue, for the function that delivers webhooks.
-    pub fn webhook_queue(&self) -> Result<WebhookQueue, String> {
+    pub fn webhook_queue(&self) -> Result<DelayQueue, String> {
         let url = self
             .settings
             .webhooks_queue_url
             .as_deref()
             .ok_or("SPELLCAST_WEBHOOKS_QUEUE_URL is not set")?;
-        Ok(WebhookQueue::new(aws_sdk_sqs::Client::new(&self.sdk), url))
+        Ok(DelayQueue::new(aws_sdk_sqs::Client::new(&self.sdk), url))
+    }
+
+    /// The runner's bus: EventBridge, with durable waits woken through the wake-ups queue when
+    /// one is configured (else the recovery tick sends a due wait on).
+    pub fn runner_events(&self) -> Arc<dyn EventBus> {
+        let events = EventBridgeBus::new(
+            aws_sdk_eventbridge::Client::new(&self.sdk),
+            &self.settings.event_bus,
+        );
+        match self.settings.wake_ups_queue_url.as_deref() {
+            Some(url) => Arc::new(WakeUpBus::new(
+                events,
+                DelayQueue::new(aws_sdk_sqs::Client::new(&self.sdk), url),
+            )),
+            None => Arc::new(events),
+        }
     }
 
     /// The app on DynamoDB, publishing to `bus`, keeping large files in `blobs` and executing

@@ -1,6 +1,6 @@
 //! Functions invoked by events rather than HTTP: the runner (the `executionStarted` rule's
-//! target) and the stats function (the 15-minute schedule, and the signed webhook through API
-//! Gateway, told apart by the event's shape).
+//! target, and the wake-ups queue's) and the stats function (the 15-minute schedule, and the
+//! signed webhook through API Gateway), each telling its events apart by their shape.
 
 use spellcast_http::Api;
 use std::sync::Arc;
@@ -19,6 +19,8 @@ use spellcast_domain::events::ExecutionStarted;
 use spellcast_http as api;
 
 use crate::emf;
+use crate::webhooks::Batch;
+use spellcast_aws::WakeUp;
 
 /// An EventBridge event as it reaches a target.
 #[derive(Debug, Deserialize)]
@@ -87,14 +89,48 @@ pub fn hand_over_at(
     }
 }
 
-/// Serves the runner until the runtime stops, each invocation handing its run over in time
-/// (see [`hand_over_at`]).
+/// Executes the runs of a batch from the wake-ups queue (durable waits, SPEC §8.2), one after
+/// the other: each that is due, or set again for later if its timer fired early (one hop of a
+/// wait over 15 minutes). A message the store failed for is a batch item failure (SQS gives it
+/// again); one that names no run is dropped.
+pub(crate) async fn wake_up_batch(
+    app: &App,
+    batch: Batch,
+    hand_over_at: Option<DateTime<Utc>>,
+) -> Result<Value, Error> {
+    let mut failures = Vec::new();
+    for message in batch.records {
+        let Ok(wake_up) = serde_json::from_str::<WakeUp>(&message.body) else {
+            tracing::error!(message_id = message.message_id, "not a wake-up; dropped");
+            continue;
+        };
+        let outcome = app
+            .runner()
+            .wake_up(wake_up.execution(), wake_up.due_at, hand_over_at)
+            .await;
+        match outcome {
+            Ok(outcome) => tracing::info!(run_id = %wake_up.run_id, ?outcome, "wake-up handled"),
+            Err(e) => {
+                tracing::warn!(run_id = %wake_up.run_id, error = %e, "wake-up kept for a retry");
+                failures.push(json!({ "itemIdentifier": message.message_id }));
+            }
+        }
+    }
+    Ok(json!({ "batchItemFailures": failures }))
+}
+
+/// Serves the runner until the runtime stops: `executionStarted` events from EventBridge, and
+/// batches from the wake-ups queue; each invocation hands its run over in time (see
+/// [`hand_over_at`]).
 pub async fn serve_runner(app: Arc<Api>, budget: Option<std::time::Duration>) -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let app = app.clone();
         async move {
             let by = hand_over_at(event.context.deadline, Utc::now(), budget);
-            let result = run_delivery(&app, &event.payload, by).await;
+            let result = match Batch::of(&event.payload) {
+                Some(batch) => wake_up_batch(&app, batch, by).await,
+                None => run_delivery(&app, &event.payload, by).await,
+            };
             emf::flush();
             result
         }
@@ -228,6 +264,21 @@ mod tests {
             json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
         assert!(!is_recovery_tick(&schedule) && is_schedule(&schedule));
         assert!(!is_schedule(&json!({"spellcast": "recover"})));
+    }
+
+    #[test]
+    fn a_wake_up_batch_is_told_from_an_eventbridge_event() {
+        let batch = json!({"Records": [{"messageId": "m1", "eventSource": "aws:sqs",
+            "body": r#"{"runId":"r1","slug":"nap","dueAt":"2026-12-06T12:00:00Z"}"#}]});
+        let records = Batch::of(&batch).unwrap().records;
+        let wake_up: WakeUp = serde_json::from_str(&records[0].body).unwrap();
+        assert_eq!(
+            (records[0].message_id.as_str(), wake_up.run_id.as_str()),
+            ("m1", "r1")
+        );
+        let event = json!({"detail-type": "executionStarted", "source": "spellcast",
+            "detail": {"runId": "r1", "slug": "nap"}});
+        assert!(Batch::of(&event).is_none());
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub struct Settings {
     pub outputs_bucket: Option<String>,
     /// The webhooks queue (`SPELLCAST_WEBHOOKS_QUEUE_URL`; the webhooks function).
     pub webhooks_queue_url: Option<String>,
+    /// The wake-ups queue of durable waits (`SPELLCAST_WAKE_UPS_QUEUE_URL`; the runner). Without
+    /// it a due wait is sent on by the every-minute recovery tick.
+    pub wake_ups_queue_url: Option<String>,
     /// A PEM file of certificate authorities trusted for webhook receivers besides the public
     /// ones (`SPELLCAST_WEBHOOK_CA_FILE`; the webhooks function).
     pub webhook_ca_file: Option<String>,
@@ -149,6 +152,7 @@ impl Settings {
             event_bus: required("SPELLCAST_EVENT_BUS")?,
             outputs_bucket: var("SPELLCAST_OUTPUTS_BUCKET"),
             webhooks_queue_url: var("SPELLCAST_WEBHOOKS_QUEUE_URL"),
+            wake_ups_queue_url: var("SPELLCAST_WAKE_UPS_QUEUE_URL"),
             webhook_ca_file: var("SPELLCAST_WEBHOOK_CA_FILE"),
             public_url: var("SPELLCAST_PUBLIC_URL").unwrap_or_default(),
             token_secret,

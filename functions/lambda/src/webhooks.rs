@@ -13,24 +13,36 @@ use serde_json::{json, Value};
 use spellcast_application::delivering::Next;
 use spellcast_application::ports::WebhookSender;
 use spellcast_application::App;
-use spellcast_aws::WebhookQueue;
+use spellcast_aws::DelayQueue;
 use spellcast_domain::ids::RunId;
 
 use crate::emf;
 
-/// An SQS batch as Lambda hands it over.
+/// An SQS batch as Lambda hands it over (the webhooks queue's, the wake-ups queue's).
 #[derive(Debug, Deserialize)]
-struct Batch {
+pub(crate) struct Batch {
+    /// Its messages.
     #[serde(rename = "Records", default)]
-    records: Vec<Message>,
+    pub records: Vec<Message>,
 }
 
+/// One message of a batch.
 #[derive(Debug, Deserialize)]
-struct Message {
+pub(crate) struct Message {
+    /// What a batch item failure names.
     #[serde(rename = "messageId")]
-    message_id: String,
+    pub message_id: String,
+    /// Its body.
     #[serde(default)]
-    body: String,
+    pub body: String,
+}
+
+impl Batch {
+    /// The batch `event` is, if it is one (it has `Records`).
+    pub fn of(event: &Value) -> Option<Batch> {
+        event.get("Records")?;
+        Batch::deserialize(event).ok()
+    }
 }
 
 /// Which delivery a message names.
@@ -56,7 +68,7 @@ fn named(body: &str) -> Option<Named> {
 pub async fn webhook_batch(
     app: &App,
     sender: &dyn WebhookSender,
-    queue: &WebhookQueue,
+    queue: &DelayQueue,
     event: Value,
 ) -> Result<Value, Error> {
     let batch: Batch = serde_json::from_value(event)?;
@@ -96,7 +108,7 @@ where
 async fn handle(
     app: &App,
     delivering: &spellcast_application::delivering::Delivering<'_>,
-    queue: &WebhookQueue,
+    queue: &DelayQueue,
     message: Message,
 ) -> Option<Value> {
     let Some(named) = named(&message.body) else {
@@ -112,7 +124,7 @@ async fn handle(
         Ok(Next::At(at)) => {
             let wait = (at - app.now()).to_std().unwrap_or_default();
             queue
-                .send(&named.run_id, &named.webhook_id, wait)
+                .send_webhook(&named.run_id, &named.webhook_id, wait)
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -135,7 +147,7 @@ async fn handle(
 pub async fn serve_webhooks(
     app: Arc<Api>,
     sender: Arc<dyn WebhookSender>,
-    queue: WebhookQueue,
+    queue: DelayQueue,
 ) -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (app, sender, queue) = (app.clone(), sender.clone(), queue.clone());

@@ -33,8 +33,14 @@ pub async fn runner(app: Arc<App>, mut executions: mpsc::UnboundedReceiver<Execu
     }
 }
 
-/// Publishes lost start events again and refunds stuck runs, every `period`.
+/// Sets the timers of the runs in a durable wait (this process's timers died with the last
+/// one), then publishes lost start events again and refunds stuck runs, every `period`.
 pub async fn sweeper(app: Arc<App>, period: Duration) {
+    match app.recovery().wake_waiting().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(waiting = n, "wake-ups of waiting runs set again"),
+        Err(e) => tracing::error!(error = %e, "wake-ups of waiting runs not set"),
+    }
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
