@@ -179,3 +179,104 @@ def test_a_run_canceled_while_it_waits_stops_at_once(start, catalog):
     time.sleep(4.5)  # past the wait: nothing wakes
     assert server.run(user["token"], cast["runId"])["status"] == "canceled"
     assert server.balance(user["token"]) == 1000 - inv["costPts"] + refund
+
+
+class Jobs:
+    """An endpoint that takes each job with `202 Accepted` (the asynchronous request-reply
+    pattern): the POST answers a status URL (`Location`) and `Retry-After: 1`; the first poll
+    answers 202 again with `Retry-After: 3`; the next one the job's result. `location` may send
+    the caller elsewhere."""
+
+    def __init__(self, location=None):
+        self.posts, self.polls = 0, []
+        jobs = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def answer(self, status, headers=(), body=b""):
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                jobs.posts += 1
+                self.rfile.read(int(self.headers["content-length"]))
+                where = location or f"/jobs/{jobs.posts}?ticket=secret-{jobs.posts}"
+                self.answer(202, [("location", where), ("retry-after", "1")])
+
+            def do_GET(self):
+                jobs.polls.append((self.path, time.monotonic()))
+                if sum(1 for p, _ in jobs.polls if p == self.path) == 1:
+                    self.answer(202, [("retry-after", "3")])
+                else:
+                    self.answer(200, [("content-type", "application/json")], b'{"answer": 42}')
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jobs"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def with_jobs(catalog, tmp_path, jobs):
+    spell = {
+        "slug": "job", "version": 1, "title": "Job", "summary": "s", "description": "d",
+        "timeoutSecs": 60, "inputs": {"type": "object"},
+        "steps": [{"id": "job", "title": "Do the job", "tool": "http", "with": {"endpoint": "jobs"}}],
+    }
+    (catalog / "job.json").write_text(json.dumps(spell))
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps({"http": {"jobs": {"url": jobs.url, "timeoutSecs": 10}}}))
+    return ("--data-dir", str(tmp_path / "data"), "--tools", str(tools), "--durable-wait-after-ms", "2000",
+            "--sweep-interval-ms", "200")
+
+
+def test_a_tool_that_asks_to_be_called_back_waits_durably_and_is_polled_across_a_restart(start, catalog, tmp_path):
+    """SPEC 8.2: an http endpoint that answers 202 Accepted is polled at its Location after its
+    Retry-After: a short wait in the runner (holding the run), a long one durable (nothing held;
+    the server killed meanwhile and started again); the job is posted once, its result is the
+    step's output, and the status URL (the deployer's) is never shown."""
+    jobs = Jobs()
+    args = with_jobs(catalog, tmp_path, jobs)
+    first = start(*args)
+    user = first.session(user_id="job-caster")
+    inv, cast = first.quote_and_cast(user["token"], "job", {})
+    deadline = time.monotonic() + 20
+    while not jobs.polls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the poll's 202 is taken: the long wait begins
+    snapshot = first.run(user["token"], cast["runId"])
+    assert snapshot["steps"][0]["status"] == "waiting" and snapshot["steps"][0]["until"], snapshot
+    first.kill()
+
+    second = start(*args)
+    run = second.wait_for_status(user["token"], cast["runId"], timeout=20)
+    assert run["status"] == "succeeded" and run["refundedPts"] == 0, run
+    assert [o["value"] for o in run["outputs"]] == [{"answer": 42}]
+    assert jobs.posts == 1, "the job is posted once; what follows are polls"
+    assert [p for p, _ in jobs.polls] == ["/jobs/1?ticket=secret-1"] * 2
+    assert jobs.polls[1][1] - jobs.polls[0][1] >= 3, "polled again after its Retry-After"
+    events = second.events(cast, inv["invoiceId"])
+    assert [e[0] for e in events] == list(range(1, len(events) + 1))
+    waits = [e[2]["until"] for e in events if e[1] == "stepUpdate" and e[2]["status"] == "waiting"]
+    assert len(waits) == 2, events
+    shown = json.dumps(events) + json.dumps(run)
+    assert "ticket" not in shown and "/jobs/1" not in shown
+    assert second.balance(user["token"]) == 1000 - inv["costPts"]
+
+
+def test_a_status_url_on_another_origin_fails_the_step_refunded(start, catalog, tmp_path):
+    """An endpoint may send its caller to poll itself only: a Location elsewhere (another host,
+    the cloud's metadata service) fails the step, refunded, and nothing is fetched there."""
+    jobs = Jobs(location="http://169.254.169.254/latest/meta-data/")
+    server = start(*with_jobs(catalog, tmp_path, jobs))
+    user = server.session(user_id="job-redirected")
+    inv, cast = server.quote_and_cast(user["token"], "job", {})
+    run = server.wait_for_status(user["token"], cast["runId"], timeout=20)
+    assert run["status"] == "failed" and run["refundedPts"] == inv["costPts"], run
+    assert "not on its own origin" in run["error"]["message"] and "169.254" not in run["error"]["message"]
+    assert jobs.posts == 1 and jobs.polls == []

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::ports::{Blobs, Clock, CostStore, StoreResult};
 use crate::run_log::RunLog;
-use crate::tools::{Progress, ToolCall, Toolbox};
+use crate::tools::{Progress, ToolCall, ToolResult, Toolbox};
 use spellcast_domain::catalog::Catalog;
 use spellcast_domain::ids::RunId;
 use spellcast_domain::prices::cost_key;
@@ -303,7 +303,7 @@ impl Runner<'_> {
                         Some(step.id.clone()),
                     ),
                     _ => {
-                        return self.wait(holding, &run, index, now + wait).await;
+                        return self.wait(holding, &run, index, now + wait, None).await;
                     }
                 };
                 let failed = matches!(change, RunChange::Fail { .. });
@@ -361,6 +361,12 @@ impl Runner<'_> {
                     run_id,
                     uploads: &run.uploads,
                     blobs: self.blobs,
+                    // Kept with the run: a runner that took the run over calls back too.
+                    call_back: run
+                        .call_back
+                        .as_ref()
+                        .filter(|c| c.index == index)
+                        .map(|c| &c.state),
                 };
                 let left = (deadline - self.clock.now()).to_std().unwrap_or_default();
                 // Inside the step: a tool that waits (a delay, a slow HTTP call, a model's
@@ -371,6 +377,53 @@ impl Runner<'_> {
                     why = self.interrupted(holding) => return self.interrupt(holding, why).await,
                 };
                 match result {
+                    Ok(Ok(ToolResult {
+                        call_back: Some(call_back),
+                        cost_pts,
+                        ..
+                    })) => {
+                        // Not done: called back after its wait, which is durable if long.
+                        spent += cost_pts;
+                        let now = self.clock.now();
+                        let after = chrono::Duration::from_std(call_back.after)
+                            .unwrap_or(chrono::Duration::MAX);
+                        let until = now.checked_add_signed(after).unwrap_or(deadline);
+                        if until >= deadline {
+                            let change = fail(
+                                "timed_out",
+                                "The step's tool asked to be called back after the run's deadline"
+                                    .to_owned(),
+                                Some(step.id.clone()),
+                            );
+                            return Ok(match holding.advance(change).await? {
+                                Some(run) => Execution::Ran(run.status),
+                                None => Execution::Skipped,
+                            });
+                        }
+                        if after >= self.durable_wait_after {
+                            return self
+                                .wait(holding, &run, index, until, Some(call_back.state))
+                                .await;
+                        }
+                        let change = RunChange::Wait {
+                            index,
+                            at: now,
+                            until,
+                            hold: true,
+                            call_back: Some(call_back.state),
+                        };
+                        match holding.advance(change).await? {
+                            None => return Ok(Execution::Skipped),
+                            Some(run) if run.status == RunStatus::Canceling => {
+                                return self.stop(holding).await
+                            }
+                            Some(_) => {}
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(call_back.after) => {}
+                            why = self.interrupted(holding) => return self.interrupt(holding, why).await,
+                        }
+                    }
                     Ok(Ok(result)) => break Ok(result),
                     Ok(Err(e)) if e.is_transient() && attempt < retry.attempts => {
                         spent += e.cost_pts();
@@ -497,18 +550,22 @@ impl Runner<'_> {
         })
     }
 
-    /// Lets the held run go while step `index` waits until `until`, and asks for a runner then.
+    /// Lets the held run go while step `index` waits until `until` (a durable wait, with what
+    /// its tool is to be called back with), and asks for a runner then.
     async fn wait(
         &self,
         holding: Holding<'_>,
         run: &Run,
         index: usize,
         until: chrono::DateTime<chrono::Utc>,
+        call_back: Option<Value>,
     ) -> StoreResult<Execution> {
         let change = RunChange::Wait {
             index,
             at: self.clock.now(),
             until,
+            hold: false,
+            call_back,
         };
         if holding.advance(change).await?.is_none() {
             return Ok(Execution::Skipped);
@@ -678,6 +735,7 @@ mod tests {
                 }],
                 cost_pts: 1,
                 usage: None,
+                call_back: None,
             })
         }
     }
@@ -1004,6 +1062,91 @@ mod tests {
             (StepStatus::Succeeded, None)
         );
         assert_eq!(f.balance("u"), 0);
+    }
+
+    /// A tool that asks to be called back after each of `afters` in turn, then answers, and
+    /// records what it was called with.
+    #[derive(Default)]
+    struct CallsBack {
+        afters: Vec<Duration>,
+        seen: Mutex<Vec<Option<Value>>>,
+    }
+
+    #[async_trait]
+    impl crate::tools::Tool for CallsBack {
+        async fn call(
+            &self,
+            call: ToolCall<'_>,
+            _progress: &dyn Progress,
+        ) -> Result<ToolResult, ToolError> {
+            let mut seen = self.seen.lock().unwrap();
+            seen.push(call.call_back.cloned());
+            let n = seen.len() - 1;
+            let call_back = self.afters.get(n).map(|after| crate::tools::CallBack {
+                after: *after,
+                state: json!({ "poll": n }),
+            });
+            Ok(ToolResult {
+                outputs: vec![],
+                cost_pts: 0,
+                usage: None,
+                call_back,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tool_that_asks_to_be_called_back_is_called_back_with_its_state() {
+        let f = Fixture::new(spellcast_domain::testing::catalog_of(json!([
+            {"id": "job", "title": "Job", "tool": "text.render", "with": {"template": "j"}}
+        ])));
+        let run = f.cast_run("u", json!({})).await;
+        // A short wait (held, in the runner), then one long enough to be durable.
+        let tool = Arc::new(CallsBack {
+            afters: vec![Duration::from_millis(10), Duration::from_secs(90)],
+            ..CallsBack::default()
+        });
+        let tools = Toolbox::default().with(ToolKind::TextRender, tool.clone());
+        let runner = f.runner(&tools);
+        assert_eq!(
+            runner.execute(&run.run_id).await.unwrap(),
+            Execution::Waiting
+        );
+        let until = f.clock.now() + chrono::Duration::seconds(90);
+        assert_eq!(*f.bus.later.lock().unwrap(), [(run.run_id.clone(), until)]);
+        let waiting = f.store.with(|s| s.runs[&run.run_id].clone());
+        assert_eq!(waiting.steps[0].status, StepStatus::Waiting);
+        assert!(
+            waiting.lease_expired(f.clock.now()),
+            "a durable wait holds nothing"
+        );
+
+        f.clock.advance(chrono::Duration::seconds(91));
+        assert_eq!(
+            runner.wake_up(run.execution(), until, None).await.unwrap(),
+            Execution::Ran(RunStatus::Succeeded)
+        );
+        assert_eq!(
+            *tool.seen.lock().unwrap(),
+            [None, Some(json!({"poll": 0})), Some(json!({"poll": 1}))],
+            "each call gets what the one before left, across the durable wait"
+        );
+        let done = f.store.with(|s| s.runs[&run.run_id].clone());
+        assert_eq!((done.status, done.call_back), (RunStatus::Succeeded, None));
+        let waits: Vec<bool> = f.store.with(|s| {
+            s.events[&run.run_id]
+                .iter()
+                .filter_map(|e| match &e.body {
+                    EventBody::StepUpdate {
+                        status: StepStatus::Waiting,
+                        until,
+                        ..
+                    } => Some(until.is_some()),
+                    _ => None,
+                })
+                .collect()
+        });
+        assert_eq!(waits, [true, true], "both waits shown with their end");
     }
 
     #[tokio::test]

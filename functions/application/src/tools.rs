@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -25,6 +26,9 @@ pub struct ToolCall<'a> {
     pub uploads: &'a [spellcast_domain::uploads::RunUpload],
     /// Where their bytes are.
     pub blobs: &'a dyn crate::ports::Blobs,
+    /// What the tool left when it last asked to be called back ([`ToolResult::call_back`]):
+    /// none on a step's first call.
+    pub call_back: Option<&'a Value>,
 }
 
 /// What a successful call produced.
@@ -36,6 +40,30 @@ pub struct ToolResult {
     pub cost_pts: i64,
     /// What a model used, for a tool that calls one.
     pub usage: Option<Usage>,
+    /// Set when the tool is not done: it asks to be called again later (SPEC §8.2; an `http`
+    /// endpoint that answered `202 Accepted`). Its outputs are then empty.
+    pub call_back: Option<CallBack>,
+}
+
+impl ToolResult {
+    /// A finished call's result.
+    pub fn done(outputs: Vec<NewOutput>, cost_pts: i64) -> Self {
+        ToolResult {
+            outputs,
+            cost_pts,
+            usage: None,
+            call_back: None,
+        }
+    }
+}
+
+/// A tool's "call me back later": after `after`, with `state`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallBack {
+    /// How long to wait before the next call.
+    pub after: Duration,
+    /// What the next call is given (as [`ToolCall::call_back`]).
+    pub state: Value,
 }
 
 /// Why a call failed.

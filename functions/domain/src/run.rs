@@ -273,6 +273,11 @@ pub struct Run {
     /// The files it took as inputs, checked by the cast (SPEC §7.3).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub uploads: Vec<crate::uploads::RunUpload>,
+    /// What a step that asked to be called back left for its next call (SPEC §8.2): kept with
+    /// the run, so whichever runner makes that call has it; never shown (it may name a URL of
+    /// the deployer's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_back: Option<CallBackState>,
 }
 
 /// The data of a run event, tagged by its SSE event type.
@@ -437,6 +442,15 @@ pub struct RunEvent {
 }
 
 /// A change asked of a run.
+/// The state a tool left when it asked to be called back, for the step at `index`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallBackState {
+    /// Which step.
+    pub index: usize,
+    /// What the tool is called again with (for `http`, the status URL to poll).
+    pub state: Value,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunChange {
     /// The runner takes a queued run, and its lease.
@@ -461,8 +475,9 @@ pub enum RunChange {
     },
     /// The holder keeps its lease (through [`Run::apply_held`]); nothing else changes.
     Renew,
-    /// The holder lets the run go while a step waits (a durable wait): the step is `waiting`
-    /// until `until`, and no runner holds the run meanwhile.
+    /// A step waits: it is `waiting` until `until`. A durable wait (`hold` false) lets the run
+    /// go, and no runner holds it meanwhile; a short one keeps the holder's lease. A tool that
+    /// asked to be called back leaves its `call_back` state with the run.
     Wait {
         /// Which step.
         index: usize,
@@ -470,6 +485,10 @@ pub enum RunChange {
         at: DateTime<Utc>,
         /// When the wait ends.
         until: DateTime<Utc>,
+        /// Whether the holder keeps the run while it waits.
+        hold: bool,
+        /// What the step's tool is called again with, if it asked to be called back.
+        call_back: Option<Value>,
     },
     /// The holder lets the run go between steps (its invocation's time is running out): the
     /// next runner takes it over at once, at its next step.
@@ -642,6 +661,7 @@ impl Run {
             last_seq: 0,
             webhook: None,
             uploads: Vec::new(),
+            call_back: None,
         }
     }
 
@@ -715,7 +735,10 @@ impl Run {
         if self.lease_fence != lease.fence {
             return Err(self.refuse("another runner holds the run"));
         }
-        let renews = !matches!(change, RunChange::Release { .. } | RunChange::Wait { .. });
+        let renews = !matches!(
+            change,
+            RunChange::Release { .. } | RunChange::Wait { hold: false, .. }
+        );
         let applied = self.apply(change)?;
         if renews && !self.status.is_terminal() {
             self.lease_until = Some(lease.until);
@@ -816,6 +839,12 @@ impl Run {
                     shown.push(output);
                 }
                 let progress = progress.clamp(0.0, 1.0);
+                if status != StepStatus::Running
+                    && self.call_back.as_ref().is_some_and(|c| c.index == index)
+                {
+                    // The tool answered at last: nothing is left to call back.
+                    self.call_back = None;
+                }
                 let step = &mut self.steps[index];
                 step.status = status;
                 step.until = None;
@@ -880,8 +909,11 @@ impl Run {
                         delivery: None,
                     });
                 };
+                // A step whose tool asked to be called back is repeated by calling it back (a
+                // poll), whatever its tool.
+                let calling_back = self.call_back.as_ref().is_some_and(|c| c.index == index);
                 let step = &mut self.steps[index];
-                if !repeatable.get(index).copied().unwrap_or(false) {
+                if !calling_back && !repeatable.get(index).copied().unwrap_or(false) {
                     let step_id = Some(step.id.clone());
                     return self.apply(RunChange::Fail {
                         at,
@@ -926,7 +958,13 @@ impl Run {
                     delivery: None,
                 });
             }
-            RunChange::Wait { index, at, until } => {
+            RunChange::Wait {
+                index,
+                at,
+                until,
+                hold,
+                call_back,
+            } => {
                 if self.status != RunStatus::Running {
                     return Err(self.refuse("only a running run waits"));
                 }
@@ -941,8 +979,13 @@ impl Run {
                 step.until = Some(until);
                 step.progress = 0.0;
                 step.message = None;
-                // Nobody holds the run while it waits; whoever is sent when it is due takes it.
-                self.lease_until = Some(at);
+                if let Some(state) = call_back {
+                    self.call_back = Some(CallBackState { index, state });
+                }
+                if !hold {
+                    // Nobody holds the run while it waits; whoever is sent when due takes it.
+                    self.lease_until = Some(at);
+                }
                 EventBody::StepUpdate {
                     run_id: self.run_id.clone(),
                     step_id: step.id.clone(),
@@ -1223,6 +1266,62 @@ mod tests {
         assert_eq!(event.seq, 4);
         assert!(event.body.is_terminal());
         assert_eq!(run.status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_call_back_is_kept_hidden_with_the_run_repeats_its_step_and_goes_when_answered() {
+        let mut run = queued_run();
+        let now = Utc::now();
+        let secs = |s: i64| now + chrono::Duration::seconds(s);
+        run.apply(RunChange::Start {
+            at: now,
+            deadline: secs(600),
+            lease_until: secs(30),
+        })
+        .unwrap();
+        let lease = Lease {
+            fence: run.lease_fence,
+            until: secs(40),
+        };
+        let poll = serde_json::json!({"poll": "https://jobs.example/1?key=k"});
+        // A short wait keeps the holder's lease (renewed, even), a long one lets the run go.
+        let wait = |hold, until| RunChange::Wait {
+            index: 0,
+            at: now,
+            until,
+            hold,
+            call_back: Some(poll.clone()),
+        };
+        run.apply_held(lease, wait(true, secs(2))).unwrap();
+        assert_eq!(run.lease_until, Some(secs(40)));
+        assert_eq!(
+            run.call_back.as_ref().map(|c| (c.index, &c.state)),
+            Some((0, &poll))
+        );
+        assert!(
+            !run.snapshot().to_string().contains("jobs.example"),
+            "never shown"
+        );
+        run.apply_held(lease, wait(false, secs(90))).unwrap();
+        assert!(run.lease_expired(now));
+        // Its runner lost while polling (the step `running` again): the poll is repeated,
+        // though the step's tool is not safe to repeat.
+        run.steps[0].status = StepStatus::Running;
+        run.steps[0].until = None;
+        let resumed = run
+            .apply(RunChange::Resume {
+                at: secs(91),
+                lease_until: secs(121),
+                repeatable: vec![false, false],
+            })
+            .unwrap();
+        assert!(matches!(
+            resumed.event.unwrap().body,
+            EventBody::StepUpdate { resumed: true, .. }
+        ));
+        assert_eq!(run.status, RunStatus::Running);
+        run.apply(step(0, StepStatus::Succeeded, vec![])).unwrap();
+        assert_eq!(run.call_back, None, "answered: nothing left to call back");
     }
 
     #[test]

@@ -52,5 +52,6 @@ pub fn queued_run() -> Run {
         last_seq: 0,
         webhook: None,
         uploads: Vec::new(),
+        call_back: None,
     }
 }

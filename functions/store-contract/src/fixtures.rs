@@ -75,6 +75,7 @@ pub fn queued_run(user: &str, invoice_id: &InvoiceId, steps: &[&str]) -> Run {
         last_seq: 0,
         webhook: None,
         uploads: Vec::new(),
+        call_back: None,
     }
 }
 

@@ -39,6 +39,7 @@ impl Tool for Delay {
             outputs: vec![],
             cost_pts: ToolKind::TimeDelay.nominal_cost(call.params),
             usage: None,
+            call_back: None,
         })
     }
 }
@@ -60,6 +61,7 @@ mod tests {
             run_id: &"r".into(),
             uploads: &[],
             blobs: &crate::testing::Files::default(),
+            call_back: None,
         };
         let out = Delay.call(call, &seen).await.unwrap();
         assert_eq!(*seen.0.lock().unwrap(), vec![0.25, 0.5, 0.75, 1.0]);

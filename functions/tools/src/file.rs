@@ -26,6 +26,7 @@ impl Tool for FileShow {
                 outputs: vec![],
                 cost_pts: 1,
                 usage: None,
+                call_back: None,
             });
         };
         let key = upload.key();
@@ -66,6 +67,7 @@ impl Tool for FileShow {
             ],
             cost_pts: 1,
             usage: None,
+            call_back: None,
         })
     }
 }
@@ -98,6 +100,7 @@ mod tests {
             run_id: &"r".into(),
             uploads: &uploads,
             blobs: &files,
+            call_back: None,
         };
         let out = FileShow.call(call, &Recorded::default()).await.unwrap();
         assert_eq!(out.outputs[0].kind, OutputKind::Image);
@@ -120,6 +123,7 @@ mod tests {
             run_id: &"r".into(),
             uploads: &uploads,
             blobs: &gone,
+            call_back: None,
         };
         let err = FileShow.call(call, &Recorded::default()).await.unwrap_err();
         assert!(err.to_string().contains("gone"), "{err}");

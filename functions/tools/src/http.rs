@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 #[cfg(test)]
 use spellcast_application::tool_config::parse_endpoints;
 use spellcast_application::tool_config::{check_url, HttpEndpoint};
-use spellcast_application::tools::{Progress, Tool, ToolCall, ToolError, ToolResult};
+use spellcast_application::tools::{CallBack, Progress, Tool, ToolCall, ToolError, ToolResult};
 use spellcast_domain::catalog::STEPS;
 use spellcast_domain::tool_kinds::{str_param, ToolKind};
 
@@ -75,7 +75,6 @@ impl Tool for HttpTool {
             .endpoints
             .get(name)
             .ok_or_else(|| ToolError::Failed(format!("endpoint `{name}` is not configured")))?;
-        progress.report(0.1, Some(format!("Calling {name}"))).await;
         // The inputs as cast, and the step's parameters with their templates (references to
         // earlier steps included) rendered.
         let mut inputs = call.context.clone();
@@ -83,15 +82,35 @@ impl Tool for HttpTool {
             map.remove(STEPS);
         }
         let params = crate::text::render_strings(call.params, call.context)?;
-        let mut response = self
-            .client
-            .post(endpoint.url.clone())
+        let polled = call
+            .call_back
+            .and_then(|state| state.get(POLL))
+            .and_then(Value::as_str)
+            .map(|url| same_origin(name, endpoint, url))
+            .transpose()?;
+        let doing = if polled.is_some() {
+            "Checking on"
+        } else {
+            "Calling"
+        };
+        progress.report(0.1, Some(format!("{doing} {name}"))).await;
+        let request = match &polled {
+            // Called back: how is the job the endpoint accepted getting on?
+            Some(url) => self.client.get(url.clone()),
+            None => self
+                .client
+                .post(endpoint.url.clone())
+                .json(&json!({"runId": call.run_id, "inputs": inputs, "params": params})),
+        };
+        let mut response = request
             .timeout(endpoint.timeout)
-            .json(&json!({"runId": call.run_id, "inputs": inputs, "params": params}))
             .send()
             .await
             .map_err(|e| failed(name, e))?;
         let status = response.status();
+        if status == reqwest::StatusCode::ACCEPTED {
+            return accepted(name, endpoint, &response, polled);
+        }
         if !status.is_success() {
             let message = format!("{name} answered {status}");
             return Err(if status.as_u16() == 429 || status.is_server_error() {
@@ -117,7 +136,70 @@ impl Tool for HttpTool {
             outputs: vec![json_output(&call, value)?],
             cost_pts: ToolKind::Http.nominal_cost(call.params),
             usage: None,
+            call_back: None,
         })
+    }
+}
+
+/// The key of the status URL in the state an `http` step leaves when its endpoint accepted a
+/// job to finish later.
+const POLL: &str = "poll";
+/// How long to wait before polling when a `202 Accepted` names no `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
+/// The longest `Retry-After` taken (a day, as the longest durable wait).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// A `202 Accepted` (the asynchronous request-reply pattern): the endpoint took the job and
+/// says where its status is (`Location`, else where it was polled) and when to look
+/// (`Retry-After`, in seconds). The step is called back then, to poll that URL.
+fn accepted(
+    name: &str,
+    endpoint: &Endpoint,
+    response: &reqwest::Response,
+    polled: Option<url::Url>,
+) -> Result<ToolResult, ToolError> {
+    let header = |h: reqwest::header::HeaderName| {
+        response
+            .headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let poll = match header(reqwest::header::LOCATION) {
+        Some(location) => {
+            let url = response.url().join(location).map_err(|_| {
+                ToolError::Failed(format!("{name} answered 202 with a bad Location"))
+            })?;
+            same_origin(name, endpoint, url.as_str())?
+        }
+        None => polled.ok_or_else(|| {
+            ToolError::Failed(format!("{name} answered 202 with no Location to poll"))
+        })?,
+    };
+    let after = header(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(DEFAULT_RETRY_AFTER, Duration::from_secs)
+        .min(MAX_RETRY_AFTER);
+    Ok(ToolResult {
+        outputs: vec![],
+        // The step's price is paid once, by its result.
+        cost_pts: 0,
+        usage: None,
+        call_back: Some(CallBack {
+            after,
+            state: json!({ POLL: poll.as_str() }),
+        }),
+    })
+}
+
+/// `url` if it is on the endpoint's origin (scheme, host and port): an endpoint may send its
+/// caller to poll itself, nowhere else (not another host, not the cloud's metadata service).
+fn same_origin(name: &str, endpoint: &Endpoint, url: &str) -> Result<url::Url, ToolError> {
+    match url::Url::parse(url) {
+        Ok(url) if url.origin() == endpoint.url.origin() => Ok(url),
+        _ => Err(ToolError::Failed(format!(
+            "{name}: the status URL it gave is not on its own origin"
+        ))),
     }
 }
 
@@ -156,6 +238,7 @@ mod tests {
             run_id: &"r".into(),
             uploads: &[],
             blobs: &crate::testing::Files::default(),
+            call_back: None,
         };
         let Err(error) = tool.call(call, &crate::testing::Recorded::default()).await else {
             panic!("a refused connection fails the attempt")

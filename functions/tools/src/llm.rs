@@ -246,6 +246,7 @@ impl Tool for LlmTool {
                 }],
                 cost_pts,
                 usage: Some(usage),
+                call_back: None,
             }),
         }
     }

@@ -46,6 +46,7 @@ impl Tool for SigilImage {
             }],
             cost_pts: 5,
             usage: None,
+            call_back: None,
         })
     }
 }

@@ -37,6 +37,7 @@ impl Tool for TextRender {
             }],
             cost_pts,
             usage: None,
+            call_back: None,
         })
     }
 }
@@ -100,6 +101,7 @@ impl Tool for JsonRender {
             outputs: vec![json_output(&call, value)?],
             cost_pts: 1,
             usage: None,
+            call_back: None,
         })
     }
 }
@@ -120,6 +122,7 @@ mod tests {
             run_id: &"r".into(),
             uploads: &[],
             blobs: &crate::testing::Files::default(),
+            call_back: None,
         };
         let out = TextRender.call(call, &Recorded::default()).await.unwrap();
         assert_eq!(out.outputs[0].value, Some(json!("Hello, <b>Ada</b>!")));
@@ -131,6 +134,7 @@ mod tests {
             run_id: &"r".into(),
             uploads: &[],
             blobs: &crate::testing::Files::default(),
+            call_back: None,
         };
         assert_eq!(
             TextRender
@@ -152,6 +156,7 @@ mod tests {
             run_id: &"r".into(),
             uploads: &[],
             blobs: &crate::testing::Files::default(),
+            call_back: None,
         };
         let out = JsonRender.call(call, &Recorded::default()).await.unwrap();
         assert_eq!(
