@@ -530,10 +530,12 @@ def receive_wake_up(aws, queue, run_id, timeout=30):
     raise AssertionError(f"no wake-up for {run_id} reached the queue")
 
 
-def relay(emulator, aws, deployment, cast, auth):
+def relay(emulator, aws, deployment, cast, auth, while_waiting=None):
     """Plays the runner's event sources until the run ends: its executionStarted events (the
     rule) and its wake-ups (the wake-ups queue, whose messages moto holds back for their delay):
-    [(seconds the invocation took, its answer)]; a wake-up's answer is {"lateBy": seconds}."""
+    [(seconds the invocation took, its answer)]; a wake-up's answer is {"lateBy": seconds}.
+    `while_waiting(emulator)`, if given, is called once the run waits and returns the emulator
+    to go on with (a fresh one: the wait crosses a restart)."""
     invocations = []
     event = receive_execution(aws, deployment["queue"], cast["runId"])
     for _ in range(30):
@@ -544,6 +546,8 @@ def relay(emulator, aws, deployment, cast, auth):
         if "status" in r.json():
             return invocations
         if r.json().get("waiting"):
+            if while_waiting is not None:
+                emulator = while_waiting(emulator)
             body, late = receive_wake_up(aws, deployment["wake_ups"], cast["runId"])
             began = time.monotonic()
             r = emulator.invoke("runner", sqs_event(body))
@@ -581,6 +585,36 @@ def test_a_run_crosses_many_runner_invocations_and_a_durable_wait(deployment, aw
     assert [s for s, _ in read] == ["waiting", "succeeded"] and read[0][1], read
     snapshot = durable.http.get(durable.url_of("runs", f"/api/v1/runs/{cast['runId']}"), headers=auth).json()
     assert snapshot["refundedPts"] == 0 and len(snapshot["outputs"]) == 2
+
+
+def test_a_durable_wait_crosses_a_restart_of_every_function(deployment, aws):
+    """SPEC 8.2 on AWS: while a run waits nothing holds it, so every execution environment may
+    go (the emulator stopped, all its processes with it); the wake-up, on the queue, reaches a
+    fresh runner when due, which takes the run on to the end."""
+    _, token = funded_user(deployment["local"])
+    auth = {"authorization": f"Bearer {token}"}
+    first = durable_emulator(deployment, "lambda-emulator-before-wait.log")
+    fresh = []
+
+    def restart(emulator):
+        emulator.stop()
+        fresh.append(durable_emulator(deployment, "lambda-emulator-after-wait.log"))
+        return fresh[0]
+
+    try:
+        invoice, cast = quote_and_cast(first, auth, "slow-scroll", {"topic": "restart"})
+        answers = [a for _, a in relay(first, aws, deployment, cast, auth, while_waiting=restart)]
+        assert answers[-1]["status"] == "succeeded" and fresh, answers
+        # Woken after the restart, however long that took: never before it was due.
+        assert [a["lateBy"] >= 0 for a in answers if "lateBy" in a] == [True], answers
+        events = read_stream(fresh[0], cast, invoice["invoiceId"])
+        assert [e[0] for e in events] == list(range(1, len(events) + 1))
+        read = [e[2]["status"] for e in events if e[1] == "stepUpdate" and e[2]["stepId"] == "read"]
+        assert read == ["waiting", "succeeded"], read
+    finally:
+        first.stop()
+        for emulator in fresh:
+            emulator.stop()
 
 
 def runner_pids(marker):
