@@ -28,6 +28,7 @@ from httpx_sse import connect_sse
 from standardwebhooks.webhooks import Webhook
 
 from conftest import OUT, ROOT, ON_DYNAMODB, SESSION, TOKEN_SECRET, WEBHOOK_SECRET, Server
+from lambda_first_events import FIRST_EVENTS, FUNCTIONS, function_env
 from oidc_provider import CLIENT_ID, Provider, make_key
 
 pytestmark = pytest.mark.skipif(not ON_DYNAMODB, reason="the functions need DynamoDB and EventBridge: "
@@ -679,6 +680,61 @@ def test_a_runner_function_killed_mid_step_is_resumed_through_the_recovery_tick(
         assert snapshot["status"] == "succeeded" and snapshot["refundedPts"] == 0
     finally:
         fresh.stop()
+
+
+def test_every_function_starts_and_answers_as_scripts_bench_lambda_starts_it(deployment):
+    """scripts/bench-lambda times each function from its start to its first answer, started on
+    its own with `lambda_first_events`' environment under `cargo lambda watch --only-lambda-apis`:
+    here every function of the template is started that way (debug builds) and answers its first
+    event — not a crash at start, not a 5xx — so the benchmark cannot stop running unseen."""
+    template = (ROOT / "infra" / "template.yaml").read_text()
+    binaries = sorted(line.split("Binary:")[1].strip() for line in template.splitlines() if "Binary:" in line)
+    assert sorted(FUNCTIONS) == binaries and sorted(FIRST_EVENTS) == binaries
+    rt = free_port()
+    emulator = subprocess.Popen([cargo_lambda(), "lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1",
+                                 "-P", str(rt)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/spellcast-target"))
+    env = function_env({k: v for k, v in os.environ.items() if not k.startswith("SPELLCAST_")},
+                       f"http://127.0.0.1:{rt}/.rt", deployment["name"])
+    answered = {}
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", rt), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        for name in FUNCTIONS:
+            log = open(OUT / f"bench-env-{name}.log", "wb")
+            function = subprocess.Popen([str(target / "debug" / name)], env=env, stdout=log, stderr=log)
+            try:
+                got = []
+                call = threading.Thread(target=lambda: got.append(httpx.post(
+                    f"http://127.0.0.1:{rt}/2015-03-31/functions/_/invocations", json=FIRST_EVENTS[name],
+                    timeout=60)), daemon=True)
+                call.start()
+                while call.is_alive() and function.poll() is None:
+                    call.join(0.05)
+                # A function that exits at start leaves its invocation waiting in the emulator.
+                assert got, f"{name} exited at start ({function.poll()}): {pathlib.Path(log.name).read_text()[-2000:]}"
+                r = got[0]
+                answered[name] = r.status_code
+                assert r.status_code < 500, (name, r.status_code, r.text)
+                try:
+                    answer = r.json()
+                except ValueError:
+                    answer = None  # the stream's answer is streamed: its status is the HTTP one
+                if isinstance(answer, dict) and "statusCode" in answer:  # an HTTP function's
+                    assert answer["statusCode"] < 500, (name, r.text)
+            finally:
+                function.kill()
+                function.wait()
+                log.close()
+    finally:
+        os.killpg(emulator.pid, 15)
+        emulator.wait(10)
+    assert sorted(answered) == binaries
 
 
 def test_each_function_answers_only_for_its_own_endpoints(deployment):
