@@ -138,6 +138,24 @@ def test_the_table_is_on_demand_with_ttl(template):
         assert t["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
 
 
+def test_the_tables_index_is_the_codes_keys_only_and_the_sweep_may_read_what_it_names(template):
+    """The template's table has the index the store queries (name and keys as in
+    `DynamoStore::create_table`), holding keys only (scripts/bench-cost: a run head's copy in an
+    index with everything was written with every event); the stats function, which sweeps,
+    may query it and read the items it names in batches."""
+    table = next(r for r in template["Resources"].values() if r["Type"] == "AWS::DynamoDB::Table")
+    (index,) = table["Properties"]["GlobalSecondaryIndexes"]
+    dynamo_rs = (ROOT / "functions" / "aws" / "src" / "dynamo.rs").read_text()
+    assert f'const UNFINISHED_INDEX: &str = "{index["IndexName"]}";' in dynamo_rs
+    assert "ProjectionType::KeysOnly" in dynamo_rs and index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    assert [k["AttributeName"] for k in index["KeySchema"]] == ["unfinished", "createdAt"]
+    by_binary = {fn["Metadata"]["BuildProperties"]["Binary"]: fn for fn in functions(template).values()}
+    reads = next(st for p in by_binary["stats"]["Properties"]["Policies"] for st in p["Statement"]
+                 if "dynamodb:Query" in st["Action"])
+    assert "dynamodb:BatchGetItem" in reads["Action"]
+    assert {"Sub": "${Table.Arn}/index/" + index["IndexName"]} in reads["Resource"]
+
+
 def test_cloudfront_caches_what_it_should_and_nothing_else(template):
     dist = next(r for r in template["Resources"].values() if r["Type"] == "AWS::CloudFront::Distribution")
     behaviours = {b["PathPattern"]: b for b in dist["Properties"]["DistributionConfig"]["CacheBehaviors"]}

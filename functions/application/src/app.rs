@@ -38,6 +38,10 @@ pub struct Config {
     /// A `time.delay` at least this long is a durable wait (SPEC §8.2): nothing stays alive to
     /// wait it out.
     pub durable_wait_after: chrono::Duration,
+    /// A step's progress is written at most this often (its first report always is): every tick
+    /// is a write of the run, which on DynamoDB is its costliest part (issue 25,
+    /// `scripts/bench-cost`). Zero writes every tick.
+    pub progress_every: Duration,
     /// The stats webhook's HMAC secret; without one the webhook refuses every call.
     pub webhook_secret: Option<Vec<u8>>,
     /// Rate limits per user.
@@ -91,6 +95,7 @@ impl Config {
             republish_after: chrono::Duration::milliseconds(Self::REPUBLISH_AFTER_MS as i64),
             lease: chrono::Duration::milliseconds(Self::LEASE_MS as i64),
             durable_wait_after: chrono::Duration::milliseconds(Self::DURABLE_WAIT_AFTER_MS as i64),
+            progress_every: Duration::ZERO,
             webhook_secret: None,
             limits: Limits::default(),
             streams_per_user: StreamCaps::PER_USER,
@@ -318,6 +323,7 @@ impl App {
             clock: self.clock.as_ref(),
             lease: self.config.lease,
             durable_wait_after: self.config.durable_wait_after,
+            progress_every: self.config.progress_every,
         }
     }
 

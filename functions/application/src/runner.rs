@@ -57,6 +57,8 @@ pub struct Runner<'a> {
     pub lease: chrono::Duration,
     /// A wait at least this long is durable (SPEC §8.2): the runner lets the run go meanwhile.
     pub durable_wait_after: chrono::Duration,
+    /// A step's progress is written at most this often (its first report always is).
+    pub progress_every: Duration,
 }
 
 /// A runner's hold on one run: every change it makes goes through here, fenced by the lease it
@@ -93,11 +95,15 @@ enum Interruption {
     Lost,
 }
 
-/// Reports a tool's progress as `stepUpdate` events, skipping reports that change nothing.
+/// Reports a tool's progress as `stepUpdate` events, skipping reports that change nothing and,
+/// after the step's first, any within `every` of the last one written (the step's next real
+/// change shows where it got to).
 struct StepProgress<'a> {
     holding: Holding<'a>,
     index: usize,
-    last: Mutex<f64>,
+    every: Duration,
+    /// The last fraction written, and when.
+    last: Mutex<(f64, Option<std::time::Instant>)>,
 }
 
 #[async_trait]
@@ -108,10 +114,13 @@ impl Progress for StepProgress<'_> {
             let Ok(mut last) = self.last.lock() else {
                 return;
             };
-            if fraction <= *last && message.is_none() {
+            let (written, at) = *last;
+            let now = std::time::Instant::now();
+            let too_soon = at.is_some_and(|at| now.duration_since(at) < self.every);
+            if too_soon || (message.is_none() && fraction <= written) {
                 return;
             }
-            *last = fraction;
+            *last = (fraction, Some(now));
         }
         let change = RunChange::Step {
             index: self.index,
@@ -350,7 +359,8 @@ impl Runner<'_> {
                 let progress = StepProgress {
                     holding,
                     index,
-                    last: Mutex::new(0.0),
+                    every: self.progress_every,
+                    last: Mutex::new((0.0, None)),
                 };
                 // The references are read from the run as stored (SPEC §7.1).
                 let files = self.stored_texts(&run, index).await?;
@@ -1147,6 +1157,64 @@ mod tests {
                 .collect()
         });
         assert_eq!(waits, [true, true], "both waits shown with their end");
+    }
+
+    /// A tool that reports progress: a message, then `ticks` fractions, then a message.
+    struct Ticks(usize);
+
+    #[async_trait]
+    impl crate::tools::Tool for Ticks {
+        async fn call(
+            &self,
+            _call: ToolCall<'_>,
+            progress: &dyn Progress,
+        ) -> Result<ToolResult, ToolError> {
+            progress.report(0.0, Some("begun".into())).await;
+            for tick in 1..=self.0 {
+                progress
+                    .report(tick as f64 / (self.0 + 1) as f64, None)
+                    .await;
+            }
+            progress.report(0.99, Some("nearly".into())).await;
+            Ok(ToolResult::done(vec![], 0))
+        }
+    }
+
+    #[tokio::test]
+    async fn progress_is_written_at_most_once_per_period() {
+        let f = Fixture::new(spellcast_domain::testing::catalog_of(json!([
+            {"id": "t", "title": "T", "tool": "text.render", "with": {"template": "t"}}
+        ])));
+        let tools = Toolbox::default().with(ToolKind::TextRender, Arc::new(Ticks(10)));
+        let (f, tools) = (&f, &tools);
+        let ticks = |every: Duration| async move {
+            let run = f.cast_run("u", json!({})).await;
+            let mut runner = f.runner(tools);
+            runner.progress_every = every;
+            runner.execute(&run.run_id).await.unwrap();
+            f.store.with(|s| {
+                s.events[&run.run_id]
+                    .iter()
+                    .filter_map(|e| match &e.body {
+                        EventBody::StepUpdate {
+                            status: StepStatus::Running,
+                            message,
+                            ..
+                        } => Some(message.clone()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        // Every tick locally; on Lambda (a period) the first report and nothing more within the
+        // period: the step's success shows where it got to.
+        assert_eq!(ticks(Duration::ZERO).await.len(), 1 + 1 + 10 + 1);
+        let quiet = ticks(Duration::from_secs(3600)).await;
+        assert_eq!(
+            quiet,
+            [None, Some("begun".into())],
+            "the step's start, then its first report only"
+        );
     }
 
     #[tokio::test]

@@ -627,6 +627,7 @@ impl Fixture {
             clock: &self.clock,
             lease: chrono::Duration::seconds(Self::LEASE_SECS),
             durable_wait_after: chrono::Duration::seconds(Self::DURABLE_WAIT_AFTER_SECS),
+            progress_every: Duration::ZERO,
         }
     }
 

@@ -25,12 +25,15 @@
 //! | rate counter    | `RATE#{limit}#{subject}` | `{window start}` | `hits` (ADD); `ttl` when the window ends        |
 //! | open streams    | `STREAMS#USER#{user}` / `STREAMS#RUN#{runId}` | `OPEN` | `open` count, conditional `< cap`; `leaseUntil`; `ttl` |
 //!
-//! Global secondary index `unfinished` (pk `unfinished`, sk `createdAt`, projection ALL) is sparse:
-//! only the heads of queued and running runs carry `unfinished` — a shard `u00`..`u15` from a
-//! hash of the run id, so casts and finishes spread over 16 index partitions rather than one hot
-//! key — and recovery reads exactly those, one query per shard. Pending webhook deliveries use the
-//! same index under their own shards (`h00`..`h15`), so the sweep finds the ones whose queue
-//! message was lost.
+//! Global secondary index `unfinished-keys` (pk `unfinished`, sk `createdAt`, projection
+//! KEYS_ONLY) is sparse: only the heads of queued and running runs carry `unfinished` — a shard
+//! `u00`..`u15` from a hash of the run id, so casts and finishes spread over 16 index partitions
+//! rather than one hot key — and recovery reads exactly those, one query per shard, then the
+//! items by key (`BatchGetItem`). Keys only: a run's every event rewrites its head, and an index
+//! holding the whole head was written with it each time (a write request unit or two per event,
+//! measured by `scripts/bench-cost`); with keys only the index is written when a run enters it
+//! and when it leaves. Pending webhook deliveries use the same index under their own shards
+//! (`h00`..`h15`), so the sweep finds the ones whose queue message was lost.
 //!
 //! # Capacity per operation (on-demand; transactional writes cost 2 WCU per KB of each item,
 //! strongly consistent reads 1 RCU per 4 KB)
@@ -43,7 +46,7 @@
 //! | step with outputs    | as above                                | + body rewrite (2 WCU per KB) + output files (2 WCU per KB) |
 //! | finish / fail        | as above                                | head + event (+ refund: balance, ledger): 4-8 WCU   |
 //! | stream page          | events query 1 RCU per 4 KB             | open-stream counters: 4 WCU to take, 2 to give back |
-//! | recovery sweep       | 16 index queries (0.5 RCU each when empty) | only for lost or stuck runs                      |
+//! | recovery sweep       | 16 index queries (0.5 RCU each when empty), then the heads by key (0.5 RCU each) | only for lost or stuck runs |
 //!
 //! Access patterns: balance and invoice by key (strongly consistent reads); ledger page by query on
 //! `LEDGER#{user}` descending; run events after a seq by strongly consistent query (the stream);
@@ -68,8 +71,8 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue as Av, BillingMode, Delete, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem, Update,
+    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
@@ -93,8 +96,10 @@ use spellcast_domain::webhooks::{Attempt, Delivery, WebhookSecret};
 
 type Item = HashMap<String, Av>;
 
-/// The sparse index of unfinished runs.
-const UNFINISHED_INDEX: &str = "unfinished";
+/// The sparse index of unfinished runs and pending deliveries (keys only).
+const UNFINISHED_INDEX: &str = "unfinished-keys";
+/// Most keys one `BatchGetItem` takes.
+const BATCH_GET: usize = 100;
 /// How often a transaction is tried before giving up (conflicts between writers).
 const ATTEMPTS: u32 = 12;
 /// How often a transaction that timed out or was throttled is sent (the SDK's own retries
@@ -242,7 +247,7 @@ impl DynamoStore {
             .key_schema(schema("createdAt", KeyType::Range).map_err(err)?)
             .projection(
                 Projection::builder()
-                    .projection_type(ProjectionType::All)
+                    .projection_type(ProjectionType::KeysOnly)
                     .build(),
             )
             .build()
@@ -476,11 +481,60 @@ impl DynamoStore {
         }
     }
 
-    /// Queries the unfinished runs of one shard of the index (heads only).
+    /// The items the index names (it holds their keys only), read in batches; an item gone
+    /// since (a run finished, a delivery expired) is left out. Eventually consistent: whoever
+    /// acts on what it reads does so by a conditional change.
+    async fn items_named(&self, index_items: Vec<Item>) -> StoreResult<Vec<Item>> {
+        let mut found = Vec::new();
+        for chunk in index_items.chunks(BATCH_GET) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .filter_map(|it| Some(key(str_of(it, "pk")?, str_of(it, "sk")?)))
+                .collect();
+            for attempt in 0..ATTEMPTS {
+                if keys.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    backoff(attempt).await;
+                }
+                let wanted = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .build()
+                    .map_err(err)?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, wanted)
+                    .send()
+                    .await
+                    .map_err(store_error)?;
+                found.extend(
+                    out.responses
+                        .and_then(|mut r| r.remove(&self.table))
+                        .unwrap_or_default(),
+                );
+                // Keys DynamoDB did not get to (throttling, size) are asked for again.
+                keys = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+            }
+            if !keys.is_empty() {
+                return Err(err("BatchGetItem left keys unprocessed"));
+            }
+        }
+        Ok(found)
+    }
+
+    /// The unfinished runs of one shard of the index (heads only).
     async fn unfinished_in(&self, shard: String) -> StoreResult<Vec<Run>> {
-        self.index_shard(shard)
+        let named = self.index_shard(shard).await?;
+        self.items_named(named)
             .await?
             .into_iter()
+            .filter(|head| head.contains_key("unfinished"))
             .map(|head| run_from_items(head, None))
             .collect()
     }
@@ -504,6 +558,11 @@ fn shard_of(prefix: &str, id: &str) -> String {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
     format!("{prefix}{:02}", hash % UNFINISHED_SHARDS)
+}
+
+/// The string attribute `name` of an item.
+fn str_of(item: &Item, name: &str) -> Option<String> {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned()
 }
 
 /// A delivery from its item.
@@ -1192,7 +1251,11 @@ impl DeliveryStore for DynamoStore {
         // Pending deliveries are few (each is done within a day): read every shard, keep the due.
         let mut due = Vec::new();
         for i in 0..UNFINISHED_SHARDS {
-            for it in self.index_shard(format!("h{i:02}")).await? {
+            let named = self.index_shard(format!("h{i:02}")).await?;
+            for it in self.items_named(named).await? {
+                if !it.contains_key("unfinished") {
+                    continue; // delivered since the index was read
+                }
                 let delivery = delivery_from_item(it)?;
                 if delivery.next_at.is_some_and(|next| next <= at) {
                     due.push(delivery);

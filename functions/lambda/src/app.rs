@@ -177,6 +177,7 @@ impl Start {
         config.republish_after = settings.republish_after;
         config.lease = settings.lease;
         config.durable_wait_after = settings.durable_wait_after;
+        config.progress_every = settings.progress_every;
         config.webhook_secret = settings.webhook_secret.clone();
         config.limits = settings.limits;
         (config.streams_per_user, config.streams_per_run) = settings.streams;
