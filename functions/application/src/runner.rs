@@ -329,10 +329,7 @@ impl Runner<'_> {
                     format!("tool `{}` is missing", step.tool),
                     Some(step.id.clone()),
                 );
-                return Ok(match holding.advance(change).await? {
-                    Some(run) => Execution::Ran(run.status),
-                    None => Execution::Skipped,
-                });
+                return Self::end(holding, change).await;
             };
             let retry = step.retry();
             // Points consumed by attempts that failed on the way (a cut stream's tokens).
@@ -405,10 +402,7 @@ impl Runner<'_> {
                                     .to_owned(),
                                 Some(step.id.clone()),
                             );
-                            return Ok(match holding.advance(change).await? {
-                                Some(run) => Execution::Ran(run.status),
-                                None => Execution::Skipped,
-                            });
+                            return Self::end(holding, change).await;
                         }
                         if after >= self.durable_wait_after {
                             return self
@@ -460,10 +454,7 @@ impl Runner<'_> {
                             "The step did not finish before the run's deadline".to_owned(),
                             Some(step.id.clone()),
                         );
-                        return Ok(match holding.advance(change).await? {
-                            Some(run) => Execution::Ran(run.status),
-                            None => Execution::Skipped,
-                        });
+                        return Self::end(holding, change).await;
                     }
                 }
             };
@@ -556,6 +547,14 @@ impl Runner<'_> {
                 Execution::Ran(run.status)
             }
             // The sweeper ended it first, or another runner holds it.
+            None => Execution::Skipped,
+        })
+    }
+
+    /// Applies a change that ends the held run (a failure): what this delivery did.
+    async fn end(holding: Holding<'_>, change: RunChange) -> StoreResult<Execution> {
+        Ok(match holding.advance(change).await? {
+            Some(run) => Execution::Ran(run.status),
             None => Execution::Skipped,
         })
     }
@@ -1003,6 +1002,27 @@ mod tests {
         ])))
     }
 
+    /// Checks that run `run_id` was let go while its step `index` waits until `until`: the step
+    /// shows it, no runner holds the run, and a runner is asked for then (the only one asked).
+    fn assert_let_go(
+        f: &Fixture,
+        run_id: &RunId,
+        index: usize,
+        until: chrono::DateTime<chrono::Utc>,
+    ) {
+        assert_eq!(*f.bus.later.lock().unwrap(), [(run_id.clone(), until)]);
+        let waiting = f.store.with(|s| s.runs[run_id].clone());
+        let step = &waiting.steps[index];
+        assert_eq!(
+            (step.status, step.until),
+            (StepStatus::Waiting, Some(until))
+        );
+        assert!(
+            waiting.lease_expired(f.clock.now()),
+            "no runner holds a waiting run"
+        );
+    }
+
     #[tokio::test]
     async fn a_long_wait_lets_the_run_go_until_it_is_due() {
         let f = with_a_long_wait();
@@ -1015,14 +1035,7 @@ mod tests {
             Execution::Waiting
         );
         let until = f.clock.now() + chrono::Duration::seconds(90);
-        assert_eq!(*f.bus.later.lock().unwrap(), [(run.run_id.clone(), until)]);
-        let waiting = f.store.with(|s| s.runs[&run.run_id].clone());
-        assert_eq!(waiting.steps[1].status, StepStatus::Waiting);
-        assert_eq!(waiting.steps[1].until, Some(until));
-        assert!(
-            waiting.lease_expired(f.clock.now()),
-            "no runner holds a waiting run"
-        );
+        assert_let_go(&f, &run.run_id, 1, until);
         let shown = f
             .store
             .with(|s| s.events[&run.run_id].last().cloned().unwrap());
@@ -1123,13 +1136,7 @@ mod tests {
             Execution::Waiting
         );
         let until = f.clock.now() + chrono::Duration::seconds(90);
-        assert_eq!(*f.bus.later.lock().unwrap(), [(run.run_id.clone(), until)]);
-        let waiting = f.store.with(|s| s.runs[&run.run_id].clone());
-        assert_eq!(waiting.steps[0].status, StepStatus::Waiting);
-        assert!(
-            waiting.lease_expired(f.clock.now()),
-            "a durable wait holds nothing"
-        );
+        assert_let_go(&f, &run.run_id, 0, until);
 
         f.clock.advance(chrono::Duration::seconds(91));
         assert_eq!(
