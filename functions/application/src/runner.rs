@@ -734,18 +734,16 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push((template.clone(), call.context.clone()));
-            Ok(ToolResult {
-                outputs: vec![NewOutput {
+            Ok(ToolResult::done(
+                vec![NewOutput {
                     kind: OutputKind::Text,
                     mime: "text/plain".into(),
                     title: None,
                     value: Some(Value::String(template)),
                     file: None,
                 }],
-                cost_pts: 1,
-                usage: None,
-                call_back: None,
-            })
+                1,
+            ))
         }
     }
 

@@ -35,12 +35,10 @@ impl Tool for Delay {
                 .report(fraction, Some(format!("{label} ({tick}/{ticks})")))
                 .await;
         }
-        Ok(ToolResult {
-            outputs: vec![],
-            cost_pts: ToolKind::TimeDelay.nominal_cost(call.params),
-            usage: None,
-            call_back: None,
-        })
+        Ok(ToolResult::done(
+            vec![],
+            ToolKind::TimeDelay.nominal_cost(call.params),
+        ))
     }
 }
 

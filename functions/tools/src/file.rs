@@ -22,12 +22,7 @@ impl Tool for FileShow {
         let input = str_param(call.params, "input").unwrap_or_default();
         // An optional input left out: nothing to show.
         let Some(upload) = call.uploads.iter().find(|u| u.input == input) else {
-            return Ok(ToolResult {
-                outputs: vec![],
-                cost_pts: 1,
-                usage: None,
-                call_back: None,
-            });
+            return Ok(ToolResult::done(vec![], 1));
         };
         let key = upload.key();
         let bytes = call
@@ -47,8 +42,8 @@ impl Tool for FileShow {
             "bytes": bytes.len(),
             "sha256": hex::encode(Sha256::digest(&bytes)),
         });
-        Ok(ToolResult {
-            outputs: vec![
+        Ok(ToolResult::done(
+            vec![
                 NewOutput {
                     kind,
                     mime: upload.mime.clone(),
@@ -65,10 +60,8 @@ impl Tool for FileShow {
                     file: None,
                 },
             ],
-            cost_pts: 1,
-            usage: None,
-            call_back: None,
-        })
+            1,
+        ))
     }
 }
 

@@ -75,13 +75,6 @@ impl Tool for HttpTool {
             .endpoints
             .get(name)
             .ok_or_else(|| ToolError::Failed(format!("endpoint `{name}` is not configured")))?;
-        // The inputs as cast, and the step's parameters with their templates (references to
-        // earlier steps included) rendered.
-        let mut inputs = call.context.clone();
-        if let Some(map) = inputs.as_object_mut() {
-            map.remove(STEPS);
-        }
-        let params = crate::text::render_strings(call.params, call.context)?;
         let polled = call
             .call_back
             .and_then(|state| state.get(POLL))
@@ -97,10 +90,17 @@ impl Tool for HttpTool {
         let request = match &polled {
             // Called back: how is the job the endpoint accepted getting on?
             Some(url) => self.client.get(url.clone()),
-            None => self
-                .client
-                .post(endpoint.url.clone())
-                .json(&json!({"runId": call.run_id, "inputs": inputs, "params": params})),
+            None => {
+                // The inputs as cast, and the step's parameters with their templates
+                // (references to earlier steps included) rendered.
+                let mut inputs = call.context.clone();
+                if let Some(map) = inputs.as_object_mut() {
+                    map.remove(STEPS);
+                }
+                let params = crate::text::render_strings(call.params, call.context)?;
+                let body = json!({"runId": call.run_id, "inputs": inputs, "params": params});
+                self.client.post(endpoint.url.clone()).json(&body)
+            }
         };
         let mut response = request
             .timeout(endpoint.timeout)
@@ -132,12 +132,10 @@ impl Tool for HttpTool {
         let value: Value = serde_json::from_slice(&body)
             .map_err(|e| ToolError::Failed(format!("{name}: not JSON: {e}")))?;
         progress.report(1.0, None).await;
-        Ok(ToolResult {
-            outputs: vec![json_output(&call, value)?],
-            cost_pts: ToolKind::Http.nominal_cost(call.params),
-            usage: None,
-            call_back: None,
-        })
+        Ok(ToolResult::done(
+            vec![json_output(&call, value)?],
+            ToolKind::Http.nominal_cost(call.params),
+        ))
     }
 }
 

@@ -36,18 +36,16 @@ impl Tool for SigilImage {
         progress.report(0.5, Some("Drawing the sigil".into())).await;
         let png = draw_sigil(&seed, size).map_err(|e| ToolError::Failed(e.to_string()))?;
         progress.report(1.0, None).await;
-        Ok(ToolResult {
-            outputs: vec![NewOutput {
+        Ok(ToolResult::done(
+            vec![NewOutput {
                 kind: OutputKind::Image,
                 mime: "image/png".into(),
                 title: Some(title(&call)?.unwrap_or_else(|| format!("Sigil of {seed}"))),
                 value: None,
                 file: Some(FileBody::Inline(png)),
             }],
-            cost_pts: 5,
-            usage: None,
-            call_back: None,
-        })
+            5,
+        ))
     }
 }
 

@@ -27,18 +27,14 @@ impl Tool for TextRender {
         let text = render_template(template, call.context)?;
         progress.report(1.0, None).await;
         let cost_pts = 1 + (text.chars().count() as i64).saturating_sub(1) / 500;
-        Ok(ToolResult {
-            outputs: vec![NewOutput {
-                kind: OutputKind::Text,
-                mime: "text/plain; charset=utf-8".into(),
-                title: title(&call)?,
-                value: Some(Value::String(text)),
-                file: None,
-            }],
-            cost_pts,
-            usage: None,
-            call_back: None,
-        })
+        let output = NewOutput {
+            kind: OutputKind::Text,
+            mime: "text/plain; charset=utf-8".into(),
+            title: title(&call)?,
+            value: Some(Value::String(text)),
+            file: None,
+        };
+        Ok(ToolResult::done(vec![output], cost_pts))
     }
 }
 
@@ -97,12 +93,7 @@ impl Tool for JsonRender {
             call.context,
         )?;
         progress.report(1.0, None).await;
-        Ok(ToolResult {
-            outputs: vec![json_output(&call, value)?],
-            cost_pts: 1,
-            usage: None,
-            call_back: None,
-        })
+        Ok(ToolResult::done(vec![json_output(&call, value)?], 1))
     }
 }
 
