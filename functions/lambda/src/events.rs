@@ -19,7 +19,7 @@ use spellcast_domain::events::ExecutionStarted;
 use spellcast_http as api;
 
 use crate::emf;
-use crate::webhooks::Batch;
+use crate::sqs_batch::Batch;
 use spellcast_aws::WakeUp;
 
 /// An EventBridge event as it reaches a target.

@@ -11,6 +11,7 @@ mod emf;
 mod events;
 mod http;
 mod settings;
+mod sqs_batch;
 mod webhooks;
 
 pub use app::{catalog, start, NoBlobs, NoEvents, Start};

@@ -17,33 +17,7 @@ use spellcast_aws::DelayQueue;
 use spellcast_domain::ids::RunId;
 
 use crate::emf;
-
-/// An SQS batch as Lambda hands it over (the webhooks queue's, the wake-ups queue's).
-#[derive(Debug, Deserialize)]
-pub(crate) struct Batch {
-    /// Its messages.
-    #[serde(rename = "Records", default)]
-    pub records: Vec<Message>,
-}
-
-/// One message of a batch.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Message {
-    /// What a batch item failure names.
-    #[serde(rename = "messageId")]
-    pub message_id: String,
-    /// Its body.
-    #[serde(default)]
-    pub body: String,
-}
-
-impl Batch {
-    /// The batch `event` is, if it is one (it has `Records`).
-    pub fn of(event: &Value) -> Option<Batch> {
-        event.get("Records")?;
-        Batch::deserialize(event).ok()
-    }
-}
+use crate::sqs_batch::{Batch, Message};
 
 /// Which delivery a message names.
 #[derive(Debug, Deserialize, PartialEq)]
