@@ -78,6 +78,14 @@ def test_runs_whose_server_was_killed_resume_at_their_step_and_run_each_step_onc
         faults.stop()
 
 
+def serve(handler, path):
+    """An HTTP endpoint on the loopback answered by `handler` (for the test's life): its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+
+
 class Hanging:
     """An endpoint that counts the POSTs it gets and answers none of them for a minute."""
 
@@ -93,10 +101,7 @@ class Hanging:
                 hanging.posts += 1
                 time.sleep(60)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/place"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = serve(Handler, "/place")
 
 
 def test_a_cut_off_step_not_safe_to_repeat_fails_the_run_refunded_once(start, catalog, tmp_path):
@@ -216,10 +221,7 @@ class Jobs:
                 else:
                     self.answer(200, [("content-type", "application/json")], b'{"answer": 42}')
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jobs"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = serve(Handler, "/jobs")
 
 
 def with_jobs(catalog, tmp_path, jobs):

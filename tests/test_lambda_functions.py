@@ -196,17 +196,24 @@ def funded_user(local, pts=1000):
     return user_id, lambda_session(user_id)
 
 
-def receive_execution(aws, queue, run_id, timeout=30):
-    """The `executionStarted` event for `run_id`, as the rule delivered it to its SQS target."""
+def receive(aws, queue, wanted, what, timeout=30):
+    """The first message on `queue` whose body (JSON) `wanted` accepts, as an event source would
+    take it (deleted; the others it meets on the way too): (its body as sent, parsed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = aws["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for m in got.get("Messages", []):
             aws["sqs"].delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
-            event = json.loads(m["Body"])
-            if event["detail"].get("runId") == run_id:
-                return event
-    raise AssertionError(f"no executionStarted for {run_id} reached the queue")
+            body = json.loads(m["Body"])
+            if wanted(body):
+                return m["Body"], body
+    raise AssertionError(f"no {what} reached the queue")
+
+
+def receive_execution(aws, queue, run_id, timeout=30):
+    """The `executionStarted` event for `run_id`, as the rule delivered it to its SQS target."""
+    return receive(aws, queue, lambda e: e["detail"].get("runId") == run_id,
+                   f"executionStarted for {run_id}", timeout)[1]
 
 
 def quote_and_cast(emulator, auth, slug, context):
@@ -518,17 +525,9 @@ def durable(deployment):
 def receive_wake_up(aws, queue, run_id, timeout=30):
     """The wake-up for `run_id` from the wake-ups queue, as its event source would take it:
     (its body, seconds between its due time and its receipt)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = aws["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for m in got.get("Messages", []):
-            aws["sqs"].delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
-            body = json.loads(m["Body"])
-            if body["runId"] == run_id:
-                due = datetime.datetime.fromisoformat(body["dueAt"].replace("Z", "+00:00"))
-                late = (datetime.datetime.now(datetime.timezone.utc) - due).total_seconds()
-                return m["Body"], late
-    raise AssertionError(f"no wake-up for {run_id} reached the queue")
+    sent, body = receive(aws, queue, lambda b: b["runId"] == run_id, f"wake-up for {run_id}", timeout)
+    due = datetime.datetime.fromisoformat(body["dueAt"].replace("Z", "+00:00"))
+    return sent, (datetime.datetime.now(datetime.timezone.utc) - due).total_seconds()
 
 
 def relay(emulator, aws, deployment, cast, auth, while_waiting=None):
