@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::ports::{RunStore, StoreError, StoreResult};
 use spellcast_domain::ids::RunId;
-use spellcast_domain::run::{Lease, Run, RunChange, RunEvent};
+use spellcast_domain::run::{Lease, Run, RunChange, RunEvent, RunVersion};
 
 /// How often a change is decided again after another writer moved the run on.
 const ATTEMPTS: u32 = 12;
@@ -19,31 +19,42 @@ pub async fn advance(
     run_id: &RunId,
     change: RunChange,
 ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
-    decide(runs, run_id, None, change).await
+    decide(runs, run_id, None, None, change).await
 }
 
 /// [`advance`] for the runner holding `lease`: refused once another runner took the run over;
-/// it renews the lease.
+/// it renews the lease. `known` is the run as this holder last committed it: the change is
+/// first decided over it, without reading the run (the store's condition still refuses it if
+/// someone else changed the run meanwhile; then it is read and decided afresh).
 pub async fn advance_held(
     runs: &dyn RunStore,
     run_id: &RunId,
     lease: Lease,
+    known: Option<Run>,
     change: RunChange,
 ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
-    decide(runs, run_id, Some(lease), change).await
+    decide(runs, run_id, Some(lease), known, change).await
 }
 
 async fn decide(
     runs: &dyn RunStore,
     run_id: &RunId,
     lease: Option<Lease>,
+    mut known: Option<Run>,
     change: RunChange,
 ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
     for attempt in 1..=ATTEMPTS {
-        let Some(mut run) = runs.run(run_id).await? else {
+        let run = match known.take() {
+            Some(run) if &run.run_id == run_id => Some(run),
+            _ => runs.run(run_id).await?,
+        };
+        let Some(mut run) = run else {
             return Ok(None);
         };
-        let read = run.version();
+        let read = RunVersion {
+            held: lease.is_some(),
+            ..run.version()
+        };
         let decided = match lease {
             Some(lease) => run.apply_held(lease, change.clone()),
             None => run.apply(change.clone()),

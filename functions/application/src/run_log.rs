@@ -33,14 +33,16 @@ impl RunLog<'_> {
     }
 
     /// [`RunLog::advance`] for the runner holding `lease`: refused once another runner took the
-    /// run over; it renews the lease.
+    /// run over; it renews the lease. `known`: the run as the holder last committed it (see
+    /// [`crate::advancing::advance_held`]).
     pub async fn advance_held(
         &self,
         run_id: &RunId,
         lease: Lease,
+        known: Option<Run>,
         change: RunChange,
     ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
-        let done = crate::advancing::advance_held(self.runs, run_id, lease, change).await?;
+        let done = crate::advancing::advance_held(self.runs, run_id, lease, known, change).await?;
         self.announce(run_id, done).await
     }
 

@@ -70,6 +70,9 @@ struct Holding<'a> {
     fence: u64,
     lease: chrono::Duration,
     clock: &'a dyn Clock,
+    /// The run as this holder last committed it: its next change is decided over it without a
+    /// read (taken while in use, so concurrent changes read the run instead).
+    known: &'a Mutex<Option<Run>>,
 }
 
 impl Holding<'_> {
@@ -79,11 +82,19 @@ impl Holding<'_> {
             fence: self.fence,
             until: self.clock.now() + self.lease,
         };
-        Ok(self
+        let known = self.known.lock().ok().and_then(|mut k| k.take());
+        let done = self
             .log
-            .advance_held(self.run_id, lease, change)
+            .advance_held(self.run_id, lease, known, change)
             .await?
-            .map(|(run, _)| run))
+            .map(|(run, _)| run);
+        if let (Some(run), Ok(mut known)) = (&done, self.known.lock()) {
+            // Keep the newest (a concurrent change may have committed a later one).
+            if known.as_ref().is_none_or(|k| k.last_seq <= run.last_seq) {
+                *known = Some(run.clone());
+            }
+        }
+        Ok(done)
     }
 }
 
@@ -262,12 +273,14 @@ impl Runner<'_> {
         let taken_over = run.lease_fence > 1;
         tracing::info!(slug = %run.slug, steps = run.steps.len(), taken_over, "run taken");
         let deadline = run.deadline_at.unwrap_or(now + spell.timeout());
+        let known = Mutex::new(Some(run.clone()));
         let holding = Holding {
             log: self.log,
             run_id,
             fence: run.lease_fence,
             lease: self.lease,
             clock: self.clock,
+            known: &known,
         };
         // The cast kept the run's uploads unless it was cut short; make sure (harmless twice).
         if let Err(e) = crate::uploading::keep(self.blobs, &run.uploads).await {
@@ -793,9 +806,9 @@ mod tests {
             until: now + chrono::Duration::seconds(Fixture::LEASE_SECS),
         };
         let done = step(0, StepStatus::Succeeded, Some("what the first runner made"));
-        log.advance_held(run_id, held, done).await.unwrap().unwrap();
+        log.advance_held(run_id, held, None, done).await.unwrap().unwrap();
         let running = step(1, StepStatus::Running, None);
-        log.advance_held(run_id, held, running)
+        log.advance_held(run_id, held, None, running)
             .await
             .unwrap()
             .unwrap();
@@ -896,7 +909,7 @@ mod tests {
             },
         ] {
             assert!(log
-                .advance_held(&run.run_id, stale, change)
+                .advance_held(&run.run_id, stale, None, change)
                 .await
                 .unwrap()
                 .is_none());

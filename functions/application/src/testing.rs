@@ -195,8 +195,7 @@ impl RunStore for MemoryStore {
                     Self::write(s, &other, &applied);
                 }
             }
-            let stored = s.runs.get(&run.run_id).map(Run::version);
-            if stored.as_ref() != Some(read) {
+            if !s.runs.get(&run.run_id).is_some_and(|r| r.is_at(read)) {
                 s.conflicts += 1;
                 return false;
             }

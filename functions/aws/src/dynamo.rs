@@ -62,7 +62,8 @@
 //! are retried with jittered backoff, a bounded number of times. Transient errors resend the very
 //! same request with the same `ClientRequestToken`, so DynamoDB applies it at most once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::sdk_error::{is_transient, store_error};
@@ -112,6 +113,8 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     retention: chrono::Duration,
+    /// Runs whose last event this process's holder owes (see `DynamoStore::commit_held`).
+    owed: Arc<Mutex<HashSet<RunId>>>,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -220,6 +223,7 @@ impl DynamoStore {
             client,
             table: table.into(),
             retention,
+            owed: Arc::default(),
         }
     }
 
@@ -417,6 +421,110 @@ impl DynamoStore {
         }
     }
 
+    /// The holder's change as two writes: the head (under the same condition a transaction
+    /// would check, so a runner that lost the run or a canceled run writes nothing), then its
+    /// event. Between the two, the head carries the event (`lastEvent`): if the holder stops
+    /// there, whoever changes the run next writes it first (`write_last_event`), so the events
+    /// stay gapless — a stream waits at most until then. Readers never see an event the head
+    /// does not have.
+    async fn commit_held(
+        &self,
+        run_id: &RunId,
+        head: Item,
+        event_item: Option<Item>,
+        condition: &str,
+        read: &RunVersion,
+    ) -> StoreResult<bool> {
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(head))
+            .condition_expression(condition)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":previous", n(read.last_seq))
+            .expression_attribute_values(":status", s(read.status.as_str()))
+            .expression_attribute_values(":fence", n(read.fence))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                return Ok(false)
+            }
+            Err(e) => {
+                // It may have been written (a timeout): then its event is owed.
+                self.owe(run_id);
+                return Err(store_error(e));
+            }
+        }
+        let Some(event_item) = event_item else {
+            return Ok(true);
+        };
+        // Unconditional: the head made this the event at its seq, whoever writes it.
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(event_item))
+            .send()
+            .await;
+        if let Err(e) = sent {
+            self.owe(run_id);
+            return Err(store_error(e));
+        }
+        Ok(true)
+    }
+
+    /// A run event as its item, kept for the retention.
+    fn event_item(&self, run_id: &RunId, event: &RunEvent) -> StoreResult<Item> {
+        let mut it = item(
+            event,
+            format!("EVENTS#{run_id}"),
+            format!("{:020}", event.seq),
+        )?;
+        it.insert("ttl".into(), self.ttl(Utc::now()));
+        Ok(it)
+    }
+
+    /// Notes that this process owes `run_id`'s last event (its write failed after its head's).
+    fn owe(&self, run_id: &RunId) {
+        if let Ok(mut owed) = self.owed.lock() {
+            owed.insert(run_id.clone());
+        }
+    }
+
+    /// Writes the event a head carries (`lastEvent`, left by a holder's two-write change), in
+    /// case its holder stopped between the two writes. Unconditional and idempotent: the head
+    /// made it the event at its seq.
+    async fn write_last_event(&self, run_id: &RunId) -> StoreResult<()> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("RUN#{run_id}"), "RUN")))
+            .projection_expression("lastEvent")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        let Some(Av::M(event)) = out.item.and_then(|mut it| it.remove("lastEvent")) else {
+            return Ok(());
+        };
+        let event: RunEvent = from_item(event)?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.event_item(run_id, &event)?))
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
     /// A run as its two items: the small head every change rewrites (status, steps, `lastSeq`,
     /// the `unfinished` shard while it is unfinished), and the body with what can be large (the
     /// inputs, the outputs), written only when it changes.
@@ -576,6 +684,7 @@ fn delivery_from_item(mut it: Item) -> StoreResult<Delivery> {
 /// A run from its head and body items (a head alone, from the index, has no inputs or outputs).
 fn run_from_items(mut head: Item, body: Option<Item>) -> StoreResult<Run> {
     head.remove("unfinished");
+    head.remove("lastEvent");
     match body {
         Some(mut body) => {
             for field in BODY_FIELDS {
@@ -670,7 +779,40 @@ impl RunStore for DynamoStore {
         read: &RunVersion,
     ) -> StoreResult<bool> {
         let run_id = &run.run_id;
-        let (head, body) = self.run_items(run)?;
+        // A writer that does not hold the run (a cancel, recovery, a takeover) first writes the
+        // event its last holder may still owe (see `commit_held`); so does a holder whose own
+        // event write failed.
+        let owed = self.owed.lock().map(|mut o| o.remove(run_id)).unwrap_or(false);
+        if (!read.held && read.fence > 0) || owed {
+            if let Err(e) = self.write_last_event(run_id).await {
+                if owed {
+                    self.owe(run_id);
+                }
+                return Err(e);
+            }
+        }
+        let (mut head, body) = self.run_items(run)?;
+        let event_item = applied
+            .event
+            .as_ref()
+            .map(|event| self.event_item(run_id, event))
+            .transpose()?;
+        // The holder's everyday change (a step starts, makes progress, succeeds without outputs)
+        // is two plain writes, not a transaction (which costs twice): the head, fenced as below
+        // and carrying the event, then the event. Anything with money, files, outputs or a
+        // delivery in it, the end of the run, and every change by a non-holder stay one
+        // transaction.
+        let plain = read.held
+            && applied.files.is_empty()
+            && applied.refund_pts == 0
+            && applied.delivery.is_none()
+            && run.outputs.len() == read.outputs
+            && !run.status.is_terminal();
+        if let (true, Some(event)) = (plain, &applied.event) {
+            // The event alone (its keys and expiry are made again from it): a head under 1 KB
+            // stays one write unit.
+            head.insert("lastEvent".into(), Av::M(serde_dynamo::to_item(event).map_err(err)?));
+        }
         // Optimistic lock: the run must still be where it was read — its last event, its status
         // and its lease's fencing number (a run stored before leases has none: 0). The body is
         // written only when outputs were added: a progress tick rewrites the small head alone.
@@ -679,12 +821,16 @@ impl RunStore for DynamoStore {
         } else {
             "leaseFence = :fence"
         };
+        let condition = format!("lastSeq = :previous AND #status = :status AND {fenced}");
+        if plain {
+            return self
+                .commit_held(run_id, head, event_item, &condition, read)
+                .await;
+        }
         let locked = Put::builder()
             .table_name(&self.table)
             .set_item(Some(head))
-            .condition_expression(format!(
-                "lastSeq = :previous AND #status = :status AND {fenced}"
-            ))
+            .condition_expression(condition)
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":previous", n(read.last_seq))
             .expression_attribute_values(":status", s(read.status.as_str()))
@@ -695,13 +841,7 @@ impl RunStore for DynamoStore {
         if run.outputs.len() != read.outputs {
             items.push(put(body, &self.table, None)?);
         }
-        if let Some(event) = &applied.event {
-            let mut event_item = item(
-                event,
-                format!("EVENTS#{run_id}"),
-                format!("{:020}", event.seq),
-            )?;
-            event_item.insert("ttl".into(), self.ttl(Utc::now()));
+        if let Some(event_item) = event_item {
             items.push(put(
                 event_item,
                 &self.table,

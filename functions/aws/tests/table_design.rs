@@ -9,12 +9,12 @@ use aws_sdk_dynamodb::types::AttributeValue as Av;
 use aws_sdk_dynamodb::Client;
 use chrono::Utc;
 use serde_json::json;
-use spellcast_application::advancing::advance;
+use spellcast_application::advancing::{advance, advance_held};
 use spellcast_application::ports::{LedgerStore, RunStore};
 use spellcast_aws::DynamoStore;
 use spellcast_domain::ids::RunId;
 use spellcast_domain::ledger::LedgerKind;
-use spellcast_domain::run::{NewOutput, OutputKind, Run, RunChange, StepStatus};
+use spellcast_domain::run::{Lease, NewOutput, OutputKind, Run, RunChange, RunError, StepStatus};
 
 mod engines;
 
@@ -200,6 +200,82 @@ async fn unfinished_runs_spread_over_shards(variable: &str) {
         .await
         .contains_key("unfinished"));
     assert_eq!(store.unfinished_runs().await.unwrap().len(), 47);
+}
+
+async fn event_seqs(store: &DynamoStore, id: &RunId) -> Vec<u64> {
+    let events = store.run_events(id, 0, 100).await.unwrap();
+    events.iter().map(|e| e.seq).collect()
+}
+
+/// The holder's everyday change is two plain writes (head, then event: half a transaction's
+/// units); if the holder stops between them, the next writer that does not hold the run writes
+/// the event the head carries before its own, so the events stay gapless.
+async fn an_event_a_holder_left_unwritten_is_written_by_the_next_writer(variable: &str) {
+    let Some((client, table, store)) = fresh_table(variable, "design").await else {
+        return;
+    };
+    let run = cast(&store, json!({"name": "A"})).await;
+    let id = &run.run_id;
+    let now = Utc::now();
+    let minute = chrono::Duration::minutes(1);
+    let start = RunChange::Start {
+        at: now,
+        deadline: now + minute * 5,
+        lease_until: now + minute,
+    };
+    advance(&*store, id, start).await.unwrap().unwrap();
+    let lease = Lease {
+        fence: 1,
+        until: now + minute,
+    };
+    let (_, event) = advance_held(&*store, id, lease, None, tick(0, 0.5, vec![]))
+        .await
+        .unwrap()
+        .unwrap();
+    let event = event.unwrap();
+    assert_eq!(event_seqs(&store, id).await, vec![1, 2]);
+    let head = raw(&client, &table, id, "RUN").await;
+    assert_eq!(
+        head["lastEvent"].as_m().unwrap()["seq"].as_n().unwrap(),
+        &event.seq.to_string(),
+        "the head carries the event it committed"
+    );
+    // The holder stops after the head's write, before the event's.
+    client
+        .delete_item()
+        .table_name(&table)
+        .key("pk", Av::S(format!("EVENTS#{id}")))
+        .key("sk", Av::S(format!("{:020}", event.seq)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(event_seqs(&store, id).await, vec![1]);
+    // Recovery ends the run (it does not hold it): the owed event comes first.
+    let fail = RunChange::Fail {
+        at: Utc::now(),
+        error: RunError {
+            code: "interrupted".into(),
+            message: "lost".into(),
+            step_id: None,
+        },
+    };
+    advance(&*store, id, fail).await.unwrap().unwrap();
+    assert_eq!(event_seqs(&store, id).await, vec![1, 2, 3]);
+    let events = store.run_events(id, 1, 1).await.unwrap();
+    assert_eq!(events[0], event, "the event as the holder made it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_moto_an_event_a_holder_left_unwritten_is_written_by_the_next_writer() {
+    an_event_a_holder_left_unwritten_is_written_by_the_next_writer("SPELLCAST_MOTO_ENDPOINT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_dynamodb_local_an_event_a_holder_left_unwritten_is_written_by_the_next_writer() {
+    an_event_a_holder_left_unwritten_is_written_by_the_next_writer(
+        "SPELLCAST_DYNAMODB_LOCAL_ENDPOINT",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -583,6 +583,11 @@ pub struct RunVersion {
     pub fence: u64,
     /// How many outputs it had.
     pub outputs: usize,
+    /// Whether the change is made by the runner holding the run's lease: its changes come one
+    /// after another, so a store may write such a change's event after its head (one write
+    /// each, not a transaction), and owes the event to whoever changes the run next without
+    /// holding it.
+    pub held: bool,
 }
 
 /// What applying a change produced, for the store to write in the same transaction.
@@ -621,7 +626,17 @@ impl Run {
             status: self.status,
             fence: self.lease_fence,
             outputs: self.outputs.len(),
+            held: false,
         }
+    }
+
+    /// Whether the run is still as `read` (who read it aside): a change decided over that read
+    /// may be committed over this run.
+    pub fn is_at(&self, read: &RunVersion) -> bool {
+        RunVersion {
+            held: read.held,
+            ..self.version()
+        } == *read
     }
 
     /// A new queued run of `spell`, paid by invoice `invoice_id`, with fresh run and debit ids.

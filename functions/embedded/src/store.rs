@@ -387,7 +387,7 @@ impl RunStore for RedbStore {
             let stored: Option<Run> = get_json(&runs, run.run_id.as_str())?;
             drop(runs);
             // Only over the run as it was read: its last event, its status, its lease.
-            if stored.map(|s| s.version()) != Some(read) {
+            if !stored.is_some_and(|s| s.is_at(&read)) {
                 return Ok(false);
             }
             put_run(tx, &run)?;

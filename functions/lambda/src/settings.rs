@@ -150,7 +150,7 @@ impl Settings {
                 return Err("SPELLCAST_OIDC_ISSUER and SPELLCAST_OIDC_AUDIENCE go together".into())
             }
         };
-        let fastest = Duration::from_millis(number("SPELLCAST_POLL_MS", 100)?.max(10));
+        let fastest = Duration::from_millis(number("SPELLCAST_POLL_MS", 50)?.max(10));
         let slowest = Duration::from_millis(number("SPELLCAST_POLL_MAX_MS", 1000)?);
         Ok(Settings {
             table: required("SPELLCAST_TABLE")?,

@@ -21,7 +21,7 @@ use spellcast_domain::ledger::{LedgerKind, PTS};
 use spellcast_domain::prices::SpellStats;
 use spellcast_domain::run::{
     EventBody, FileBody, Lease, Metered, NewOutput, OutputKind, RunChange, RunError, RunStatus,
-    StepStatus, Usage,
+    RunVersion, StepStatus, Usage,
 };
 use spellcast_domain::webhooks::{Attempt, WebhookSecret, WebhookTarget};
 use spellcast_embedded::{LocalBus, LocalSignal};
@@ -1364,13 +1364,17 @@ pub async fn racing_runners_take_a_lost_run_once_and_a_stale_one_writes_nothing(
         until: now + minute,
     };
     let done = attempt(0, StepStatus::Succeeded, None, vec![], None);
-    advance_held(&*store, id, first, done)
+    advance_held(&*store, id, first, None, done)
         .await
         .unwrap()
         .unwrap();
     // The first runner is about to finish step b when it stalls; its lease runs out.
     let mut stale = store.run(id).await.unwrap().unwrap();
-    let read = stale.version();
+    let known = stale.clone();
+    let read = RunVersion {
+        held: true,
+        ..stale.version()
+    };
     let late = attempt(1, StepStatus::Succeeded, None, vec![], None);
     let stale_change = stale.apply_held(first, late.clone()).unwrap();
 
@@ -1403,7 +1407,8 @@ pub async fn racing_runners_take_a_lost_run_once_and_a_stale_one_writes_nothing(
         .commit_run(&stale, &stale_change, &read)
         .await
         .unwrap());
-    assert!(advance_held(&*store, id, first, late)
+    // Decided first over the run as it knew it (no read): refused by the store, then read.
+    assert!(advance_held(&*store, id, first, Some(known), late)
         .await
         .unwrap()
         .is_none());
