@@ -806,7 +806,10 @@ mod tests {
             until: now + chrono::Duration::seconds(Fixture::LEASE_SECS),
         };
         let done = step(0, StepStatus::Succeeded, Some("what the first runner made"));
-        log.advance_held(run_id, held, None, done).await.unwrap().unwrap();
+        log.advance_held(run_id, held, None, done)
+            .await
+            .unwrap()
+            .unwrap();
         let running = step(1, StepStatus::Running, None);
         log.advance_held(run_id, held, None, running)
             .await

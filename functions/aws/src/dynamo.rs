@@ -11,7 +11,7 @@
 //! | ledger entry    | `LEDGER#{user}`     | `{txId}`             | tx ids sort by time: a reverse query is newest first |
 //! | invoice         | `INVOICE#{id}`      | `INVOICE`            | `state` open → consumed, conditional; `ttl` retention after expiry |
 //! | idempotency key | `IDEM#{user}`       | `{key}`              | `ttl` (epoch s): expires after retention        |
-//! | run head        | `RUN#{runId}`       | `RUN`                | status, steps, times; `lastSeq` guards every change (optimistic lock); ~1 KB |
+//! | run head        | `RUN#{runId}`       | `RUN`                | status, steps, times; `lastSeq` guards every change (optimistic lock); `lastEvent` after a holder's plain change; ~1 KB |
 //! | run body        | `RUN#{runId}`       | `BODY`               | `context`, `outputs`: written at the cast and when outputs arrive, never by a progress tick |
 //! | tx → run        | `TX#{creditTxId}`   | `TX`                 | `runId`; the stream finds the run by its debit  |
 //! | run event       | `EVENTS#{runId}`    | `{seq:020}`          | written only if absent; `ttl` after retention   |
@@ -19,7 +19,7 @@
 //! | run → share     | `RUNSHARE#{runId}`  | `SHARE`              | `shareId`; written only if absent, with the share, in one transaction |
 //! | webhook delivery | `HOOKS#{runId}`    | `{webhookId}`        | written with its event; `attemptCount` guards each attempt; `unfinished` shard `h00`..`h15` while pending |
 //! | output file     | `FILE#{runId}`      | `{n:06}`             | `mime`, and `bytes` (B, at most 256 KB) or `blob` (its S3 key) |
-//! | tool cost       | `TOOLCOST`          | `{slug/step/tool}`   | `calls`, `pts` counters (ADD)                   |
+//! | tool cost       | `TOOLCOST#{00..15}` | `{slug/step/tool}`   | `calls`, `pts` counters (ADD), on a shard at random; read summed |
 //! | spell price     | `STATS`             | `{slug}`             | recomputed every 15 minutes                     |
 //! | upload          | `UPLOAD#{uploadId}` | `UPLOAD`             | owner, declared type and size, `expiresAt`; `ttl` then |
 //! | rate counter    | `RATE#{limit}#{subject}` | `{window start}` | `hits` (ADD); `ttl` when the window ends        |
@@ -42,10 +42,11 @@
 //! |----------------------|-----------------------------------------|----------------------------------------------------|
 //! | quote (invoice)      | balance 1 RCU                           | invoice 1 WCU (+ idempotency key 1 WCU)             |
 //! | cast                 | invoice 1 RCU                           | invoice, balance, ledger, run head, run body (inputs: 2 WCU per KB), tx link: ≥ 12 WCU |
-//! | run start / progress tick / step without outputs | run head + body (1 RCU per 4 KB) | head ~1 KB + event ~0.5 KB: 4 WCU, whatever the inputs' size |
-//! | step with outputs    | as above                                | + body rewrite (2 WCU per KB) + output files (2 WCU per KB) |
+//! | progress tick / step without outputs (the holder) | none (the holder decides over the run it committed) | head with its event (1-2 WCU) + event (1 WCU), two plain writes |
+//! | run start / takeover / cancel (not the holder) | run head + body (1 RCU per 4 KB), the owed event (1 RCU) | head + event in a transaction: 4 WCU (+ the owed event: 1 WCU) |
+//! | step with outputs    | none (the holder)                       | head + event + body in a transaction (2 WCU per KB each) + output files (1 WCU per KB, plain, first) |
 //! | finish / fail        | as above                                | head + event (+ refund: balance, ledger): 4-8 WCU   |
-//! | stream page          | events query 1 RCU per 4 KB             | open-stream counters: 4 WCU to take, 2 to give back |
+//! | stream page          | events query 1 RCU per 4 KB             | open-stream counters: 2 WCU to take, 2 to give back |
 //! | recovery sweep       | 16 index queries (0.5 RCU each when empty), then the heads by key (0.5 RCU each) | only for lost or stuck runs |
 //!
 //! Access patterns: balance and invoice by key (strongly consistent reads); ledger page by query on
@@ -56,9 +57,12 @@
 //!
 //! A cast is one `TransactWriteItems`: invoice open→consumed (condition), balance debit (condition
 //! `balance >= cost`), ledger entry, run, tx→run. A run change is one transaction too: the run
-//! (condition `lastSeq` unchanged), its event (condition absent), output files, and for a failure
-//! the refund (balance ADD + ledger entry); `Run::apply` refuses a second failure, so a refund
-//! happens once. Cancellations are mapped by their reasons; `TransactionConflict` and throttling
+//! (condition `lastSeq` unchanged), its event (condition absent), and for a failure the refund
+//! (balance ADD + ledger entry); `Run::apply` refuses a second failure, so a refund happens
+//! once. Output files are written just before it (plain: nothing reads them until the body that
+//! names them commits). The one exception is the runner holding the run making an everyday change
+//! (no money, outputs, files, delivery, not the end): the head, under the same condition, then the
+//! event — see `DynamoStore::commit_held` for why the events stay gapless. Cancellations are mapped by their reasons; `TransactionConflict` and throttling
 //! are retried with jittered backoff, a bounded number of times. Transient errors resend the very
 //! same request with the same `ClientRequestToken`, so DynamoDB applies it at most once.
 
@@ -654,6 +658,8 @@ const BODY_FIELDS: [&str; 2] = ["context", "outputs"];
 /// How many partitions the `unfinished` index spreads its writes over: one constant key would
 /// put every cast and every finish of the whole product on one partition of the index.
 const UNFINISHED_SHARDS: u32 = 16;
+/// How many keys the tool cost counters are spread over.
+const TOOLCOST_SHARDS: u32 = 16;
 
 /// The index shard of a run: a stable hash of its id (FNV-1a), `u00`..`u15`.
 fn unfinished_shard(run_id: &RunId) -> String {
@@ -782,7 +788,11 @@ impl RunStore for DynamoStore {
         // A writer that does not hold the run (a cancel, recovery, a takeover) first writes the
         // event its last holder may still owe (see `commit_held`); so does a holder whose own
         // event write failed.
-        let owed = self.owed.lock().map(|mut o| o.remove(run_id)).unwrap_or(false);
+        let owed = self
+            .owed
+            .lock()
+            .map(|mut o| o.remove(run_id))
+            .unwrap_or(false);
         if (!read.held && read.fence > 0) || owed {
             if let Err(e) = self.write_last_event(run_id).await {
                 if owed {
@@ -811,7 +821,10 @@ impl RunStore for DynamoStore {
         if let (true, Some(event)) = (plain, &applied.event) {
             // The event alone (its keys and expiry are made again from it): a head under 1 KB
             // stays one write unit.
-            head.insert("lastEvent".into(), Av::M(serde_dynamo::to_item(event).map_err(err)?));
+            head.insert(
+                "lastEvent".into(),
+                Av::M(serde_dynamo::to_item(event).map_err(err)?),
+            );
         }
         // Optimistic lock: the run must still be where it was read — its last event, its status
         // and its lease's fencing number (a run stored before leases has none: 0). The body is
@@ -837,6 +850,24 @@ impl RunStore for DynamoStore {
             .expression_attribute_values(":fence", n(read.fence))
             .build()
             .map_err(err)?;
+        // Output files first, each one plain write (a transaction would cost twice, and an
+        // image is kilobytes): nothing reads a file before the body that names it is committed,
+        // and a change decided again writes the same file number over it.
+        for file in &applied.files {
+            let mut f = key(format!("FILE#{run_id}"), format!("{:06}", file.n));
+            f.insert("mime".into(), s(&file.mime));
+            match &file.body {
+                FileBody::Inline(bytes) => f.insert("bytes".into(), Av::B(bytes.clone().into())),
+                FileBody::Blob(blob) => f.insert("blob".into(), s(blob)),
+            };
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(f))
+                .send()
+                .await
+                .map_err(store_error)?;
+        }
         let mut items = vec![TransactWriteItem::builder().put(locked).build()];
         if run.outputs.len() != read.outputs {
             items.push(put(body, &self.table, None)?);
@@ -847,15 +878,6 @@ impl RunStore for DynamoStore {
                 &self.table,
                 Some("attribute_not_exists(pk)"),
             )?);
-        }
-        for file in &applied.files {
-            let mut f = key(format!("FILE#{run_id}"), format!("{:06}", file.n));
-            f.insert("mime".into(), s(&file.mime));
-            match &file.body {
-                FileBody::Inline(bytes) => f.insert("bytes".into(), Av::B(bytes.clone().into())),
-                FileBody::Blob(blob) => f.insert("blob".into(), s(blob)),
-            };
-            items.push(put(f, &self.table, None)?);
         }
         if applied.refund_pts > 0 {
             let refund = run.refund_entry(applied.refund_pts);
@@ -1411,10 +1433,13 @@ impl DeliveryStore for DynamoStore {
 #[async_trait]
 impl CostStore for DynamoStore {
     async fn record_tool_cost(&self, tool: &str, pts: i64) -> StoreResult<()> {
+        // A shard picked at random: every step of a busy spell adds to the same counter, and
+        // one key takes about 1,000 writes a second; 16 shards take 16 times that.
+        let shard = rand::random::<u32>() % TOOLCOST_SHARDS;
         self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key("TOOLCOST", tool)))
+            .set_key(Some(key(format!("TOOLCOST#{shard:02}"), tool)))
             .update_expression("ADD calls :one, pts :pts SET tool = :tool")
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":pts", n(pts))
@@ -1426,11 +1451,26 @@ impl CostStore for DynamoStore {
     }
 
     async fn tool_costs(&self) -> StoreResult<Vec<ToolCostTotal>> {
-        self.query_all("TOOLCOST")
-            .await?
-            .into_iter()
-            .map(from_item)
-            .collect()
+        // Every shard, and the single key counters were kept under before they were sharded.
+        let mut totals: std::collections::BTreeMap<String, ToolCostTotal> = Default::default();
+        let keys = (0..TOOLCOST_SHARDS)
+            .map(|i| format!("TOOLCOST#{i:02}"))
+            .chain(["TOOLCOST".to_owned()]);
+        for pk in keys {
+            for item in self.query_all(&pk).await? {
+                let part: ToolCostTotal = from_item(item)?;
+                let total = totals
+                    .entry(part.tool.clone())
+                    .or_insert_with(|| ToolCostTotal {
+                        tool: part.tool.clone(),
+                        calls: 0,
+                        pts: 0,
+                    });
+                total.calls += part.calls;
+                total.pts += part.pts;
+            }
+        }
+        Ok(totals.into_values().collect())
     }
 
     async fn save_spell_stats(&self, stats: &[SpellStats]) -> StoreResult<()> {
@@ -1509,13 +1549,16 @@ impl RateLimiter for DynamoStore {
 
 impl DynamoStore {
     /// One more open stream on counter `pk`, if it is under `cap`; the lease moves to `until`.
-    fn stream_slot_take(
+    /// Counts one more open stream on counter `pk` if it is below `cap`: `false` when full.
+    async fn stream_slot_take(
         &self,
         pk: String,
         cap: u32,
         until: DateTime<Utc>,
-    ) -> StoreResult<TransactWriteItem> {
-        let update = Update::builder()
+    ) -> StoreResult<bool> {
+        let sent = self
+            .client
+            .update_item()
             .table_name(&self.table)
             .set_key(Some(key(pk, "OPEN")))
             .update_expression(
@@ -1529,9 +1572,52 @@ impl DynamoStore {
             .expression_attribute_values(":cap", n(cap))
             .expression_attribute_values(":until", n(until.timestamp()))
             .expression_attribute_values(":ttl", n(until.timestamp() + 3600))
-            .build()
-            .map_err(err)?;
-        Ok(TransactWriteItem::builder().update(update).build())
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// Takes a slot on counter `pk`, once more after zeroing it if its lease ended (slots of
+    /// crashed streams): `false` when full.
+    async fn stream_slot_take_or_heal(
+        &self,
+        pk: &str,
+        cap: u32,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        if self.stream_slot_take(pk.to_owned(), cap, until).await? {
+            return Ok(true);
+        }
+        self.stream_slots_expire(pk.to_owned(), now).await?;
+        self.stream_slot_take(pk.to_owned(), cap, until).await
+    }
+
+    /// Counts one open stream less on counter `pk` (never below zero).
+    async fn stream_slot_give_back(&self, pk: String) -> StoreResult<()> {
+        let given = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, "OPEN")))
+            .update_expression("SET #open = #open - :one")
+            .condition_expression("#open > :zero")
+            .expression_attribute_names("#open", "open")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        // Already zero: the counter expired and was reset meanwhile.
+        unless_condition_failed(given)
     }
 
     /// Zeroes counter `pk` if its lease ended before `now`: every stream counted there took its
@@ -1561,8 +1647,10 @@ fn stream_counters(user: &UserId, run: &RunId) -> [String; 2] {
 
 #[async_trait]
 impl StreamSlots for DynamoStore {
-    /// Both counters move in one transaction, conditional on their caps, so instances never
-    /// overshoot a cap together.
+    /// Two conditional counters, each one plain write (a transaction of both cost twice, and
+    /// a slot is taken and given back by every stream): the run's first — the narrower, where
+    /// watchers of one run race —, then the user's; a user who is full gives the run's slot
+    /// back. Neither counter ever passes its cap.
     async fn take(
         &self,
         user: &UserId,
@@ -1572,51 +1660,31 @@ impl StreamSlots for DynamoStore {
     ) -> StoreResult<Slot> {
         let until = now + chrono::Duration::from_std(caps.lease).map_err(StoreError::from_err)?;
         let [user_pk, run_pk] = stream_counters(user, run);
-        let mut expired_once = false;
-        for attempt in 1..=ATTEMPTS {
-            let items = vec![
-                self.stream_slot_take(user_pk.clone(), caps.per_user, until)?,
-                self.stream_slot_take(run_pk.clone(), caps.per_run, until)?,
-            ];
-            match self.transact(items).await? {
-                Ok(()) => return Ok(Slot::Taken),
-                Err(Cancelled::Retry) => backoff(attempt).await,
-                Err(Cancelled::Conditions(failed)) if !expired_once => {
-                    // Full: unless the counter's lease has ended (slots of crashed streams).
-                    expired_once = true;
-                    for i in failed {
-                        let pk = if i == 0 { &user_pk } else { &run_pk };
-                        self.stream_slots_expire(pk.clone(), now).await?;
-                    }
-                }
-                Err(Cancelled::Conditions(failed)) => {
-                    return Ok(if failed.contains(&0) {
-                        Slot::UserFull
-                    } else {
-                        Slot::RunFull
-                    });
-                }
+        if !self
+            .stream_slot_take_or_heal(&run_pk, caps.per_run, until, now)
+            .await?
+        {
+            return Ok(Slot::RunFull);
+        }
+        match self
+            .stream_slot_take_or_heal(&user_pk, caps.per_user, until, now)
+            .await
+        {
+            Ok(true) => Ok(Slot::Taken),
+            Ok(false) => {
+                self.stream_slot_give_back(run_pk).await?;
+                Ok(Slot::UserFull)
+            }
+            Err(e) => {
+                self.stream_slot_give_back(run_pk).await?;
+                Err(e)
             }
         }
-        Err(StoreError::unavailable("stream slots: too many conflicts"))
     }
 
     async fn give_back(&self, user: &UserId, run: &RunId) -> StoreResult<()> {
         for pk in stream_counters(user, run) {
-            let given = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(key(pk, "OPEN")))
-                .update_expression("SET #open = #open - :one")
-                .condition_expression("#open > :zero")
-                .expression_attribute_names("#open", "open")
-                .expression_attribute_values(":one", n(1))
-                .expression_attribute_values(":zero", n(0))
-                .send()
-                .await;
-            // Already zero: the counter expired and was reset meanwhile.
-            unless_condition_failed(given)?;
+            self.stream_slot_give_back(pk).await?;
         }
         Ok(())
     }
