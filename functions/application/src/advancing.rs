@@ -44,9 +44,9 @@ async fn decide(
     change: RunChange,
 ) -> StoreResult<Option<(Run, Option<RunEvent>)>> {
     for attempt in 1..=ATTEMPTS {
-        let run = match known.take() {
-            Some(run) if &run.run_id == run_id => Some(run),
-            _ => runs.run(run_id).await?,
+        let (run, as_known) = match known.take() {
+            Some(run) if &run.run_id == run_id => (Some(run), true),
+            _ => (runs.run(run_id).await?, false),
         };
         let Some(mut run) = run else {
             return Ok(None);
@@ -61,6 +61,9 @@ async fn decide(
         };
         let applied = match decided {
             Ok(applied) => applied,
+            // The run as known may be behind the stored one (a cancel): read it and decide
+            // again; only the stored run's refusal stands.
+            Err(_) if as_known => continue,
             Err(refused) => {
                 tracing::debug!(%refused, "change refused");
                 return Ok(None);
@@ -117,5 +120,46 @@ mod tests {
         assert_eq!((stored.status, stored.last_seq), (RunStatus::Canceled, 1));
         assert_eq!(f.store.with(|s| s.conflicts), 1);
         assert_eq!(f.balance("u"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_holder_whose_known_run_is_behind_decides_over_the_stored_one() {
+        let f = Fixture::new(spellcast_domain::testing::catalog_of(json!([
+            {"id": "a", "title": "A", "tool": "text.render", "with": {"template": "a"}}
+        ])));
+        let run = f.cast_run("u", json!({})).await;
+        let now = f.clock.now();
+        let minute = chrono::Duration::minutes(1);
+        let start = RunChange::Start {
+            at: now,
+            deadline: now + minute,
+            lease_until: now + minute,
+        };
+        let (running, _) = advance(f.store.as_ref(), &run.run_id, start)
+            .await
+            .unwrap()
+            .unwrap();
+        // Its owner cancels: the stored run is canceling, the holder still knows it running.
+        advance(f.store.as_ref(), &run.run_id, RunChange::Cancel { at: now })
+            .await
+            .unwrap()
+            .unwrap();
+        let lease = Lease {
+            fence: running.lease_fence,
+            until: now + minute,
+        };
+        // A stop is refused by a running run; decided again over the stored one, it stops it.
+        let (stopped, _) = advance_held(
+            f.store.as_ref(),
+            &run.run_id,
+            lease,
+            Some(running),
+            RunChange::Stop { at: now },
+        )
+        .await
+        .unwrap()
+        .expect("stopped over the run as stored");
+        assert_eq!(stopped.status, RunStatus::Canceled);
+        assert_eq!(f.store.with(|s| s.runs[&run.run_id].status), RunStatus::Canceled);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::RwLock;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use spellcast_domain::ids::Slug;
+use spellcast_domain::ids::{RunId, Slug};
 
 /// At most this many answers are kept; past it the map starts over.
 const MAX_ENTRIES: usize = 256;
@@ -50,10 +50,17 @@ impl Rendered {
     }
 }
 
-/// Rendered answers by key.
+/// At most this many run events' frames are kept (a few seconds of busy runs); past it the map
+/// starts over.
+const MAX_FRAMES: usize = 4096;
+
+/// Rendered answers by key, and run events' stream frames.
 #[derive(Debug, Default)]
 pub struct Memo {
     entries: RwLock<HashMap<Key, Rendered>>,
+    /// An event's SSE frame by run and seq (an event never changes): made once for all the
+    /// streams of its run, which are handed the same event at the same moment.
+    frames: RwLock<HashMap<(RunId, u64), Bytes>>,
 }
 
 impl Memo {
@@ -70,6 +77,22 @@ impl Memo {
             }
             entries.insert(key, rendered);
         }
+    }
+
+    /// Event `seq` of `run_id` as `frame` makes it, made once and shared.
+    pub fn frame(&self, run_id: &RunId, seq: u64, frame: impl FnOnce() -> Bytes) -> Bytes {
+        let key = (run_id.clone(), seq);
+        if let Some(found) = self.frames.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return found;
+        }
+        let made = frame();
+        if let Ok(mut frames) = self.frames.write() {
+            if frames.len() >= MAX_FRAMES {
+                frames.clear();
+            }
+            frames.insert(key, made.clone());
+        }
+        made
     }
 
     /// The answer kept for `key`, else `render`'s, kept for next time.
@@ -100,6 +123,26 @@ mod tests {
             price,
             share: None,
         }
+    }
+
+    #[test]
+    fn an_event_is_framed_once_for_all_its_streams() {
+        let memo = Memo::default();
+        let frames = Cell::new(0);
+        let frame = |text: &'static str| {
+            frames.set(frames.get() + 1);
+            Bytes::from_static(text.as_bytes())
+        };
+        let run = RunId::from("run_a");
+        for _ in 0..3 {
+            assert_eq!(memo.frame(&run, 1, || frame("one")), "one");
+        }
+        assert_eq!(memo.frame(&run, 2, || frame("two")), "two");
+        assert_eq!(frames.get(), 2, "once per event");
+        for seq in 3..=MAX_FRAMES as u64 + 1 {
+            memo.frame(&run, seq, || frame("more"));
+        }
+        assert!(memo.frames.read().unwrap().len() <= MAX_FRAMES, "bounded");
     }
 
     #[test]

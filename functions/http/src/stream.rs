@@ -91,6 +91,7 @@ pub async fn stream(app: &Arc<Api>, req: &http::request::Parts, raw_slug: &str) 
     };
 
     let (tx, rx) = mpsc::channel::<Watched>(32);
+    let (api, run_id) = (app.clone(), run.run_id.clone());
     let span = tracing::info_span!("stream", run_id = %run.run_id);
     let watching = app.watching(app.heartbeat);
     tokio::spawn(
@@ -106,12 +107,16 @@ pub async fn stream(app: &Arc<Api>, req: &http::request::Parts, raw_slug: &str) 
         }
         .instrument(span),
     );
-    let frames = futures::stream::unfold(rx, |mut rx| async move {
-        let frame = match rx.recv().await? {
-            Watched::Event(event) => frame(&event),
-            Watched::Ping => Bytes::from_static(PING),
-        };
-        Some((frame, rx))
+    let frames = futures::stream::unfold(rx, move |mut rx| {
+        let (api, run_id) = (api.clone(), run_id.clone());
+        async move {
+            let frame = match rx.recv().await? {
+                // Framed once for all of the run's streams in this process.
+                Watched::Event(event) => api.memo.frame(&run_id, event.seq, || frame(&event)),
+                Watched::Ping => Bytes::from_static(PING),
+            };
+            Some((frame, rx))
+        }
     });
     let body = futures::stream::once(async { Bytes::from_static(RETRY) }).chain(frames);
     let mut r = http::Response::new(Body::Stream(Box::pin(body)));

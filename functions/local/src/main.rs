@@ -25,11 +25,18 @@ use config::{Args, StoreKind};
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    // Log lines (one per request at the default level) are written by a thread of their own: a
+    // request only hands its line over, instead of taking stderr's lock and making a write
+    // call (`scripts/bench` measures both levels). Not lossy: a stderr that cannot keep up
+    // slows requests down rather than losing lines.
+    let (writer, flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .init();
     if cfg!(panic = "abort") {
         tracing::warn!(
@@ -37,7 +44,9 @@ async fn main() {
              --profile release-local (or a debug build) to have it answer 500 instead"
         );
     }
-    if let Err(e) = run(args).await {
+    let result = run(args).await;
+    drop(flush_on_exit);
+    if let Err(e) = result {
         eprintln!("spellcast-local: {e}");
         std::process::exit(1);
     }
