@@ -160,6 +160,9 @@ mod tests {
         .unwrap()
         .expect("stopped over the run as stored");
         assert_eq!(stopped.status, RunStatus::Canceled);
-        assert_eq!(f.store.with(|s| s.runs[&run.run_id].status), RunStatus::Canceled);
+        assert_eq!(
+            f.store.with(|s| s.runs[&run.run_id].status),
+            RunStatus::Canceled
+        );
     }
 }

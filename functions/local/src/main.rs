@@ -37,6 +37,8 @@ async fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(writer)
+        // Colours for a person at a terminal only: escape codes in a log file are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if cfg!(panic = "abort") {
         tracing::warn!(
