@@ -95,11 +95,16 @@ mod tests {
     use crate::ports::Clock;
     use crate::testing::Fixture;
 
+    /// A fixture whose one spell has one step.
+    fn one_step() -> Fixture {
+        Fixture::new(spellcast_domain::testing::catalog_of(json!([
+            {"id": "a", "title": "A", "tool": "text.render", "with": {"template": "a"}}
+        ])))
+    }
+
     #[tokio::test]
     async fn a_change_that_lost_a_race_is_decided_again_over_the_run_as_it_became() {
-        let f = Fixture::new(spellcast_domain::testing::catalog_of(json!([
-            {"id": "a", "title": "A", "tool": "text.render", "with": {"template": "a"}}
-        ])));
+        let f = one_step();
         let run = f.cast_run("u", json!({})).await;
         let now = f.clock.now();
         // The start is decided over a queued run; a cancel ends it before the start commits.
@@ -124,9 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_holder_whose_known_run_is_behind_decides_over_the_stored_one() {
-        let f = Fixture::new(spellcast_domain::testing::catalog_of(json!([
-            {"id": "a", "title": "A", "tool": "text.render", "with": {"template": "a"}}
-        ])));
+        let f = one_step();
         let run = f.cast_run("u", json!({})).await;
         let now = f.clock.now();
         let minute = chrono::Duration::minutes(1);

@@ -62,9 +62,10 @@
 //! once. Output files are written just before it (plain: nothing reads them until the body that
 //! names them commits). The one exception is the runner holding the run making an everyday change
 //! (no money, outputs, files, delivery, not the end): the head, under the same condition, then the
-//! event — see `DynamoStore::commit_held` for why the events stay gapless. Cancellations are mapped by their reasons; `TransactionConflict` and throttling
-//! are retried with jittered backoff, a bounded number of times. Transient errors resend the very
-//! same request with the same `ClientRequestToken`, so DynamoDB applies it at most once.
+//! event — see `DynamoStore::commit_held` for why the events stay gapless. Cancellations are
+//! mapped by their reasons; `TransactionConflict` and throttling are retried with jittered
+//! backoff, a bounded number of times. Transient errors resend the very same request with the
+//! same `ClientRequestToken`, so DynamoDB applies it at most once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -72,7 +73,7 @@ use std::time::Duration;
 
 use crate::sdk_error::{is_transient, store_error};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue as Av, BillingMode, Delete, GlobalSecondaryIndex,
@@ -125,20 +126,27 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::from_err(e)
 }
 
-/// An update whose condition did not hold changed nothing, which is what the caller wanted.
-fn unless_condition_failed<T, R: std::fmt::Debug>(
-    sent: Result<T, SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>>,
-) -> StoreResult<()> {
+/// Whether a conditional write was made: `false` when its condition did not hold (nothing
+/// was written), an error for anything else.
+fn conditional<T, E, R>(sent: Result<T, SdkError<E, R>>) -> StoreResult<bool>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
     match sent {
-        Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-        {
-            Ok(())
-        }
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
         Err(e) => Err(store_error(e)),
     }
+}
+
+/// An update whose condition did not hold changed nothing, which is what the caller wanted.
+fn unless_condition_failed<T, E, R>(sent: Result<T, SdkError<E, R>>) -> StoreResult<()>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    conditional(sent).map(drop)
 }
 
 fn s(v: impl Into<String>) -> Av {
@@ -434,35 +442,26 @@ impl DynamoStore {
     async fn commit_held(
         &self,
         run_id: &RunId,
-        head: Item,
+        locked: Put,
         event_item: Option<Item>,
-        condition: &str,
-        read: &RunVersion,
     ) -> StoreResult<bool> {
         let sent = self
             .client
             .put_item()
-            .table_name(&self.table)
-            .set_item(Some(head))
-            .condition_expression(condition)
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":previous", n(read.last_seq))
-            .expression_attribute_values(":status", s(read.status.as_str()))
-            .expression_attribute_values(":fence", n(read.fence))
+            .table_name(locked.table_name)
+            .set_item(Some(locked.item))
+            .set_condition_expression(locked.condition_expression)
+            .set_expression_attribute_names(locked.expression_attribute_names)
+            .set_expression_attribute_values(locked.expression_attribute_values)
             .send()
             .await;
-        match sent {
-            Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                return Ok(false)
-            }
+        match conditional(sent) {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
             Err(e) => {
                 // It may have been written (a timeout): then its event is owed.
                 self.owe(run_id);
-                return Err(store_error(e));
+                return Err(e);
             }
         }
         let Some(event_item) = event_item else {
@@ -834,22 +833,21 @@ impl RunStore for DynamoStore {
         } else {
             "leaseFence = :fence"
         };
-        let condition = format!("lastSeq = :previous AND #status = :status AND {fenced}");
-        if plain {
-            return self
-                .commit_held(run_id, head, event_item, &condition, read)
-                .await;
-        }
         let locked = Put::builder()
             .table_name(&self.table)
             .set_item(Some(head))
-            .condition_expression(condition)
+            .condition_expression(format!(
+                "lastSeq = :previous AND #status = :status AND {fenced}"
+            ))
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":previous", n(read.last_seq))
             .expression_attribute_values(":status", s(read.status.as_str()))
             .expression_attribute_values(":fence", n(read.fence))
             .build()
             .map_err(err)?;
+        if plain {
+            return self.commit_held(run_id, locked, event_item).await;
+        }
         // Output files first, each one plain write (a transaction would cost twice, and an
         // image is kilobytes): nothing reads a file before the body that names it is committed,
         // and a change decided again writes the same file number over it.
@@ -1339,19 +1337,13 @@ impl DeliveryStore for DynamoStore {
         if !replace {
             put = put.condition_expression("attribute_not_exists(pk)");
         }
-        match put.send().await {
-            Ok(_) => Ok(secret),
-            // Another first read made one meanwhile: that one is the user's.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                self.webhook_secret(user_id)
-                    .await?
-                    .ok_or_else(|| StoreError::new("a webhook secret vanished while made"))
-            }
-            Err(e) => Err(store_error(e)),
+        if conditional(put.send().await)? {
+            return Ok(secret);
         }
+        // Another first read made one meanwhile: that one is the user's.
+        self.webhook_secret(user_id)
+            .await?
+            .ok_or_else(|| StoreError::new("a webhook secret vanished while made"))
     }
 
     async fn deliveries(&self, run_id: &RunId) -> StoreResult<Vec<Delivery>> {
@@ -1397,16 +1389,7 @@ impl DeliveryStore for DynamoStore {
             .expression_attribute_values(":before", n(before))
             .send()
             .await;
-        match sent {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(store_error(e)),
-        }
+        conditional(sent)
     }
 
     async fn due_deliveries(&self, at: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Delivery>> {
@@ -1574,16 +1557,7 @@ impl DynamoStore {
             .expression_attribute_values(":ttl", n(until.timestamp() + 3600))
             .send()
             .await;
-        match sent {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(store_error(e)),
-        }
+        conditional(sent)
     }
 
     /// Takes a slot on counter `pk`, once more after zeroing it if its lease ended (slots of
